@@ -1,0 +1,1 @@
+"""Identities, credentials and permission checks (pure functions where possible)."""

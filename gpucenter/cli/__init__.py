@@ -1,0 +1,1 @@
+"""The `gpucenter` command line (Typer)."""

@@ -1,0 +1,3 @@
+from gpucenter.cli.main import main
+
+main()

@@ -1,0 +1,123 @@
+"""`gpucenter admin ...`: the centre admin's commands, run on the server host against the DB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+import typer
+from sqlalchemy.orm import Session
+
+from gpucenter.cli.common import console, friendly_errors
+from gpucenter.config import get_settings
+from gpucenter.domain.clock import SystemClock
+from gpucenter.persistence.db import make_engine, session_factory
+from gpucenter.services import accounts
+
+app = typer.Typer(
+    help="Organisations, users, projects and allocations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+org_app = typer.Typer(help="Organisations.", no_args_is_help=True, pretty_exceptions_enable=False)
+user_app = typer.Typer(help="Users.", no_args_is_help=True, pretty_exceptions_enable=False)
+project_app = typer.Typer(
+    help="Projects and members.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+alloc_app = typer.Typer(
+    help="Allocations of GPU-hours.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+app.add_typer(org_app, name="org")
+app.add_typer(user_app, name="user")
+app.add_typer(project_app, name="project")
+app.add_typer(alloc_app, name="alloc")
+T = TypeVar("T")
+
+
+@contextmanager
+def _db() -> Iterator[Session]:
+    engine = make_engine(get_settings().effective_database_url)
+    try:
+        with friendly_errors(), session_factory(engine).begin() as s:
+            yield s
+    finally:
+        engine.dispose()
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(SystemClock().now(), tz=UTC)
+
+
+def _run(action: Callable[[Session], T]) -> T:
+    with _db() as s:
+        return action(s)
+
+
+@org_app.command("create")
+def org_create(
+    name: str,
+    kind: Annotated[
+        str, typer.Option(help="university, startup, sme, public_research_institute, ...")
+    ],
+) -> None:
+    row = _run(lambda s: accounts.create_organisation(s, name, kind, _now()))
+    console.print(f"organisation {row.id} {row.name!r} ({row.kind}) created", highlight=False)
+
+
+@user_app.command("create")
+def user_create(
+    username: str,
+    org: Annotated[str | None, typer.Option("--org")] = None,
+    admin: Annotated[bool, typer.Option("--admin")] = False,
+    password: Annotated[
+        str | None, typer.Option("--password", help="for sign-in; at least 8 characters")
+    ] = None,
+) -> None:
+    """Create a user; prints an API token once (it is stored only hashed)."""
+    new = _run(
+        lambda s: accounts.create_user(
+            s, username, _now(), organisation=org, password=password, is_admin=admin
+        )
+    )
+    console.print(f"user {new.user.id} {username!r} created", highlight=False)
+    console.print(f"API token (shown once): {new.token}", highlight=False, soft_wrap=True)
+
+
+@project_app.command("create")
+def project_create(
+    name: str,
+    org: Annotated[str, typer.Option("--org")],
+    member: Annotated[list[str] | None, typer.Option("--member", help="username")] = None,
+    title: Annotated[str, typer.Option("--title")] = "",
+) -> None:
+    def action(s: Session) -> int:
+        row = accounts.create_project(s, name, org, _now(), title)
+        for username in member or []:
+            accounts.add_member(s, name, username)
+        return row.id
+
+    pid = _run(action)
+    console.print(f"project {pid} {name!r} created", highlight=False)
+
+
+@project_app.command("add-member")
+def project_add_member(
+    project: str, username: str, role: Annotated[str, typer.Option("--role")] = "member"
+) -> None:
+    _run(lambda s: accounts.add_member(s, project, username, role))
+    console.print(f"{username} is now a {role} of {project}", highlight=False)
+
+
+@alloc_app.command("create")
+def alloc_create(
+    project: str,
+    gpu_hours: Annotated[float, typer.Option("--gpu-hours")],
+    days: Annotated[int, typer.Option("--days")] = 365,
+) -> None:
+    row = _run(lambda s: accounts.create_allocation(s, project, gpu_hours, _now(), days=days))
+    console.print(
+        f"allocation {row.id}: {gpu_hours:g} GPU-hours for {project} until {row.ends_at:%Y-%m-%d}",
+        highlight=False,
+    )

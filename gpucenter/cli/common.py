@@ -1,0 +1,89 @@
+"""Shared CLI plumbing: settings, errors as messages with a non-zero exit, output modes."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from gpucenter.client import ApiError, Client
+from gpucenter.config import Settings, get_settings
+from gpucenter.domain.errors import DomainError
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn expected failures into one clear line and exit status 1 (2 for bad input)."""
+    import httpx
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except ApiError as exc:
+        fail(exc.detail or exc.title, 2 if exc.status in (400, 409, 422) else 1)
+    except DomainError as exc:
+        fail(str(exc), 2)
+    except httpx.ConnectError:
+        fail(f"cannot reach the gpucenter server at {get_settings().api_url}; is it running?")
+    except OperationalError as exc:
+        fail(f"cannot use the database: {exc.orig}; check GPUCENTER_DATABASE_URL")
+
+
+def token_file(settings: Settings) -> Path:
+    return settings.var_dir / "cli-token"
+
+
+def api_client() -> Client:
+    settings = get_settings()
+    token = settings.token
+    path = token_file(settings)
+    if not token and path.exists():
+        token = path.read_text().strip()
+    if not token:
+        fail("not signed in: run 'gpucenter login' or set GPUCENTER_TOKEN")
+    return Client(settings.api_url, token)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        render(data)
+
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds from '90', '90s', '30m', '2h', '1d12h' or 'H:MM:SS'."""
+    value = text.strip().lower()
+    if value.isdigit():
+        return int(value)
+    if ":" in value:
+        parts = value.split(":")
+        if all(p.isdigit() for p in parts) and 2 <= len(parts) <= 3:
+            nums = [int(p) for p in parts]
+            while len(nums) < 3:
+                nums.insert(0, 0)
+            return nums[0] * 3600 + nums[1] * 60 + nums[2]
+    match = _DURATION.match(value)
+    if value and match and any(match.groups()):
+        d, h, m, s = (int(g) if g else 0 for g in match.groups())
+        return d * 86400 + h * 3600 + m * 60 + s
+    raise typer.BadParameter(f"{text!r} is not a duration; try 90, 30m, 2h or 1:30:00")

@@ -1,0 +1,120 @@
+"""Entry point of the `gpucenter` command."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from gpucenter.cli import admin, jobs
+from gpucenter.cli.common import api_client, console, emit, fail, friendly_errors, token_file
+from gpucenter.config import get_settings
+
+app = typer.Typer(
+    help="gpucenter: the control plane of a national AI computing centre.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, pretty_exceptions_enable=False)
+demo_app = typer.Typer(
+    help="Demo data for a first look.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+alloc_app = typer.Typer(
+    help="Your allocations.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+app.add_typer(jobs.app, name="job")
+app.add_typer(admin.app, name="admin")
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+app.add_typer(alloc_app, name="alloc")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (SQLite or PostgreSQL, from GPUCENTER_DATABASE_URL)."""
+    from gpucenter.persistence.db import migrate
+
+    url = get_settings().effective_database_url
+    with friendly_errors():
+        migrate(url)
+    console.print("database is up to date", highlight=False)
+
+
+@demo_app.command("load")
+def demo_load() -> None:
+    """Create a demo organisation, project, allocation and user (idempotent)."""
+    from gpucenter.services.demo import load_demo
+
+    settings = get_settings()
+    with friendly_errors():
+        result = load_demo(settings)
+    console.print(result.summary, highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+) -> None:
+    """Run the API, the web page and the scheduler loop."""
+    import uvicorn
+
+    from gpucenter.api.app import create_app
+    from gpucenter.services.context import build_context
+
+    settings = get_settings()
+    with friendly_errors():
+        ctx = build_context(settings)
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    console.print(f"gpucenter serving on http://{bind_host}:{bind_port}/", highlight=False)
+    uvicorn.run(create_app(ctx), host=bind_host, port=bind_port, log_level="warning")
+
+
+@app.command()
+def login(
+    username: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+) -> None:
+    """Sign in with a username and password; keeps the token for later commands."""
+    from gpucenter.client import Client
+
+    settings = get_settings()
+    with friendly_errors(), Client(settings.api_url) as client:
+        token = client.login(username, password)
+    path = token_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token)
+    path.chmod(0o600)
+    console.print(f"signed in as {username}", highlight=False)
+
+
+@alloc_app.command("show")
+def alloc_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Your projects' allocations: granted, used and remaining GPU-hours."""
+    with friendly_errors(), api_client() as client:
+        projects = client.projects()
+
+    def render(data: list[dict[str, Any]]) -> None:
+        table = Table("Project", "Allocation", "GPU-hours", "Used", "Remaining", "Ends")
+        for p in data:
+            for a in p["allocations"]:
+                table.add_row(
+                    p["name"],
+                    str(a["id"]),
+                    f"{a['gpu_hours']:.1f}",
+                    f"{a['used_gpu_hours']:.4f}",
+                    f"{a['remaining_gpu_hours']:.4f}",
+                    str(a["ends_at"])[:10],
+                )
+        console.print(table)
+
+    emit(projects, as_json, render)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        fail("interrupted", 130)

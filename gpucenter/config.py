@@ -1,0 +1,47 @@
+"""One typed Settings object for the whole process, read from GPUCENTER_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration; every field can be set as GPUCENTER_<NAME>, e.g. GPUCENTER_DATABASE_URL."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUCENTER_", extra="ignore")
+
+    var_dir: Path = Field(default=Path("var"), description="where state lives by default")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means a SQLite file under var_dir",
+    )
+    site_file: Path | None = Field(
+        default=None,
+        description="YAML description of the local site; empty means the built-in demo site",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    scheduler_interval_s: float = Field(default=1.0, gt=0)
+    scheduler_enabled: bool = True
+    kill_grace_s: float = Field(default=5.0, ge=0)
+    api_url: str = Field(default="http://127.0.0.1:8000", description="where the CLI finds the API")
+    token: str = Field(default="", description="API token the CLI sends")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'gpucenter.db').resolve()}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "jobs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

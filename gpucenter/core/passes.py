@@ -1,0 +1,181 @@
+"""Per-pass bookkeeping: outputs being built, the failed-shape memo, and wait texts.
+
+Wait objects are interned by text: a 100,000-job queue mostly waits for a handful of
+reasons, and one shared frozen object per reason keeps a pass from allocating per job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from gpucenter.core.model import Fragmentation, PlannedStart, Preemption, Start, Wait
+from gpucenter.core.reservations import AdvanceReservation
+from gpucenter.core.state import BORROWED_CLASS, ENTITLED_CLASS, ClusterState, Hold
+from gpucenter.domain.ids import JobId, ProjectId
+from gpucenter.domain.jobs import WaitReason
+
+if TYPE_CHECKING:
+    from gpucenter.core.scheduler import QueuedJob
+    from gpucenter.core.timeline import Planner
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f}"
+
+
+class PassContext:
+    """Everything one pass accumulates."""
+
+    def __init__(
+        self, now: float, reservations: Sequence[AdvanceReservation], st: ClusterState
+    ) -> None:
+        self.now = now
+        self.st = st
+        self.reservations = reservations
+        self.active = [(r, resv) for r, resv in enumerate(reservations) if resv.active(now)]
+        self.starts: list[Start] = []
+        self.waits: dict[JobId, Wait] = {}
+        self.planned: list[PlannedStart] = []
+        self.preemptions: list[Preemption] = []
+        self.spent: dict[ProjectId, float] = {}
+        self.memo: dict[
+            tuple[int, int, int, int | None], tuple[float, WaitReason | None, Hold | None]
+        ] = {}
+        self.holds: list[tuple[int, Hold]] = []
+        self.reserved = 0
+        self.preempt_attempts = 0
+        self.planner: Planner
+        self._pools: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
+        self._texts: dict[tuple[WaitReason, str], Wait] = {}
+
+    # -- where a job may run -------------------------------------------------------------
+    def pools_for(
+        self, project: ProjectId, gpu_type: str, gpn: int, end: float, cls: int
+    ) -> list[tuple[int, int]]:
+        """(pool, class it would start as) in the order to try: the project's reservations,
+        the general pools, then idle GPUs of other projects' leases (preemptible)."""
+        key = (gpu_type, gpn, cls)
+        general = self._pools.get(key)
+        if general is None:
+            st = self.st
+            general = [(p, cls) for p in st.type_pools.get(gpu_type, ()) if st.pools[p].size >= gpn]
+            self._pools[key] = general
+        if not self.active:
+            return general
+        st = self.st
+        mine: list[tuple[int, int]] = []
+        lent: list[tuple[int, int]] = []
+        for r, resv in self.active:
+            member = project in resv.projects
+            if member and end > resv.end:
+                continue
+            if not member and not resv.lease:
+                continue
+            for (t, size, rr), p in st.pool_ids.items():
+                if rr == r and t == gpu_type and size >= gpn:
+                    if member:
+                        mine.append((p, max(cls, ENTITLED_CLASS) if cls else cls))
+                    else:
+                        lent.append((p, min(cls, BORROWED_CLASS)))
+        return mine + general + lent
+
+    # -- wait texts ----------------------------------------------------------------------
+    def _wait(self, reason: WaitReason, detail: str) -> Wait:
+        key = (reason, detail)
+        w = self._texts.get(key)
+        if w is None:
+            w = self._texts[key] = Wait(reason, detail)
+        return w
+
+    @staticmethod
+    def shape(q: QueuedJob) -> str:
+        return f"{q.nodes} node(s) x {q.gpn} {'/'.join(q.types)} GPU(s)"
+
+    def exhausted(self, q: QueuedJob, left: float) -> Wait:
+        if left <= 0:
+            return self._wait(
+                WaitReason.ALLOCATION_EXHAUSTED, "the project's allocation has no GPU-hours left"
+            )
+        return self._wait(
+            WaitReason.ALLOCATION_EXHAUSTED,
+            f"the job may use {_hours(q.gpu_seconds)} GPU-hours but the allocation has "
+            f"{_hours(left)} left; shorten the time limit or ask for more",
+        )
+
+    def quota(self, q: QueuedJob, limits: Mapping[str, int]) -> Wait:
+        caps = ", ".join(f"{t}: {limits[t]}" for t in q.types if t in limits)
+        return self._wait(
+            WaitReason.QUOTA_LIMIT,
+            f"the project is at its concurrent GPU limit ({caps}); {self.shape(q)} would exceed it",
+        )
+
+    def blocked(self, q: QueuedJob, reason: WaitReason, hold: Hold | None) -> Wait:
+        if reason is WaitReason.TOPOLOGY:
+            return self._wait(
+                reason,
+                f"{self.shape(q)} free, but not within {q.src.max_blocks} network block(s)",
+            )
+        if reason is WaitReason.RESERVATION and hold is not None:
+            name = self.reservations[hold[4]].name
+            return self._wait(
+                reason,
+                f"free GPUs are reserved by {name!r} from {hold[0]:.0f}; "
+                "a shorter time limit would let the job run before it",
+            )
+        if reason is WaitReason.PRIORITY:
+            return self._wait(
+                reason,
+                f"free GPUs are held for higher-priority job {hold[3] if hold else '?'}; "
+                "a shorter time limit could backfill",
+            )
+        return self._wait(reason, f"waiting for {self.shape(q)}; not enough free now")
+
+    def plan(self, q: QueuedJob, reason: WaitReason, t: float, nodes: list[str], g: int) -> Wait:
+        self.planned.append(PlannedStart(q.src.job_id, t, tuple(nodes), g))
+        head = ", ".join(nodes[:3]) + (" ..." if len(nodes) > 3 else "")
+        return Wait(
+            reason,
+            f"waiting for {self.shape(q)}; expected to start by {t:.0f} on {head}",
+        )
+
+    def never(self, q: QueuedJob) -> Wait:
+        return self._wait(
+            WaitReason.RESOURCES, f"{self.shape(q)} do not exist in any pool this job may use"
+        )
+
+
+def fragmentation(
+    st: ClusterState, queue: Sequence[QueuedJob], waits: Mapping[JobId, Wait]
+) -> Fragmentation:
+    """Free GPUs the highest-priority waiting job could not use even if it were alone.
+
+    For a single-node job of g GPUs that is the free GPUs on nodes with fewer than g free; for
+    a gang, free GPUs on nodes not wholly free.
+    """
+    head = next(
+        (
+            q
+            for q in queue
+            if not q.done
+            and (w := waits.get(q.src.job_id)) is not None
+            and w.reason in (WaitReason.RESOURCES, WaitReason.PRIORITY, WaitReason.RESERVATION)
+        ),
+        None,
+    )
+    if head is None:
+        return Fragmentation(0, 0)
+    free = unusable = 0
+    for gpu_type in head.types:
+        for p in st.type_pools.get(gpu_type, ()):
+            pool = st.pools[p]
+            nodes = list(pool.nodes)
+            for n in nodes:
+                f = len(st.free[n])
+                free += f
+                if head.nodes == 1:
+                    if f < head.gpn:
+                        unusable += f
+                elif f < pool.size:
+                    unusable += f
+    return Fragmentation(free, unusable)

@@ -1,0 +1,62 @@
+"""Policy knobs of the scheduling core, as one frozen value passed to every pass.
+
+Everything a site may tune lives here rather than in module globals, so that a replay or a
+test states exactly which policy it ran under.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from gpucenter.core.model import NORMAL, OPPORTUNISTIC
+from gpucenter.domain.ids import ProjectId
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityWeights:
+    """Weights of the normalised factors, Slurm-style (`PriorityWeight*`).
+
+    Fair share dominates by default so that, under saturation, delivered GPU-hours follow
+    entitlements; age and size only break near-ties and keep big jobs from starving.
+    """
+
+    fair_share: float = 10_000.0
+    age: float = 1_000.0
+    job_size: float = 500.0
+    qos: float = 2_000.0
+    max_age_s: float = 7 * 24 * 3600.0
+
+
+DEFAULT_QOS_FACTORS: Mapping[str, float] = MappingProxyType(
+    {"high": 1.0, NORMAL: 0.5, "low": 0.2, OPPORTUNISTIC: 0.0}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """How a pass orders, limits, backfills and preempts.
+
+    `max_reservations` is the backfill depth: how many of the top blocked jobs get a planned
+    start that lower jobs must not delay (every job is still considered for starting now).
+    `entitlements` gives, per programme (top-level account of the share tree) and GPU type, the
+    GPUs it owns; a programme running beyond them borrows, preemptibly. Empty: nobody borrows.
+    `project_gpu_limits` caps concurrent GPUs per project and type.
+    """
+
+    weights: PriorityWeights = field(default_factory=PriorityWeights)
+    qos_factors: Mapping[str, float] = field(default_factory=lambda: DEFAULT_QOS_FACTORS)
+    max_reservations: int = 16
+    max_preemption_attempts: int = 16
+    preemption_grace_s: float = 300.0
+    project_gpu_limits: Mapping[ProjectId, Mapping[str, int]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    entitlements: Mapping[str, Mapping[str, int]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    priority_recalc_s: float = 60.0
+
+
+DEFAULT_POLICIES = Policies()

@@ -1,0 +1,1 @@
+"""The only code that talks to clusters: one Dispatcher protocol, several implementations."""

@@ -1,0 +1,63 @@
+"""The Dispatcher protocol: the one boundary between the control plane and a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gpucenter.core.model import NodeGpus
+from gpucenter.domain.clock import Instant
+from gpucenter.domain.ids import JobId
+from gpucenter.domain.jobs import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    """What a dispatcher needs to start one job on the GPUs the core chose."""
+
+    job_id: JobId
+    command: str
+    placement: tuple[NodeGpus, ...]
+    time_limit_s: int
+    workdir: str | None
+    env: Mapping[str, str] = field(default_factory=dict)
+    account: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    """A job the cluster accepted: its id there and where its output goes."""
+
+    job_id: JobId
+    external_id: str
+    stdout_path: str
+    stderr_path: str
+    started_at: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A job reached a new state in the cluster (normally a terminal one)."""
+
+    job_id: JobId
+    state: JobState
+    at: Instant
+    exit_code: int | None = None
+    detail: str = ""
+
+
+class DispatchError(Exception):
+    """The cluster refused or could not be reached; the job stays queued."""
+
+
+class Dispatcher(Protocol):
+    """The only way the control plane touches a cluster."""
+
+    def submit(self, request: LaunchRequest) -> Launched: ...
+
+    def cancel(self, job_id: JobId) -> None: ...
+
+    def poll(self) -> Sequence[StateChange]: ...
+
+    def shutdown(self) -> None: ...

@@ -1,0 +1,420 @@
+"""The local dispatcher: each scheduled job runs as a real process group on this machine.
+
+This is the embedded default (one machine, zero set-up). Each job is ``/bin/bash -c
+<command>`` in its own session and process group, sees only its GPUs through
+``CUDA_VISIBLE_DEVICES``, and writes to ``log_dir/job-<id>.out`` and ``.err``.
+
+Placements over several nodes: a local site may declare several *virtual* nodes on one
+machine. Such a job still runs as ONE process; ``CUDA_VISIBLE_DEVICES`` lists the physical
+GPUs of every node of its placement, in placement order (duplicates dropped, since CUDA stops
+reading the list at a repeated index), and ``GPUCENTER_NODES`` names the nodes, comma
+separated. ``GPUCENTER_NODES`` is set for single-node jobs too, so job scripts need no
+special case.
+
+Ending jobs: ``cancel()`` and the time limit send SIGTERM to the group and, if anything of
+the group is still alive ``kill_grace_s`` seconds later, SIGKILL. Neither call blocks: the
+escalation happens in ``poll()``. A job is reported ended only once its whole process group
+is gone (leftover background children are SIGKILLed), because until then it may still hold
+its GPUs and the scheduler must not give them to another job.
+
+Clocks: time limits are measured with the given `Clock` (a `ManualClock` in tests, the same
+clock as the scheduler's). The SIGTERM -> SIGKILL grace period is real time
+(`time.monotonic`), because it is about how long a real process gets to clean up.
+
+Limits of a process-group based executor (a cluster with cgroups has none of these): a
+process that calls ``setsid()`` leaves the group and escapes cancel; GPU visibility is a
+convention CUDA honours, not an enforced isolation. On Linux the dispatcher makes its process
+a *child subreaper* so that orphaned grandchildren are re-parented to it and reaped here
+(containers often run a PID 1 that reaps nothing, which would leave zombies in the group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpucenter.dispatch.base import DispatchError, Launched, LaunchRequest, StateChange
+from gpucenter.domain.clock import Clock, Instant, SystemClock
+from gpucenter.domain.ids import JobId
+from gpucenter.domain.jobs import JobState
+
+__all__ = ["LocalDispatcher"]
+
+_log = logging.getLogger(__name__)
+
+# The shell that runs job commands (a module constant so tests can make it missing).
+SHELL = "/bin/bash"
+
+# The server's own settings (database URL, secret key) live under this prefix: never leak them.
+_SERVER_PREFIX = "GPUCENTER_"
+# Device selection must come from the placement alone, never from the server's environment.
+_DEVICE_VARS = frozenset(
+    {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}
+    | {"ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"}
+)
+# Names that look like credentials of the server's operator are not passed to user jobs.
+_SECRET_MARKERS = (
+    *("PASSWORD", "PASSWD", "SECRET", "TOKEN"),
+    *("CREDENTIAL", "PRIVATE_KEY", "API_KEY", "ACCESS_KEY"),
+)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of the server's environment a job may see (PATH, HOME, locale, ...)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.startswith(_SERVER_PREFIX)
+        and name not in _DEVICE_VARS
+        and not any(marker in name.upper() for marker in _SECRET_MARKERS)
+    }
+
+
+def _become_subreaper() -> None:
+    """Have orphaned descendants re-parented to this process, so that we can reap them."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            _log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        _log.warning("cannot become a child subreaper (%s)", exc)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _reap_group(pgid: int) -> None:
+    """Collect exited (zombie) children of ours in the group, without blocking."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any process of the group still runs (zombies that we cannot reap don't)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name, which sits in parentheses and may contain spaces.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _describe_exit(returncode: int) -> tuple[int, str]:
+    """Exit code (128 + signal for a signal, as shells report it) and words for people."""
+    if returncode < 0:
+        sig = -returncode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return 128 + sig, f"killed by signal {name}"
+    return returncode, f"exit code {returncode}"
+
+
+@dataclass(slots=True)
+class _Running:
+    """What the dispatcher tracks for one job until its StateChange is handed out."""
+
+    job_id: JobId
+    popen: subprocess.Popen[bytes]
+    pgid: int
+    started_at: Instant
+    time_limit_s: int
+    stderr_path: Path
+    kill_reason: JobState | None = None  # CANCELLED or TIMEOUT once we decided to end it
+    kill_at: float | None = None  # monotonic time at which SIGKILL follows SIGTERM
+    sigkilled: bool = False
+    returncode: int | None = None
+    ended: StateChange | None = None
+
+
+class LocalDispatcher:
+    """Runs jobs as local process groups; implements the `Dispatcher` protocol.
+
+    `gpu_index_map` maps a node name to the physical (NVML) index of each of its GPU slots:
+    slot ``i`` of node ``n`` is physical GPU ``gpu_index_map[n][i]``. Nodes not in the map use
+    the identity. Build it from `detect_nvidia_gpus()` when the site's slots are a subset or a
+    reordering of the machine's GPUs.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        clock: Clock | None = None,
+        kill_grace_s: float = 5.0,
+        gpu_index_map: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
+        if kill_grace_s < 0:
+            raise ValueError("kill_grace_s must not be negative")
+        self._log_dir = Path(log_dir)
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._grace = kill_grace_s
+        self._index_map = {node: tuple(ix) for node, ix in (gpu_index_map or {}).items()}
+        self._jobs: dict[JobId, _Running] = {}
+        self._lock = threading.Lock()
+        _become_subreaper()
+
+    # ----------------------------------------------------------------- submit
+    def visible_devices(self, request: LaunchRequest) -> str:
+        """The CUDA_VISIBLE_DEVICES value for a placement: physical indices, node order."""
+        physical: list[int] = []
+        for part in request.placement:
+            slots = self._index_map.get(part.node)
+            for slot in part.gpus:
+                if slots is None:
+                    index = slot
+                elif 0 <= slot < len(slots):
+                    index = slots[slot]
+                else:
+                    raise DispatchError(
+                        f"job {request.job_id}: node {part.node!r} has no GPU slot {slot} "
+                        f"(it has {len(slots)})"
+                    )
+                if index not in physical:
+                    physical.append(index)
+        return ",".join(str(i) for i in physical)
+
+    def _environment(self, request: LaunchRequest) -> dict[str, str]:
+        env = _inherited_environment(os.environ)
+        env.update(request.env)
+        # Set last, so that neither the server's nor the job's own env can widen its GPUs.
+        env["CUDA_VISIBLE_DEVICES"] = self.visible_devices(request)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML/nvidia-smi do
+        env["GPUCENTER_JOB_ID"] = str(request.job_id)
+        env["GPUCENTER_NODES"] = ",".join(dict.fromkeys(p.node for p in request.placement))
+        return env
+
+    def _workdir(self, request: LaunchRequest) -> Path:
+        if request.workdir is None:
+            workdir = self._log_dir / f"job-{request.job_id}"
+            try:
+                workdir.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise DispatchError(
+                    f"job {request.job_id}: cannot create {workdir}: {exc}"
+                ) from exc
+            return workdir
+        workdir = Path(request.workdir)
+        if not workdir.is_dir():
+            raise DispatchError(
+                f"job {request.job_id}: working directory {request.workdir!r} "
+                "does not exist or is not a directory"
+            )
+        return workdir
+
+    def submit(self, request: LaunchRequest) -> Launched:
+        """Start the job now; raises DispatchError if it cannot start (the job stays queued)."""
+        with self._lock:  # held throughout, so that one job id cannot start twice
+            return self._start(request)
+
+    def _start(self, request: LaunchRequest) -> Launched:
+        if request.job_id in self._jobs:
+            raise DispatchError(f"job {request.job_id} is already running here")
+        env = self._environment(request)
+        cwd = self._workdir(request)
+        out_path = self._log_dir / f"job-{request.job_id}.out"
+        err_path = self._log_dir / f"job-{request.job_id}.err"
+        try:
+            with out_path.open("wb") as out, err_path.open("wb") as err:
+                popen = subprocess.Popen(
+                    [SHELL, "-c", request.command],
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise DispatchError(f"job {request.job_id}: cannot start {SHELL}: {exc}") from exc
+        started_at = self._clock.now()
+        self._jobs[request.job_id] = _Running(
+            job_id=request.job_id,
+            popen=popen,
+            pgid=popen.pid,  # start_new_session: the leader's pid is the group id
+            started_at=started_at,
+            time_limit_s=request.time_limit_s,
+            stderr_path=err_path,
+        )
+        _log.info("job %s started as pid %d", request.job_id, popen.pid)
+        return Launched(
+            job_id=request.job_id,
+            external_id=str(popen.pid),
+            stdout_path=str(out_path),
+            stderr_path=str(err_path),
+            started_at=started_at,
+        )
+
+    # ------------------------------------------------------------ ending jobs
+    def cancel(self, job_id: JobId) -> None:
+        """SIGTERM the job's group now; poll() sends SIGKILL after the grace period.
+
+        A no-op for an unknown job, one already ending, or one that has already exited.
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.kill_reason is not None or job.popen.poll() is not None:
+                return
+            self._terminate(job, JobState.CANCELLED)
+
+    def _terminate(self, job: _Running, reason: JobState) -> None:
+        job.kill_reason = reason
+        job.kill_at = time.monotonic() + self._grace
+        _signal_group(job.pgid, signal.SIGTERM)
+
+    def _enforce(self, job: _Running) -> None:
+        """For a job whose leader still runs: time limit, then SIGKILL once grace is over."""
+        if job.kill_reason is None:
+            if 0 < job.time_limit_s < self._clock.now() - job.started_at:
+                self._terminate(job, JobState.TIMEOUT)
+        elif not job.sigkilled and job.kill_at is not None and time.monotonic() >= job.kill_at:
+            job.sigkilled = True
+            _signal_group(job.pgid, signal.SIGKILL)
+
+    def _step(self, job: _Running) -> None:
+        """Move one job along; sets `job.ended` once its leader exited and its group is gone."""
+        if job.ended is not None:
+            return
+        if job.returncode is None:
+            returncode = job.popen.poll()
+            if returncode is None:
+                self._enforce(job)
+                return
+            job.returncode = returncode
+            # Whatever the leader left behind (background children) goes with it.
+            _signal_group(job.pgid, signal.SIGKILL)
+        _reap_group(job.pgid)
+        if _group_alive(job.pgid):
+            return
+        # Members that died between the two calls are zombies now: collect them too.
+        _reap_group(job.pgid)
+        job.ended = self._final_state(job)
+        if job.ended.state is not JobState.COMPLETED:
+            self._note_in_stderr(job, job.ended)
+
+    def _final_state(self, job: _Running) -> StateChange:
+        assert job.returncode is not None
+        exit_code, how = _describe_exit(job.returncode)
+        if job.kill_reason is JobState.TIMEOUT:
+            state, detail = JobState.TIMEOUT, f"time limit of {job.time_limit_s} s exceeded"
+            detail += f" ({how})"
+        elif job.kill_reason is JobState.CANCELLED:
+            state, detail = JobState.CANCELLED, f"cancelled ({how})"
+        elif job.returncode == 0:
+            state, detail = JobState.COMPLETED, how
+        else:
+            state, detail = JobState.FAILED, how
+        return StateChange(job.job_id, state, self._clock.now(), exit_code, detail)
+
+    @staticmethod
+    def _note_in_stderr(job: _Running, change: StateChange) -> None:
+        """Tell the user, in the log they will read, why the job ended."""
+        verb = "failed" if change.state is JobState.FAILED else "killed"
+        try:
+            with job.stderr_path.open("a") as err:
+                err.write(f"\ngpucenter: job {verb}: {change.detail}\n")
+        except OSError as exc:
+            _log.warning("job %s: cannot append to %s (%s)", job.job_id, job.stderr_path, exc)
+
+    def poll(self) -> Sequence[StateChange]:
+        """Enforce time limits and grace periods; return the jobs that ended since last time.
+
+        Call it regularly (the server loop does, every second or so): it is what turns a
+        cancel or an exceeded time limit into SIGKILL after the grace period.
+        """
+        changes: list[StateChange] = []
+        with self._lock:
+            for job_id, job in list(self._jobs.items()):
+                self._step(job)
+                if job.ended is not None:
+                    changes.append(job.ended)
+                    del self._jobs[job_id]
+        return changes
+
+    def wait_for_exit(self, job_id: JobId, timeout_s: float) -> bool:
+        """Block until the job's whole process group is gone, as poll() would see it.
+
+        Escalates to SIGKILL after the grace period like poll(). The StateChange is kept
+        for the next poll(). True when the job has ended (or is unknown), False on timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is None:
+                    return True
+                self._step(job)
+                if job.ended is not None:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def running_job_ids(self) -> frozenset[JobId]:
+        """Jobs still tracked: running, being killed, or ended but not yet reported."""
+        with self._lock:
+            return frozenset(self._jobs)
+
+    def shutdown(self) -> None:
+        """End every job: SIGTERM, SIGKILL after the grace period, then forget them.
+
+        Blocks for at most the grace period plus a moment. Their StateChanges are not
+        reported; on restart, the server treats jobs it had running as lost.
+        """
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+        for job in jobs:
+            if job.kill_reason is None and job.ended is None:
+                self._terminate(job, JobState.CANCELLED)
+        deadline = time.monotonic() + self._grace
+        while time.monotonic() < deadline and any(j.popen.poll() is None for j in jobs):
+            time.sleep(0.02)
+        for job in jobs:
+            _signal_group(job.pgid, signal.SIGKILL)
+        settle = time.monotonic() + 2.0
+        for job in jobs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                job.popen.wait(timeout=max(0.0, settle - time.monotonic()))
+            while True:
+                _reap_group(job.pgid)
+                if not _group_alive(job.pgid) or time.monotonic() >= settle:
+                    break
+                time.sleep(0.01)

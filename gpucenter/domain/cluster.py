@@ -1,0 +1,80 @@
+"""Sites, network blocks, nodes and GPU types, as an operator describes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.jobs import GpuRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One machine with `gpu_count` GPUs of one type, under a leaf switch (`block`)."""
+
+    name: str
+    gpu_type: str
+    gpu_count: int
+    block: str = "default"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValidationError("node.name", "must not be empty")
+        if self.gpu_count < 0:
+            raise ValidationError("node.gpu_count", "must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A cluster gpucenter dispatches to, with its nodes."""
+
+    name: str
+    nodes: tuple[Node, ...]
+
+    def __post_init__(self) -> None:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValidationError("site.nodes", "node names must be unique within a site")
+
+    @property
+    def gpu_types(self) -> frozenset[str]:
+        return frozenset(n.gpu_type for n in self.nodes if n.gpu_count > 0)
+
+    def max_gpus_per_node(self, gpu_type: str) -> int:
+        return max((n.gpu_count for n in self.nodes if n.gpu_type == gpu_type), default=0)
+
+    def nodes_of_type(self, gpu_type: str) -> int:
+        return sum(1 for n in self.nodes if n.gpu_type == gpu_type and n.gpu_count > 0)
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(n.gpu_count for n in self.nodes)
+
+    def check_request(self, request: GpuRequest) -> None:
+        """Raise if no state of this site could ever run `request`: the error names the field."""
+        known = self.gpu_types
+        for gpu_type in request.acceptable_types:
+            if gpu_type not in known:
+                raise ValidationError(
+                    "gpu_type",
+                    f"unknown GPU type {gpu_type!r}; this site has {', '.join(sorted(known))}",
+                )
+        fits_somewhere = False
+        for gpu_type in request.acceptable_types:
+            largest = self.max_gpus_per_node(gpu_type)
+            if request.gpus_per_node <= largest:
+                if request.nodes <= self.nodes_of_type(gpu_type):
+                    fits_somewhere = True
+                    break
+                raise ValidationError(
+                    "nodes",
+                    f"{request.nodes} nodes requested but the site has only "
+                    f"{self.nodes_of_type(gpu_type)} nodes with {gpu_type}",
+                )
+        if not fits_somewhere:
+            largest = max(self.max_gpus_per_node(t) for t in request.acceptable_types)
+            raise ValidationError(
+                "gpus_per_node",
+                f"{request.gpus_per_node} GPUs per node requested but no {request.gpu_type} "
+                f"node has more than {largest}",
+            )

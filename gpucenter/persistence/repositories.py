@@ -1,0 +1,103 @@
+"""Queries the services need, in one place, so that services read as use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gpucenter.domain.errors import NotFound
+from gpucenter.domain.jobs import JobState
+from gpucenter.persistence.tables import (
+    AllocationRow,
+    ApiTokenRow,
+    JobRow,
+    LedgerEntryRow,
+    MembershipRow,
+    NodeRow,
+    OrganisationRow,
+    ProjectRow,
+    SiteRow,
+    UserRow,
+)
+
+
+def org_by_name(s: Session, name: str) -> OrganisationRow:
+    row = s.scalar(select(OrganisationRow).where(OrganisationRow.name == name))
+    if row is None:
+        raise NotFound("organisation", name)
+    return row
+
+
+def user_by_name(s: Session, username: str) -> UserRow:
+    row = s.scalar(select(UserRow).where(UserRow.username == username))
+    if row is None:
+        raise NotFound("user", username)
+    return row
+
+
+def project_by_name(s: Session, name: str) -> ProjectRow:
+    row = s.scalar(select(ProjectRow).where(ProjectRow.name == name))
+    if row is None:
+        raise NotFound("project", name)
+    return row
+
+
+def token_row(s: Session, digest: str) -> ApiTokenRow | None:
+    return s.scalar(select(ApiTokenRow).where(ApiTokenRow.token_hash == digest))
+
+
+def project_ids_of(s: Session, user_id: int) -> frozenset[int]:
+    rows = s.scalars(select(MembershipRow.project_id).where(MembershipRow.user_id == user_id))
+    return frozenset(rows)
+
+
+def active_allocation(s: Session, project_id: int, at: datetime) -> AllocationRow | None:
+    """The allocation a new job charges: active now, ending soonest (use it before it lapses)."""
+    return s.scalar(
+        select(AllocationRow)
+        .where(
+            AllocationRow.project_id == project_id,
+            AllocationRow.starts_at <= at,
+            AllocationRow.ends_at > at,
+        )
+        .order_by(AllocationRow.ends_at, AllocationRow.id)
+        .limit(1)
+    )
+
+
+def charged_gpu_seconds(s: Session, allocation_ids: Sequence[int]) -> dict[int, float]:
+    if not allocation_ids:
+        return {}
+    rows = s.execute(
+        select(LedgerEntryRow.allocation_id, func.sum(LedgerEntryRow.gpu_seconds))
+        .where(LedgerEntryRow.allocation_id.in_(allocation_ids))
+        .group_by(LedgerEntryRow.allocation_id)
+    )
+    return {aid: float(total or 0.0) for aid, total in rows}
+
+
+def site_by_name(s: Session, name: str) -> SiteRow | None:
+    return s.scalar(select(SiteRow).where(SiteRow.name == name))
+
+
+def nodes_of(s: Session, site_id: int) -> Sequence[NodeRow]:
+    return s.scalars(select(NodeRow).where(NodeRow.site_id == site_id).order_by(NodeRow.name)).all()
+
+
+def jobs_in_states(s: Session, states: Sequence[JobState]) -> Sequence[JobRow]:
+    return s.scalars(
+        select(JobRow).where(JobRow.state.in_([st.value for st in states])).order_by(JobRow.id)
+    ).all()
+
+
+def job_by_id(s: Session, job_id: int, *, for_update: bool = False) -> JobRow:
+    stmt = select(JobRow).where(JobRow.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = s.scalar(stmt)
+    if row is None:
+        raise NotFound("job", job_id)
+    return row

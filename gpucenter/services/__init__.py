@@ -1,0 +1,1 @@
+"""Use cases that join the rest: load -> snapshot -> core -> persist -> dispatch."""

@@ -1,0 +1,243 @@
+"""The scheduler loop's use case: apply cluster changes, run the core, start what it chose.
+
+One pass = poll the dispatcher and record what ended (charging usage), build a snapshot from
+the database, ask the pure core for decisions, persist the reasons, dispatch the starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gpucenter.core import (
+    ClusterSnapshot,
+    NodeGpus,
+    NodeSnapshot,
+    PendingJob,
+    RunningJob,
+    schedule_pass,
+)
+from gpucenter.dispatch.base import DispatchError, LaunchRequest, StateChange
+from gpucenter.domain.ids import JobId, ProjectId
+from gpucenter.domain.jobs import GpuRequest, JobState, check_transition
+from gpucenter.persistence import repositories as repo
+from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
+from gpucenter.services.context import AppContext, as_utc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PassSummary:
+    ended: int
+    started: int
+    waiting: int
+
+
+def run_pass(ctx: AppContext) -> PassSummary:
+    """One pass of the control loop. Safe to repeat: each step commits its own work."""
+    with ctx.dispatch_lock:
+        changes = ctx.dispatcher.poll()
+        ended = apply_changes(ctx, changes)
+        started, waiting = _decide_and_start(ctx)
+    return PassSummary(ended, started, waiting)
+
+
+def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
+    count = 0
+    for change in changes:
+        with ctx.sessions.begin() as s:
+            row = s.get(JobRow, int(change.job_id), with_for_update=True)
+            if row is None:
+                log.warning("dispatcher reported unknown job %s", change.job_id)
+                continue
+            current = JobState(row.state)
+            if current.is_terminal:
+                continue
+            check_transition(current, change.state)
+            _finish(s, row, change.state, datetime_from(change.at), change.exit_code, change.detail)
+            count += 1
+    return count
+
+
+def datetime_from(instant: float) -> datetime:
+    from datetime import UTC
+
+    return datetime.fromtimestamp(instant, tz=UTC)
+
+
+def _finish(
+    s: Session, row: JobRow, state: JobState, at: datetime, exit_code: int | None, detail: str
+) -> None:
+    row.state = state.value
+    row.ended_at = at
+    row.exit_code = exit_code
+    row.reason = ""
+    row.reason_detail = detail
+    charge_job(s, row, at)
+
+
+def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
+    """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per job."""
+    if row.started_at is None or row.allocation_id is None:
+        return
+    source = f"job:{row.id}"
+    if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == source)) is not None:
+        return
+    elapsed = max(0.0, (ended_at - as_utc(row.started_at)).total_seconds())
+    s.add(
+        LedgerEntryRow(
+            allocation_id=row.allocation_id,
+            job_id=row.id,
+            source=source,
+            gpu_type=row.gpu_type,
+            gpu_seconds=elapsed * row.gpus_per_node * row.nodes,
+            created_at=ended_at,
+        )
+    )
+
+
+def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
+    now = ctx.now()
+    with ctx.sessions.begin() as s:
+        site = repo.site_by_name(s, ctx.site.site.name)
+        if site is None:
+            return 0, 0
+        nodes = repo.nodes_of(s, site.id)
+        running = repo.jobs_in_states(s, [JobState.RUNNING])
+        pending = repo.jobs_in_states(s, [JobState.PENDING])
+        if not pending:
+            return 0, 0
+        budgets = _budgets_left(s, running, pending, now)
+        snapshot = ClusterSnapshot(
+            nodes=tuple(
+                NodeSnapshot(n.name, n.gpu_type, n.gpu_count, n.block)
+                for n in nodes
+                if n.gpu_count > 0
+            ),
+            running=tuple(_running(r) for r in running if r.placement),
+        )
+        queue = [
+            PendingJob(
+                job_id=JobId(r.id),
+                project_id=ProjectId(r.project_id),
+                request=GpuRequest(r.gpu_type, r.gpus_per_node, r.nodes),
+                time_limit_s=r.time_limit_s,
+                submitted_at=as_utc(r.submitted_at).timestamp(),
+                budget_gpu_seconds_left=budgets.get(r.allocation_id or -1),
+            )
+            for r in pending
+        ]
+        result = schedule_pass(snapshot, queue, now.timestamp())
+        by_id = {r.id: r for r in pending}
+        for job_id, wait in result.waits.items():
+            row = by_id[int(job_id)]
+            if row.reason != wait.reason.value or row.reason_detail != wait.detail:
+                row.reason = wait.reason.value
+                row.reason_detail = wait.detail
+        launches = [(by_id[int(st.job_id)], st.placement) for st in result.starts]
+        launch_requests = [
+            LaunchRequest(
+                job_id=JobId(row.id),
+                command=row.command,
+                placement=placement,
+                time_limit_s=row.time_limit_s,
+                workdir=row.workdir,
+                env=dict(row.env or {}),
+                account=str(row.project_id),
+            )
+            for row, placement in launches
+        ]
+    started = 0
+    for request in launch_requests:
+        started += _launch(ctx, request)
+    return started, len(pending) - started
+
+
+def _launch(ctx: AppContext, request: LaunchRequest) -> int:
+    try:
+        launched = ctx.dispatcher.submit(request)
+    except DispatchError as exc:
+        with ctx.sessions.begin() as s:
+            row = s.get(JobRow, int(request.job_id), with_for_update=True)
+            if row is not None and row.state == JobState.PENDING.value:
+                row.state = JobState.FAILED.value
+                row.ended_at = ctx.now()
+                row.reason = ""
+                row.reason_detail = f"could not start: {exc}"
+        return 0
+    with ctx.sessions.begin() as s:
+        row = s.get(JobRow, int(request.job_id), with_for_update=True)
+        assert row is not None
+        check_transition(JobState(row.state), JobState.RUNNING)
+        row.state = JobState.RUNNING.value
+        row.started_at = datetime_from(launched.started_at)
+        row.external_id = launched.external_id
+        row.stdout_path = launched.stdout_path
+        row.stderr_path = launched.stderr_path
+        row.placement = [{"node": p.node, "gpus": list(p.gpus)} for p in request.placement]
+        row.reason = ""
+        row.reason_detail = ""
+    return 1
+
+
+def _running(row: JobRow) -> RunningJob:
+    assert row.placement is not None and row.started_at is not None
+    return RunningJob(
+        job_id=JobId(row.id),
+        project_id=ProjectId(row.project_id),
+        placement=tuple(NodeGpus(p["node"], tuple(p["gpus"])) for p in row.placement),
+        started_at=as_utc(row.started_at).timestamp(),
+        time_limit_s=row.time_limit_s,
+    )
+
+
+def _budgets_left(
+    s: Session, running: Sequence[JobRow], pending: Sequence[JobRow], now: datetime
+) -> dict[int, float]:
+    """GPU-seconds each allocation has left after charges and what running jobs use so far."""
+    ids = sorted({r.allocation_id for r in [*running, *pending] if r.allocation_id is not None})
+    if not ids:
+        return {}
+    charged = repo.charged_gpu_seconds(s, ids)
+    left: dict[int, float] = {}
+    for alloc in s.scalars(select(AllocationRow).where(AllocationRow.id.in_(ids))):
+        left[alloc.id] = alloc.gpu_seconds - charged.get(alloc.id, 0.0)
+    for r in running:
+        if r.allocation_id is not None and r.started_at is not None:
+            elapsed = max(0.0, (now - as_utc(r.started_at)).total_seconds())
+            left[r.allocation_id] -= elapsed * r.gpus_per_node * r.nodes
+    return left
+
+
+def recover_after_restart(ctx: AppContext) -> int:
+    """Jobs the database says are running but no dispatcher tracks were lost with the server.
+
+    They are marked FAILED (charged up to now) rather than left RUNNING forever, so that their
+    GPUs are free again. Re-adopting live processes is left to the crash-safety work.
+    """
+    tracked: frozenset[JobId] = getattr(ctx.dispatcher, "running_job_ids", frozenset)()
+    now = ctx.now()
+    lost = 0
+    with ctx.sessions.begin() as s:
+        for row in repo.jobs_in_states(s, [JobState.RUNNING]):
+            if JobId(row.id) in tracked:
+                continue
+            _finish(
+                s,
+                row,
+                JobState.FAILED,
+                now,
+                None,
+                "the server restarted while the job ran; the job was not re-adopted",
+            )
+            lost += 1
+    return lost
+
+
+__all__ = ["PassSummary", "apply_changes", "recover_after_restart", "run_pass"]

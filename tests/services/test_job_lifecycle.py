@@ -1,0 +1,175 @@
+"""End to end through services, the core and the local dispatcher, with real processes.
+
+Runs on SQLite and PostgreSQL. The scheduler loop is driven by calling `run_pass` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gpucenter.config import Settings
+from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.jobs import JobState
+from gpucenter.persistence.tables import JobRow, LedgerEntryRow
+from gpucenter.services import jobs
+from gpucenter.services.context import AppContext
+from gpucenter.services.scheduling import run_pass
+from tests.factories import Centre, make_context, seed_centre, wait_until
+
+
+@pytest.fixture
+def ctx(settings: Settings):
+    context = make_context(settings)
+    yield context
+    context.dispatcher.shutdown()
+    context.engine.dispose()
+
+
+@pytest.fixture
+def centre(ctx: AppContext) -> Centre:
+    return seed_centre(ctx)
+
+
+def _submit(ctx: AppContext, centre: Centre, command: str, gpus: int = 1, **kw) -> int:
+    req = jobs.SubmitRequest(project="alpha", command=command, gpus_per_node=gpus, **kw)
+    return jobs.submit(ctx, centre.alice, req).id
+
+
+def _state(ctx: AppContext, job_id: int) -> JobRow:
+    with ctx.sessions.begin() as s:
+        row = s.get(JobRow, job_id)
+        assert row is not None
+        return row
+
+
+def _run_until(ctx: AppContext, job_id: int, states: set[JobState], timeout: float = 20) -> JobRow:
+    def done() -> bool:
+        run_pass(ctx)
+        return JobState(_state(ctx, job_id).state) in states
+
+    wait_until(done, timeout=timeout, step=0.1)
+    return _state(ctx, job_id)
+
+
+def test_job_runs_as_a_process_and_sees_only_its_gpus(ctx: AppContext, centre: Centre) -> None:
+    job_id = _submit(ctx, centre, "echo visible=$CUDA_VISIBLE_DEVICES", gpus=2)
+    row = _run_until(ctx, job_id, {JobState.COMPLETED})
+    gpus = [g for part in row.placement or [] for g in part["gpus"]]
+    assert len(gpus) == 2
+    assert Path(row.stdout_path or "").read_text().strip() == "visible=" + ",".join(
+        str(g) for g in gpus
+    )
+    chunk, _, finished = jobs.read_log(ctx, centre.alice, job_id)
+    assert chunk.decode().startswith("visible=") and finished
+    assert row.exit_code == 0
+
+
+def test_second_job_waits_with_a_reason_then_starts_when_the_first_ends(
+    ctx: AppContext, centre: Centre
+) -> None:
+    first = _submit(ctx, centre, "sleep 1.5", gpus=3)
+    second = _submit(ctx, centre, "echo second", gpus=2)
+    run_pass(ctx)
+    assert _state(ctx, first).state == JobState.RUNNING
+    waiting = _state(ctx, second)
+    assert waiting.state == JobState.PENDING
+    assert waiting.reason == "Resources"
+    assert "GPU" in waiting.reason_detail
+    done = _run_until(ctx, second, {JobState.COMPLETED})
+    first_row = _state(ctx, first)
+    assert first_row.ended_at is not None and done.started_at is not None
+    assert done.started_at >= first_row.ended_at
+
+
+def test_job_over_its_time_limit_is_killed_and_marked_timeout(
+    ctx: AppContext, centre: Centre
+) -> None:
+    job_id = _submit(ctx, centre, "sleep 60 & sleep 60", time_limit_s=1)
+    row = _run_until(ctx, job_id, {JobState.TIMEOUT})
+    pgid = int(row.external_id or 0)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    assert "time limit" in row.reason_detail
+
+
+def test_cancelled_running_job_leaves_no_process_group(ctx: AppContext, centre: Centre) -> None:
+    job_id = _submit(ctx, centre, "trap '' TERM; sleep 60")
+    row = _run_until(ctx, job_id, {JobState.RUNNING})
+    jobs.cancel(ctx, centre.alice, job_id)
+    row = _run_until(ctx, job_id, {JobState.CANCELLED})
+    with pytest.raises(ProcessLookupError):
+        os.killpg(int(row.external_id or 0), 0)
+
+
+def test_cancelled_pending_job_never_starts(ctx: AppContext, centre: Centre) -> None:
+    job_id = _submit(ctx, centre, "echo never")
+    jobs.cancel(ctx, centre.alice, job_id)
+    run_pass(ctx)
+    row = _state(ctx, job_id)
+    assert row.state == JobState.CANCELLED and row.started_at is None
+
+
+def test_missing_command_fails_with_the_error_in_its_log(ctx: AppContext, centre: Centre) -> None:
+    job_id = _submit(ctx, centre, "no-such-program-gpucenter --flag")
+    row = _run_until(ctx, job_id, {JobState.FAILED})
+    chunk, _, _ = jobs.read_log(ctx, centre.alice, job_id, stream="stderr")
+    assert "not found" in chunk.decode()
+    assert row.exit_code == 127
+
+
+def test_usage_is_charged_once_as_gpu_seconds(ctx: AppContext, centre: Centre) -> None:
+    job_id = _submit(ctx, centre, "sleep 1", gpus=2)
+    row = _run_until(ctx, job_id, {JobState.COMPLETED})
+    for _ in range(3):
+        run_pass(ctx)
+    with ctx.sessions.begin() as s:
+        entries = s.scalars(select(LedgerEntryRow).where(LedgerEntryRow.job_id == job_id)).all()
+    assert len(entries) == 1
+    assert row.started_at is not None and row.ended_at is not None
+    elapsed = (row.ended_at - row.started_at).total_seconds()
+    assert entries[0].gpu_seconds == pytest.approx(2 * elapsed, rel=1e-6)
+    assert 2 * 0.9 <= entries[0].gpu_seconds <= 2 * 5
+
+
+def test_other_tenants_cannot_see_or_cancel_a_job(ctx: AppContext, centre: Centre) -> None:
+    job_id = _submit(ctx, centre, "echo private")
+    from gpucenter.domain.errors import NotFound
+
+    with pytest.raises(NotFound):
+        jobs.get_visible(ctx, centre.bob, job_id)
+    with pytest.raises(NotFound):
+        jobs.cancel(ctx, centre.bob, job_id)
+    with pytest.raises(NotFound):
+        jobs.read_log(ctx, centre.bob, job_id)
+    assert [r.id for r in jobs.list_visible(ctx, centre.bob)] == []
+
+
+BAD_INPUT = {
+    "unknown project": (dict(project="nope"), "project"),
+    "someone else's project": (dict(project="beta"), "project"),
+    "zero GPUs": (dict(gpus_per_node=0), "gpus_per_node"),
+    "negative GPUs": (dict(gpus_per_node=-2), "gpus_per_node"),
+    "more GPUs than any node has": (dict(gpus_per_node=5), "gpus_per_node"),
+    "more nodes than the site has": (dict(nodes=2), "nodes"),
+    "empty command": (dict(command="   "), "command"),
+    "unknown GPU type": (dict(gpu_type="b200"), "gpu_type"),
+    "zero time limit": (dict(time_limit_s=0), "time_limit"),
+    "relative workdir": (dict(workdir="relative/dir"), "workdir"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_names_the_field_and_writes_nothing(
+    ctx: AppContext, centre: Centre, case: str
+) -> None:
+    overrides, field = BAD_INPUT[case]
+    fields = dict(project="alpha", command="echo hi", gpus_per_node=1) | overrides
+    with pytest.raises(ValidationError) as info:
+        jobs.submit(ctx, centre.alice, jobs.SubmitRequest(**fields))
+    assert info.value.field == field
+    with ctx.sessions.begin() as s:
+        assert s.scalar(select(func.count()).select_from(JobRow)) == 0

@@ -1,0 +1,163 @@
+"""The walking skeleton as a person uses it: the CLI against a live server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.factories import wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cli:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __call__(self, *args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "gpucenter.cli", *args],
+            env=self.env | env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if ok:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+
+@pytest.fixture
+def live(db_url: str, tmp_path: Path) -> Iterator[tuple[Cli, str]]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCENTER_")} | {
+        "GPUCENTER_DATABASE_URL": db_url,
+        "GPUCENTER_VAR_DIR": str(tmp_path / "var"),
+        "GPUCENTER_PORT": str(port),
+        "GPUCENTER_API_URL": f"http://127.0.0.1:{port}",
+        "GPUCENTER_SCHEDULER_INTERVAL_S": "0.2",
+        "COLUMNS": "200",
+    }
+    cli = Cli(env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gpucenter.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = env["GPUCENTER_API_URL"]
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(base + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            return False
+
+    try:
+        wait_until(healthy, timeout=30, step=0.2)
+        yield cli, base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_admin_sets_up_a_project_and_a_member_runs_a_job(live) -> None:
+    cli, _ = live
+    cli("admin", "org", "create", "KAIST", "--kind", "university")
+    out = cli("admin", "user", "create", "minji", "--org", "KAIST").stdout
+    token = re.search(r"(gpc_\S+)", out)
+    assert token, out
+    cli("admin", "project", "create", "llm-ko", "--org", "KAIST", "--member", "minji")
+    cli("admin", "alloc", "create", "llm-ko", "--gpu-hours", "10")
+
+    user = {"GPUCENTER_TOKEN": token.group(1)}
+    submitted = cli(
+        "job",
+        "submit",
+        "-p",
+        "llm-ko",
+        "-g",
+        "2",
+        "--json",
+        "--",
+        "echo gpus=$CUDA_VISIBLE_DEVICES; sleep 1; echo done",
+        **user,
+    )
+    job_id = json.loads(submitted.stdout)["id"]
+    followed = cli("job", "logs", str(job_id), "--follow", **user)
+    lines = followed.stdout.splitlines()
+    assert re.fullmatch(r"gpus=\d,\d", lines[0]), followed.stdout
+    assert lines[-1] == "done"
+
+    shown = json.loads(cli("job", "show", str(job_id), "--json", **user).stdout)
+    assert shown["state"] == "COMPLETED"
+    allocs = json.loads(cli("alloc", "show", "--json", **user).stdout)
+    used = allocs[0]["allocations"][0]["used_gpu_hours"]
+    assert used > 0 and used < 10
+
+    listed = cli("job", "list", **user).stdout
+    assert str(job_id) in listed and "COMPLETED" in listed
+
+
+def test_cli_bad_input_is_a_clear_message_and_a_nonzero_exit(live) -> None:
+    cli, _ = live
+    cli("admin", "org", "create", "Acme", "--kind", "startup")
+    token = re.search(r"(gpc_\S+)", cli("admin", "user", "create", "kim", "--org", "Acme").stdout)
+    assert token
+    cli("admin", "project", "create", "acme", "--org", "Acme", "--member", "kim")
+    cli("admin", "alloc", "create", "acme", "--gpu-hours", "1")
+    user = {"GPUCENTER_TOKEN": token.group(1)}
+
+    result = cli("job", "submit", "-p", "acme", "-g", "0", "--", "echo", ok=False, **user)
+    assert result.returncode == 2 and "gpus_per_node" in result.stderr
+    result = cli("job", "submit", "-p", "acme", "-t", "tpu", "--", "echo", ok=False, **user)
+    assert result.returncode == 2 and "gpu_type" in result.stderr
+    result = cli("job", "submit", "-p", "ghost", "--", "echo", ok=False, **user)
+    assert result.returncode == 2 and "project" in result.stderr
+    result = cli("admin", "org", "create", "X", "--kind", "pirate", ok=False)
+    assert result.returncode == 2 and "kind" in result.stderr
+    result = cli("job", "list", ok=False, GPUCENTER_TOKEN="gpc_wrong")
+    assert result.returncode != 0 and "token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_time_limit_and_cancel_from_the_cli(live) -> None:
+    cli, _ = live
+    cli("admin", "org", "create", "Inst", "--kind", "public_research_institute")
+    token = re.search(r"(gpc_\S+)", cli("admin", "user", "create", "lee", "--org", "Inst").stdout)
+    assert token
+    cli("admin", "project", "create", "inst", "--org", "Inst", "--member", "lee")
+    cli("admin", "alloc", "create", "inst", "--gpu-hours", "5")
+    user = {"GPUCENTER_TOKEN": token.group(1)}
+    slow = json.loads(
+        cli("job", "submit", "-p", "inst", "--time", "1", "--json", "--", "sleep 30", **user).stdout
+    )["id"]
+    long = json.loads(
+        cli("job", "submit", "-p", "inst", "--json", "--", "sleep 30", **user).stdout
+    )["id"]
+
+    def state(job_id: int) -> str:
+        return json.loads(cli("job", "show", str(job_id), "--json", **user).stdout)["state"]
+
+    wait_until(lambda: state(long) == "RUNNING", timeout=20, step=0.3)
+    cli("job", "cancel", str(long), **user)
+    wait_until(lambda: state(long) == "CANCELLED", timeout=20, step=0.3)
+    wait_until(lambda: state(slow) == "TIMEOUT", timeout=20, step=0.3)
