@@ -39,9 +39,7 @@ class ClusterBuilder:
         for i in range(start, start + count):
             blk = f"{prefix}b{i // block_size}" if block_size else block
             dom = f"{prefix}d{i // nvlink}" if nvlink else None
-            self.node_list.append(
-                NodeSnapshot(f"{prefix}{i}", gpu_type, gpus, blk, site, dom)
-            )
+            self.node_list.append(NodeSnapshot(f"{prefix}{i}", gpu_type, gpus, blk, site, dom))
         return self
 
     def busy(

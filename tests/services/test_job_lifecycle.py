@@ -173,3 +173,37 @@ def test_bad_input_names_the_field_and_writes_nothing(
     assert info.value.field == field
     with ctx.sessions.begin() as s:
         assert s.scalar(select(func.count()).select_from(JobRow)) == 0
+
+
+def test_jobs_lost_with_a_restarted_server_are_failed_and_free_their_gpus(
+    settings: Settings, ctx: AppContext, centre: Centre
+) -> None:
+    job_id = _submit(ctx, centre, "sleep 30", gpus=4)
+    _run_until(ctx, job_id, {JobState.RUNNING})
+    ctx.dispatcher.shutdown()
+    restarted = make_context(settings)
+    try:
+        from gpucenter.services.scheduling import recover_after_restart
+
+        assert recover_after_restart(restarted) == 1
+        row = _state(restarted, job_id)
+        assert row.state == JobState.FAILED and "restarted" in row.reason_detail
+        follow_up = _submit(restarted, centre, "echo after", gpus=4)
+        assert JobState(_run_until(restarted, follow_up, {JobState.COMPLETED}).state)
+    finally:
+        restarted.dispatcher.shutdown()
+        restarted.engine.dispose()
+
+
+def test_the_scheduler_loop_thread_runs_jobs_by_itself(ctx: AppContext, centre: Centre) -> None:
+    from gpucenter.services.loop import SchedulerLoop
+
+    loop = SchedulerLoop(ctx, interval_s=0.1)
+    loop.start()
+    try:
+        job_id = _submit(ctx, centre, "echo looped")
+        loop.poke()
+        wait_until(lambda: _state(ctx, job_id).state == JobState.COMPLETED, timeout=20)
+    finally:
+        loop.stop()
+    assert loop.passes > 0
