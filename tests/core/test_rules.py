@@ -90,10 +90,10 @@ def _cases() -> dict[str, Case]:
         ),
     )
     c["multi-node job prefers one NVLink domain inside a block"] = (
-        cluster().nodes(8, gpus=4, nvlink=4, block="rack").busy("n0", 1).snapshot(),
-        [job(1, gpus=4, nodes=3)],
+        cluster().nodes(8, gpus=4, nvlink=4, block="rack").busy("n1", 1).snapshot(),
+        [job(1, gpus=4, nodes=4)],
         {},
-        Expect(starts={1}, on={1: {"n4", "n5", "n6"}}),
+        Expect(starts={1}, on={1: {"n4", "n5", "n6", "n7"}}),
     )
     c["single-node job packs onto the fullest node that fits"] = (
         cluster().nodes(3).busy("n1", 6).busy("n2", 3).snapshot(),

@@ -61,7 +61,8 @@ def test_a_multi_node_site_file(tmp_path: Path) -> None:
         ("nodes:\n  - {name: a, gpus: 0, gpu_type: h100}\n", "nodes[0].gpus"),
         ("nodes:\n  - {name: a, gpus: 2}\n", "nodes[0].gpu_type"),
         (
-            "nodes:\n  - {name: a, gpus: 2, gpu_type: h100}\n  - {name: a, gpus: 1, gpu_type: h100}\n",
+            "nodes:\n  - {name: a, gpus: 2, gpu_type: h100}\n"
+            "  - {name: a, gpus: 1, gpu_type: h100}\n",
             "site.nodes",
         ),
     ],
