@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -70,12 +71,43 @@ class Client:
         result: dict[str, Any] = self._json("POST", "/api/v1/jobs", json=dict(job), headers=headers)
         return result
 
-    def jobs(self, states: list[str] | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def jobs_page(
+        self,
+        *,
+        states: list[str] | None = None,
+        project: str | None = None,
+        array_job_id: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page: {"items": [...], "next_cursor": str | None}."""
         params: dict[str, Any] = {"limit": limit}
         if states:
             params["state"] = states
-        result: list[dict[str, Any]] = self._json("GET", "/api/v1/jobs", params=params)
+        if project:
+            params["project"] = project
+        if array_job_id is not None:
+            params["array_job_id"] = array_job_id
+        if cursor:
+            params["cursor"] = cursor
+        result: dict[str, Any] = self._json("GET", "/api/v1/jobs", params=params)
         return result
+
+    def jobs(
+        self, states: list[str] | None = None, limit: int = 100, project: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` jobs, newest first, following cursors as needed."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while len(items) < limit:
+            page = self.jobs_page(
+                states=states, project=project, limit=min(500, limit - len(items)), cursor=cursor
+            )
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        return items
 
     def job(self, job_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", f"/api/v1/jobs/{job_id}")
@@ -97,21 +129,46 @@ class Client:
             resp.headers.get("X-Job-Finished") == "true",
         )
 
-    def follow_log(
-        self, job_id: int, stream: str = "stdout", poll_s: float = 0.5
-    ) -> Iterator[bytes]:
-        """Yield chunks of a log until the job has ended and everything has been read."""
-        import time
+    def events(self, job_id: int, stream: str = "stdout") -> Iterator[tuple[str, dict[str, Any]]]:
+        """Server-sent events of a job: ("state", {...}), ("log", {"text": ...}), ("end", {...})."""
+        with self._http.stream(
+            "GET",
+            f"/api/v1/jobs/{job_id}/events",
+            params={"stream": stream},
+            timeout=httpx.Timeout(30.0, read=None),
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                self._check(resp)
+            name = ""
+            data: list[str] = []
+            for line in resp.iter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+                elif not line and name:
+                    yield name, json.loads("\n".join(data))
+                    if name == "end":
+                        return
+                    name, data = "", []
 
-        offset = 0
-        while True:
-            chunk, offset, finished = self.log_chunk(job_id, stream, offset)
-            if chunk:
-                yield chunk
-            if finished and not chunk:
-                return
-            if not chunk:
-                time.sleep(poll_s)
+    def follow_log(self, job_id: int, stream: str = "stdout") -> Iterator[str]:
+        """Yield a job's output as it is written, until the job has ended."""
+        for name, payload in self.events(job_id, stream):
+            if name == "log":
+                yield str(payload["text"])
+
+    def templates(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/templates")
+        return result
+
+    def usage(
+        self, since: str | None = None, until: str | None = None, project: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("since", since), ("until", until), ("project", project)) if v}
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/usage", params=params)
+        return result
 
     def projects(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._json("GET", "/api/v1/projects")

@@ -5,14 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from gpucenter.api.deps import Ctx, CurrentCaller
-from gpucenter.api.schemas import JobIn, JobOut
+from gpucenter.api.schemas import JobIn, JobOut, JobPageOut
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import JobState
 from gpucenter.services import jobs
+from gpucenter.services.events import job_events
+from gpucenter.services.submission import JobForm
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+def _poke(request: Request) -> None:
+    loop = getattr(request.app.state, "loop", None)
+    if loop is not None:
+        loop.poke()
 
 
 @router.post("", status_code=201, response_model=JobOut)
@@ -23,54 +32,52 @@ def submit_job(
     request: Request,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JobOut:
-    row = jobs.submit(
-        ctx,
-        caller,
-        jobs.SubmitRequest(
-            project=body.project,
-            command=body.command,
-            gpus_per_node=body.gpus_per_node,
-            nodes=body.nodes,
-            gpu_type=body.gpu_type,
-            time_limit_s=body.time_limit_s,
-            name=body.name,
-            workdir=body.workdir,
-            env=body.env,
-        ),
-        idempotency_key=idempotency_key,
-    )
-    loop = getattr(request.app.state, "loop", None)
-    if loop is not None:
-        loop.poke()
-    return JobOut.of(row)
+    """Submit a job. A retry with the same Idempotency-Key returns the job made first."""
+    row = jobs.submit(ctx, caller, JobForm(**body.model_dump()), idempotency_key)
+    _poke(request)
+    tasks = jobs.array_task_ids(ctx, row) if row.array_job_id is not None else None
+    return JobOut.of(row, tasks)
 
 
-@router.get("", response_model=list[JobOut])
+@router.get("", response_model=JobPageOut)
 def list_jobs(
     ctx: Ctx,
     caller: CurrentCaller,
     state: Annotated[list[str] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[JobOut]:
+    project: Annotated[str | None, Query(max_length=100)] = None,
+    array_job_id: Annotated[int | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JobPageOut:
+    """Newest first; follow `next_cursor` for older jobs."""
     try:
         states = [JobState(s.upper()) for s in state or []]
     except ValueError:
         allowed = ", ".join(s.value for s in JobState)
         raise ValidationError("state", f"unknown state; use one of {allowed}") from None
-    return [JobOut.of(r) for r in jobs.list_visible(ctx, caller, states=states, limit=limit)]
+    page = jobs.list_page(
+        ctx,
+        caller,
+        states=states,
+        project=project,
+        array_job_id=array_job_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return JobPageOut(items=[JobOut.of(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def show_job(job_id: int, ctx: Ctx, caller: CurrentCaller) -> JobOut:
-    return JobOut.of(jobs.get_visible(ctx, caller, job_id))
+    row = jobs.get_visible(ctx, caller, job_id)
+    tasks = jobs.array_task_ids(ctx, row) if row.array_job_id is not None else None
+    return JobOut.of(row, tasks)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: int, ctx: Ctx, caller: CurrentCaller, request: Request) -> JobOut:
     row = jobs.cancel(ctx, caller, job_id)
-    loop = getattr(request.app.state, "loop", None)
-    if loop is not None:
-        loop.poke()
+    _poke(request)
     return JobOut.of(row)
 
 
@@ -91,4 +98,22 @@ def job_logs(
             "X-Next-Offset": str(next_offset),
             "X-Job-Finished": "true" if finished else "false",
         },
+    )
+
+
+@router.get("/{job_id}/events")
+def job_event_stream(
+    job_id: int,
+    ctx: Ctx,
+    caller: CurrentCaller,
+    stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """Server-sent events: `state` on every state change, `log` with output as it is
+    written, and `end` once the job has ended and its log has been sent in full."""
+    jobs.get_visible(ctx, caller, job_id)  # 404 before the stream starts
+    return StreamingResponse(
+        job_events(ctx, caller, job_id, stream, offset),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
 from sqlalchemy import text
 
 from gpucenter.api.deps import Ctx, CurrentCaller
@@ -13,9 +16,13 @@ from gpucenter.api.schemas import (
     NodeOut,
     ProjectOut,
     SiteOut,
+    TemplateFieldOut,
+    TemplateOut,
     TokenOut,
+    UsageRowOut,
 )
-from gpucenter.services import identity, overview
+from gpucenter.domain.templates import JobTemplate
+from gpucenter.services import identity, overview, templates
 
 router = APIRouter()
 
@@ -57,6 +64,8 @@ def projects(ctx: Ctx, caller: CurrentCaller) -> list[ProjectOut]:
                     remaining_gpu_hours=a.remaining_gpu_hours,
                     starts_at=a.starts_at,
                     ends_at=a.ends_at,
+                    burn_rate_gpu_hours_per_day=a.burn_rate_gpu_hours_per_day,
+                    projected_exhaustion=a.projected_exhaustion,
                 )
                 for a in p.allocations
             ],
@@ -85,3 +94,59 @@ def _node(n: overview.NodeView) -> NodeOut:
         block=n.block,
         virtual=n.virtual,
     )
+
+
+def _template_out(t: JobTemplate) -> TemplateOut:
+    return TemplateOut(
+        name=t.name,
+        title=t.title,
+        description=t.description,
+        fields=[
+            TemplateFieldOut(
+                name=f.name,
+                type=f.type,
+                label=f.label,
+                required=f.required,
+                default=f.default,
+                minimum=f.minimum,
+                maximum=f.maximum,
+                choices=list(f.choices),
+            )
+            for f in t.fields
+        ],
+        job=dict(t.job),
+    )
+
+
+@router.get("/api/v1/templates", response_model=list[TemplateOut], tags=["templates"])
+def list_job_templates(ctx: Ctx, caller: CurrentCaller) -> list[TemplateOut]:
+    return [_template_out(t) for t in templates.list_templates(ctx)]
+
+
+@router.put("/api/v1/templates", response_model=TemplateOut, tags=["templates"])
+def publish_job_template(
+    ctx: Ctx, caller: CurrentCaller, body: Annotated[dict[str, Any], Body()]
+) -> TemplateOut:
+    """Publish (or replace) a template: centre admins only."""
+    return _template_out(templates.publish_as(ctx, caller, body))
+
+
+@router.get("/api/v1/usage", response_model=list[UsageRowOut], tags=["usage"])
+def usage(
+    ctx: Ctx,
+    caller: CurrentCaller,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    project: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[UsageRowOut]:
+    """GPU-hours charged by project, user and GPU type in [since, until)."""
+    return [
+        UsageRowOut(
+            project=r.project,
+            username=r.username,
+            gpu_type=r.gpu_type,
+            jobs=r.jobs,
+            gpu_hours=r.gpu_hours,
+        )
+        for r in overview.usage(ctx, caller, since, until, project)
+    ]

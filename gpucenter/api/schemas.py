@@ -11,17 +11,29 @@ from gpucenter.persistence.tables import JobRow
 
 
 class JobIn(BaseModel):
+    """A submission. Give `command` or `script` (whose #GPUCENTER lines set options), or a
+    `template` with its `fields`. Fields left out take the script's, then the template's,
+    then the defaults (1 GPU, 1 node, 1 hour, QoS normal)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    project: str = Field(min_length=1, max_length=100)
-    command: str = Field(max_length=65536, description="run with /bin/bash -c")
-    gpus_per_node: int = Field(default=1, description="GPUs on each node (at least 1)")
-    nodes: int = Field(default=1)
+    project: str | None = Field(default=None, min_length=1, max_length=100)
+    command: str | None = Field(default=None, max_length=65536, description="run by bash -c")
+    script: str | None = Field(default=None, max_length=262144)
+    gpus_per_node: int | None = Field(default=None, description="GPUs on each node")
+    nodes: int | None = None
     gpu_type: str | None = Field(default=None, max_length=40)
-    time_limit_s: int = Field(default=3600)
-    name: str = Field(default="", max_length=200)
+    time_limit_s: int | None = None
+    time: str | None = Field(default=None, max_length=32, description="90, 30m, 2h, 1:30:00")
+    name: str | None = Field(default=None, max_length=200)
     workdir: str | None = Field(default=None, max_length=4096)
-    env: dict[str, str] = Field(default_factory=dict, max_length=200)
+    env: dict[str, str] | None = Field(default=None, max_length=200)
+    qos: str | None = Field(default=None, max_length=40)
+    image: str | None = Field(default=None, max_length=500)
+    array: str | None = Field(default=None, max_length=200, description="0-9, 1,3,5, 0-20:5")
+    after_ok: list[int] | None = Field(default=None, max_length=100)
+    template: str | None = Field(default=None, max_length=64)
+    fields: dict[str, str | int] | None = Field(default=None, max_length=50)
 
 
 class JobOut(BaseModel):
@@ -37,6 +49,15 @@ class JobOut(BaseModel):
     gpus_per_node: int
     nodes: int
     time_limit_s: int
+    qos: str
+    image: str | None
+    template: str | None
+    array_job_id: int | None
+    array_index: int | None
+    array_task_ids: list[int] | None = None
+    after_ok: list[int]
+    priority: float | None
+    priority_factors: dict[str, float] | None
     submitted_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
@@ -44,7 +65,7 @@ class JobOut(BaseModel):
     placement: list[dict[str, Any]] | None
 
     @classmethod
-    def of(cls, row: JobRow) -> JobOut:
+    def of(cls, row: JobRow, array_task_ids: list[int] | None = None) -> JobOut:
         return cls(
             id=row.id,
             name=row.name,
@@ -58,12 +79,53 @@ class JobOut(BaseModel):
             gpus_per_node=row.gpus_per_node,
             nodes=row.nodes,
             time_limit_s=row.time_limit_s,
+            qos=row.qos,
+            image=row.image,
+            template=row.template,
+            array_job_id=row.array_job_id,
+            array_index=row.array_index,
+            array_task_ids=array_task_ids,
+            after_ok=list(row.after_ok or []),
+            priority=row.priority,
+            priority_factors=row.priority_factors,
             submitted_at=row.submitted_at,
             started_at=row.started_at,
             ended_at=row.ended_at,
             exit_code=row.exit_code,
             placement=row.placement,
         )
+
+
+class JobPageOut(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+class TemplateFieldOut(BaseModel):
+    name: str
+    type: str
+    label: str
+    required: bool
+    default: str | int | None
+    minimum: int | None
+    maximum: int | None
+    choices: list[str]
+
+
+class TemplateOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    fields: list[TemplateFieldOut]
+    job: dict[str, str]
+
+
+class UsageRowOut(BaseModel):
+    project: str
+    username: str
+    gpu_type: str
+    jobs: int
+    gpu_hours: float
 
 
 class LoginIn(BaseModel):
@@ -83,6 +145,10 @@ class AllocationOut(BaseModel):
     remaining_gpu_hours: float
     starts_at: datetime
     ends_at: datetime
+    burn_rate_gpu_hours_per_day: float = Field(description="average over the last 7 days")
+    projected_exhaustion: datetime | None = Field(
+        description="when the budget runs out at the current burn rate; null if it will not"
+    )
 
 
 class ProjectOut(BaseModel):

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+import yaml
 from sqlalchemy.orm import Session
 
 from gpucenter.cli.common import console, friendly_errors
@@ -26,6 +28,9 @@ user_app = typer.Typer(help="Users.", no_args_is_help=True, pretty_exceptions_en
 project_app = typer.Typer(
     help="Projects and members.", no_args_is_help=True, pretty_exceptions_enable=False
 )
+template_app = typer.Typer(
+    help="Job templates members can use.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 alloc_app = typer.Typer(
     help="Allocations of GPU-hours.", no_args_is_help=True, pretty_exceptions_enable=False
 )
@@ -33,6 +38,7 @@ app.add_typer(org_app, name="org")
 app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
 app.add_typer(alloc_app, name="alloc")
+app.add_typer(template_app, name="template")
 T = TypeVar("T")
 
 
@@ -121,3 +127,19 @@ def alloc_create(
         f"allocation {row.id}: {gpu_hours:g} GPU-hours for {project} until {row.ends_at:%Y-%m-%d}",
         highlight=False,
     )
+
+
+@template_app.command("publish")
+def template_publish(path: Path) -> None:
+    """Publish a template from a YAML file (replaces one of the same name)."""
+    from gpucenter.domain.errors import ValidationError
+    from gpucenter.services import templates
+
+    try:
+        body = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        with friendly_errors():
+            raise ValidationError("file", f"cannot read {path}: {exc}") from None
+        return
+    template = _run(lambda s: templates.publish(s, body, _now(), None))
+    console.print(f"template {template.name!r} published: {template.title}", highlight=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from rich.console import Console
 
 from gpucenter.client import ApiError, Client
 from gpucenter.config import Settings, get_settings
+from gpucenter.domain import durations
 from gpucenter.domain.errors import DomainError
 
 console = Console()
@@ -67,23 +67,9 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         render(data)
 
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
 def parse_duration(text: str) -> int:
     """Seconds from '90', '90s', '30m', '2h', '1d12h' or 'H:MM:SS'."""
-    value = text.strip().lower()
-    if value.isdigit():
-        return int(value)
-    if ":" in value:
-        parts = value.split(":")
-        if all(p.isdigit() for p in parts) and 2 <= len(parts) <= 3:
-            nums = [int(p) for p in parts]
-            while len(nums) < 3:
-                nums.insert(0, 0)
-            return nums[0] * 3600 + nums[1] * 60 + nums[2]
-    match = _DURATION.match(value)
-    if value and match and any(match.groups()):
-        d, h, m, s = (int(g) if g else 0 for g in match.groups())
-        return d * 86400 + h * 3600 + m * 60 + s
-    raise typer.BadParameter(f"{text!r} is not a duration; try 90, 30m, 2h or 1:30:00")
+    try:
+        return durations.parse_duration(text)
+    except DomainError as exc:
+        raise typer.BadParameter(str(exc)) from None

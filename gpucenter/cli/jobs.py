@@ -1,9 +1,10 @@
-"""`gpucenter job ...`: what a member does, through the REST API."""
+"""`gpucenter job ...`: what a member does, through the REST API (via the Python SDK)."""
 
 from __future__ import annotations
 
 import sys
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,49 +17,103 @@ app = typer.Typer(
 )
 
 
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
+def _parse_pairs(pairs: list[str], option: str) -> dict[str, str]:
+    found: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            fail(f"--env expects NAME=VALUE, got {pair!r}", 2)
-        env[key] = value
-    return env
+            fail(f"{option} expects NAME=VALUE, got {pair!r}", 2)
+        found[key] = value
+    return found
+
+
+def _after_ok(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.replace(":", ",").split(",") if v.strip()]
+    except ValueError:
+        fail(f"--after-ok expects job ids such as 12,13; got {text!r}", 2)
 
 
 @app.command()
 def submit(
-    command: Annotated[list[str], typer.Argument(help="the command to run, after --")],
-    project: Annotated[str, typer.Option("--project", "-p", help="project to charge")],
-    gpus: Annotated[int, typer.Option("--gpus", "-g", help="GPUs per node")] = 1,
-    nodes: Annotated[int, typer.Option("--nodes", "-N")] = 1,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="the command to run (after --), or the path of a job script"),
+    ] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p", help="project")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs per node")] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", "-N")] = None,
     gpu_type: Annotated[str | None, typer.Option("--gpu-type", "-t")] = None,
-    time: Annotated[str, typer.Option("--time", help="time limit: 90, 30m, 2h, 1:00:00")] = "1h",
-    name: Annotated[str, typer.Option("--name")] = "",
+    time: Annotated[str | None, typer.Option("--time", help="90, 30m, 2h, 1:00:00")] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
     workdir: Annotated[str | None, typer.Option("--workdir")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE")] = None,
+    qos: Annotated[str | None, typer.Option("--qos", help="normal or opportunistic")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="container image")] = None,
+    array: Annotated[str | None, typer.Option("--array", help="0-9, 1,3,5, 0-20:5")] = None,
+    after_ok: Annotated[str | None, typer.Option("--after-ok", help="job ids")] = None,
+    script: Annotated[Path | None, typer.Option("--script", help="a job script")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="template name")] = None,
+    field: Annotated[
+        list[str] | None, typer.Option("--set", help="template field NAME=VALUE")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Submit a job. Example: gpucenter job submit -p demo -g 2 -- python train.py"""
-    body = {
+    """Submit a job: a command, a script with #GPUCENTER directives, or a template.
+
+    Examples: gpucenter job submit -p demo -g 2 -- python train.py;
+    gpucenter job submit train.sh; gpucenter job submit --template pytorch-ddp --set script=t.py
+    """
+    words = command or []
+    if script is None and len(words) == 1 and Path(words[0]).is_file():
+        script = Path(words[0])
+        words = []
+    body: dict[str, Any] = {
         "project": project,
-        "command": " ".join(command),
         "gpus_per_node": gpus,
         "nodes": nodes,
         "gpu_type": gpu_type,
-        "time_limit_s": parse_duration(time),
+        "time_limit_s": parse_duration(time) if time is not None else None,
         "name": name,
         "workdir": workdir,
-        "env": _parse_env(env or []),
+        "env": _parse_pairs(env, "--env") if env else None,
+        "qos": qos,
+        "image": image,
+        "array": array,
+        "after_ok": _after_ok(after_ok),
+        "template": template,
+        "fields": _parse_pairs(field, "--set") if field else None,
     }
+    if script is not None:
+        if words:
+            fail("give either a command or a script, not both", 2)
+        try:
+            body["script"] = script.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read script {script}: {exc}", 2)
+    elif words:
+        body["command"] = " ".join(words)
+    elif template is None:
+        fail("nothing to run: give a command after --, a script, or --template", 2)
+    body = {k: v for k, v in body.items() if v is not None}
     with friendly_errors(), api_client() as client:
         # One key per invocation: a retry inside the client can never make two jobs.
         job = client.submit(body, idempotency_key=str(uuid.uuid4()))
-    emit(job, as_json, lambda j: console.print(f"submitted job [bold]{j['id']}[/] ({j['state']})"))
+
+    def render(j: dict[str, Any]) -> None:
+        tasks = j.get("array_task_ids")
+        if tasks:
+            console.print(f"submitted array job {j['id']}: tasks {tasks[0]}..{tasks[-1]}")
+        else:
+            console.print(f"submitted job [bold]{j['id']}[/] ({j['state']})")
+
+    emit(job, as_json, render)
 
 
 def _jobs_table(jobs: list[dict[str, Any]]) -> None:
-    table = Table("ID", "Name", "State", "GPUs", "Type", "Reason / detail")
+    table = Table("ID", "Name", "State", "GPUs", "Type", "QoS", "Reason / detail")
     for j in jobs:
         why = j["reason_detail"] if j["state"] in ("PENDING", "FAILED", "TIMEOUT") else ""
         table.add_row(
@@ -67,6 +122,7 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> None:
             j["state"],
             str(j["gpus_per_node"] * j["nodes"]),
             j["gpu_type"],
+            j.get("qos", ""),
             (f"{j['reason']}: " if j["reason"] else "") + why,
         )
     console.print(table)
@@ -75,42 +131,44 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> None:
 @app.command("list")
 def list_jobs(
     state: Annotated[list[str] | None, typer.Option("--state", "-s")] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     limit: Annotated[int, typer.Option("--limit")] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List your jobs and your projects' jobs, newest first."""
     with friendly_errors(), api_client() as client:
-        jobs = client.jobs(state, limit)
+        jobs = client.jobs(state, limit, project)
     emit(jobs, as_json, _jobs_table)
+
+
+def _render_job(j: dict[str, Any]) -> None:
+    for key in (
+        "id", "name", "state", "command", "gpu_type", "gpus_per_node", "nodes",
+        "time_limit_s", "qos", "image", "template", "array_job_id", "array_index",
+        "after_ok", "submitted_at", "started_at", "ended_at", "exit_code", "placement",
+    ):  # fmt: skip
+        if j.get(key) not in (None, [], ""):
+            console.print(f"[bold]{key:>14}[/] {j.get(key)}", highlight=False)
+    if j["state"] == "PENDING":
+        console.print(f"[bold]{'waiting':>14}[/] {j['reason']}: {j['reason_detail']}")
+        factors = j.get("priority_factors")
+        if factors:
+            table = Table("priority", *[k for k in factors if k != "priority"], title="priority")
+            table.add_row(
+                f"{factors['priority']:.4f}",
+                *[f"{v:.4f}" for k, v in factors.items() if k != "priority"],
+            )
+            console.print(table)
+    elif j["reason_detail"]:
+        console.print(f"[bold]{'detail':>14}[/] {j['reason_detail']}", highlight=False)
 
 
 @app.command()
 def show(job_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show one job, and why it waits if it does."""
+    """Show one job; a waiting one says why it waits and how its priority is made up."""
     with friendly_errors(), api_client() as client:
         job = client.job(job_id)
-
-    def render(j: dict[str, Any]) -> None:
-        for key in (
-            "id",
-            "name",
-            "state",
-            "reason",
-            "reason_detail",
-            "command",
-            "gpu_type",
-            "gpus_per_node",
-            "nodes",
-            "time_limit_s",
-            "submitted_at",
-            "started_at",
-            "ended_at",
-            "exit_code",
-            "placement",
-        ):
-            console.print(f"[bold]{key:>14}[/] {j.get(key)}", highlight=False)
-
-    emit(job, as_json, render)
+    emit(job, as_json, _render_job)
 
 
 @app.command()
@@ -119,12 +177,12 @@ def logs(
     stderr: Annotated[bool, typer.Option("--stderr", help="show standard error")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="until the job ends")] = False,
 ) -> None:
-    """Print a job's output."""
+    """Print a job's output; with --follow, stream it until the job ends."""
     stream = "stderr" if stderr else "stdout"
     with friendly_errors(), api_client() as client:
         if follow:
-            for chunk in client.follow_log(job_id, stream):
-                sys.stdout.buffer.write(chunk)
+            for text in client.follow_log(job_id, stream):
+                sys.stdout.write(text)
                 sys.stdout.flush()
             return
         offset = 0
@@ -142,3 +200,23 @@ def cancel(job_id: int) -> None:
     with friendly_errors(), api_client() as client:
         job = client.cancel(job_id)
     console.print(f"job {job['id']}: {job['state']} {job['reason_detail']}", highlight=False)
+
+
+@app.command()
+def templates(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The job templates published in this centre, with their fields."""
+    with friendly_errors(), api_client() as client:
+        found = client.templates()
+
+    def render(items: list[dict[str, Any]]) -> None:
+        table = Table("Template", "Title", "Fields (--set NAME=VALUE)")
+        for t in items:
+            fields = ", ".join(
+                f"{f['name']}{'*' if f['required'] else ''}"
+                + (f"={f['default']}" if f["default"] is not None else "")
+                for f in t["fields"]
+            )
+            table.add_row(t["name"], t["title"], fields)
+        console.print(table)
+
+    emit(found, as_json, render)

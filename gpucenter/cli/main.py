@@ -97,7 +97,9 @@ def alloc_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         projects = client.projects()
 
     def render(data: list[dict[str, Any]]) -> None:
-        table = Table("Project", "Allocation", "GPU-hours", "Used", "Remaining", "Ends")
+        table = Table(
+            "Project", "Alloc", "GPU-hours", "Used", "Remaining", "Burn/day", "Runs out", "Ends"
+        )
         for p in data:
             for a in p["allocations"]:
                 table.add_row(
@@ -106,11 +108,35 @@ def alloc_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
                     f"{a['gpu_hours']:.1f}",
                     f"{a['used_gpu_hours']:.4f}",
                     f"{a['remaining_gpu_hours']:.4f}",
+                    f"{a['burn_rate_gpu_hours_per_day']:.3f}",
+                    str(a["projected_exhaustion"] or "-")[:10],
                     str(a["ends_at"])[:10],
                 )
         console.print(table)
 
     emit(projects, as_json, render)
+
+
+@app.command()
+def usage(
+    since: Annotated[str | None, typer.Option("--since", help="ISO date, e.g. 2026-11-01")] = None,
+    until: Annotated[str | None, typer.Option("--until")] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """GPU-hours charged, by project, user and GPU type."""
+    with friendly_errors(), api_client() as client:
+        rows = client.usage(since, until, project)
+
+    def render(data: list[dict[str, Any]]) -> None:
+        table = Table("Project", "User", "GPU type", "Jobs", "GPU-hours")
+        for r in data:
+            table.add_row(
+                r["project"], r["username"], r["gpu_type"], str(r["jobs"]), f"{r['gpu_hours']:.4f}"
+            )
+        console.print(table)
+
+    emit(rows, as_json, render)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import WaitReason
 
 if TYPE_CHECKING:
-    from gpucenter.core.scheduler import QueuedJob
+    from gpucenter.core.queue import QueuedJob
     from gpucenter.core.timeline import Planner
 
 
@@ -46,6 +46,9 @@ class PassContext:
         self.reserved = 0
         self.preempt_attempts = 0
         self.planner: Planner
+        self.generic: Wait | None = None
+        self.started: set[JobId] = set()
+        self.single_starts = 0
         self._pools: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
         self._texts: dict[tuple[WaitReason, str], Wait] = {}
 

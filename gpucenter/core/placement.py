@@ -8,6 +8,8 @@ Nodes with future holds are only used when the job ends before the hold needs th
 
 from __future__ import annotations
 
+import bisect
+
 from gpucenter.core.pools import Pool
 from gpucenter.core.state import ClusterState, Hold
 from gpucenter.domain.jobs import WaitReason
@@ -38,19 +40,20 @@ def pick_groups(groups: dict[int, list[int]], k: int) -> tuple[list[int], int]:
     While no single group covers what is left, take the largest group whole (largest first
     is optimal for the fewest groups); then take the rest from the smallest group that
     covers it, keeping large groups intact. Deterministic: ties by group key, members sorted.
+    O(G log G) for G groups.
     """
-    left = {key: sorted(members) for key, members in groups.items() if members}
+    asc = sorted((len(m), key) for key, m in groups.items() if m)
     chosen: list[int] = []
     used = 0
     need = k
-    while need > 0 and left:
-        covering = [key for key, m in left.items() if len(m) >= need]
-        if covering:
-            key = min(covering, key=lambda b: (len(left[b]), b))
-            chosen.extend(left.pop(key)[:need])
+    while need > 0 and asc:
+        i = bisect.bisect_left(asc, (need, -(2**62)))
+        if i < len(asc):
+            chosen.extend(sorted(groups[asc[i][1]])[:need])
             return chosen, used + 1
-        key = min(left, key=lambda b: (-len(left[b]), b))
-        members = left.pop(key)
+        top = asc[-1][0]
+        _, key = asc.pop(bisect.bisect_left(asc, (top, -(2**62))))
+        members = sorted(groups[key])
         chosen.extend(members)
         need -= len(members)
         used += 1

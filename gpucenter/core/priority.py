@@ -33,31 +33,40 @@ def age_factor(submitted_at: Instant, now: Instant, max_age_s: float) -> float:
 
 
 class Breakdowns(Mapping[JobId, PriorityBreakdown]):
-    """Lazy mapping job id -> breakdown; each row is computed when first read."""
+    """Lazy mapping job id -> breakdown; the index and each row are built when first read.
+
+    `jobs` yields (job id, still listed) pairs; only listed ones are keys.
+    """
 
     def __init__(
         self,
-        ids: list[JobId],
+        jobs: Callable[[], Iterator[JobId]],
         explain: Callable[[JobId], PriorityBreakdown],
     ) -> None:
-        self._ids = {j: None for j in ids}
+        self._jobs = jobs
+        self._ids: dict[JobId, None] | None = None
         self._explain = explain
         self._cache: dict[JobId, PriorityBreakdown] = {}
+
+    def _index(self) -> dict[JobId, None]:
+        if self._ids is None:
+            self._ids = dict.fromkeys(self._jobs())
+        return self._ids
 
     def __getitem__(self, key: JobId) -> PriorityBreakdown:
         got = self._cache.get(key)
         if got is None:
-            if key not in self._ids:
+            if key not in self._index():
                 raise KeyError(key)
             got = self._explain(key)
             self._cache[key] = got
         return got
 
     def __iter__(self) -> Iterator[JobId]:
-        return iter(self._ids)
+        return iter(self._index())
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._index())
 
 
 def breakdown(

@@ -13,7 +13,7 @@ from gpucenter.core.fairshare import FairShare
 from gpucenter.core.model import ClusterSnapshot, PassResult, PendingJob
 from gpucenter.core.policy import DEFAULT_POLICIES, Policies
 from gpucenter.core.reservations import AdvanceReservation
-from gpucenter.core.scheduler import Scheduler
+from gpucenter.core.scheduler import Scheduler, paused_gc
 from gpucenter.domain.clock import Instant
 
 
@@ -29,8 +29,12 @@ def build_scheduler(
     sched = Scheduler(
         snapshot.nodes, policy=policy, fair_share=fair_share, reservations=reservations
     )
-    for job in snapshot.running:
-        sched.add_running(job)
+    sched.state.begin_bulk()
+    try:
+        for job in snapshot.running:
+            sched.add_running(job)
+    finally:
+        sched.state.end_bulk()
     for pending in queue:
         sched.submit(pending)
     return sched
@@ -47,11 +51,12 @@ def schedule_pass(
 ) -> PassResult:
     """Decide which pending jobs start now, which running jobs to preempt, and why the rest
     wait. Pure: same inputs, same result; `snapshot` and `queue` are not mutated."""
-    sched = build_scheduler(
-        snapshot,
-        queue,
-        policy=policy if policy is not None else DEFAULT_POLICIES,
-        fair_share=fair_share,
-        reservations=reservations,
-    )
-    return sched.run_pass(now)
+    with paused_gc():
+        sched = build_scheduler(
+            snapshot,
+            queue,
+            policy=policy if policy is not None else DEFAULT_POLICIES,
+            fair_share=fair_share,
+            reservations=reservations,
+        )
+        return sched.run_pass(now)

@@ -106,6 +106,7 @@ class ClusterState:
         self.pool_ids: dict[tuple[str, int, int], int] = {}
         self.type_pools: dict[str, list[int]] = {}
         self.total_gpus = 0
+        self.bulk = False
         for i, node in enumerate(nodes):
             if node.name in self.index:
                 raise ValidationError("nodes", f"duplicate node name {node.name!r}")
@@ -152,9 +153,28 @@ class ClusterState:
         return p
 
     # -- mutation ------------------------------------------------------------------------
+    def begin_bulk(self) -> None:
+        """Stop maintaining pool indices node by node: a bulk load follows."""
+        self.bulk = True
+
+    def end_bulk(self) -> None:
+        """Rebuild every pool index once, after a bulk load of running jobs."""
+        self.bulk = False
+        old = self.pools
+        self.pools = []
+        for pool in old:
+            fresh = Pool(pool.index, pool.gpu_type, pool.size, pool.resv)
+            fresh.nodes = pool.nodes
+            fresh.preemptible = pool.preemptible
+            self.pools.append(fresh)
+        free, block, site, future = self.free, self.block, self.site, self.future
+        for i, p in enumerate(self.pool_of):
+            if p >= 0:
+                self.pools[p].insert(i, len(free[i]), block[i], site[i], i in future)
+
     def _unindex(self, n: int) -> Pool | None:
         p = self.pool_of[n]
-        if p < 0:
+        if p < 0 or self.bulk:
             return None
         pool = self.pools[p]
         pool.delete(n, len(self.free[n]), self.block[n], self.site[n], n in self.future)
@@ -162,19 +182,31 @@ class ClusterState:
 
     def _reindex(self, n: int, pool: Pool | None) -> None:
         self.version[n] += 1
-        if pool is not None:
+        if pool is not None and not self.bulk:
             pool.insert(n, len(self.free[n]), self.block[n], self.site[n], n in self.future)
 
     def take(self, n: int, gpus: tuple[int, ...], job: JobId, end: float) -> None:
         """Give `gpus` of node `n` to `job` until `end`. Raises if any is not free."""
         free = self.free[n]
-        if not set(gpus) <= set(free):
-            raise ValidationError("placement", f"GPUs {gpus} of {self.name[n]} are not free")
+        if len(gpus) == len(free) and sorted(gpus) == free:
+            remaining: list[int] = []
+        else:
+            taken = set(gpus)
+            if len(taken) != len(gpus) or not taken <= set(free):
+                raise ValidationError("placement", f"GPUs {gpus} of {self.name[n]} are not free")
+            remaining = [g for g in free if g not in taken]
         pool = self._unindex(n)
-        taken = set(gpus)
-        self.free[n] = [g for g in free if g not in taken]
+        self.free[n] = remaining
         held = self.run[n].get(job)
         self.run[n][job] = (end, len(gpus) + (held[1] if held else 0))
+        self._reindex(n, pool)
+
+    def take_free(self, n: int, count: int, job: JobId, end: float) -> None:
+        """Give the `count` lowest free GPUs of `n` to `job`: the pass's own starts, which
+        chose them from the free list and need no check."""
+        pool = self._unindex(n)
+        self.free[n] = self.free[n][count:]
+        self.run[n][job] = (end, count)
         self._reindex(n, pool)
 
     def give_back(self, n: int, gpus: tuple[int, ...], job: JobId) -> None:
@@ -225,9 +257,10 @@ class ClusterState:
 
 def sync_reservations(
     state: ClusterState, reservations: Sequence[AdvanceReservation], now: Instant
-) -> dict[int, Hold]:
+) -> tuple[dict[int, Hold], bool]:
     """Put each reserved node in its reservation's pool while the window is open, and give it
-    a whole-node hold from the window's start while the window is ahead. Returns the holds."""
+    a whole-node hold from the window's start while the window is ahead. Returns the holds,
+    and whether any node changed pool."""
     wanted_pool: dict[int, int] = {}
     wanted_hold: dict[int, Hold] = {}
     for r, resv in enumerate(reservations):
@@ -243,6 +276,7 @@ def sync_reservations(
                 wanted_pool[n] = state.pool_for(state.gtype[n], state.size[n], r)
             else:
                 wanted_hold[n] = (resv.start, resv.end, state.size[n], -1, r)
+    moved = False
     current = [n for pool in state.pools if pool.resv >= 0 for n in pool.nodes]
     for n in sorted(set(wanted_pool) | set(wanted_hold) | set(current)):
         if state.size[n] <= 0:
@@ -250,7 +284,8 @@ def sync_reservations(
         target = wanted_pool.get(n, state.pool_for(state.gtype[n], state.size[n], -1))
         if state.pool_of[n] != target:
             state.move(n, target)
+            moved = True
         hold = wanted_hold.get(n)
         if hold is not None:
             state.add_hold(n, hold)
-    return wanted_hold
+    return wanted_hold, moved

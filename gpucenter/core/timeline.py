@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Generator
 
 from gpucenter.core.placement import conflicting_hold, pick_groups
 from gpucenter.core.pools import Pool
@@ -57,81 +58,148 @@ def node_earliest(st: ClusterState, n: int, g: int, now: float, length: float) -
     return INF
 
 
+def fits_window(st: ClusterState, n: int, g: int, t: float, length: float, now: float) -> bool:
+    """Whether node `n` can run `g` GPUs from `t` for `length` without delaying a hold."""
+    size = st.size[n]
+    if t <= now and len(st.free[n]) < g:
+        return False
+    if st.usage_at(n, t) + g > size:
+        return False
+    return all(
+        st.usage_at(n, h[0]) + g <= size for h in st.future.get(n, ()) if t < h[0] < t + length
+    )
+
+
 Entry = tuple[float, int, int]
 
 
 class Planner:
-    """Earliest starts for one pass; see the module docstring."""
+    """Earliest starts, kept between passes; see the module docstring.
 
-    def __init__(self, st: ClusterState, now: float) -> None:
+    Heap entries hold a lower bound: the instant the node's running jobs free `g` GPUs,
+    ignoring future holds. For a node without holds that is exact. Nodes with holds are
+    rare (the top jobs' planned starts, advance reservations) and get their exact instant
+    for the asked run length when a query reaches them.
+    """
+
+    def __init__(self, st: ClusterState) -> None:
         self.st = st
-        self.now = now
-        self.heaps: dict[tuple[int, int, float], list[Entry]] = {}
+        self.now = 0.0
+        self.heaps: dict[tuple[int, int], list[Entry]] = {}
 
-    def _heap(self, pool: Pool, g: int, length: float) -> list[Entry]:
-        key = (pool.index, g, length)
+    def begin(self, now: float) -> None:
+        self.now = now
+
+    def reset(self) -> None:
+        self.heaps.clear()
+
+    def _lb(self, n: int, g: int) -> float:
+        st = self.st
+        need = g - len(st.free[n])
+        if need <= 0:
+            return -INF
+        acc = 0
+        for e, used in sorted(st.run[n].values()):
+            acc += used
+            if acc >= need:
+                return e
+        return INF
+
+    def _heap(self, pool: Pool, g: int) -> list[Entry]:
+        key = (pool.index, g)
         heap = self.heaps.get(key)
-        if heap is None:
-            st, now, version = self.st, self.now, self.st.version
-            heap = [(node_earliest(st, n, g, now, length), n, version[n]) for n in pool.nodes]
+        if heap is None or len(heap) > 3 * len(pool.nodes) + 64:
+            version = self.st.version
+            lb = self._lb
+            heap = [(lb(n, g), n, version[n]) for n in pool.nodes]
             heapq.heapify(heap)
             self.heaps[key] = heap
         return heap
 
-    def _pop(self, heap: list[Entry], g: int, length: float) -> Entry | None:
-        st, version = self.st, self.st.version
-        while heap:
-            entry = heapq.heappop(heap)
-            n = entry[1]
-            if entry[2] == version[n]:
-                return entry
-            heapq.heappush(heap, (node_earliest(st, n, g, self.now, length), n, version[n]))
-        return None
-
     def touched_earlier(self, n: int) -> None:
-        """Node `n` frees up sooner than before (a preemption): add fresh entries for it."""
-        pool = self.st.pool_of[n]
-        for (p, g, length), heap in self.heaps.items():
-            if p == pool:
-                t = node_earliest(self.st, n, g, self.now, length)
-                heapq.heappush(heap, (t, n, self.st.version[n]))
+        """Node `n` may free up sooner than its entries say: add fresh entries for it."""
+        p = self.st.pool_of[n]
+        v = self.st.version[n]
+        for (pp, g), heap in self.heaps.items():
+            if pp == p:
+                heapq.heappush(heap, (self._lb(n, g), n, v))
+
+    def scan(self, pool: Pool, g: int, length: float) -> Generator[tuple[float, int], None, None]:
+        """Nodes of `pool` by the instant they can run `g` GPUs for `length`, earliest first.
+        Close the iterator when done: it puts the entries it took back."""
+        st = self.st
+        heap = self._heap(pool, g)
+        popped: list[Entry] = []
+        side: list[tuple[float, int]] = []
+        seen: set[int] = set()
+        version, future, pool_of = st.version, st.future, st.pool_of
+        now, p = self.now, pool.index
+        try:
+            while True:
+                while heap:
+                    _, n, v = heap[0]
+                    if v != version[n] or pool_of[n] != p:
+                        heapq.heappop(heap)
+                        if pool_of[n] == p:
+                            heapq.heappush(heap, (self._lb(n, g), n, version[n]))
+                        continue
+                    if n in seen:
+                        heapq.heappop(heap)
+                        continue
+                    if n in future:
+                        popped.append(heapq.heappop(heap))
+                        seen.add(n)
+                        heapq.heappush(side, (node_earliest(st, n, g, now, length), n))
+                        continue
+                    break
+                if side and (not heap or side[0][0] <= max(heap[0][0], now)):
+                    yield heapq.heappop(side)
+                elif heap:
+                    entry = heapq.heappop(heap)
+                    popped.append(entry)
+                    seen.add(entry[1])
+                    yield (entry[0] if entry[0] > now else now), entry[1]
+                else:
+                    return
+        finally:
+            for entry in popped:
+                heapq.heappush(heap, entry)
 
     def earliest_single(self, pool: Pool, g: int, length: float) -> tuple[float, int]:
-        heap = self._heap(pool, g, length)
-        entry = self._pop(heap, g, length)
-        if entry is None:
-            return INF, -1
-        heapq.heappush(heap, entry)
-        return entry[0], entry[1]
+        it = self.scan(pool, g, length)
+        try:
+            for t, n in it:
+                return (t, n) if t < INF else (INF, -1)
+        finally:
+            it.close()
+        return INF, -1
 
     def earliest_gang(
         self, pool: Pool, k: int, length: float, max_blocks: int | None
     ) -> tuple[float, list[int]]:
         """Earliest instant k whole nodes of one site are free for `length`, and which."""
-        g = pool.size
-        heap = self._heap(pool, g, length)
-        popped: list[Entry] = []
-        by_site: dict[int, list[int]] = {}
-        found: tuple[float, list[int]] = (INF, [])
         st = self.st
-        while True:
-            entry = self._pop(heap, g, length)
-            if entry is None:
-                break
-            popped.append(entry)
-            t, n, _ = entry
-            if t == INF:
-                break
-            members = by_site.setdefault(st.site[n], [])
-            members.append(n)
-            if len(members) >= k:
-                groups: dict[int, list[int]] = {}
-                for m in members:
-                    groups.setdefault(st.block[m], []).append(m)
-                chosen, blocks = pick_groups(groups, k)
-                if max_blocks is None or blocks <= max_blocks:
-                    found = (t, chosen)
+        by_site: dict[int, list[int]] = {}
+        it = self.scan(pool, pool.size, length)
+        try:
+            for t, n in it:
+                if t == INF:
                     break
-        for entry in popped:
-            heapq.heappush(heap, entry)
-        return found
+                members = by_site.setdefault(st.site[n], [])
+                members.append(n)
+                if len(members) >= k and any(m in st.future for m in members):
+                    # A held node free early may be taken again by its hold later: keep
+                    # only nodes free for the whole run from the gang's start (conservative).
+                    members[:] = [
+                        m for m in members if fits_window(st, m, pool.size, t, length, self.now)
+                    ]
+                if len(members) >= k:
+                    groups: dict[int, list[int]] = {}
+                    for m in members:
+                        groups.setdefault(st.block[m], []).append(m)
+                    chosen, blocks = pick_groups(groups, k)
+                    if max_blocks is None or blocks <= max_blocks:
+                        return t, chosen
+        finally:
+            it.close()
+        return INF, []

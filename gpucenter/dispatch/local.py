@@ -1,31 +1,27 @@
 """The local dispatcher: each scheduled job runs as a real process group on this machine.
 
-This is the embedded default (one machine, zero set-up). Each job is ``/bin/bash -c
-<command>`` in its own session and process group, sees only its GPUs through
-``CUDA_VISIBLE_DEVICES``, and writes to ``log_dir/job-<id>.out`` and ``.err``.
+The embedded default (one machine, zero set-up). Each job is ``/bin/bash -c <command>`` in
+its own session and process group, sees only its GPUs through ``CUDA_VISIBLE_DEVICES``
+(physical NVML indices, with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so CUDA numbers GPUs the same
+way), and writes to ``log_dir/job-<id>.out`` and ``.err``.
 
 Placements over several nodes: a local site may declare several *virtual* nodes on one
 machine. Such a job still runs as ONE process; ``CUDA_VISIBLE_DEVICES`` lists the physical
-GPUs of every node of its placement, in placement order (duplicates dropped, since CUDA stops
-reading the list at a repeated index), and ``GPUCENTER_NODES`` names the nodes, comma
-separated. ``GPUCENTER_NODES`` is set for single-node jobs too, so job scripts need no
-special case.
+GPUs of every node of its placement in placement order (duplicates dropped: CUDA stops reading
+the list at a repeated index), and ``GPUCENTER_NODES`` names the nodes, comma separated (set
+for single-node jobs too, so job scripts need no special case).
 
-Ending jobs: ``cancel()`` and the time limit send SIGTERM to the group and, if anything of
-the group is still alive ``kill_grace_s`` seconds later, SIGKILL. Neither call blocks: the
-escalation happens in ``poll()``. A job is reported ended only once its whole process group
-is gone (leftover background children are SIGKILLed), because until then it may still hold
-its GPUs and the scheduler must not give them to another job.
+Ending jobs: ``cancel()`` and the time limit send SIGTERM to the group and, if it is still
+alive ``kill_grace_s`` seconds later, SIGKILL; neither blocks, ``poll()`` escalates. A job is
+reported ended only once its whole process group is gone (leftover background children are
+SIGKILLed), because until then it may hold its GPUs. Time limits follow the given `Clock`
+(the scheduler's); the grace period is real time (`time.monotonic`): it is how long a real
+process gets to clean up.
 
-Clocks: time limits are measured with the given `Clock` (a `ManualClock` in tests, the same
-clock as the scheduler's). The SIGTERM -> SIGKILL grace period is real time
-(`time.monotonic`), because it is about how long a real process gets to clean up.
-
-Limits of a process-group based executor (a cluster with cgroups has none of these): a
-process that calls ``setsid()`` leaves the group and escapes cancel; GPU visibility is a
-convention CUDA honours, not an enforced isolation. On Linux the dispatcher makes its process
-a *child subreaper* so that orphaned grandchildren are re-parented to it and reaped here
-(containers often run a PID 1 that reaps nothing, which would leave zombies in the group).
+Limits of a process-group executor (cgroups on a cluster have none): a process that calls
+``setsid()`` escapes its group; GPU visibility is a convention CUDA honours, not isolation.
+On Linux the dispatcher makes its process a *child subreaper*, so orphaned grandchildren are
+re-parented to it and reaped here (container PID 1s often reap nothing, leaving zombies).
 """
 
 from __future__ import annotations
@@ -107,6 +103,15 @@ def _reap_group(pgid: int) -> None:
             return
         if pid == 0:
             return
+
+
+def _group_gone(pgid: int) -> bool:
+    """Reap what is dead in the group; True once nothing of it runs any more."""
+    _reap_group(pgid)
+    if _group_alive(pgid):
+        return False
+    _reap_group(pgid)  # members that died since the first pass are zombies now
+    return True
 
 
 def _group_alive(pgid: int) -> bool:
@@ -320,11 +325,8 @@ class LocalDispatcher:
             job.returncode = returncode
             # Whatever the leader left behind (background children) goes with it.
             _signal_group(job.pgid, signal.SIGKILL)
-        _reap_group(job.pgid)
-        if _group_alive(job.pgid):
+        if not _group_gone(job.pgid):
             return
-        # Members that died between the two calls are zombies now: collect them too.
-        _reap_group(job.pgid)
         job.ended = self._final_state(job)
         if job.ended.state is not JobState.COMPLETED:
             self._note_in_stderr(job, job.ended)
@@ -408,13 +410,11 @@ class LocalDispatcher:
         while time.monotonic() < deadline and any(j.popen.poll() is None for j in jobs):
             time.sleep(0.02)
         for job in jobs:
-            _signal_group(job.pgid, signal.SIGKILL)
+            if job.ended is None:  # an ended job's group id may belong to someone else now
+                _signal_group(job.pgid, signal.SIGKILL)
         settle = time.monotonic() + 2.0
         for job in jobs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 job.popen.wait(timeout=max(0.0, settle - time.monotonic()))
-            while True:
-                _reap_group(job.pgid)
-                if not _group_alive(job.pgid) or time.monotonic() >= settle:
-                    break
+            while not _group_gone(job.pgid) and time.monotonic() < settle:
                 time.sleep(0.01)

@@ -68,14 +68,19 @@ def active_allocation(s: Session, project_id: int, at: datetime) -> AllocationRo
     )
 
 
-def charged_gpu_seconds(s: Session, allocation_ids: Sequence[int]) -> dict[int, float]:
+def charged_gpu_seconds(
+    s: Session, allocation_ids: Sequence[int], since: datetime | None = None
+) -> dict[int, float]:
     if not allocation_ids:
         return {}
-    rows = s.execute(
+    stmt = (
         select(LedgerEntryRow.allocation_id, func.sum(LedgerEntryRow.gpu_seconds))
         .where(LedgerEntryRow.allocation_id.in_(allocation_ids))
         .group_by(LedgerEntryRow.allocation_id)
     )
+    if since is not None:
+        stmt = stmt.where(LedgerEntryRow.created_at >= since)
+    rows = s.execute(stmt)
     return {aid: float(total or 0.0) for aid, total in rows}
 
 

@@ -144,6 +144,16 @@ class JobRow(Base):
     stderr_path: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    qos: Mapped[str] = mapped_column(String(40), nullable=False, server_default="normal")
+    image: Mapped[str | None] = mapped_column(Text)
+    template: Mapped[str | None] = mapped_column(String(64))
+    array_job_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    array_index: Mapped[int | None] = mapped_column(Integer)
+    after_ok: Mapped[list[int]] = mapped_column(
+        JSON, nullable=False, default=list, server_default="[]"
+    )
+    priority: Mapped[float | None] = mapped_column(Float)
+    priority_factors: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class LedgerEntryRow(Base):
@@ -160,3 +170,16 @@ class LedgerEntryRow(Base):
     gpu_type: Mapped[str] = mapped_column(String(40), nullable=False)
     gpu_seconds: Mapped[float] = mapped_column(Float, nullable=False)
     created_at: Mapped[datetime] = _ts()
+
+
+class JobTemplateRow(Base):
+    """A published job template; `body` is the validated definition (see domain.templates)."""
+
+    __tablename__ = "job_templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    published_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = _ts()
+    updated_at: Mapped[datetime] = _ts()

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
 
+import yaml
 from sqlalchemy import select
 
 from gpucenter.config import Settings
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.persistence.tables import OrganisationRow, UserRow
-from gpucenter.services import accounts
+from gpucenter.services import accounts, templates
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
 DEMO_PROJECT = "demo"
+
+
+def builtin_templates() -> list[dict[str, Any]]:
+    """The templates shipped in gpucenter/demo/templates/."""
+    folder = resources.files("gpucenter.demo").joinpath("templates")
+    bodies = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            bodies.append(yaml.safe_load(entry.read_text()))
+    return bodies
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,8 @@ def load_demo(settings: Settings) -> DemoResult:
             accounts.create_project(s, DEMO_PROJECT, "Demo University", now, "Demo project")
             accounts.add_member(s, DEMO_PROJECT, DEMO_USER, "pi")
             accounts.create_allocation(s, DEMO_PROJECT, 1000.0, now)
+            for body in builtin_templates():
+                templates.publish(s, body, now, None)
         token_path = settings.var_dir / "cli-token"
         token_path.parent.mkdir(parents=True, exist_ok=True)
         token_path.write_text(new.token)

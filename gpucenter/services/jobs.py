@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Mapping, Sequence
+import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,87 +11,32 @@ from sqlalchemy import select
 
 from gpucenter.auth.permissions import Caller, can_cancel_job, can_submit, can_view_job
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from gpucenter.domain.jobs import GpuRequest, JobSpec, JobState, WaitReason
+from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import JobRow, ProjectRow
 from gpucenter.services.context import AppContext
+from gpucenter.services.submission import JobForm, resolve
 
 MAX_LOG_CHUNK = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitRequest:
-    """A submission as it arrives from the CLI or REST, before validation."""
-
-    project: str
-    command: str
-    gpus_per_node: int
-    nodes: int = 1
-    gpu_type: str | None = None
-    time_limit_s: int = 3600
-    name: str = ""
-    workdir: str | None = None
-    env: Mapping[str, str] | None = None
-
-    def fingerprint(self) -> str:
-        body = json.dumps(
-            {
-                "project": self.project,
-                "command": self.command,
-                "gpus_per_node": self.gpus_per_node,
-                "nodes": self.nodes,
-                "gpu_type": self.gpu_type,
-                "time_limit_s": self.time_limit_s,
-                "name": self.name,
-                "workdir": self.workdir,
-                "env": dict(self.env or {}),
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(body.encode()).hexdigest()
-
-
-def _resolve_gpu_type(ctx: AppContext, requested: str | None) -> str:
-    if requested:
-        return requested.strip().lower()
-    types = sorted(ctx.site.site.gpu_types)
-    if len(types) == 1:
-        return types[0]
-    raise ValidationError(
-        "gpu_type", f"this site has several GPU types ({', '.join(types)}); name one"
-    )
-
-
-def _validate(ctx: AppContext, req: SubmitRequest) -> JobSpec:
-    gpu = GpuRequest(_resolve_gpu_type(ctx, req.gpu_type), req.gpus_per_node, req.nodes)
-    ctx.site.site.check_request(gpu)
-    if req.workdir is not None:
-        if not os.path.isabs(req.workdir):
-            raise ValidationError("workdir", "must be an absolute path")
-        if not Path(req.workdir).is_dir():
-            raise ValidationError("workdir", f"{req.workdir} is not an existing directory")
-    default_name = req.command.strip().split()[0][:200] if req.command.strip() else ""
-    return JobSpec(
-        name=req.name or default_name,
-        command=req.command,
-        gpu=gpu,
-        time_limit_s=req.time_limit_s,
-        workdir=req.workdir,
-        env=dict(req.env or {}),
-    )
+SubmitRequest = JobForm
 
 
 def submit(
-    ctx: AppContext, caller: Caller, req: SubmitRequest, idempotency_key: str | None = None
+    ctx: AppContext, caller: Caller, form: JobForm, idempotency_key: str | None = None
 ) -> JobRow:
-    """Validate fully, then write the job in one transaction: an error writes nothing."""
-    spec = _validate(ctx, req)
+    """Validate fully, then write the job (or every task of an array) in one transaction.
+
+    Returns the first job; an error writes nothing. A repeated Idempotency-Key with the same
+    body returns the job made the first time; with a different body it is a Conflict.
+    """
     now = ctx.now()
-    fingerprint = req.fingerprint()
+    fingerprint = form.fingerprint()
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise ValidationError("Idempotency-Key", "must be 1-200 characters")
     with ctx.sessions.begin() as s:
         if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= 200:
-                raise ValidationError("Idempotency-Key", "must be 1-200 characters")
             previous = s.scalar(
                 select(JobRow).where(
                     JobRow.user_id == caller.user_id, JobRow.idempotency_key == idempotency_key
@@ -103,41 +46,74 @@ def submit(
                 if previous.request_hash != fingerprint:
                     raise Conflict("this Idempotency-Key was used for a different submission")
                 return previous
-        project = s.scalar(select(ProjectRow).where(ProjectRow.name == req.project))
+        resolved = resolve(ctx, s, caller, form)
+        project = s.scalar(select(ProjectRow).where(ProjectRow.name == resolved.project))
         if project is None or not can_submit(caller, project.id):
             # Same answer whether the project is missing or not the caller's: no leak.
-            raise ValidationError("project", f"unknown project {req.project!r} (or not yours)")
+            raise ValidationError("project", f"unknown project {resolved.project!r} (or not yours)")
         allocation = repo.active_allocation(s, project.id, now)
         if allocation is None:
             raise ValidationError(
-                "project", f"project {req.project!r} has no active allocation to charge"
+                "project", f"project {resolved.project!r} has no active allocation to charge"
             )
         site = repo.site_by_name(s, ctx.site.site.name)
         if site is None:
-            raise Conflict("the site is not registered yet; run 'gpucenter db upgrade'")
-        row = JobRow(
-            project_id=project.id,
-            allocation_id=allocation.id,
-            user_id=caller.user_id,
-            site_id=site.id,
-            name=spec.name,
-            command=spec.command,
-            gpu_type=spec.gpu.gpu_type,
-            gpus_per_node=spec.gpu.gpus_per_node,
-            nodes=spec.gpu.nodes,
-            time_limit_s=spec.time_limit_s,
-            workdir=spec.workdir,
-            env=dict(spec.env),
-            state=JobState.PENDING.value,
-            reason=WaitReason.NEW.value,
-            reason_detail="submitted; waiting for the next scheduling pass",
-            submitted_at=now,
-            idempotency_key=idempotency_key,
-            request_hash=fingerprint,
+            raise Conflict("the site is not registered yet; start the server once")
+        spec = resolved.spec
+        tasks: list[int | None] = list(resolved.array_indices) or [None]
+        rows: list[JobRow] = []
+        for position, index in enumerate(tasks):
+            env = dict(spec.env)
+            name = spec.name
+            if index is not None:
+                env["GPUCENTER_ARRAY_TASK_ID"] = str(index)
+                name = f"{spec.name}[{index}]"
+            row = JobRow(
+                project_id=project.id,
+                allocation_id=allocation.id,
+                user_id=caller.user_id,
+                site_id=site.id,
+                name=name[:200],
+                command=spec.command,
+                gpu_type=spec.gpu.gpu_type,
+                gpus_per_node=spec.gpu.gpus_per_node,
+                nodes=spec.gpu.nodes,
+                time_limit_s=spec.time_limit_s,
+                workdir=spec.workdir,
+                env=env,
+                state=JobState.PENDING.value,
+                reason=WaitReason.NEW.value,
+                reason_detail="submitted; waiting for the next scheduling pass",
+                submitted_at=now,
+                idempotency_key=idempotency_key if position == 0 else None,
+                request_hash=fingerprint,
+                qos=resolved.qos,
+                image=resolved.image,
+                template=resolved.template,
+                array_index=index,
+                after_ok=list(resolved.after_ok),
+            )
+            s.add(row)
+            s.flush()
+            rows.append(row)
+        if resolved.array_indices:
+            for row in rows:
+                row.array_job_id = rows[0].id
+            s.flush()
+        return rows[0]
+
+
+def array_task_ids(ctx: AppContext, leader: JobRow) -> list[int]:
+    if leader.array_job_id is None:
+        return [leader.id]
+    with ctx.sessions.begin() as s:
+        return list(
+            s.scalars(
+                select(JobRow.id)
+                .where(JobRow.array_job_id == leader.array_job_id)
+                .order_by(JobRow.id)
+            )
         )
-        s.add(row)
-        s.flush()
-        return row
 
 
 def get_visible(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
@@ -148,18 +124,68 @@ def get_visible(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
         return row
 
 
-def list_visible(
-    ctx: AppContext, caller: Caller, *, states: Sequence[JobState] = (), limit: int = 100
-) -> Sequence[JobRow]:
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    items: list[JobRow]
+    next_cursor: str | None
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"job:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        kind, _, value = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+        if kind != "job":
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError(
+            "cursor", "not a cursor this API gave out; start again without one"
+        ) from None
+
+
+def list_page(
+    ctx: AppContext,
+    caller: Caller,
+    *,
+    states: Sequence[JobState] = (),
+    project: str | None = None,
+    array_job_id: int | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Newest first, keyset-paginated on the id: jobs submitted while a client pages through
+    get higher ids and so never shift the later pages (no duplicates, no gaps)."""
+    limit = max(1, min(limit, 500))
     with ctx.sessions.begin() as s:
-        stmt = select(JobRow).order_by(JobRow.id.desc()).limit(max(1, min(limit, 1000)))
+        stmt = select(JobRow).order_by(JobRow.id.desc()).limit(limit + 1)
         if not caller.is_admin:
             stmt = stmt.where(
                 (JobRow.user_id == caller.user_id) | JobRow.project_id.in_(caller.project_ids)
             )
         if states:
             stmt = stmt.where(JobRow.state.in_([st.value for st in states]))
-        return s.scalars(stmt).all()
+        if project is not None:
+            stmt = stmt.join(ProjectRow, ProjectRow.id == JobRow.project_id).where(
+                ProjectRow.name == project
+            )
+        if array_job_id is not None:
+            stmt = stmt.where(JobRow.array_job_id == array_job_id)
+        if cursor is not None:
+            stmt = stmt.where(JobRow.id < decode_cursor(cursor))
+        rows = list(s.scalars(stmt).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return JobPage(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+def list_visible(
+    ctx: AppContext, caller: Caller, *, states: Sequence[JobState] = (), limit: int = 100
+) -> Sequence[JobRow]:
+    return list_page(ctx, caller, states=states, limit=limit).items
 
 
 def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:

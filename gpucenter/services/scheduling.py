@@ -23,8 +23,8 @@ from gpucenter.core import (
     schedule_pass,
 )
 from gpucenter.dispatch.base import DispatchError, LaunchRequest, StateChange
-from gpucenter.domain.ids import JobId, ProjectId
-from gpucenter.domain.jobs import GpuRequest, JobState, check_transition
+from gpucenter.domain.ids import JobId, ProjectId, UserId
+from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason, check_transition
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
 from gpucenter.services.context import AppContext, as_utc
@@ -110,7 +110,7 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
             return 0, 0
         nodes = repo.nodes_of(s, site.id)
         running = repo.jobs_in_states(s, [JobState.RUNNING])
-        pending = repo.jobs_in_states(s, [JobState.PENDING])
+        pending = _eligible(s, repo.jobs_in_states(s, [JobState.PENDING]), now)
         if not pending:
             return 0, 0
         budgets = _budgets_left(s, running, pending, now)
@@ -130,11 +130,19 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
                 time_limit_s=r.time_limit_s,
                 submitted_at=as_utc(r.submitted_at).timestamp(),
                 budget_gpu_seconds_left=budgets.get(r.allocation_id or -1),
+                qos=r.qos,
+                user_id=UserId(r.user_id),
             )
             for r in pending
         ]
         result = schedule_pass(snapshot, queue, now.timestamp())
         by_id = {r.id: r for r in pending}
+        for job_id, breakdown in getattr(result, "priorities", {}).items():
+            row = by_id[int(job_id)]
+            factors = {k: round(v, 6) for k, v in breakdown.as_row().items()}
+            if row.priority_factors != factors:
+                row.priority = factors["priority"]
+                row.priority_factors = factors
         for job_id, wait in result.waits.items():
             row = by_id[int(job_id)]
             if row.reason != wait.reason.value or row.reason_detail != wait.detail:
@@ -186,6 +194,44 @@ def _launch(ctx: AppContext, request: LaunchRequest) -> int:
     return 1
 
 
+def _eligible(s: Session, pending: Sequence[JobRow], now: datetime) -> list[JobRow]:
+    """Pending jobs whose after-ok dependencies have all completed.
+
+    A job whose dependency ended any other way can never run: it is cancelled, saying why.
+    The rest wait with the Dependency reason and are not shown to the core at all.
+    """
+    wanted = sorted({d for r in pending for d in r.after_ok or ()})
+    states: dict[int, JobState] = {}
+    if wanted:
+        rows = s.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(wanted)))
+        states = {job_id: JobState(state) for job_id, state in rows}
+    eligible: list[JobRow] = []
+    for row in pending:
+        deps = list(row.after_ok or ())
+        broken = [
+            d
+            for d in deps
+            if states.get(d, JobState.FAILED).is_terminal
+            and states.get(d, JobState.FAILED) is not JobState.COMPLETED
+        ]
+        waiting = [d for d in deps if not states.get(d, JobState.FAILED).is_terminal]
+        if broken:
+            row.state = JobState.CANCELLED.value
+            row.ended_at = now
+            row.reason = ""
+            row.reason_detail = (
+                f"cancelled: job {broken[0]} ended {states.get(broken[0], 'missing')}, "
+                "so this job's after-ok dependency can never be met"
+            )
+        elif waiting:
+            detail = "waiting for job(s) " + ", ".join(map(str, waiting)) + " to complete"
+            row.reason = WaitReason.DEPENDENCY.value
+            row.reason_detail = detail
+        else:
+            eligible.append(row)
+    return eligible
+
+
 def _running(row: JobRow) -> RunningJob:
     assert row.placement is not None and row.started_at is not None
     return RunningJob(
@@ -194,6 +240,7 @@ def _running(row: JobRow) -> RunningJob:
         placement=tuple(NodeGpus(p["node"], tuple(p["gpus"])) for p in row.placement),
         started_at=as_utc(row.started_at).timestamp(),
         time_limit_s=row.time_limit_s,
+        qos=row.qos,
     )
 
 

@@ -101,7 +101,7 @@ def test_a_job_sees_only_its_gpus(tmp_path: Path) -> None:
         assert _run(d, 1, (0,), probe) == [
             str(last.index),
             "1",
-            last.uuid.removeprefix("GPU-").replace("-", ""),
+            last.uuid.removeprefix("GPU-").replace("-", "").lower(),
         ]
         # No GPUs in the placement: none visible, even though the machine has some.
         assert _run(d, 2, (), probe) == ["0"]

@@ -1,0 +1,146 @@
+"""`#GPUCENTER` directives at the top of a job script, in the spirit of Slurm's `#SBATCH`.
+
+Directives are read from the comment block at the start of the script (after an optional
+shebang) up to the first line that is neither blank nor a comment. Each error names the line.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gpucenter.domain.errors import ValidationError
+
+PREFIX = "#GPUCENTER"
+
+
+def _int(value: str) -> int:
+    return int(value)
+
+
+def _str(value: str) -> str:
+    return value
+
+
+def _int_list(value: str) -> list[int]:
+    return [int(v) for v in value.replace(":", ",").split(",") if v]
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    field: str
+    convert: Callable[[str], Any]
+    what: str
+    repeat: bool = False
+
+
+_OPTIONS: Mapping[str, _Option] = {
+    "--project": _Option("project", _str, "a project name"),
+    "-p": _Option("project", _str, "a project name"),
+    "--gpus": _Option("gpus_per_node", _int, "a whole number of GPUs per node"),
+    "-g": _Option("gpus_per_node", _int, "a whole number of GPUs per node"),
+    "--nodes": _Option("nodes", _int, "a whole number of nodes"),
+    "-N": _Option("nodes", _int, "a whole number of nodes"),
+    "--gpu-type": _Option("gpu_type", _str, "a GPU type such as h100"),
+    "-t": _Option("gpu_type", _str, "a GPU type such as h100"),
+    "--time": _Option("time", _str, "a duration such as 90, 30m, 2h or 1:30:00"),
+    "--name": _Option("name", _str, "a job name"),
+    "--qos": _Option("qos", _str, "a QoS name"),
+    "--image": _Option("image", _str, "a container image"),
+    "--workdir": _Option("workdir", _str, "an absolute directory"),
+    "--array": _Option("array", _str, "an index range such as 0-9 or 1,3,5"),
+    "--after-ok": _Option("after_ok", _int_list, "job ids such as 12,13"),
+    "--env": _Option("env", _str, "NAME=VALUE", repeat=True),
+    "-e": _Option("env", _str, "NAME=VALUE", repeat=True),
+}
+
+
+def parse_directives(script: str) -> dict[str, Any]:
+    """Return the options the script's `#GPUCENTER` lines set, keyed by job field name."""
+    found: dict[str, Any] = {}
+    for number, raw in enumerate(script.splitlines(), start=1):
+        line = raw.strip()
+        if number == 1 and line.startswith("#!"):
+            continue
+        if not line:
+            continue
+        if not line.startswith("#"):
+            break
+        if not line.startswith(PREFIX):
+            continue
+        rest = line[len(PREFIX) :]
+        if rest and not rest[0].isspace():
+            raise ValidationError(
+                "script", f"line {number}: write '{PREFIX} --option value', got {line!r}"
+            )
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            raise ValidationError("script", f"line {number}: {exc}") from None
+        _apply(words, number, found)
+    return found
+
+
+def _apply(words: list[str], number: int, found: dict[str, Any]) -> None:
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name, eq, inline = word.partition("=")
+        option = _OPTIONS.get(name)
+        if option is None:
+            known = ", ".join(sorted(k for k in _OPTIONS if k.startswith("--")))
+            raise ValidationError(
+                "script", f"line {number}: unknown directive option {name!r}; known: {known}"
+            )
+        if eq:
+            value = inline
+        else:
+            if i + 1 >= len(words):
+                raise ValidationError("script", f"line {number}: {name} needs a value")
+            i += 1
+            value = words[i]
+        try:
+            converted = option.convert(value)
+        except ValueError:
+            raise ValidationError(
+                "script", f"line {number}: {name} expects {option.what}, got {value!r}"
+            ) from None
+        if option.repeat:
+            found.setdefault(option.field, []).append(converted)
+        else:
+            found[option.field] = converted
+        i += 1
+
+
+def parse_array(spec: str, max_tasks: int = 1000) -> list[int]:
+    """Indices of an array job from '0-9', '1,3,5' or '0-20:5' (step)."""
+    indices: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            rng, _, step_text = part.partition(":")
+            step = int(step_text) if step_text else 1
+            if step < 1:
+                raise ValueError
+            if "-" in rng:
+                lo_text, hi_text = rng.split("-", 1)
+                lo, hi = int(lo_text), int(hi_text)
+                if hi < lo:
+                    raise ValueError
+                indices.extend(range(lo, hi + 1, step))
+            else:
+                indices.append(int(rng))
+    except ValueError:
+        raise ValidationError(
+            "array", f"{spec!r} is not an index range; write 0-9, 1,3,5 or 0-20:5"
+        ) from None
+    if not indices or min(indices) < 0:
+        raise ValidationError("array", "needs at least one index, none negative")
+    unique = sorted(set(indices))
+    if len(unique) > max_tasks:
+        raise ValidationError("array", f"at most {max_tasks} tasks per array job")
+    return unique

@@ -1,0 +1,155 @@
+"""Job templates a centre admin publishes: form fields that become a job.
+
+A template names typed fields (with defaults, ranges and choices) and a job whose values may
+refer to them as `{field}`. Values substituted into the command are shell-quoted, so a form
+value can never inject a second command.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from gpucenter.domain.errors import ValidationError
+
+_FIELD_TYPES = ("string", "int", "choice")
+_REF = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,63}$")
+JOB_KEYS = ("command", "gpus_per_node", "nodes", "gpu_type", "time", "name", "qos", "image")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateField:
+    name: str
+    type: str = "string"
+    label: str = ""
+    required: bool = False
+    default: str | int | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+
+    def coerce(self, raw: object) -> str | int:
+        if self.type == "int":
+            try:
+                value = int(str(raw))
+            except ValueError:
+                raise ValidationError(
+                    f"fields.{self.name}", f"must be a whole number, got {raw!r}"
+                ) from None
+            if self.minimum is not None and value < self.minimum:
+                raise ValidationError(f"fields.{self.name}", f"must be at least {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValidationError(f"fields.{self.name}", f"must be at most {self.maximum}")
+            return value
+        text = str(raw)
+        if self.type == "choice" and text not in self.choices:
+            raise ValidationError(
+                f"fields.{self.name}", f"must be one of {', '.join(self.choices)}, got {text!r}"
+            )
+        if len(text) > 4096:
+            raise ValidationError(f"fields.{self.name}", "must be at most 4096 characters")
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class JobTemplate:
+    name: str
+    title: str
+    description: str
+    fields: tuple[TemplateField, ...]
+    job: Mapping[str, str]
+
+    def render(self, values: Mapping[str, object]) -> dict[str, Any]:
+        """The job fields this template makes from the submitted form values."""
+        known = {f.name: f for f in self.fields}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValidationError(
+                f"fields.{unknown[0]}",
+                f"template {self.name!r} has no field {unknown[0]!r}; "
+                f"its fields are {', '.join(known) or 'none'}",
+            )
+        resolved: dict[str, str | int] = {}
+        for f in self.fields:
+            if f.name in values and values[f.name] not in (None, ""):
+                resolved[f.name] = f.coerce(values[f.name])
+            elif f.default is not None:
+                resolved[f.name] = f.coerce(f.default)
+            elif f.required:
+                raise ValidationError(f"fields.{f.name}", "is required by this template")
+        job: dict[str, Any] = {}
+        for key, pattern in self.job.items():
+            job[key] = _REF.sub(partial(_value, resolved=resolved, quote=key == "command"), pattern)
+        for key in ("gpus_per_node", "nodes"):
+            if key in job:
+                try:
+                    job[key] = int(job[key])
+                except ValueError:
+                    raise ValidationError(
+                        key, f"template {self.name!r} made {job[key]!r}, not a number"
+                    ) from None
+        return job
+
+
+def _value(match: re.Match[str], *, resolved: Mapping[str, str | int], quote: bool) -> str:
+    name = match.group(1)
+    if name not in resolved:
+        return ""
+    text = str(resolved[name])
+    return shlex.quote(text) if quote else text
+
+
+def parse_template(data: object) -> JobTemplate:
+    """Validate a template definition (as loaded from YAML or JSON)."""
+    if not isinstance(data, dict):
+        raise ValidationError("template", "must be a mapping with name, title, fields and job")
+    name = str(data.get("name", ""))
+    if not _NAME.match(name):
+        raise ValidationError("template.name", "use 2-64 lowercase letters, digits or '-'")
+    raw_fields = data.get("fields") or []
+    if not isinstance(raw_fields, list):
+        raise ValidationError("template.fields", "must be a list")
+    fields: list[TemplateField] = []
+    for i, raw in enumerate(raw_fields):
+        if not isinstance(raw, dict) or not raw.get("name"):
+            raise ValidationError(f"template.fields[{i}]", "each field needs a name")
+        ftype = str(raw.get("type", "string"))
+        if ftype not in _FIELD_TYPES:
+            raise ValidationError(
+                f"template.fields[{i}].type", f"must be one of {', '.join(_FIELD_TYPES)}"
+            )
+        fields.append(
+            TemplateField(
+                name=str(raw["name"]),
+                type=ftype,
+                label=str(raw.get("label", raw["name"])),
+                required=bool(raw.get("required", False)),
+                default=raw.get("default"),
+                minimum=raw.get("min"),
+                maximum=raw.get("max"),
+                choices=tuple(str(c) for c in raw.get("choices", ())),
+            )
+        )
+    job = data.get("job")
+    if not isinstance(job, dict) or "command" not in job:
+        raise ValidationError("template.job", "must be a mapping with at least a command")
+    bad = sorted(set(job) - set(JOB_KEYS))
+    if bad:
+        raise ValidationError("template.job", f"unknown job key {bad[0]!r}")
+    names = {f.name for f in fields}
+    for key, value in job.items():
+        for ref in _REF.findall(str(value)):
+            if ref not in names:
+                raise ValidationError(f"template.job.{key}", f"refers to unknown field {ref!r}")
+    return JobTemplate(
+        name=name,
+        title=str(data.get("title", name)),
+        description=str(data.get("description", "")),
+        fields=tuple(fields),
+        job={str(k): str(v) for k, v in job.items()},
+    )
