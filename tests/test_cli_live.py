@@ -161,3 +161,58 @@ def test_time_limit_and_cancel_from_the_cli(live) -> None:
     cli("job", "cancel", str(long), **user)
     wait_until(lambda: state(long) == "CANCELLED", timeout=20, step=0.3)
     wait_until(lambda: state(slow) == "TIMEOUT", timeout=20, step=0.3)
+
+
+def test_member_logs_in_submits_a_script_follows_it_and_sees_the_charge(
+    live, tmp_path: Path
+) -> None:
+    cli, _ = live
+    cli("admin", "org", "create", "SNU", "--kind", "university")
+    cli("admin", "user", "create", "jiwoo", "--org", "SNU", "--password", "correct-horse")
+    cli("admin", "project", "create", "vision", "--org", "SNU", "--member", "jiwoo")
+    cli("admin", "alloc", "create", "vision", "--gpu-hours", "20")
+    denied = cli("login", "--username", "jiwoo", "--password", "wrong-horse", ok=False)
+    assert denied.returncode != 0 and "wrong username or password" in denied.stderr
+    cli("login", "--username", "jiwoo", "--password", "correct-horse")
+
+    script = tmp_path / "train.sh"
+    script.write_text(
+        "#!/bin/bash\n#GPUCENTER -p vision -g 2 --time 5m --name train\n"
+        "for i in 1 2 3; do echo step $i; sleep 0.3; done\n"
+    )
+    job = json.loads(cli("job", "submit", str(script), "--json").stdout)
+    assert job["name"] == "train" and job["gpus_per_node"] == 2
+    followed = cli("job", "logs", str(job["id"]), "--follow").stdout
+    assert followed.splitlines() == ["step 1", "step 2", "step 3"]
+    usage = json.loads(cli("usage", "--json").stdout)
+    assert usage[0]["project"] == "vision" and usage[0]["gpu_hours"] > 0
+    assert "vision" in cli("usage").stdout
+
+
+def test_job_show_of_a_waiting_job_names_the_reason_and_priority_factors(live) -> None:
+    cli, _ = live
+    cli("admin", "org", "create", "Lab", "--kind", "public_research_institute")
+    token = re.search(r"(gpc_\S+)", cli("admin", "user", "create", "park", "--org", "Lab").stdout)
+    assert token
+    cli("admin", "project", "create", "lab", "--org", "Lab", "--member", "park")
+    cli("admin", "alloc", "create", "lab", "--gpu-hours", "5")
+    user = {"GPUCENTER_TOKEN": token.group(1)}
+    big = json.loads(
+        cli("job", "submit", "-p", "lab", "-g", "4", "--json", "--", "sleep 30", **user).stdout
+    )["id"]
+    small = json.loads(
+        cli("job", "submit", "-p", "lab", "-g", "1", "--json", "--", "echo hi", **user).stdout
+    )["id"]
+
+    def shown() -> dict[str, object]:
+        result: dict[str, object] = json.loads(
+            cli("job", "show", str(small), "--json", **user).stdout
+        )
+        return result
+
+    wait_until(lambda: shown()["reason"] == "Resources", timeout=20, step=0.3)
+    text = cli("job", "show", str(small), **user).stdout
+    assert "Resources" in text
+    for factor in ("priority", "fairshare", "age", "jobsize", "qos"):
+        assert factor in text, text
+    cli("job", "cancel", str(big), **user)

@@ -6,17 +6,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-import yaml
-from sqlalchemy.orm import Session
 
 from gpucenter.cli.common import console, friendly_errors
 from gpucenter.config import get_settings
 from gpucenter.domain.clock import SystemClock
-from gpucenter.persistence.db import make_engine, session_factory
-from gpucenter.services import accounts
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+# The database layers are imported inside the commands: `gpucenter job ...` never needs them,
+# and a CLI that starts in a fraction of a second is part of being easy to use.
 
 app = typer.Typer(
     help="Organisations, users, projects and allocations.",
@@ -42,8 +44,16 @@ app.add_typer(template_app, name="template")
 T = TypeVar("T")
 
 
+def _accounts() -> Any:
+    from gpucenter.services import accounts
+
+    return accounts
+
+
 @contextmanager
 def _db() -> Iterator[Session]:
+    from gpucenter.persistence.db import make_engine, session_factory
+
     engine = make_engine(get_settings().effective_database_url)
     try:
         with friendly_errors(), session_factory(engine).begin() as s:
@@ -68,7 +78,7 @@ def org_create(
         str, typer.Option(help="university, startup, sme, public_research_institute, ...")
     ],
 ) -> None:
-    row = _run(lambda s: accounts.create_organisation(s, name, kind, _now()))
+    row = _run(lambda s: _accounts().create_organisation(s, name, kind, _now()))
     console.print(f"organisation {row.id} {row.name!r} ({row.kind}) created", highlight=False)
 
 
@@ -83,7 +93,7 @@ def user_create(
 ) -> None:
     """Create a user; prints an API token once (it is stored only hashed)."""
     new = _run(
-        lambda s: accounts.create_user(
+        lambda s: _accounts().create_user(
             s, username, _now(), organisation=org, password=password, is_admin=admin
         )
     )
@@ -99,10 +109,10 @@ def project_create(
     title: Annotated[str, typer.Option("--title")] = "",
 ) -> None:
     def action(s: Session) -> int:
-        row = accounts.create_project(s, name, org, _now(), title)
+        row = _accounts().create_project(s, name, org, _now(), title)
         for username in member or []:
-            accounts.add_member(s, name, username)
-        return row.id
+            _accounts().add_member(s, name, username)
+        return int(row.id)
 
     pid = _run(action)
     console.print(f"project {pid} {name!r} created", highlight=False)
@@ -112,7 +122,7 @@ def project_create(
 def project_add_member(
     project: str, username: str, role: Annotated[str, typer.Option("--role")] = "member"
 ) -> None:
-    _run(lambda s: accounts.add_member(s, project, username, role))
+    _run(lambda s: _accounts().add_member(s, project, username, role))
     console.print(f"{username} is now a {role} of {project}", highlight=False)
 
 
@@ -122,7 +132,7 @@ def alloc_create(
     gpu_hours: Annotated[float, typer.Option("--gpu-hours")],
     days: Annotated[int, typer.Option("--days")] = 365,
 ) -> None:
-    row = _run(lambda s: accounts.create_allocation(s, project, gpu_hours, _now(), days=days))
+    row = _run(lambda s: _accounts().create_allocation(s, project, gpu_hours, _now(), days=days))
     console.print(
         f"allocation {row.id}: {gpu_hours:g} GPU-hours for {project} until {row.ends_at:%Y-%m-%d}",
         highlight=False,
@@ -132,6 +142,8 @@ def alloc_create(
 @template_app.command("publish")
 def template_publish(path: Path) -> None:
     """Publish a template from a YAML file (replaces one of the same name)."""
+    import yaml
+
     from gpucenter.domain.errors import ValidationError
     from gpucenter.services import templates
 
