@@ -23,6 +23,8 @@ class LaunchRequest:
     workdir: str | None
     env: Mapping[str, str] = field(default_factory=dict)
     account: str = ""
+    image: str | None = None
+    """Container image, for dispatchers that can start one (submission refuses it elsewhere)."""
 
 
 @dataclass(frozen=True, slots=True)

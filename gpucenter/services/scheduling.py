@@ -158,6 +158,7 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
                 workdir=row.workdir,
                 env=dict(row.env or {}),
                 account=str(row.project_id),
+                image=row.image,
             )
             for row, placement in launches
         ]
