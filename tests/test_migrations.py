@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from gpucenter.persistence.db import migrate
-from gpucenter.persistence.tables import Base
+from gpucenter.persistence.schema import Base
 
 
 def test_migrations_match_the_declared_tables(db_url: str) -> None:

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from gpucenter.api.deps import Ctx, CurrentCaller
+from gpucenter.api.permissions import requires
 from gpucenter.api.schemas import JobIn, JobOut, JobPageOut
+from gpucenter.auth.permissions import Permission
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import JobState
 from gpucenter.services import jobs
@@ -24,7 +26,9 @@ def _poke(request: Request) -> None:
         loop.poke()
 
 
-@router.post("", status_code=201, response_model=JobOut)
+@router.post(
+    "", status_code=201, response_model=JobOut, dependencies=[requires(Permission.JOBS_SUBMIT)]
+)
 def submit_job(
     body: JobIn,
     ctx: Ctx,
@@ -39,7 +43,7 @@ def submit_job(
     return JobOut.of(row, tasks)
 
 
-@router.get("", response_model=JobPageOut)
+@router.get("", response_model=JobPageOut, dependencies=[requires(Permission.JOBS_READ)])
 def list_jobs(
     ctx: Ctx,
     caller: CurrentCaller,
@@ -67,21 +71,23 @@ def list_jobs(
     return JobPageOut(items=[JobOut.of(r) for r in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, dependencies=[requires(Permission.JOBS_READ)])
 def show_job(job_id: int, ctx: Ctx, caller: CurrentCaller) -> JobOut:
     row = jobs.get_visible(ctx, caller, job_id)
     tasks = jobs.array_task_ids(ctx, row) if row.array_job_id is not None else None
     return JobOut.of(row, tasks)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post(
+    "/{job_id}/cancel", response_model=JobOut, dependencies=[requires(Permission.JOBS_CANCEL)]
+)
 def cancel_job(job_id: int, ctx: Ctx, caller: CurrentCaller, request: Request) -> JobOut:
     row = jobs.cancel(ctx, caller, job_id)
     _poke(request)
     return JobOut.of(row)
 
 
-@router.get("/{job_id}/logs")
+@router.get("/{job_id}/logs", dependencies=[requires(Permission.JOBS_READ)])
 def job_logs(
     job_id: int,
     ctx: Ctx,
@@ -101,7 +107,7 @@ def job_logs(
     )
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", dependencies=[requires(Permission.JOBS_READ)])
 def job_event_stream(
     job_id: int,
     ctx: Ctx,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query
 from sqlalchemy import text
 
 from gpucenter.api.deps import Ctx, CurrentCaller
+from gpucenter.api.permissions import public, requires
 from gpucenter.api.schemas import (
     AllocationOut,
     LoginIn,
@@ -21,25 +22,36 @@ from gpucenter.api.schemas import (
     TokenOut,
     UsageRowOut,
 )
+from gpucenter.auth.permissions import Permission
 from gpucenter.domain.templates import JobTemplate
 from gpucenter.services import identity, overview, templates
 
 router = APIRouter()
 
 
-@router.get("/healthz", tags=["health"])
+@router.get("/healthz", tags=["health"], dependencies=[public()])
 def health(ctx: Ctx) -> dict[str, str]:
     with ctx.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     return {"status": "ok", "site": ctx.site.site.name}
 
 
-@router.post("/api/v1/auth/token", response_model=TokenOut, tags=["auth"])
+@router.post(
+    "/api/v1/auth/token",
+    response_model=TokenOut,
+    tags=["auth"],
+    dependencies=[public(Permission.SIGN_IN)],
+)
 def sign_in(body: LoginIn, ctx: Ctx) -> TokenOut:
     return TokenOut(token=identity.login(ctx, body.username, body.password))
 
 
-@router.get("/api/v1/me", response_model=MeOut, tags=["auth"])
+@router.get(
+    "/api/v1/me",
+    response_model=MeOut,
+    tags=["auth"],
+    dependencies=[requires(Permission.AUTHENTICATED)],
+)
 def me(caller: CurrentCaller) -> MeOut:
     return MeOut(
         id=caller.user_id,
@@ -49,7 +61,12 @@ def me(caller: CurrentCaller) -> MeOut:
     )
 
 
-@router.get("/api/v1/projects", response_model=list[ProjectOut], tags=["projects"])
+@router.get(
+    "/api/v1/projects",
+    response_model=list[ProjectOut],
+    tags=["projects"],
+    dependencies=[requires(Permission.PROJECTS_READ)],
+)
 def projects(ctx: Ctx, caller: CurrentCaller) -> list[ProjectOut]:
     return [
         ProjectOut(
@@ -74,7 +91,12 @@ def projects(ctx: Ctx, caller: CurrentCaller) -> list[ProjectOut]:
     ]
 
 
-@router.get("/api/v1/site", response_model=SiteOut, tags=["site"])
+@router.get(
+    "/api/v1/site",
+    response_model=SiteOut,
+    tags=["site"],
+    dependencies=[requires(Permission.SITE_READ)],
+)
 def site(ctx: Ctx, caller: CurrentCaller) -> SiteOut:
     view = overview.site_overview(ctx)
     return SiteOut(
@@ -118,12 +140,22 @@ def _template_out(t: JobTemplate) -> TemplateOut:
     )
 
 
-@router.get("/api/v1/templates", response_model=list[TemplateOut], tags=["templates"])
+@router.get(
+    "/api/v1/templates",
+    response_model=list[TemplateOut],
+    tags=["templates"],
+    dependencies=[requires(Permission.TEMPLATES_READ)],
+)
 def list_job_templates(ctx: Ctx, caller: CurrentCaller) -> list[TemplateOut]:
     return [_template_out(t) for t in templates.list_templates(ctx)]
 
 
-@router.put("/api/v1/templates", response_model=TemplateOut, tags=["templates"])
+@router.put(
+    "/api/v1/templates",
+    response_model=TemplateOut,
+    tags=["templates"],
+    dependencies=[requires(Permission.TEMPLATES_PUBLISH)],
+)
 def publish_job_template(
     ctx: Ctx, caller: CurrentCaller, body: Annotated[dict[str, Any], Body()]
 ) -> TemplateOut:
@@ -131,7 +163,12 @@ def publish_job_template(
     return _template_out(templates.publish_as(ctx, caller, body))
 
 
-@router.get("/api/v1/usage", response_model=list[UsageRowOut], tags=["usage"])
+@router.get(
+    "/api/v1/usage",
+    response_model=list[UsageRowOut],
+    tags=["usage"],
+    dependencies=[requires(Permission.USAGE_READ)],
+)
 def usage(
     ctx: Ctx,
     caller: CurrentCaller,

@@ -65,7 +65,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate(url: str, revision: str = "head") -> None:
+def migrate(url: str, revision: str = "heads") -> None:
     """Bring the database at `url` up to `revision` (same migrations on SQLite and PostgreSQL)."""
     _ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)

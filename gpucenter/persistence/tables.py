@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -154,6 +155,12 @@ class JobRow(Base):
     )
     priority: Mapped[float | None] = mapped_column(Float)
     priority_factors: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    runs: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    borrowed: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    preempt_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    preempted_for: Mapped[int | None] = mapped_column(Integer)
 
 
 class LedgerEntryRow(Base):

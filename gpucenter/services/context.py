@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.config import Settings
+from gpucenter.core import DEFAULT_POLICIES, Policies
 from gpucenter.dispatch.base import Dispatcher
 from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.persistence.db import make_engine, session_factory
@@ -26,6 +27,7 @@ class AppContext:
     site: LoadedSite
     dispatcher: Dispatcher
     clock: Clock = field(default_factory=SystemClock)
+    policies: Policies = DEFAULT_POLICIES
     # The scheduler loop and API requests that touch the dispatcher take turns on this lock.
     dispatch_lock: threading.RLock = field(default_factory=threading.RLock)
 

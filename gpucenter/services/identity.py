@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpucenter.auth.credentials import token_digest, verify_password
-from gpucenter.auth.permissions import Caller
+from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.errors import Unauthenticated
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import UserRow
+from gpucenter.persistence.tables_audit import RoleAssignmentRow
 from gpucenter.services.accounts import issue_token
 from gpucenter.services.context import AppContext, as_utc
 
 
 def caller_for(s: Session, user: UserRow) -> Caller:
-    return Caller(user.id, user.username, user.is_admin, repo.project_ids_of(s, user.id))
+    roles = frozenset(
+        (Role(role), int(scope_id))
+        for role, scope_id in s.execute(
+            select(RoleAssignmentRow.role, RoleAssignmentRow.scope_id).where(
+                RoleAssignmentRow.user_id == user.id
+            )
+        )
+    )
+    return Caller(user.id, user.username, user.is_admin, repo.project_ids_of(s, user.id), roles)
 
 
 def authenticate_token(ctx: AppContext, token: str) -> Caller:

@@ -19,6 +19,7 @@ from gpucenter.core import (
     NodeGpus,
     NodeSnapshot,
     PendingJob,
+    Preemption,
     RunningJob,
     schedule_pass,
 )
@@ -28,6 +29,7 @@ from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason, check_transi
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
 from gpucenter.services.context import AppContext, as_utc
+from gpucenter.services.fairshare_source import load_fair_share
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,12 @@ def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
             current = JobState(row.state)
             if current.is_terminal:
                 continue
-            check_transition(current, change.state)
-            _finish(s, row, change.state, datetime_from(change.at), change.exit_code, change.detail)
+            at = datetime_from(change.at)
+            if change.state is JobState.CANCELLED and row.preempt_requested_at is not None:
+                _requeue(s, row, at)
+            else:
+                check_transition(current, change.state)
+                _finish(s, row, change.state, at, change.exit_code, change.detail)
             count += 1
     return count
 
@@ -82,11 +88,27 @@ def _finish(
     charge_job(s, row, at)
 
 
+def _requeue(s: Session, row: JobRow, at: datetime) -> None:
+    """A preempted job stopped: charge the run it had and put it back in the queue."""
+    check_transition(JobState(row.state), JobState.PENDING)
+    charge_job(s, row, at)
+    victim_of = row.preempted_for
+    row.state = JobState.PENDING.value
+    row.started_at = None
+    row.placement = None
+    row.external_id = None
+    row.borrowed = False
+    row.preempt_requested_at = None
+    row.preempted_for = None
+    row.reason = WaitReason.PRIORITY.value
+    row.reason_detail = f"preempted to make room for job {victim_of}; requeued"
+
+
 def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
-    """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per job."""
+    """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per run of a job."""
     if row.started_at is None or row.allocation_id is None:
         return
-    source = f"job:{row.id}"
+    source = f"job:{row.id}:run:{row.runs}"
     if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == source)) is not None:
         return
     elapsed = max(0.0, (ended_at - as_utc(row.started_at)).total_seconds())
@@ -114,13 +136,16 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
         if not pending:
             return 0, 0
         budgets = _budgets_left(s, running, pending, now)
+        fair_share = load_fair_share(s, now)
         snapshot = ClusterSnapshot(
             nodes=tuple(
                 NodeSnapshot(n.name, n.gpu_type, n.gpu_count, n.block)
                 for n in nodes
                 if n.gpu_count > 0
             ),
-            running=tuple(_running(r) for r in running if r.placement),
+            running=tuple(
+                _running(r, ctx.policies.preemption_grace_s) for r in running if r.placement
+            ),
         )
         queue = [
             PendingJob(
@@ -135,7 +160,10 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
             )
             for r in pending
         ]
-        result = schedule_pass(snapshot, queue, now.timestamp())
+        result = schedule_pass(
+            snapshot, queue, now.timestamp(), policy=ctx.policies, fair_share=fair_share
+        )
+        _request_preemptions(ctx, s, result.preemptions, now)
         by_id = {r.id: r for r in pending}
         for job_id, breakdown in getattr(result, "priorities", {}).items():
             row = by_id[int(job_id)]
@@ -148,27 +176,45 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
             if row.reason != wait.reason.value or row.reason_detail != wait.detail:
                 row.reason = wait.reason.value
                 row.reason_detail = wait.detail
-        launches = [(by_id[int(st.job_id)], st.placement) for st in result.starts]
+        launches = [(by_id[int(st.job_id)], st) for st in result.starts]
         launch_requests = [
-            LaunchRequest(
-                job_id=JobId(row.id),
-                command=row.command,
-                placement=placement,
-                time_limit_s=row.time_limit_s,
-                workdir=row.workdir,
-                env=dict(row.env or {}),
-                account=str(row.project_id),
-                image=row.image,
+            (
+                LaunchRequest(
+                    job_id=JobId(row.id),
+                    command=row.command,
+                    placement=start.placement,
+                    time_limit_s=row.time_limit_s,
+                    workdir=row.workdir,
+                    env=dict(row.env or {}),
+                    account=str(row.project_id),
+                    image=row.image,
+                ),
+                start.borrowed,
             )
-            for row, placement in launches
+            for row, start in launches
         ]
     started = 0
-    for request in launch_requests:
-        started += _launch(ctx, request)
+    for request, borrowed in launch_requests:
+        started += _launch(ctx, request, borrowed)
     return started, len(pending) - started
 
 
-def _launch(ctx: AppContext, request: LaunchRequest) -> int:
+def _request_preemptions(
+    ctx: AppContext, s: Session, preemptions: Sequence[Preemption], now: datetime
+) -> None:
+    """Ask the dispatcher to stop each victim; its CANCELLED report then requeues it."""
+    for p in preemptions:
+        row = s.get(JobRow, int(p.job_id), with_for_update=True)
+        if row is None or row.state != JobState.RUNNING.value:
+            continue
+        if row.preempt_requested_at is None:
+            row.preempt_requested_at = now
+            row.preempted_for = int(p.for_job)
+            row.reason_detail = f"being preempted: {p.reason}"
+            ctx.dispatcher.cancel(JobId(row.id))
+
+
+def _launch(ctx: AppContext, request: LaunchRequest, borrowed: bool = False) -> int:
     try:
         launched = ctx.dispatcher.submit(request)
     except DispatchError as exc:
@@ -190,6 +236,8 @@ def _launch(ctx: AppContext, request: LaunchRequest) -> int:
         row.stdout_path = launched.stdout_path
         row.stderr_path = launched.stderr_path
         row.placement = [{"node": p.node, "gpus": list(p.gpus)} for p in request.placement]
+        row.runs = (row.runs or 0) + 1
+        row.borrowed = borrowed
         row.reason = ""
         row.reason_detail = ""
     return 1
@@ -233,7 +281,7 @@ def _eligible(s: Session, pending: Sequence[JobRow], now: datetime) -> list[JobR
     return eligible
 
 
-def _running(row: JobRow) -> RunningJob:
+def _running(row: JobRow, grace_s: float) -> RunningJob:
     assert row.placement is not None and row.started_at is not None
     return RunningJob(
         job_id=JobId(row.id),
@@ -242,6 +290,12 @@ def _running(row: JobRow) -> RunningJob:
         started_at=as_utc(row.started_at).timestamp(),
         time_limit_s=row.time_limit_s,
         qos=row.qos,
+        borrowed=bool(row.borrowed),
+        requeue_at=(
+            as_utc(row.preempt_requested_at).timestamp() + grace_s
+            if row.preempt_requested_at is not None
+            else None
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gpucenter.api.deps import Ctx
+from gpucenter.api.permissions import public
 from gpucenter.services import overview
 
 router = APIRouter(include_in_schema=False)
@@ -18,7 +19,7 @@ _env = Environment(
 )
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=[public()])
 def index(ctx: Ctx, request: Request) -> HTMLResponse:
     view = overview.site_overview(ctx)
     total = sum(n.gpu_count for n in view.nodes)

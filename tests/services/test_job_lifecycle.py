@@ -207,3 +207,26 @@ def test_the_scheduler_loop_thread_runs_jobs_by_itself(ctx: AppContext, centre: 
     finally:
         loop.stop()
     assert loop.passes > 0
+
+
+def test_opportunistic_work_is_preempted_requeued_and_charged_per_run(
+    ctx: AppContext, centre: Centre
+) -> None:
+    scavenger = _submit(ctx, centre, "sleep 60", gpus=4, qos="opportunistic")
+    _run_until(ctx, scavenger, {JobState.RUNNING})
+    entitled = jobs.submit(
+        ctx,
+        centre.bob,
+        jobs.SubmitRequest(project="beta", command="echo entitled", gpus_per_node=4),
+    ).id
+    done = _run_until(ctx, entitled, {JobState.COMPLETED}, timeout=30)
+    again = _state(ctx, scavenger)
+    assert again.runs >= 1
+    assert f"job {entitled}" in again.reason_detail or again.state == JobState.RUNNING
+    assert done.started_at is not None
+    with ctx.sessions.begin() as s:
+        sources = s.scalars(
+            select(LedgerEntryRow.source).where(LedgerEntryRow.job_id == scavenger)
+        ).all()
+    assert sources == [f"job:{scavenger}:run:1"]
+    jobs.cancel(ctx, centre.alice, scavenger)

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from gpucenter.persistence.tables import Base
+from gpucenter.persistence.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
