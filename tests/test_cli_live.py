@@ -157,10 +157,10 @@ def test_time_limit_and_cancel_from_the_cli(live) -> None:
     def state(job_id: int) -> str:
         return json.loads(cli("job", "show", str(job_id), "--json", **user).stdout)["state"]
 
-    wait_until(lambda: state(long) == "RUNNING", timeout=20, step=0.3)
+    wait_until(lambda: state(long) == "RUNNING", timeout=60, step=0.3)
     cli("job", "cancel", str(long), **user)
-    wait_until(lambda: state(long) == "CANCELLED", timeout=20, step=0.3)
-    wait_until(lambda: state(slow) == "TIMEOUT", timeout=20, step=0.3)
+    wait_until(lambda: state(long) == "CANCELLED", timeout=60, step=0.3)
+    wait_until(lambda: state(slow) == "TIMEOUT", timeout=60, step=0.3)
 
 
 def test_member_logs_in_submits_a_script_follows_it_and_sees_the_charge(
@@ -210,7 +210,7 @@ def test_job_show_of_a_waiting_job_names_the_reason_and_priority_factors(live) -
         )
         return result
 
-    wait_until(lambda: shown()["reason"] == "Resources", timeout=20, step=0.3)
+    wait_until(lambda: shown()["reason"] == "Resources", timeout=60, step=0.3)
     text = cli("job", "show", str(small), **user).stdout
     assert "Resources" in text
     for factor in ("priority", "fairshare", "age", "jobsize", "qos"):

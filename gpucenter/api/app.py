@@ -13,7 +13,6 @@ from gpucenter.api.routes_jobs import router as jobs_router
 from gpucenter.api.routes_misc import router as misc_router
 from gpucenter.services.context import AppContext
 from gpucenter.services.loop import SchedulerLoop
-from gpucenter.services.scheduling import recover_after_restart
 from gpucenter.services.site_registry import ensure_site
 from gpucenter.web.pages import router as web_router
 
@@ -27,7 +26,6 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
         ensure_site(ctx)
         loop: SchedulerLoop | None = None
         if scheduler_on:
-            recover_after_restart(ctx)
             loop = SchedulerLoop(ctx, ctx.settings.scheduler_interval_s)
             app.state.loop = loop
             loop.start()
@@ -35,8 +33,9 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
             yield
         finally:
             if loop is not None:
-                loop.stop()
-            ctx.dispatcher.shutdown()
+                loop.stop()  # running jobs stay up; the next leader re-adopts them
+            else:
+                ctx.dispatcher.shutdown()
 
     app = FastAPI(
         title="gpucenter",

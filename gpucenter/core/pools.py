@@ -91,6 +91,57 @@ class Pool:
         elif free:
             del self.partial[free][n]
 
+    def change(self, n: int, was: int, now: int, block: int, site: int) -> None:
+        """An unheld node went from `was` to `now` free GPUs: `delete` then `insert`, fused,
+        because a pass does this once per start (dict order ends up exactly the same)."""
+        if was != self.size and now != self.size:
+            count = self.count
+            count[was] -= 1
+            count[now] += 1
+            partial = self.partial
+            if was:
+                del partial[was][n]
+            if now:
+                partial[now][n] = None
+            return
+        self.delete(n, was, block, site, False)
+        self.insert(n, now, block, site, False)
+
+    def load(
+        self, free: list[list[int]], block: list[int], site: list[int], held: set[int]
+    ) -> None:
+        """Index every member node at once (same dict orders as inserting them one by one in
+        node order): building a 32,500-node cluster this way is several times faster."""
+        size = self.size
+        count, partial, whole = self.count, self.partial, self.whole
+        last: dict[int, int] = {}
+        for n in sorted(self.nodes):
+            if n in held:
+                self.held[n] = None
+                continue
+            f = len(free[n])
+            count[f] += 1
+            if f == size:
+                b = block[n]
+                members = whole.get(b)
+                if members is None:
+                    members = whole[b] = {}
+                members[n] = None
+                last[b] = n
+                self.site_whole[site[n]] = self.site_whole.get(site[n], 0) + 1
+            elif f:
+                partial[f][n] = None
+        # A block enters bucket c when its c-th whole node is inserted, so within a bucket
+        # blocks are ordered by their last whole node.
+        bucket, block_whole = self.bucket, self.block_whole
+        for _, b in sorted((n, b) for b, n in last.items()):
+            c = len(whole[b])
+            block_whole[b] = c
+            while c >= len(bucket):
+                bucket.append({})
+            bucket[c][b] = None
+            self.whole_total += c
+
     # -- queries -------------------------------------------------------------------------
     def fits_single(self, g: int) -> bool:
         count = self.count

@@ -9,13 +9,17 @@ show.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from gpucenter.core.fairshare import FairShareFactors
 from gpucenter.core.model import PriorityBreakdown
 from gpucenter.core.policy import Policies
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId
+
+if TYPE_CHECKING:
+    from gpucenter.core.queue import QueuedJob
 
 
 def size_factor(total_gpus: int, cluster_gpus: int) -> float:
@@ -47,6 +51,41 @@ class Breakdowns(Mapping[JobId, PriorityBreakdown]):
         self._ids: dict[JobId, None] | None = None
         self._explain = explain
         self._cache: dict[JobId, PriorityBreakdown] = {}
+
+    @classmethod
+    def for_pass(
+        cls,
+        listed: Sequence[QueuedJob],
+        pass_no: int,
+        at: Instant,
+        factors: FairShareFactors,
+        policies: Policies,
+        cluster_gpus: int,
+    ) -> Breakdowns:
+        """The breakdowns of one pass: every job pending when it began (`gone >= pass_no`),
+        as ordered at `at` with these factors. Holds the queue entries, not the scheduler,
+        so that a throw-away scheduler is freed as soon as its pass returns."""
+        by_id: dict[JobId, QueuedJob] = {}
+
+        def ids() -> Iterator[JobId]:
+            return (q.id for q in listed if q.gone >= pass_no)
+
+        def explain(job_id: JobId) -> PriorityBreakdown:
+            if not by_id:
+                by_id.update((q.id, q) for q in listed if q.gone >= pass_no)
+            q = by_id[job_id]
+            src = q.src
+            return breakdown(
+                src.job_id,
+                fair_share=factors.factor(src.project_id, src.user_id),
+                submitted_at=src.submitted_at,
+                now=at,
+                job_size=size_factor(q.shape.total, cluster_gpus),
+                qos=policies.qos_factors.get(src.qos, 0.0),
+                policies=policies,
+            )
+
+        return cls(ids, explain)
 
     def _index(self) -> dict[JobId, None]:
         if self._ids is None:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from gpucenter.core.fairshare import FairShare
 from gpucenter.core.model import ClusterSnapshot, PassResult, PendingJob
+from gpucenter.core.passes import paused_gc
 from gpucenter.core.policy import DEFAULT_POLICIES, Policies
 from gpucenter.core.reservations import AdvanceReservation
-from gpucenter.core.scheduler import Scheduler, paused_gc
+from gpucenter.core.scheduler import Scheduler
 from gpucenter.domain.clock import Instant
 
 
@@ -27,16 +28,13 @@ def build_scheduler(
 ) -> Scheduler:
     """A scheduler loaded with the snapshot's running jobs and the queue."""
     sched = Scheduler(
-        snapshot.nodes, policy=policy, fair_share=fair_share, reservations=reservations
+        snapshot.nodes,
+        policy=policy,
+        fair_share=fair_share,
+        reservations=reservations,
+        running=snapshot.running,
     )
-    sched.state.begin_bulk()
-    try:
-        for job in snapshot.running:
-            sched.add_running(job)
-    finally:
-        sched.state.end_bulk()
-    for pending in queue:
-        sched.submit(pending)
+    sched.submit_all(queue)
     return sched
 
 
@@ -59,4 +57,8 @@ def schedule_pass(
             fair_share=fair_share,
             reservations=reservations,
         )
-        return sched.run_pass(now)
+        result = sched.run_pass(now)
+        # Freed here, by reference counting, rather than left for the collector to trace
+        # once it is re-enabled: the result does not refer to the scheduler.
+        del sched
+    return result

@@ -28,7 +28,7 @@ ENTITLED_CLASS = 2
 
 
 class RunRec:
-    """A running job as the scheduler tracks it."""
+    """A running job as the scheduler tracks it. `gpus` is the total over `parts`."""
 
     __slots__ = (
         "borrowed",
@@ -59,6 +59,7 @@ class RunRec:
         requeue_at: Instant | None,
         gpu_type: str,
         pool: int,
+        gpus: int,
     ) -> None:
         self.job_id = job_id
         self.project = project
@@ -71,7 +72,7 @@ class RunRec:
         self.requeue_at = requeue_at
         self.gpu_type = gpu_type
         self.pool = pool
-        self.gpus = sum(len(g) for _, g in parts)
+        self.gpus = gpus
         if qos == OPPORTUNISTIC:
             self.cls = OPPORTUNISTIC_CLASS
         elif borrowed:
@@ -81,20 +82,30 @@ class RunRec:
 
 
 class ClusterState:
-    """Nodes, pools and holds. All mutation goes through methods that keep indices right."""
+    """Nodes, pools and holds. All mutation goes through methods that keep indices right.
 
-    def __init__(self, nodes: Sequence[NodeSnapshot]) -> None:
+    Built with `indexed=False` (a bulk load of running jobs follows), the pools' free-capacity
+    indices are built once by `end_bulk` instead of node by node twice.
+    """
+
+    def __init__(self, nodes: Sequence[NodeSnapshot], *, indexed: bool = True) -> None:
         n_nodes = len(nodes)
-        self.name: list[str] = []
-        self.index: dict[str, int] = {}
-        self.gtype: list[str] = []
-        self.size: list[int] = []
+        self.name: list[str] = [node.name for node in nodes]
+        self.index: dict[str, int] = {name: i for i, name in enumerate(self.name)}
+        if len(self.index) != n_nodes:
+            seen: set[str] = set()
+            for name in self.name:
+                if name in seen:
+                    raise ValidationError("nodes", f"duplicate node name {name!r}")
+                seen.add(name)
+        self.gtype: list[str] = [node.gpu_type for node in nodes]
+        self.size: list[int] = [node.gpu_count for node in nodes]
         self.block: list[int] = []
         self.site: list[int] = []
         self.domain: list[int] = []
-        self.free: list[list[int]] = []
-        self.run: list[dict[JobId, tuple[float, int]]] = []
-        self.pool_of: list[int] = [0] * n_nodes
+        self.free: list[list[int]] = [list(range(g)) for g in self.size]
+        self.run: list[dict[JobId, tuple[float, int]]] = [{} for _ in range(n_nodes)]
+        self.pool_of: list[int] = [-1] * n_nodes
         self.version: list[int] = [0] * n_nodes
         self.future: dict[int, list[Hold]] = {}
         self.block_ids: dict[tuple[str, str], int] = {}
@@ -105,40 +116,49 @@ class ClusterState:
         self.pools: list[Pool] = []
         self.pool_ids: dict[tuple[str, int, int], int] = {}
         self.type_pools: dict[str, list[int]] = {}
-        self.total_gpus = 0
-        self.bulk = False
+        self.total_gpus = sum(self.size)
+        self.bulk = True
+        block_ids, site_ids = self.block_ids, self.site_ids
+        block_list, site_list, domain_list = self.block, self.site, self.domain
+        pool_of, pool_ids = self.pool_of, self.pool_ids
+        members: dict[int, list[int]] = {}
+        # Consecutive nodes usually share block and type: remember the last ones seen.
+        last_block: tuple[str, str] | None = None
+        last_kind: tuple[str, int] | None = None
+        block = site = p = -1
         for i, node in enumerate(nodes):
-            if node.name in self.index:
-                raise ValidationError("nodes", f"duplicate node name {node.name!r}")
-            self.index[node.name] = i
-            self.name.append(node.name)
-            self.gtype.append(node.gpu_type)
-            self.size.append(node.gpu_count)
-            self.total_gpus += node.gpu_count
-            site = self.site_ids.setdefault(node.site, len(self.site_ids))
             bkey = (node.site, node.block)
-            block = self.block_ids.get(bkey)
-            if block is None:
-                block = self.block_ids[bkey] = len(self.block_names)
-                self.block_names.append(node.block)
-                self.site_of_block.append(site)
-            self.site.append(site)
-            self.block.append(block)
+            if bkey != last_block:
+                last_block = bkey
+                got = block_ids.get(bkey)
+                if got is None:
+                    site = site_ids.setdefault(node.site, len(site_ids))
+                    got = block_ids[bkey] = len(self.block_names)
+                    self.block_names.append(node.block)
+                    self.site_of_block.append(site)
+                block = got
+                site = self.site_of_block[block]
+            block_list.append(block)
+            site_list.append(site)
             if node.nvlink_domain is None:
-                self.domain.append(-1)
+                domain_list.append(-1)
             else:
                 dkey = (node.site, node.nvlink_domain)
-                self.domain.append(self.domain_ids.setdefault(dkey, len(self.domain_ids)))
-            self.free.append(list(range(node.gpu_count)))
-            self.run.append({})
+                domain_list.append(self.domain_ids.setdefault(dkey, len(self.domain_ids)))
             if node.gpu_count > 0:
-                p = self.pool_for(node.gpu_type, node.gpu_count, -1)
-                self.pool_of[i] = p
-                pool = self.pools[p]
-                pool.nodes[i] = None
-                pool.insert(i, node.gpu_count, block, site, False)
-            else:
-                self.pool_of[i] = -1
+                kind = (node.gpu_type, node.gpu_count)
+                if kind != last_kind:
+                    last_kind = kind
+                    got = pool_ids.get((node.gpu_type, node.gpu_count, -1))
+                    p = got if got is not None else self.pool_for(*kind, -1)
+                    if p not in members:
+                        members[p] = []
+                pool_of[i] = p
+                members[p].append(i)
+        for p, nodes_of_pool in members.items():
+            self.pools[p].nodes = dict.fromkeys(nodes_of_pool)
+        if indexed:
+            self.end_bulk()
 
     def pool_for(self, gpu_type: str, size: int, resv: int) -> int:
         key = (gpu_type, size, resv)
@@ -162,15 +182,13 @@ class ClusterState:
         self.bulk = False
         old = self.pools
         self.pools = []
+        held = set(self.future)
         for pool in old:
             fresh = Pool(pool.index, pool.gpu_type, pool.size, pool.resv)
             fresh.nodes = pool.nodes
             fresh.preemptible = pool.preemptible
+            fresh.load(self.free, self.block, self.site, held)
             self.pools.append(fresh)
-        free, block, site, future = self.free, self.block, self.site, self.future
-        for i, p in enumerate(self.pool_of):
-            if p >= 0:
-                self.pools[p].insert(i, len(free[i]), block[i], site[i], i in future)
 
     def _unindex(self, n: int) -> Pool | None:
         p = self.pool_of[n]
@@ -188,8 +206,11 @@ class ClusterState:
     def take(self, n: int, gpus: tuple[int, ...], job: JobId, end: float) -> None:
         """Give `gpus` of node `n` to `job` until `end`. Raises if any is not free."""
         free = self.free[n]
-        if len(gpus) == len(free) and sorted(gpus) == free:
-            remaining: list[int] = []
+        count = len(gpus)
+        if tuple(free[:count]) == gpus:  # the lowest free GPUs, as placements usually are
+            remaining = free[count:]
+        elif count == len(free) and sorted(gpus) == free:
+            remaining = []
         else:
             taken = set(gpus)
             if len(taken) != len(gpus) or not taken <= set(free):
@@ -204,10 +225,20 @@ class ClusterState:
     def take_free(self, n: int, count: int, job: JobId, end: float) -> None:
         """Give the `count` lowest free GPUs of `n` to `job`: the pass's own starts, which
         chose them from the free list and need no check."""
-        pool = self._unindex(n)
-        self.free[n] = self.free[n][count:]
+        free = self.free[n]
+        self.free[n] = free[count:]
         self.run[n][job] = (end, count)
-        self._reindex(n, pool)
+        self.version[n] += 1
+        p = self.pool_of[n]
+        if p < 0 or self.bulk:
+            return
+        if n in self.future:
+            held = self.pools[p].held  # re-inserted: moves to the end, as delete+insert did
+            del held[n]
+            held[n] = None
+            return
+        was = len(free)
+        self.pools[p].change(n, was, was - count, self.block[n], self.site[n])
 
     def give_back(self, n: int, gpus: tuple[int, ...], job: JobId) -> None:
         pool = self._unindex(n)

@@ -64,6 +64,14 @@ _SECRET_MARKERS = (
     *("CREDENTIAL", "PRIVATE_KEY", "API_KEY", "ACCESS_KEY"),
 )
 _PR_SET_CHILD_SUBREAPER = 36
+# The job runs under a small wrapper that records its exit status in a file, so that a
+# restarted server can re-adopt a running job and still learn how it ended. The wrapper
+# catches (rather than ignores) TERM, INT and HUP: it outlives a signal the job itself
+# chooses to survive, and a caught signal is reset to its default in the job it starts.
+_WRAPPER = (
+    'trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
+    'printf "%s" "$rc" > "$1.tmp" && mv -f "$1.tmp" "$1"; exit "$rc"'
+)
 
 
 def _inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -90,12 +98,16 @@ def _become_subreaper() -> None:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    if pgid <= 1:  # 0 would be our own group, 1 init's: never ours to signal
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
 def _reap_group(pgid: int) -> None:
     """Collect exited (zombie) children of ours in the group, without blocking."""
+    if pgid <= 1:
+        return
     while True:
         try:
             pid, _ = os.waitpid(-pgid, os.WNOHANG)
@@ -116,6 +128,8 @@ def _group_gone(pgid: int) -> bool:
 
 def _group_alive(pgid: int) -> bool:
     """True while any process of the group still runs (zombies that we cannot reap don't)."""
+    if pgid <= 1:
+        return False
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -143,12 +157,27 @@ def _describe_exit(returncode: int) -> tuple[int, str]:
     """Exit code (128 + signal for a signal, as shells report it) and words for people."""
     if returncode < 0:
         sig = -returncode
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return 128 + sig, f"killed by signal {name}"
+        return 128 + sig, f"killed by signal {_signal_name(sig)}"
+    if 128 < returncode <= 128 + 64:  # how the wrapper's shell reports a signalled command
+        return returncode, f"killed by signal {_signal_name(returncode - 128)}"
     return returncode, f"exit code {returncode}"
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _runs_job(pid: int, job_id: JobId) -> bool:
+    """Whether process `pid` is (still) the leader of gpucenter job `job_id`, not a stranger
+    that reused the pid while the server was down."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"GPUCENTER_JOB_ID={job_id}".encode() in environ.split(b"\0")
 
 
 @dataclass(slots=True)
@@ -156,11 +185,12 @@ class _Running:
     """What the dispatcher tracks for one job until its StateChange is handed out."""
 
     job_id: JobId
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None  # None for a job adopted after a restart
     pgid: int
     started_at: Instant
     time_limit_s: int
     stderr_path: Path
+    status_path: Path
     kill_reason: JobState | None = None  # CANCELLED or TIMEOUT once we decided to end it
     kill_at: float | None = None  # monotonic time at which SIGKILL follows SIGTERM
     sigkilled: bool = False
@@ -256,10 +286,12 @@ class LocalDispatcher:
         cwd = self._workdir(request)
         out_path = self._log_dir / f"job-{request.job_id}.out"
         err_path = self._log_dir / f"job-{request.job_id}.err"
+        status_path = self._status_path(request.job_id)
+        status_path.unlink(missing_ok=True)
         try:
             with out_path.open("wb") as out, err_path.open("wb") as err:
                 popen = subprocess.Popen(
-                    [SHELL, "-c", request.command],
+                    [SHELL, "-c", _WRAPPER, SHELL, str(status_path), request.command],
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -277,6 +309,7 @@ class LocalDispatcher:
             started_at=started_at,
             time_limit_s=request.time_limit_s,
             stderr_path=err_path,
+            status_path=status_path,
         )
         _log.info("job %s started as pid %d", request.job_id, popen.pid)
         return Launched(
@@ -295,7 +328,9 @@ class LocalDispatcher:
         """
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.kill_reason is not None or job.popen.poll() is not None:
+            if job is None or job.kill_reason is not None or job.returncode is not None:
+                return
+            if job.popen is not None and job.popen.poll() is not None:
                 return
             self._terminate(job, JobState.CANCELLED)
 
@@ -317,6 +352,14 @@ class LocalDispatcher:
         """Move one job along; sets `job.ended` once its leader exited and its group is gone."""
         if job.ended is not None:
             return
+        if job.popen is None:  # adopted: we are not its parent; watch the group instead
+            if _group_alive(job.pgid):
+                self._enforce(job)
+                return
+            job.ended = self._final_state(job, self._read_status(job))
+            if job.ended.state is not JobState.COMPLETED:
+                self._note_in_stderr(job, job.ended)
+            return
         if job.returncode is None:
             returncode = job.popen.poll()
             if returncode is None:
@@ -327,19 +370,35 @@ class LocalDispatcher:
             _signal_group(job.pgid, signal.SIGKILL)
         if not _group_gone(job.pgid):
             return
-        job.ended = self._final_state(job)
+        job.ended = self._final_state(job, job.returncode)
         if job.ended.state is not JobState.COMPLETED:
             self._note_in_stderr(job, job.ended)
 
-    def _final_state(self, job: _Running) -> StateChange:
-        assert job.returncode is not None
-        exit_code, how = _describe_exit(job.returncode)
+    @staticmethod
+    def _read_status(job: _Running) -> int | None:
+        try:
+            return int(job.status_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _final_state(self, job: _Running, returncode: int | None) -> StateChange:
+        if returncode is None:
+            if job.kill_reason is None:
+                return StateChange(
+                    job.job_id,
+                    JobState.FAILED,
+                    self._clock.now(),
+                    None,
+                    "ended while gpucenter was not watching; its exit status is unknown",
+                )
+            returncode = -signal.SIGKILL if job.sigkilled else -signal.SIGTERM
+        exit_code, how = _describe_exit(returncode)
         if job.kill_reason is JobState.TIMEOUT:
             state, detail = JobState.TIMEOUT, f"time limit of {job.time_limit_s} s exceeded"
             detail += f" ({how})"
         elif job.kill_reason is JobState.CANCELLED:
             state, detail = JobState.CANCELLED, f"cancelled ({how})"
-        elif job.returncode == 0:
+        elif returncode == 0:
             state, detail = JobState.COMPLETED, how
         else:
             state, detail = JobState.FAILED, how
@@ -389,6 +448,52 @@ class LocalDispatcher:
                 return False
             time.sleep(0.02)
 
+    def _status_path(self, job_id: JobId) -> Path:
+        return self._log_dir / f"job-{job_id}.status"
+
+    def adopt(
+        self,
+        job_id: JobId,
+        external_id: str,
+        started_at: Instant,
+        time_limit_s: int,
+        stderr_path: str | None,
+    ) -> bool:
+        """Watch a job started by an earlier server process (after a restart or failover).
+
+        The job keeps running; its time limit is enforced from its original start. If its
+        process is gone already, the next poll() reports how it ended (from the status file
+        the wrapper wrote). Returns False if `external_id` now belongs to another process,
+        in which case the job is reported as ended too.
+        """
+        try:
+            pgid = int(external_id)
+        except ValueError:
+            return False
+        with self._lock:
+            if job_id in self._jobs:
+                return True
+            job = _Running(
+                job_id=job_id,
+                popen=None,
+                pgid=pgid,
+                started_at=started_at,
+                time_limit_s=time_limit_s,
+                stderr_path=Path(stderr_path) if stderr_path else self._log_dir / "adopted.err",
+                status_path=self._status_path(job_id),
+            )
+            mine = _runs_job(pgid, job_id)
+            if not mine:
+                job.pgid = -1  # never signal a stranger; the group counts as gone
+            self._jobs[job_id] = job
+            _log.info("job %s adopted (pid %s, still running: %s)", job_id, pgid, mine)
+            return mine
+
+    def detach(self) -> None:
+        """Forget every job without stopping it: a later server process adopts them."""
+        with self._lock:
+            self._jobs.clear()
+
     def running_job_ids(self) -> frozenset[JobId]:
         """Jobs still tracked: running, being killed, or ended but not yet reported."""
         with self._lock:
@@ -407,14 +512,17 @@ class LocalDispatcher:
             if job.kill_reason is None and job.ended is None:
                 self._terminate(job, JobState.CANCELLED)
         deadline = time.monotonic() + self._grace
-        while time.monotonic() < deadline and any(j.popen.poll() is None for j in jobs):
+        while time.monotonic() < deadline and any(
+            _group_alive(j.pgid) if j.popen is None else j.popen.poll() is None for j in jobs
+        ):
             time.sleep(0.02)
         for job in jobs:
             if job.ended is None:  # an ended job's group id may belong to someone else now
                 _signal_group(job.pgid, signal.SIGKILL)
         settle = time.monotonic() + 2.0
         for job in jobs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                job.popen.wait(timeout=max(0.0, settle - time.monotonic()))
+            if job.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    job.popen.wait(timeout=max(0.0, settle - time.monotonic()))
             while not _group_gone(job.pgid) and time.monotonic() < settle:
                 time.sleep(0.01)

@@ -95,6 +95,14 @@ class AllocationRow(Base):
     starts_at: Mapped[datetime] = _ts()
     ends_at: Mapped[datetime] = _ts()
     created_at: Mapped[datetime] = _ts()
+    # From programme awards (migration 0005): the GPU type and concurrency the award covers
+    # (None: any type, no limit), its state, and the award it came from.
+    gpu_type: Mapped[str | None] = mapped_column(String(40))
+    max_concurrent_gpus: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="active", server_default="active"
+    )
+    award_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class SiteRow(Base):
@@ -161,6 +169,7 @@ class JobRow(Base):
     )
     preempt_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     preempted_for: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LedgerEntryRow(Base):

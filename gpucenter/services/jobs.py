@@ -189,8 +189,12 @@ def list_visible(
 
 
 def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
-    """Cancel a pending job at once; ask the dispatcher to stop a running one."""
-    with ctx.dispatch_lock, ctx.sessions.begin() as s:
+    """Cancel a pending job at once; a running one is stopped by the scheduler leader.
+
+    The request is recorded in the database rather than sent to this process's dispatcher:
+    with several servers, the one answering the request may not be the one watching the job.
+    """
+    with ctx.sessions.begin() as s:
         row = s.get(JobRow, job_id, with_for_update=True)
         if row is None or not can_view_job(caller, row.user_id, row.project_id):
             raise NotFound("job", job_id)
@@ -204,8 +208,8 @@ def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
             row.ended_at = ctx.now()
             row.reason = ""
             row.reason_detail = f"cancelled by {caller.username} before it started"
-        else:
-            ctx.dispatcher.cancel(row.id)  # type: ignore[arg-type]
+        elif row.cancel_requested_at is None:
+            row.cancel_requested_at = ctx.now()
             row.reason_detail = f"cancel requested by {caller.username}"
         return row
 

@@ -1,4 +1,10 @@
-"""The in-process scheduler loop: a thread that runs a pass every few seconds until stopped."""
+"""The in-process scheduler loop: a thread that runs a pass every few seconds until stopped.
+
+Several servers may share one database; only the leader (see leader.py) runs passes. A
+server that becomes leader first re-adopts the jobs the database says are running, so a
+failover or restart never starts a job twice nor forgets one. Stopping the loop leaves
+running jobs alone (they are adopted by the next leader); only tests kill them.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,22 @@ import logging
 import threading
 
 from gpucenter.services.context import AppContext
-from gpucenter.services.scheduling import run_pass
+from gpucenter.services.leader import LeaderLock, leader_lock_for
+from gpucenter.services.scheduling import recover_after_restart, run_pass
 
 log = logging.getLogger(__name__)
 
 
 class SchedulerLoop:
-    def __init__(self, ctx: AppContext, interval_s: float) -> None:
+    def __init__(self, ctx: AppContext, interval_s: float, lock: LeaderLock | None = None) -> None:
         self._ctx = ctx
         self._interval = interval_s
+        self._lock = lock if lock is not None else leader_lock_for(ctx.engine, ctx.settings.var_dir)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpucenter-scheduler", daemon=True)
         self.passes = 0
+        self.is_leader = False
 
     def start(self) -> None:
         self._thread.start()
@@ -31,12 +40,36 @@ class SchedulerLoop:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        detach = getattr(self._ctx.dispatcher, "detach", None)
+        if detach is not None:
+            detach()
+        if self.is_leader:
+            self._lock.release()
+            self.is_leader = False
+
+    def _lead(self) -> bool:
+        """Keep or take the leadership; on taking it, adopt what the last leader ran."""
+        if self.is_leader:
+            if self._lock.still_held():
+                return True
+            self.is_leader = False
+            detach = getattr(self._ctx.dispatcher, "detach", None)
+            if detach is not None:
+                detach()  # another server leads now: its dispatcher watches these jobs
+            return False
+        if not self._lock.try_acquire():
+            return False
+        self.is_leader = True
+        adopted = recover_after_restart(self._ctx)
+        log.info("this server now runs the scheduler (re-adopted %d running jobs)", adopted)
+        return True
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                run_pass(self._ctx)
-                self.passes += 1
+                if self._lead():
+                    run_pass(self._ctx)
+                    self.passes += 1
             except Exception:
                 # A failed pass must not kill the loop; the next pass retries from the database.
                 log.exception("scheduling pass failed")

@@ -44,10 +44,23 @@ class PassSummary:
 def run_pass(ctx: AppContext) -> PassSummary:
     """One pass of the control loop. Safe to repeat: each step commits its own work."""
     with ctx.dispatch_lock:
+        _apply_cancel_requests(ctx)
         changes = ctx.dispatcher.poll()
         ended = apply_changes(ctx, changes)
         started, waiting = _decide_and_start(ctx)
     return PassSummary(ended, started, waiting)
+
+
+def _apply_cancel_requests(ctx: AppContext) -> None:
+    """Stop running jobs whose cancellation was asked for (by any server)."""
+    with ctx.sessions.begin() as s:
+        wanted = s.scalars(
+            select(JobRow.id).where(
+                JobRow.state == JobState.RUNNING.value, JobRow.cancel_requested_at.is_not(None)
+            )
+        ).all()
+    for job_id in wanted:
+        ctx.dispatcher.cancel(JobId(job_id))
 
 
 def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
@@ -62,7 +75,11 @@ def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
             if current.is_terminal:
                 continue
             at = datetime_from(change.at)
-            if change.state is JobState.CANCELLED and row.preempt_requested_at is not None:
+            if (
+                change.state is JobState.CANCELLED
+                and row.preempt_requested_at is not None
+                and row.cancel_requested_at is None
+            ):
                 _requeue(s, row, at)
             else:
                 check_transition(current, change.state)
@@ -318,17 +335,30 @@ def _budgets_left(
 
 
 def recover_after_restart(ctx: AppContext) -> int:
-    """Jobs the database says are running but no dispatcher tracks were lost with the server.
+    """Re-adopt jobs the database says are running but this dispatcher does not watch.
 
-    They are marked FAILED (charged up to now) rather than left RUNNING forever, so that their
-    GPUs are free again. Re-adopting live processes is left to the crash-safety work.
+    After a restart or a failover the jobs keep running where they are; the dispatcher is
+    told about them (where it can adopt) and reports their end as usual. A dispatcher that
+    cannot adopt leaves them to be marked FAILED, charged up to now, so that their GPUs are
+    free again. Returns how many jobs were adopted or failed.
     """
     tracked: frozenset[JobId] = getattr(ctx.dispatcher, "running_job_ids", frozenset)()
+    adopt = getattr(ctx.dispatcher, "adopt", None)
     now = ctx.now()
-    lost = 0
+    handled = 0
     with ctx.sessions.begin() as s:
         for row in repo.jobs_in_states(s, [JobState.RUNNING]):
             if JobId(row.id) in tracked:
+                continue
+            handled += 1
+            if adopt is not None and row.external_id and row.started_at is not None:
+                adopt(
+                    JobId(row.id),
+                    row.external_id,
+                    as_utc(row.started_at).timestamp(),
+                    row.time_limit_s,
+                    row.stderr_path,
+                )
                 continue
             _finish(
                 s,
@@ -336,10 +366,9 @@ def recover_after_restart(ctx: AppContext) -> int:
                 JobState.FAILED,
                 now,
                 None,
-                "the server restarted while the job ran; the job was not re-adopted",
+                "the server restarted while the job ran and could not re-adopt it",
             )
-            lost += 1
-    return lost
+    return handled
 
 
 __all__ = ["PassSummary", "apply_changes", "recover_after_restart", "run_pass"]

@@ -128,15 +128,16 @@ class Engine:
         def account(t: float) -> None:
             nonlocal last_t
             a = last_t
-            while a < t:
-                b_idx = int(a // bin_s)
-                b_end = min(t, (b_idx + 1) * bin_s)
-                while len(busy_bins) <= b_idx:
-                    busy_bins.append(0.0)
-                    queue_bins.append(0.0)
-                busy_bins[b_idx] += busy * (b_end - a)
-                queue_bins[b_idx] += queued * (b_end - a)
-                a = b_end
+            b0, b1 = int(a // bin_s), int(t // bin_s)
+            while len(busy_bins) <= b1:
+                busy_bins.append(0.0)
+                queue_bins.append(0.0)
+            for b in range(b0, b1 + 1):
+                lo = max(a, b * bin_s)
+                hi = min(t, (b + 1) * bin_s)
+                if hi > lo:
+                    busy_bins[b] += busy * (hi - lo)
+                    queue_bins[b] += queued * (hi - lo)
             last_t = t
 
         while True:
@@ -190,7 +191,10 @@ class Engine:
                 busy -= gpus_of[k]
                 pj = requests[jid]
                 requeued = PendingJob(
-                    jid, pj.project_id, pj.request, max(1, math.ceil(remaining[jid])),
+                    jid,
+                    pj.project_id,
+                    pj.request,
+                    max(1, math.ceil(remaining[jid])),
                     pj.submitted_at,
                 )
                 requests[jid] = requeued
@@ -200,9 +204,7 @@ class Engine:
             for s in outcome.starts:
                 k = int(s.job_id)
                 pj = requests[s.job_id]
-                disp.submit(
-                    LaunchRequest(s.job_id, "sim", s.placement, pj.time_limit_s, None)
-                )
+                disp.submit(LaunchRequest(s.job_id, "sim", s.placement, pj.time_limit_s, None))
                 if math.isnan(start[k]):
                     start[k] = t
                 g = sum(len(p.gpus) for p in s.placement)
@@ -211,9 +213,6 @@ class Engine:
                 queued -= 1
             if self.progress is not None and done % report_every < 1 + len(outcome.starts):
                 self.progress(done, n)
-        for jid in list(requests):
-            if math.isnan(end[int(jid)]) and not math.isnan(start[int(jid)]):
-                pass
         if self.progress is not None:
             self.progress(n, n)
         return SimResult(

@@ -175,21 +175,40 @@ def test_bad_input_names_the_field_and_writes_nothing(
         assert s.scalar(select(func.count()).select_from(JobRow)) == 0
 
 
-def test_jobs_lost_with_a_restarted_server_are_failed_and_free_their_gpus(
+def test_a_restarted_server_re_adopts_a_running_job_without_restarting_it(
     settings: Settings, ctx: AppContext, centre: Centre
 ) -> None:
-    job_id = _submit(ctx, centre, "sleep 30", gpus=4)
-    _run_until(ctx, job_id, {JobState.RUNNING})
-    ctx.dispatcher.shutdown()
+    job_id = _submit(ctx, centre, "echo started; sleep 1.5; echo finished", gpus=4)
+    running = _run_until(ctx, job_id, {JobState.RUNNING})
+    ctx.dispatcher.detach()  # the old server process is gone; its job is not
     restarted = make_context(settings)
     try:
         from gpucenter.services.scheduling import recover_after_restart
 
         assert recover_after_restart(restarted) == 1
-        row = _state(restarted, job_id)
-        assert row.state == JobState.FAILED and "restarted" in row.reason_detail
+        done = _run_until(restarted, job_id, {JobState.COMPLETED})
+        assert done.runs == 1 and done.started_at == running.started_at
+        assert Path(done.stdout_path or "").read_text() == "started\nfinished\n"
+    finally:
+        restarted.dispatcher.shutdown()
+        restarted.engine.dispose()
+
+
+def test_a_job_that_died_while_the_server_was_down_is_failed_and_frees_its_gpus(
+    settings: Settings, ctx: AppContext, centre: Centre
+) -> None:
+    job_id = _submit(ctx, centre, "sleep 30", gpus=4)
+    _run_until(ctx, job_id, {JobState.RUNNING})
+    ctx.dispatcher.shutdown()  # killed while nobody watched
+    restarted = make_context(settings)
+    try:
+        from gpucenter.services.scheduling import recover_after_restart
+
+        recover_after_restart(restarted)
+        row = _run_until(restarted, job_id, {JobState.FAILED, JobState.CANCELLED})
+        assert row.ended_at is not None
         follow_up = _submit(restarted, centre, "echo after", gpus=4)
-        assert JobState(_run_until(restarted, follow_up, {JobState.COMPLETED}).state)
+        assert _run_until(restarted, follow_up, {JobState.COMPLETED}).exit_code == 0
     finally:
         restarted.dispatcher.shutdown()
         restarted.engine.dispose()

@@ -1,0 +1,139 @@
+"""An award plan, its score and the rules it must keep, checked independently of any solver.
+
+`violations` is the referee: tests run it on the optimiser's plan, on the greedy baseline's
+and on a programme manager's override, so no solver bug can slip an infeasible award past us.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gpucenter.allocation.columns import active_at, lease_cells, lease_instants
+from gpucenter.allocation.model import Award, AwardProblem, Cell
+
+TOL = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class AwardPlan:
+    """Awards by application id (absent = nothing), with how the solver got there."""
+
+    awards: Mapping[int, Award]
+    objective: float
+    method: str  # "milp", "greedy", "milp+greedy-fallback", "override"
+    status: str = "optimal"
+    gap: float = 0.0  # relative MIP gap reported by the solver (0 for a heuristic)
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    def total(self, app_id: int) -> float:
+        award = self.awards.get(app_id)
+        return award.total if award is not None else 0.0
+
+
+def lease_award(problem: AwardProblem, index: int, gpus: int) -> Award:
+    """The GPU-hours a lease of `gpus` takes in each quarter it touches."""
+    cand = problem.candidates[index]
+    return Award(
+        cand.app_id,
+        {cell: gpus * h for cell, h in lease_cells(problem, cand)},
+        lease_gpus=gpus,
+    )
+
+
+def objective(problem: AwardProblem, awards: Mapping[int, Award]) -> float:
+    """Sum of score x awarded GPU-hours: the quantity the optimiser maximises."""
+    score = {c.app_id: c.score for c in problem.candidates}
+    return float(sum(score[a] * award.total for a, award in awards.items()))
+
+
+def usage_by_cell(awards: Mapping[int, Award]) -> dict[Cell, float]:
+    used: dict[Cell, float] = defaultdict(float)
+    for award in awards.values():
+        for cell, h in award.gpu_hours.items():
+            used[cell] += h
+    return dict(used)
+
+
+def usage_by_org(problem: AwardProblem, awards: Mapping[int, Award]) -> dict[str, float]:
+    org = {c.app_id: c.organisation for c in problem.candidates}
+    used: dict[str, float] = defaultdict(float)
+    for a, award in awards.items():
+        used[org[a]] += award.total
+    return dict(used)
+
+
+def shares(problem: AwardProblem, awards: Mapping[int, Award]) -> dict[str, float]:
+    """Achieved share of awarded GPU-hours per share rule."""
+    kind = {c.app_id: c.applicant_type for c in problem.candidates}
+    total = sum(a.total for a in awards.values())
+    out: dict[str, float] = {}
+    for rule in problem.policy.shares:
+        part = sum(a.total for i, a in awards.items() if kind[i] in rule.applicant_types)
+        out[rule.name] = part / total if total > 0 else 0.0
+    return out
+
+
+def violations(problem: AwardProblem, awards: Mapping[int, Award], tol: float = TOL) -> list[str]:
+    """Every rule the plan breaks, in words; empty when the plan is feasible."""
+    found: list[str] = []
+    by_id = {c.app_id: c for c in problem.candidates}
+    for a, award in awards.items():
+        cand = by_id.get(a)
+        if cand is None:
+            found.append(f"application {a} is not a candidate")
+            continue
+        total = award.total
+        if total <= tol:
+            continue
+        if total + tol * max(1.0, total) < cand.useful_minimum:
+            found.append(
+                f"application {a}: {total:.1f} GPU-hours is below its useful minimum "
+                f"{cand.useful_minimum:.1f}"
+            )
+        if total > cand.requested_gpu_hours * (1 + tol) + tol:
+            found.append(f"application {a}: {total:.1f} GPU-hours is more than it asked for")
+        if cand.lease is None:
+            asked = {(b.gpu_type, b.period): b.gpu_hours for b in cand.batch}
+            for cell, h in award.gpu_hours.items():
+                if h > tol and h > asked.get(cell, 0.0) * (1 + tol) + tol:
+                    found.append(f"application {a}: more than it asked for in {cell}")
+        elif award.lease_gpus != round(award.lease_gpus):
+            found.append(f"application {a}: a lease needs a whole number of GPUs")
+    for cell, used in usage_by_cell(awards).items():
+        cap = problem.capacity.get(cell, 0.0)
+        if used > cap * (1 + tol) + tol:
+            found.append(f"capacity {cell[0]} {cell[1]}: {used:.1f} of {cap:.1f} GPU-hours")
+    for gpu_type, instants in lease_instants(problem).items():
+        limit = problem.gpus[gpu_type]
+        for t in instants:
+            held = sum(
+                awards[c.app_id].lease_gpus
+                for c in problem.candidates
+                if c.app_id in awards and c.lease is not None and c.lease.gpu_type == gpu_type
+                if active_at(c, t)
+            )
+            if held > limit:
+                found.append(f"leases of {gpu_type} hold {held} GPUs at once, more than {limit}")
+                break
+    achieved = shares(problem, awards)
+    for rule in problem.policy.shares:
+        got = achieved[rule.name]
+        if (
+            rule.min_share is not None
+            and got + tol < rule.min_share
+            and any(a.total > tol for a in awards.values())
+        ):
+            found.append(f"share {rule.name}: {got:.4f} is below the floor {rule.min_share}")
+        if rule.max_share is not None and got > rule.max_share + tol:
+            found.append(f"share {rule.name}: {got:.4f} is above the ceiling {rule.max_share}")
+    org_cap = problem.org_cap
+    if org_cap is not None:
+        for org, used in usage_by_org(problem, awards).items():
+            if used > org_cap * (1 + tol) + tol:
+                found.append(
+                    f"organisation {org}: {used:.1f} GPU-hours exceeds the cap {org_cap:.1f}"
+                )
+    return found

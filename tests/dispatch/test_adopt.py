@@ -1,0 +1,98 @@
+"""Re-adopting running jobs after a server restart or failover, without restarting them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.domain.ids import JobId
+from gpucenter.domain.jobs import JobState
+from gpucenter.dispatch.local import _group_gone
+from tests.dispatch.test_local import eventually, read, request, wait_end
+
+
+def gone(pgid: int) -> bool:
+    """The first dispatcher's exited wrappers stay zombies of this test process: reap them."""
+    return _group_gone(pgid)
+
+
+@pytest.fixture
+def pair(tmp_path: Path):
+    first = LocalDispatcher(tmp_path, kill_grace_s=0.5)
+    second = LocalDispatcher(tmp_path, kill_grace_s=0.5)
+    yield first, second
+    second.shutdown()
+    first.shutdown()
+
+
+def test_an_adopted_job_keeps_running_and_reports_its_exit_code(pair) -> None:
+    first, second = pair
+    launched = first.submit(request(1, "echo start; sleep 1; echo end; exit 7"))
+    first.detach()
+    assert second.adopt(
+        JobId(1), launched.external_id, launched.started_at, 60, launched.stderr_path
+    )
+    change = wait_end(second, 1)
+    assert change.state is JobState.FAILED and change.exit_code == 7
+    assert read(launched.stdout_path) == "start\nend\n"  # ran once, never restarted
+
+
+def test_an_adopted_job_that_completes_is_completed(pair) -> None:
+    first, second = pair
+    launched = first.submit(request(2, "sleep 0.5"))
+    first.detach()
+    second.adopt(JobId(2), launched.external_id, launched.started_at, 60, launched.stderr_path)
+    assert wait_end(second, 2).state is JobState.COMPLETED
+
+
+def test_a_job_that_ended_while_nobody_watched_reports_its_status(pair) -> None:
+    first, second = pair
+    launched = first.submit(request(3, "exit 4"))
+    first.detach()
+    eventually(lambda: gone(int(launched.external_id)), "the job to end")
+    second.adopt(JobId(3), launched.external_id, launched.started_at, 60, launched.stderr_path)
+    change = wait_end(second, 3)
+    assert (change.state, change.exit_code) == (JobState.FAILED, 4)
+
+
+def test_the_time_limit_still_holds_after_adoption(pair) -> None:
+    first, second = pair
+    launched = first.submit(request(4, "sleep 60", time_limit_s=1))
+    first.detach()
+    second.adopt(JobId(4), launched.external_id, launched.started_at, 1, launched.stderr_path)
+    change = wait_end(second, 4)
+    assert change.state is JobState.TIMEOUT
+    assert gone(int(launched.external_id))
+
+
+def test_cancel_reaches_an_adopted_job(pair) -> None:
+    first, second = pair
+    launched = first.submit(request(5, "sleep 60"))
+    first.detach()
+    second.adopt(JobId(5), launched.external_id, launched.started_at, 60, launched.stderr_path)
+    second.cancel(JobId(5))
+    assert wait_end(second, 5).state is JobState.CANCELLED
+    assert gone(int(launched.external_id))
+
+
+def test_a_reused_pid_is_never_signalled(pair, tmp_path: Path) -> None:
+    _, second = pair
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+    )
+    try:
+        adopted = second.adopt(JobId(6), str(stranger.pid), time.time(), 1, None)
+        assert adopted is False
+        change = wait_end(second, 6)
+        assert change.state is JobState.FAILED and "unknown" in change.detail
+        time.sleep(1.2)
+        second.poll()
+        assert stranger.poll() is None  # still alive: not ours to kill
+    finally:
+        stranger.kill()
+        stranger.wait()
