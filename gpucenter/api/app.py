@@ -11,6 +11,7 @@ from gpucenter import __version__
 from gpucenter.api import errors
 from gpucenter.api.routes_jobs import router as jobs_router
 from gpucenter.api.routes_misc import router as misc_router
+from gpucenter.api.routes_programmes import router as programmes_router
 from gpucenter.services.context import AppContext
 from gpucenter.services.loop import SchedulerLoop
 from gpucenter.services.site_registry import ensure_site
@@ -48,5 +49,6 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     errors.install(app)
     app.include_router(misc_router)
     app.include_router(jobs_router)
+    app.include_router(programmes_router)
     app.include_router(web_router)
     return app

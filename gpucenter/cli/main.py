@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpucenter.cli import admin, jobs
+from gpucenter.cli import admin, jobs, programmes
 from gpucenter.cli.common import api_client, console, emit, fail, friendly_errors, token_file
 from gpucenter.config import get_settings
 
@@ -28,6 +28,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(alloc_app, name="alloc")
+app.add_typer(programmes.app, name="programme")
 
 
 @db_app.command("upgrade")

@@ -23,8 +23,14 @@ from gpucenter.services.audit import verify
 from gpucenter.services.identity import caller_for
 
 NOW = datetime(2026, 1, 10, tzinfo=UTC)
-KINDS = ["university", "startup", "sme", "public_research_institute", "large_enterprise",
-         "government"]  # fmt: skip
+KINDS = [
+    "university",
+    "startup",
+    "sme",
+    "public_research_institute",
+    "large_enterprise",
+    "government",
+]
 
 
 def who(s: Session, username: str) -> Caller:
@@ -118,18 +124,25 @@ def test_submission_refuses_ineligible_late_duplicate_and_over_limit(centre) -> 
 
 
 def test_review_award_and_allocations(centre) -> None:
-    sessions, pid, call_id = centre
+    sessions, _pid, call_id = centre
     with sessions.begin() as s:
         ids = {}
         for i in range(5):
             ids[i] = _apply(s, f"app{i}", call_id, team=["rev3"] if i == 0 else [])
             apps.submit_application(s, who(s, f"app{i}"), ids[i], NOW)
         lease = apps.ApplicationForm(
-            title="lease", region="seoul", kind="lease",
-            lease={"gpu_type": "b200", "gpus": 8, "min_gpus": 8, "site": "local",
-                   "starts_at": "2026-04-01T00:00:00+00:00",
-                   "ends_at": "2026-04-15T00:00:00+00:00"},
-        )  # fmt: skip
+            title="lease",
+            region="seoul",
+            kind="lease",
+            lease={
+                "gpu_type": "b200",
+                "gpus": 8,
+                "min_gpus": 8,
+                "site": "local",
+                "starts_at": "2026-04-01T00:00:00+00:00",
+                "ends_at": "2026-04-15T00:00:00+00:00",
+            },
+        )
         lease_id = apps.create_application(s, who(s, "app3"), call_id, lease, NOW).id
         with pytest.raises(Conflict, match="duplicate"):
             apps.submit_application(s, who(s, "app3"), lease_id, NOW)
@@ -152,8 +165,12 @@ def test_review_award_and_allocations(centre) -> None:
                 r = who(s, name)
                 if first:
                     assert [x.reviewer_id for x in apps.reviews_of(s, r, app_id)] == [rid]
-                scores = {"scientific_merit": 5 + app_id % 5, "feasibility": 7,
-                          "impact": 6, "need_for_gpus": 8}  # fmt: skip
+                scores = {
+                    "scientific_merit": 5 + app_id % 5,
+                    "feasibility": 7,
+                    "impact": 6,
+                    "need_for_gpus": 8,
+                }
                 apps.submit_review(s, r, app_id, scores, "", NOW)
                 first = False
         reviewer = next(u for u, i in users.items() if i == plan[ids[1]][0])

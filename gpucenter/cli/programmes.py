@@ -1,0 +1,252 @@
+"""`gpucenter programme ...`: programme managers' and admins' commands, run on the server host.
+
+Like `gpucenter admin`, these work on the database directly; `--as USER` says whose roles
+apply (the services check them exactly as for the REST API), and every decision is audited
+under that user.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from gpucenter.cli.common import console, friendly_errors
+from gpucenter.config import get_settings
+from gpucenter.domain.clock import SystemClock
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from gpucenter.auth.permissions import Caller
+
+app = typer.Typer(
+    help="Allocation programmes: calls, applications, review and awards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+T = TypeVar("T")
+AsUser = Annotated[str, typer.Option("--as", help="the user whose roles apply")]
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(SystemClock().now(), tz=UTC)
+
+
+def _run(username: str, action: Callable[[Session, Caller], T]) -> T:
+    from gpucenter.persistence import repositories as repo
+    from gpucenter.persistence.db import make_engine, session_factory
+    from gpucenter.services.identity import caller_for
+
+    engine = make_engine(get_settings().effective_database_url)
+    try:
+        with friendly_errors(), session_factory(engine).begin() as s:
+            return action(s, caller_for(s, repo.user_by_name(s, username)))
+    finally:
+        engine.dispose()
+    raise AssertionError("unreachable")  # friendly_errors exits on failure
+
+
+def _load(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from gpucenter.domain.errors import ValidationError
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        with friendly_errors():
+            raise ValidationError("file", f"cannot read {path}: {exc}") from None
+        raise
+    if not isinstance(data, dict):
+        with friendly_errors():
+            raise ValidationError("file", f"{path} must hold a mapping")
+    return data
+
+
+@app.command("create")
+def create(
+    name: str,
+    owner: Annotated[str, typer.Option("--owner")],
+    as_user: AsUser,
+    title: Annotated[str, typer.Option("--title")] = "",
+) -> None:
+    """Create a programme owned by a ministry or agency (centre admins)."""
+    from gpucenter.services import programmes as prog
+
+    pid = _run(as_user, lambda s, c: prog.create_programme(s, c, name, owner, _now(), title).id)
+    console.print(f"programme {pid} {name!r} created", highlight=False)
+
+
+@app.command("assign-role")
+def assign_role(
+    programme_id: int,
+    username: str,
+    role: Annotated[str, typer.Option("--role", help="programme_manager|reviewer")],
+    as_user: AsUser,
+) -> None:
+    """Make a user a programme manager (admins) or reviewer (admins or managers)."""
+    from gpucenter.services import programmes as prog
+
+    _run(as_user, lambda s, c: prog.assign_role(s, c, programme_id, username, role, _now()))
+    console.print(f"{username} is now {role} of programme {programme_id}", highlight=False)
+
+
+@app.command("open-call")
+def open_call(programme_id: int, path: Path, as_user: AsUser) -> None:
+    """Open a call from YAML: name, opens_at, closes_at, capacity{type:{quarter:GPU-h}}, config."""
+    from gpucenter.services import programmes as prog
+
+    d = _load(path)
+    spec = prog.CallSpec(
+        str(d.get("name", "")),
+        _dt(d.get("opens_at")),
+        _dt(d.get("closes_at")),
+        d.get("capacity") or {},
+        str(d.get("title", "")),
+        d.get("config"),
+    )
+    cid = _run(as_user, lambda s, c: prog.create_call(s, c, programme_id, spec, _now()).id)
+    console.print(f"call {cid} {spec.name!r} open", highlight=False)
+
+
+def _dt(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date-time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command("apply")
+def apply(
+    call_id: int,
+    path: Path,
+    as_user: AsUser,
+    submit: Annotated[bool, typer.Option("--submit/--draft")] = True,
+) -> None:
+    """Create an application from YAML (title, region, kind, requests or lease, ...)."""
+    from gpucenter.services import programmes_applications as apps
+
+    form = apps.ApplicationForm(**_load(path))
+
+    def action(s: Session, c: Caller) -> int:
+        row = apps.create_application(s, c, call_id, form, _now())
+        if submit:
+            apps.submit_application(s, c, row.id, _now())
+        return row.id
+
+    aid = _run(as_user, action)
+    console.print(f"application {aid} {'submitted' if submit else 'saved'}", highlight=False)
+
+
+@app.command("assign-reviews")
+def assign_reviews(call_id: int, as_user: AsUser) -> None:
+    """Give each submitted application k conflict-free reviewers, balancing their load."""
+    from gpucenter.services import programmes_applications as apps
+
+    plan = _run(as_user, lambda s, c: apps.assign_reviews(s, c, call_id, _now()))
+    console.print(f"{len(plan)} applications have reviewers", highlight=False)
+
+
+@app.command("review")
+def review(
+    app_id: int,
+    as_user: AsUser,
+    score: Annotated[list[str], typer.Option("--score", help="criterion=points")],
+    comment: Annotated[str, typer.Option("--comment")] = "",
+) -> None:
+    """Score an assigned application against the call's rubric."""
+    from gpucenter.services import programmes_applications as apps
+
+    try:
+        scores = {k: float(v) for k, v in (x.split("=", 1) for x in score)}
+    except ValueError:
+        raise typer.BadParameter("write scores as criterion=points") from None
+    total = _run(
+        as_user, lambda s, c: apps.submit_review(s, c, app_id, scores, comment, _now()).total
+    )
+    console.print(f"review of application {app_id} submitted: {total:.2f}", highlight=False)
+
+
+@app.command("optimise")
+def optimise(
+    call_id: int,
+    as_user: AsUser,
+    override: Annotated[
+        list[str] | None,
+        typer.Option("--override", help="APP_ID=GPU_HOURS (leases: GPUS); 0 rejects"),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="JSON of call settings to change for this what-if"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the award optimiser as a what-if (nothing is decided); prints why it chose so."""
+    from gpucenter.services import programmes_awards as awards
+
+    try:
+        overrides = {int(k): float(v) for k, v in (x.split("=", 1) for x in override or [])}
+        changes = json.loads(policy) if policy else None
+    except ValueError:
+        raise typer.BadParameter("overrides are APP_ID=AMOUNT; --policy is JSON") from None
+    run = _run(
+        as_user,
+        lambda s, c: _summary(
+            awards.run_round(s, c, call_id, _now(), overrides=overrides, policy_changes=changes)
+        ),
+    )
+    if as_json:
+        console.print_json(json.dumps(run, default=str))
+        return
+    r = run["result"]
+    console.print(
+        f"run {run['id']}: {len(r['awards'])} awards, total score {r['objective']:,.0f} "
+        f"(greedy {r['greedy_objective']:,.0f}), {r['method']}, gap {r['gap']:.3%}",
+        highlight=False,
+    )
+    console.print(f"binding: {', '.join(r['binding']) or 'none'}", highlight=False)
+    console.print(f"score cut-off: {r['cutoff_score']}", highlight=False)
+    for app_id, why in sorted(r["reasons"].items(), key=lambda kv: int(kv[0]))[:50]:
+        console.print(f"  application {app_id}: {why}", highlight=False)
+    for v in r["violations"]:
+        console.print(f"[yellow]departs from policy:[/] {v}", highlight=False)
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    return {"id": run.id, "result": run.result}
+
+
+@app.command("decide")
+def decide(
+    run_id: int, as_user: AsUser, reason: Annotated[str, typer.Option("--reason")] = ""
+) -> None:
+    """Decide a run: awards become projects with allocations (and leases)."""
+    from gpucenter.services import programmes_awards as awards
+
+    n = _run(as_user, lambda s, c: len(awards.decide(s, c, run_id, _now(), reason)))
+    console.print(f"run {run_id} decided: {n} awards", highlight=False)
+
+
+@app.command("suspend")
+def suspend(
+    allocation_id: int,
+    as_user: AsUser,
+    reason: Annotated[str, typer.Option("--reason")],
+    resume: Annotated[bool, typer.Option("--resume")] = False,
+) -> None:
+    """Suspend (or --resume) an awarded allocation; the reason goes to the audit log."""
+    from gpucenter.services import programmes_awards as awards
+
+    state = _run(
+        as_user,
+        lambda s, c: awards.set_suspended(s, c, allocation_id, not resume, reason, _now()).state,
+    )
+    console.print(f"allocation {allocation_id} is {state}", highlight=False)
