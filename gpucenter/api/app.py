@@ -11,6 +11,7 @@ from gpucenter import __version__
 from gpucenter.api import errors
 from gpucenter.api.routes_jobs import router as jobs_router
 from gpucenter.api.routes_misc import router as misc_router
+from gpucenter.api.routes_ops import router as ops_router
 from gpucenter.api.routes_programmes import router as programmes_router
 from gpucenter.services.context import AppContext
 from gpucenter.services.loop import SchedulerLoop
@@ -48,6 +49,7 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.state.loop = None
     errors.install(app)
     app.include_router(misc_router)
+    app.include_router(ops_router)
     app.include_router(jobs_router)
     app.include_router(programmes_router)
     app.include_router(web_router)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpucenter.cli import admin, jobs, programmes
+from gpucenter.cli import admin, db, jobs, programmes
 from gpucenter.cli.common import api_client, console, emit, fail, friendly_errors, token_file
 from gpucenter.config import get_settings
 
@@ -16,7 +16,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True, pretty_exceptions_enable=False)
 demo_app = typer.Typer(
     help="Demo data for a first look.", no_args_is_help=True, pretty_exceptions_enable=False
 )
@@ -25,21 +24,10 @@ alloc_app = typer.Typer(
 )
 app.add_typer(jobs.app, name="job")
 app.add_typer(admin.app, name="admin")
-app.add_typer(db_app, name="db")
+app.add_typer(db.app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(alloc_app, name="alloc")
 app.add_typer(programmes.app, name="programme")
-
-
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply every migration (SQLite or PostgreSQL, from GPUCENTER_DATABASE_URL)."""
-    from gpucenter.persistence.db import migrate
-
-    url = get_settings().effective_database_url
-    with friendly_errors():
-        migrate(url)
-    console.print("database is up to date", highlight=False)
 
 
 @demo_app.command("load")

@@ -32,6 +32,10 @@ class SchedulerLoop:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def poke(self) -> None:
         """Run the next pass now (after a submission) instead of at the next tick."""
         self._wake.set()

@@ -12,7 +12,7 @@ from gpucenter.auth.permissions import Permission
 from gpucenter.config import Settings
 from tests.factories import make_context
 
-PUBLIC_ON_PURPOSE = {"/healthz", "/", "/api/v1/auth/token"}
+PUBLIC_ON_PURPOSE = {"/healthz", "/readyz", "/", "/api/v1/auth/token"}
 
 
 def test_every_route_declares_a_permission(tmp_path: Path) -> None:

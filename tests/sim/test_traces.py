@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_philly_slice_loads_sorted_from_zero() -> None:
     jobs = load_philly(DATA / "philly_slice.csv")
     assert len(jobs) == 400
     assert jobs[0].submit_s == 0.0
-    assert all(a.submit_s <= b.submit_s for a, b in zip(jobs, jobs[1:], strict=False))
+    assert all(a.submit_s <= b.submit_s for a, b in itertools.pairwise(jobs))
     assert all(j.gpus >= 1 and j.duration_s >= 1 for j in jobs)
 
 

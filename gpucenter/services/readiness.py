@@ -1,0 +1,52 @@
+"""Readiness: can this server do its work, and if not, what exactly is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from gpucenter.persistence import repositories as repo
+from gpucenter.persistence.db import alembic_config
+from gpucenter.services.context import AppContext
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_readiness(ctx: AppContext, scheduler_role: str) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except Exception as exc:  # any failure to reach the database makes the server not ready
+        return [Check("database", False, f"cannot reach the database: {exc.__class__.__name__}")]
+    checks.append(Check("database", True, "reachable"))
+    script = ScriptDirectory.from_config(alembic_config(str(ctx.engine.url)))
+    heads = set(script.get_heads())
+    if current == heads:
+        checks.append(Check("migrations", True, "at the latest revision"))
+    else:
+        checks.append(
+            Check(
+                "migrations",
+                False,
+                f"database at {sorted(current) or 'no revision'}, code expects {sorted(heads)}; "
+                "run 'gpucenter db upgrade'",
+            )
+        )
+        return checks
+    with ctx.sessions.begin() as s:
+        site = repo.site_by_name(s, ctx.site.site.name)
+    checks.append(
+        Check("site", site is not None, "registered" if site else "site not registered yet")
+    )
+    checks.append(Check("scheduler", scheduler_role != "stopped", scheduler_role))
+    return checks
