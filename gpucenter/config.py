@@ -30,6 +30,25 @@ class Settings(BaseSettings):
     kill_grace_s: float = Field(default=5.0, ge=0)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the CLI finds the API")
     token: str = Field(default="", description="API token the CLI sends")
+    # Security: browser sessions, sign-in limits and single sign-on (see gpucenter/auth).
+    cookie_secure: bool = Field(
+        default=True, description="send session cookies over HTTPS only (localhost is fine)"
+    )
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    signin_max_failures: int = Field(
+        default=5, ge=1, description="failed sign-ins in a row before a username is locked"
+    )
+    signin_lockout_s: float = Field(default=300.0, ge=0)
+    signin_rate_per_minute: int = Field(
+        default=30, ge=1, description="sign-in and token requests per client address a minute"
+    )
+    token_days_max: int = Field(default=365, ge=1, le=3660)
+    oidc_issuer: str = Field(default="", description="OpenID Connect issuer URL; empty: no SSO")
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_create_users: bool = Field(
+        default=False, description="create a local user on a first SSO sign-in"
+    )
 
     @property
     def effective_database_url(self) -> str:

@@ -6,17 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from gpucenter import __version__
 from gpucenter.api import errors
+from gpucenter.api.routes_admin import router as admin_router
+from gpucenter.api.routes_auth import router as auth_router
 from gpucenter.api.routes_jobs import router as jobs_router
 from gpucenter.api.routes_misc import router as misc_router
 from gpucenter.api.routes_ops import router as ops_router
 from gpucenter.api.routes_programmes import router as programmes_router
+from gpucenter.api.security import SecurityMiddleware
 from gpucenter.services.context import AppContext
 from gpucenter.services.loop import SchedulerLoop
+from gpucenter.services.ratelimit import SignInGuard
 from gpucenter.services.site_registry import ensure_site
+from gpucenter.web import STATIC_DIR
 from gpucenter.web.pages import router as web_router
+from gpucenter.web.sso import router as sso_router
 
 
 def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI:
@@ -48,9 +55,43 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.state.ctx = ctx
     app.state.loop = None
     errors.install(app)
+    _install_security(app, ctx)
     app.include_router(misc_router)
     app.include_router(ops_router)
     app.include_router(jobs_router)
     app.include_router(programmes_router)
     app.include_router(web_router)
+    app.include_router(auth_router)
+    app.include_router(admin_router)
+    app.include_router(sso_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _install_security(app: FastAPI, ctx: AppContext) -> None:
+    """The sign-in guard, single sign-on (when configured) and the hardening middleware."""
+    settings = ctx.settings
+    app.state.guard = SignInGuard(
+        max_failures=settings.signin_max_failures,
+        lockout_s=settings.signin_lockout_s,
+        rate_per_minute=settings.signin_rate_per_minute,
+    )
+    app.state.oauth = None
+    if settings.oidc_issuer:
+        import secrets
+
+        from starlette.middleware.sessions import SessionMiddleware
+
+        from gpucenter.web.sso import make_oauth
+
+        app.state.oauth = make_oauth(settings)
+        # Holds only the in-flight state, nonce and PKCE verifier, for ten minutes.
+        app.add_middleware(
+            SessionMiddleware,
+            secret_key=secrets.token_urlsafe(32),
+            session_cookie="gpc_sso",
+            max_age=600,
+            same_site="lax",
+            https_only=settings.cookie_secure,
+        )
+    app.add_middleware(SecurityMiddleware)

@@ -1,4 +1,5 @@
-"""Request dependencies: the application context and the authenticated caller."""
+"""Request dependencies: the application context, the authenticated caller (a bearer token
+for the API, a session cookie for the browser pages) and the sign-in guard."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gpucenter.api.errors import LoginRequired
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Unauthenticated
+from gpucenter.services import sessions
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import authenticate_token
+from gpucenter.services.ratelimit import SignInGuard
 
 _bearer = HTTPBearer(auto_error=False)
+SESSION_COOKIE = "gpc_session"
+CSRF_COOKIE = "gpc_csrf"
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -24,6 +30,8 @@ def get_caller(
     ctx: Annotated[AppContext, Depends(get_ctx)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
+    """The API accepts bearer tokens only: a cookie is never enough for it, so a page on
+    another site cannot make a signed-in browser call the API (no CSRF on the API)."""
     if credentials is None or not credentials.credentials:
         raise Unauthenticated(
             "send 'Authorization: Bearer <token>'; get a token with gpucenter login"
@@ -31,5 +39,24 @@ def get_caller(
     return authenticate_token(ctx, credentials.credentials)
 
 
+def get_web_caller(request: Request, ctx: Annotated[AppContext, Depends(get_ctx)]) -> Caller:
+    """The browser pages accept the session cookie only; without one, go and sign in."""
+    caller = sessions.resolve(ctx, request.cookies.get(SESSION_COOKIE))
+    if caller is None:
+        raise LoginRequired("sign in first")
+    return caller
+
+
+def get_guard(request: Request) -> SignInGuard:
+    guard: SignInGuard = request.app.state.guard
+    return guard
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
+WebCaller = Annotated[Caller, Depends(get_web_caller)]
+Guard = Annotated[SignInGuard, Depends(get_guard)]

@@ -7,9 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gpucenter.api.security import BodyTooLarge
 from gpucenter.domain.errors import (
     Conflict,
     InvalidTransition,
@@ -18,15 +19,24 @@ from gpucenter.domain.errors import (
     Unauthenticated,
     ValidationError,
 )
+from gpucenter.services.ratelimit import TooManyRequests
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+class LoginRequired(Unauthenticated):
+    """A browser page was asked for without a valid session: send the browser to sign in."""
+
+
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=all_headers)
 
 
 def install(app: FastAPI) -> None:
@@ -56,8 +66,18 @@ def install(app: FastAPI) -> None:
         return problem(404, "Not found", str(exc))
 
     @app.exception_handler(Unauthenticated)
-    async def _unauth(_: Request, exc: Unauthenticated) -> JSONResponse:
+    async def _unauth(_: Request, exc: Unauthenticated) -> JSONResponse | RedirectResponse:
+        if isinstance(exc, LoginRequired):
+            return RedirectResponse("/login", status_code=303)
         return problem(401, "Unauthenticated", str(exc))
+
+    @app.exception_handler(TooManyRequests)
+    async def _too_many(_: Request, exc: TooManyRequests) -> JSONResponse:
+        return problem(429, "Too many requests", str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        return problem(413, "Payload too large", "the request body is too large")
 
     @app.exception_handler(PermissionDenied)
     async def _forbidden(_: Request, exc: PermissionDenied) -> JSONResponse:
@@ -73,7 +93,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

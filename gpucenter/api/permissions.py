@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends
 
-from gpucenter.api.deps import CurrentCaller
+from gpucenter.api.deps import CurrentCaller, WebCaller
 from gpucenter.auth.permissions import Caller, Permission, grants
 from gpucenter.domain.errors import PermissionDenied
 
@@ -28,6 +28,18 @@ def requires(permission: Permission) -> Any:
 
     setattr(check, PERMISSION_ATTR, permission)
     return Depends(check)
+
+
+def requires_web(permission: Permission) -> Any:
+    """`requires` for browser pages: the caller comes from the session cookie."""
+
+    def check_web(caller: WebCaller) -> Caller:
+        if not grants(caller, permission):
+            raise PermissionDenied(f"this needs the {permission.value!r} permission")
+        return caller
+
+    setattr(check_web, PERMISSION_ATTR, permission)
+    return Depends(check_web)
 
 
 def public(permission: Permission = Permission.PUBLIC) -> Any:

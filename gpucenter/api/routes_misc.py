@@ -1,4 +1,4 @@
-"""Health, sign-in, the caller's identity, projects with allocations, and the site."""
+"""Health, the caller's identity, projects with allocations, and the site."""
 
 from __future__ import annotations
 
@@ -12,19 +12,17 @@ from gpucenter.api.deps import Ctx, CurrentCaller
 from gpucenter.api.permissions import public, requires
 from gpucenter.api.schemas import (
     AllocationOut,
-    LoginIn,
     MeOut,
     NodeOut,
     ProjectOut,
     SiteOut,
     TemplateFieldOut,
     TemplateOut,
-    TokenOut,
     UsageRowOut,
 )
 from gpucenter.auth.permissions import Permission
 from gpucenter.domain.templates import JobTemplate
-from gpucenter.services import identity, overview, templates
+from gpucenter.services import overview, templates
 
 router = APIRouter()
 
@@ -34,16 +32,6 @@ def health(ctx: Ctx) -> dict[str, str]:
     with ctx.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     return {"status": "ok", "site": ctx.site.site.name}
-
-
-@router.post(
-    "/api/v1/auth/token",
-    response_model=TokenOut,
-    tags=["auth"],
-    dependencies=[public(Permission.SIGN_IN)],
-)
-def sign_in(body: LoginIn, ctx: Ctx) -> TokenOut:
-    return TokenOut(token=identity.login(ctx, body.username, body.password))
 
 
 @router.get(
@@ -58,6 +46,10 @@ def me(caller: CurrentCaller) -> MeOut:
         username=caller.username,
         is_admin=caller.is_admin,
         project_ids=sorted(caller.project_ids),
+        roles=sorted(
+            f"{role.value}@{scope}" if scope else role.value for role, scope in caller.roles
+        ),
+        scopes=sorted(caller.scopes) if caller.scopes is not None else None,
     )
 
 

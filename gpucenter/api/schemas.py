@@ -132,6 +132,9 @@ class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+    code: str | None = Field(
+        default=None, max_length=10, description="TOTP code, where the second factor is on"
+    )
 
 
 class TokenOut(BaseModel):
@@ -179,3 +182,72 @@ class MeOut(BaseModel):
     username: str
     is_admin: bool
     project_ids: list[int]
+    roles: list[str] = Field(default_factory=list, description="role, or role@programme_id")
+    scopes: list[str] | None = Field(default=None, description="null: not a scoped token")
+
+
+# Ids in paths and queries: database integers, so anything past 2^31 is simply not found.
+MAX_ID = 2**31 - 1
+
+
+class TokenIn(BaseModel):
+    """A new API token: a name to recognise it by, its scopes and how long it lives."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=100)
+    scopes: list[str] = Field(min_length=1, max_length=32, description="e.g. ['jobs:read']")
+    days: int = Field(default=30, ge=1, le=3660)
+
+
+class TokenInfoOut(BaseModel):
+    """A token as listed: everything but the secret, which is shown only when it is made."""
+
+    id: int
+    name: str
+    scopes: list[str] | None = Field(description="null: every permission of its owner")
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewTokenOut(TokenInfoOut):
+    token: str = Field(description="the secret: shown this once, stored only hashed")
+
+
+class CodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=6, max_length=10, pattern=r"^[0-9 ]+$")
+
+
+class TotpSetupOut(BaseModel):
+    secret: str
+    uri: str = Field(description="otpauth:// URI for an authenticator app")
+
+
+class RoleGrantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    role: str = Field(min_length=1, max_length=40)
+
+
+class RoleOut(BaseModel):
+    username: str
+    role: str
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    details: dict[str, Any]
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    broken_at: int | None
+    problem: str

@@ -1,27 +1,42 @@
-"""Who may do what: pure functions of the caller and the facts the service loaded."""
+"""Who may do what: pure functions of the caller and the facts the service loaded.
+
+Nothing here reads the database or the request: services load the facts (the job's owner,
+the project's members) and ask these functions, so that every rule can be tested alone.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gpucenter.domain.errors import PermissionDenied
+from gpucenter.domain.errors import PermissionDenied, ValidationError
 
 
 class Role(StrEnum):
-    """Roles held centre-wide or within a programme (project roles live in memberships)."""
+    """Roles held centre-wide or within a programme; PI and member are held in a project
+    (they live in memberships, and are listed here so that one enum names every role)."""
 
     CENTRE_ADMIN = "centre_admin"
     PROGRAMME_MANAGER = "programme_manager"
     REVIEWER = "reviewer"
     SITE_OPERATOR = "site_operator"
+    PI = "pi"
+    MEMBER = "member"
+
+
+# Roles an admin grants centre-wide with `gpucenter admin role grant` or the admin API.
+CENTRE_ROLES = frozenset({Role.CENTRE_ADMIN, Role.SITE_OPERATOR, Role.PROGRAMME_MANAGER})
+PROJECT_ROLES = frozenset({Role.PI, Role.MEMBER})
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The authenticated principal of a request or command.
 
-    `roles` holds (role, programme_id) pairs; programme_id 0 means centre-wide.
+    `roles` holds (role, programme_id) pairs; programme_id 0 means centre-wide. `scopes` is
+    None for a full-power credential (a password sign-in, the CLI's own token) and otherwise
+    the permissions a scoped API token was limited to when it was made.
     """
 
     user_id: int
@@ -29,6 +44,9 @@ class Caller:
     is_admin: bool
     project_ids: frozenset[int]
     roles: frozenset[tuple[Role, int]] = field(default_factory=frozenset)
+    scopes: frozenset[str] | None = None
+    organisation_id: int | None = None
+    token_id: int | None = None
 
     def has_role(self, role: Role, programme_id: int | None = None) -> bool:
         """Centre-wide holders qualify everywhere; scoped holders only in their programme."""
@@ -36,9 +54,16 @@ class Caller:
             return True
         return programme_id is not None and (role, programme_id) in self.roles
 
+    @property
+    def is_centre_admin(self) -> bool:
+        return self.is_admin or (Role.CENTRE_ADMIN, 0) in self.roles
+
 
 class Permission(StrEnum):
-    """What a route needs. Route-level checks are coarse; services check the resource."""
+    """What a route needs. Route-level checks are coarse; services check the resource.
+
+    The values double as API token scopes (`jobs:read`, `tokens:write`, ...).
+    """
 
     PUBLIC = "public"
     SIGN_IN = "sign_in"
@@ -51,11 +76,19 @@ class Permission(StrEnum):
     SITE_READ = "site:read"
     TEMPLATES_READ = "templates:read"
     TEMPLATES_PUBLISH = "templates:publish"
+    PROGRAMMES = "programmes"
+    TOKENS_READ = "tokens:read"
+    TOKENS_WRITE = "tokens:write"
+    ACCOUNT_SECURITY = "account:security"
+    AUDIT_READ = "audit:read"
+    ROLES_MANAGE = "roles:manage"
     ADMIN = "admin"
 
 
+_OPEN = frozenset({Permission.PUBLIC, Permission.SIGN_IN})
+
 # Permissions every signed-in user holds; what they reach is then limited by the services
-# to their own jobs and projects.
+# to their own jobs, projects, applications and reviews.
 _MEMBER_PERMISSIONS = frozenset(
     {
         Permission.AUTHENTICATED,
@@ -66,17 +99,70 @@ _MEMBER_PERMISSIONS = frozenset(
         Permission.USAGE_READ,
         Permission.SITE_READ,
         Permission.TEMPLATES_READ,
+        Permission.PROGRAMMES,
+        Permission.TOKENS_READ,
+        Permission.TOKENS_WRITE,
+        Permission.ACCOUNT_SECURITY,
     }
 )
 
+# Extra permissions a centre-wide role brings (the centre admin holds every permission).
+_ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.SITE_OPERATOR: frozenset({Permission.AUDIT_READ}),
+    Role.PROGRAMME_MANAGER: frozenset(),
+}
+
+# A token scoped to these can never widen itself: making or changing credentials needs them.
+SENSITIVE_SCOPES = frozenset({Permission.TOKENS_WRITE, Permission.ACCOUNT_SECURITY})
+
+
+def _role_grants(caller: Caller, permission: Permission) -> bool:
+    if caller.is_centre_admin:
+        return True
+    if permission in _MEMBER_PERMISSIONS:
+        return True
+    return any(
+        permission in _ROLE_PERMISSIONS.get(role, frozenset())
+        for role, scope in caller.roles
+        if scope == 0
+    )
+
 
 def grants(caller: Caller, permission: Permission) -> bool:
-    """Whether `caller` holds `permission` at route level."""
-    if permission in (Permission.PUBLIC, Permission.SIGN_IN):
+    """Whether `caller` holds `permission` at route level: its roles allow it and, for a
+    scoped token, the token's scopes include it (scopes limit admins too)."""
+    if permission in _OPEN:
         return True
-    if caller.is_admin or caller.has_role(Role.CENTRE_ADMIN):
+    if not _role_grants(caller, permission):
+        return False
+    if caller.scopes is None or permission is Permission.AUTHENTICATED:
         return True
-    return permission in _MEMBER_PERMISSIONS
+    return permission.value in caller.scopes
+
+
+def grantable_scopes(caller: Caller) -> frozenset[Permission]:
+    """The scopes `caller` may put on a new token: no more than it holds itself."""
+    return frozenset(
+        p
+        for p in Permission
+        if p not in _OPEN and p is not Permission.AUTHENTICATED
+        if grants(caller, p)
+    )
+
+
+def check_scopes(caller: Caller, requested: Iterable[str]) -> frozenset[str]:
+    """Validate the scopes asked for a new token; raise naming the first one not allowed."""
+    allowed = {p.value for p in grantable_scopes(caller)}
+    known = {p.value for p in Permission}
+    wanted = frozenset(requested)
+    if not wanted:
+        raise ValidationError("scopes", "name at least one scope, e.g. jobs:read")
+    for scope in sorted(wanted):
+        if scope not in known:
+            raise ValidationError("scopes", f"unknown scope {scope!r}")
+        if scope not in allowed:
+            raise PermissionDenied(f"you cannot grant the scope {scope!r}")
+    return wanted
 
 
 def can_submit(caller: Caller, project_id: int) -> bool:
@@ -90,6 +176,17 @@ def can_view_job(caller: Caller, owner_id: int, project_id: int) -> bool:
 
 def can_cancel_job(caller: Caller, owner_id: int, project_id: int) -> bool:
     return caller.is_admin or caller.user_id == owner_id
+
+
+def can_manage_token(caller: Caller, token_owner_id: int) -> bool:
+    """Users manage their own tokens; centre admins may revoke anyone's (a leaked token)."""
+    return caller.user_id == token_owner_id or caller.is_centre_admin
+
+
+def can_assign_role(caller: Caller, role: Role) -> bool:
+    """Only a centre admin hands out centre-wide roles (programme roles are the programme
+    service's business, project roles the PI's)."""
+    return role in CENTRE_ROLES and caller.is_centre_admin
 
 
 def require_admin(caller: Caller) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpucenter.cli import admin, db, jobs, programmes
+from gpucenter.cli import admin, db, jobs, programmes, sim
 from gpucenter.cli.common import api_client, console, emit, fail, friendly_errors, token_file
 from gpucenter.config import get_settings
 
@@ -28,6 +28,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(alloc_app, name="alloc")
 app.add_typer(programmes.app, name="programme")
+app.add_typer(sim.app, name="sim")
 
 
 @demo_app.command("load")

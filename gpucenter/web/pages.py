@@ -1,16 +1,24 @@
-"""The front page: the site at a glance (aggregates only, nothing about any tenant)."""
+"""The browser portal: sign-in (password and code, or single sign-on), the site overview and
+sign-out. Small on purpose, and protected like the API: every page declares its permission,
+sessions live in HttpOnly, SameSite cookies, and every form carries a CSRF token."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from gpucenter.api.deps import Ctx
-from gpucenter.api.permissions import public
-from gpucenter.services import overview
+from gpucenter.api.deps import SESSION_COOKIE, Ctx, Guard, WebCaller, client_address
+from gpucenter.api.permissions import public, requires_web
+from gpucenter.auth.permissions import Caller, Permission
+from gpucenter.domain.errors import Unauthenticated
+from gpucenter.services import identity, overview, sessions
+from gpucenter.services.context import AppContext
+from gpucenter.services.ratelimit import TooManyRequests
+from gpucenter.web import csrf
 
 router = APIRouter(include_in_schema=False)
 _env = Environment(
@@ -19,12 +27,91 @@ _env = Environment(
 )
 
 
-@router.get("/", response_class=HTMLResponse, dependencies=[public()])
-def index(ctx: Ctx, request: Request) -> HTMLResponse:
+def page(
+    request: Request, ctx: AppContext, name: str, status: int = 200, **values: object
+) -> HTMLResponse:
+    token = csrf.token_for(request)
+    html = _env.get_template(name).render(csrf=token, **values)
+    response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    csrf.set_cookie(response, token, ctx.settings.cookie_secure)
+    return response
+
+
+def signed_in(ctx: AppContext, caller: Caller, method: str) -> RedirectResponse:
+    """Open a session for `caller` and send the browser to the overview."""
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        sessions.start(ctx, caller, method),
+        max_age=ctx.settings.session_ttl_s,
+        httponly=True,
+        secure=ctx.settings.cookie_secure,
+        samesite="lax",
+        path="/",
+    )
+    return response
+
+
+@router.get("/", response_class=HTMLResponse, dependencies=[requires_web(Permission.SITE_READ)])
+def index(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
     view = overview.site_overview(ctx)
     total = sum(n.gpu_count for n in view.nodes)
     busy = sum(n.gpus_busy for n in view.nodes)
-    html = _env.get_template("index.html").render(
-        site=view, total=total, busy=busy, api_docs=str(request.url_for("swagger_ui_html"))
+    return page(
+        request,
+        ctx,
+        "index.html",
+        site=view,
+        total=total,
+        busy=busy,
+        username=caller.username,
+        api_docs=str(request.url_for("swagger_ui_html")),
     )
-    return HTMLResponse(html, headers={"X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/login", response_class=HTMLResponse, dependencies=[public(Permission.SIGN_IN)])
+def login_page(ctx: Ctx, request: Request) -> HTMLResponse:
+    return page(request, ctx, "login.html", sso=bool(ctx.settings.oidc_issuer))
+
+
+@router.post("/login", dependencies=[public(Permission.SIGN_IN)])
+def login_submit(
+    ctx: Ctx,
+    guard: Guard,
+    request: Request,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=1024)],
+    csrf_token: Annotated[str, Form(alias=csrf.FIELD, max_length=100)],
+    code: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    csrf.check(request, csrf_token)
+    try:
+        caller = identity.password_sign_in(
+            ctx,
+            guard,
+            username,
+            password,
+            code or None,
+            address=client_address(request),
+            method="web",
+        )
+    except (Unauthenticated, TooManyRequests) as exc:
+        status = 429 if isinstance(exc, TooManyRequests) else 401
+        sso = bool(ctx.settings.oidc_issuer)
+        return page(request, ctx, "login.html", status, error=str(exc), sso=sso)
+    return signed_in(ctx, caller, "password")
+
+
+@router.post("/logout", dependencies=[requires_web(Permission.AUTHENTICATED)])
+def logout(
+    ctx: Ctx,
+    request: Request,
+    csrf_token: Annotated[str, Form(alias=csrf.FIELD, max_length=100)],
+) -> Response:
+    csrf.check(request, csrf_token)
+    sessions.end(ctx, request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=ctx.settings.cookie_secure, httponly=True
+    )
+    return response

@@ -84,6 +84,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_id", name=op.f("pk_api_token_scopes")),
     )
     # ### end Alembic commands ###
+    # Databases that already have audit entries start their head at the newest one.
+    op.execute(
+        "INSERT INTO audit_head (id, last_id, last_hash, entries) "
+        "SELECT 1, id, hash, (SELECT count(*) FROM audit_log) FROM audit_log "
+        "ORDER BY id DESC LIMIT 1"
+    )
     _append_only_audit_log()
 
 

@@ -1,0 +1,101 @@
+"""Centre administration over the API: centre-wide roles and the audit log.
+
+Routes parse and render; who may grant what is `auth.permissions.can_assign_role`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from gpucenter.api.deps import Ctx, CurrentCaller
+from gpucenter.api.permissions import requires
+from gpucenter.api.schemas import MAX_ID, AuditEntryOut, AuditVerifyOut, RoleGrantIn, RoleOut
+from gpucenter.auth.permissions import Permission, Role, can_assign_role
+from gpucenter.domain.errors import PermissionDenied, ValidationError
+from gpucenter.services import accounts, audit
+from gpucenter.services.context import as_utc
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+
+def _role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise ValidationError("role", f"unknown role {value!r}") from None
+
+
+@router.get(
+    "/roles", response_model=list[RoleOut], dependencies=[requires(Permission.ROLES_MANAGE)]
+)
+def list_roles(ctx: Ctx) -> list[RoleOut]:
+    with ctx.sessions.begin() as s:
+        return [RoleOut(username=u, role=r) for u, r in accounts.centre_roles(s)]
+
+
+@router.post(
+    "/roles",
+    status_code=201,
+    response_model=RoleOut,
+    dependencies=[requires(Permission.ROLES_MANAGE)],
+)
+def grant_role(body: RoleGrantIn, ctx: Ctx, caller: CurrentCaller) -> RoleOut:
+    """Give a user a centre-wide role (centre_admin, site_operator, programme_manager)."""
+    if not can_assign_role(caller, _role(body.role)):
+        raise PermissionDenied(f"you cannot grant {body.role!r}")
+    with ctx.sessions.begin() as s:
+        accounts.grant_role(s, body.username, body.role, ctx.now(), by=audit.Actor.of(caller))
+    return RoleOut(username=body.username, role=body.role)
+
+
+@router.delete(
+    "/roles/{username}/{role}", status_code=204, dependencies=[requires(Permission.ROLES_MANAGE)]
+)
+def revoke_role(
+    username: Annotated[str, Path(max_length=64)],
+    role: Annotated[str, Path(max_length=40)],
+    ctx: Ctx,
+    caller: CurrentCaller,
+) -> None:
+    if not can_assign_role(caller, _role(role)):
+        raise PermissionDenied(f"you cannot revoke {role!r}")
+    with ctx.sessions.begin() as s:
+        accounts.revoke_role(s, username, role, ctx.now(), by=audit.Actor.of(caller))
+
+
+@router.get(
+    "/audit", response_model=list[AuditEntryOut], dependencies=[requires(Permission.AUDIT_READ)]
+)
+def audit_log(
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+) -> list[AuditEntryOut]:
+    """The newest entries first; pass the smallest id seen as `before_id` for older ones."""
+    with ctx.sessions.begin() as s:
+        return [
+            AuditEntryOut(
+                id=e.id,
+                at=as_utc(e.at),
+                actor=e.actor,
+                action=e.action,
+                target_type=e.target_type,
+                target_id=e.target_id,
+                details=e.details,
+            )
+            for e in audit.entries(s, limit=limit, before_id=before_id)
+        ]
+
+
+@router.get(
+    "/audit/verify", response_model=AuditVerifyOut, dependencies=[requires(Permission.AUDIT_READ)]
+)
+def audit_verify(ctx: Ctx) -> AuditVerifyOut:
+    """Walk the hash chain; name the first entry that was altered or removed."""
+    with ctx.sessions.begin() as s:
+        result = audit.verify(s)
+    return AuditVerifyOut(
+        ok=result.ok, entries=result.entries, broken_at=result.broken_at, problem=result.problem
+    )
