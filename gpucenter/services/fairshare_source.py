@@ -4,7 +4,8 @@ Tree: centre -> programme -> organisation -> project -> user. Until programmes e
 database every project sits under one programme, "general". A project's shares are the
 GPU-hours of its active allocations; an organisation's the sum over its projects; each member
 of a project has an equal share of it. Usage is the ledger's GPU-seconds decayed by a
-half-life (plus what running jobs have used so far), per project and per (project, user).
+half-life (plus what running jobs have used so far), per project and per (project, user),
+read from the decayed_usage table that every charge updates (never a scan of the ledger).
 """
 
 from __future__ import annotations
@@ -21,17 +22,41 @@ from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import (
     AllocationRow,
     JobRow,
-    LedgerEntryRow,
     MembershipRow,
     OrganisationRow,
     ProjectRow,
     UserRow,
 )
+from gpucenter.persistence.tables_usage import DecayedUsageRow
 from gpucenter.services.context import as_utc
 
 HALF_LIFE_S = 7 * 24 * 3600.0
-# Ledger entries older than this many half-lives weigh less than 0.1% and are skipped.
-HORIZON_HALF_LIVES = 10
+
+
+def add_decayed_usage(
+    s: Session, project_id: int, user_id: int, gpu_seconds: float, at: datetime
+) -> None:
+    """Fold a charge into the decayed usage of (project, user), in the charge's transaction."""
+    row = s.get(DecayedUsageRow, (project_id, user_id), with_for_update=True)
+    if row is None:
+        s.add(
+            DecayedUsageRow(
+                project_id=project_id,
+                user_id=user_id,
+                gpu_seconds=gpu_seconds,
+                as_of=at,
+                charges=1,
+            )
+        )
+        return
+    since = as_utc(row.as_of)
+    if at >= since:
+        row.gpu_seconds = decay(row.gpu_seconds, (at - since).total_seconds(), HALF_LIFE_S)
+        row.as_of = at
+        row.gpu_seconds += gpu_seconds
+    else:  # a charge dated before the row's time: decay the charge instead
+        row.gpu_seconds += decay(gpu_seconds, (since - at).total_seconds(), HALF_LIFE_S)
+    row.charges += 1
 
 
 def load_fair_share(s: Session, now: datetime) -> FairShare:
@@ -50,19 +75,10 @@ def load_fair_share(s: Session, now: datetime) -> FairShare:
 
     usage: dict[ProjectId, float] = defaultdict(float)
     user_usage: dict[tuple[ProjectId, UserId], float] = defaultdict(float)
-    horizon = now.timestamp() - HORIZON_HALF_LIVES * HALF_LIFE_S
-    rows = s.execute(
-        select(
-            JobRow.project_id, JobRow.user_id, LedgerEntryRow.gpu_seconds, LedgerEntryRow.created_at
-        ).join(JobRow, JobRow.id == LedgerEntryRow.job_id)
-    )
-    for project_id, user_id, gpu_seconds, created_at in rows:
-        at = as_utc(created_at).timestamp()
-        if at < horizon:
-            continue
-        value = decay(gpu_seconds, now.timestamp() - at, HALF_LIFE_S)
-        usage[ProjectId(project_id)] += value
-        user_usage[(ProjectId(project_id), UserId(user_id))] += value
+    for row in s.scalars(select(DecayedUsageRow)):
+        value = decay(row.gpu_seconds, (now - as_utc(row.as_of)).total_seconds(), HALF_LIFE_S)
+        usage[ProjectId(row.project_id)] += value
+        user_usage[(ProjectId(row.project_id), UserId(row.user_id))] += value
     for job in s.scalars(select(JobRow).where(JobRow.state == JobState.RUNNING.value)):
         if job.started_at is None:
             continue

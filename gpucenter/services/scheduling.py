@@ -29,7 +29,7 @@ from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason, check_transi
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
 from gpucenter.services.context import AppContext, as_utc
-from gpucenter.services.fairshare_source import load_fair_share
+from gpucenter.services.fairshare_source import add_decayed_usage, load_fair_share
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,18 @@ def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
     if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == source)) is not None:
         return
     elapsed = max(0.0, (ended_at - as_utc(row.started_at)).total_seconds())
+    gpu_seconds = elapsed * row.gpus_per_node * row.nodes
     s.add(
         LedgerEntryRow(
             allocation_id=row.allocation_id,
             job_id=row.id,
             source=source,
             gpu_type=row.gpu_type,
-            gpu_seconds=elapsed * row.gpus_per_node * row.nodes,
+            gpu_seconds=gpu_seconds,
             created_at=ended_at,
         )
     )
+    add_decayed_usage(s, row.project_id, row.user_id, gpu_seconds, ended_at)
 
 
 def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
