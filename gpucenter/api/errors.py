@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpucenter.api.security import BodyTooLarge
@@ -95,6 +96,13 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
         return problem(exc.status_code, str(exc.detail), str(exc.detail), headers)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(_: Request, exc: Exception) -> JSONResponse:
+        # An id or number the database cannot even store: a safety net under the schemas'
+        # own limits, so that no input reaches a 500.
+        return problem(422, "Invalid input", "a number in the request is out of range")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -41,6 +41,12 @@ app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
 app.add_typer(alloc_app, name="alloc")
 app.add_typer(template_app, name="template")
+role_app = typer.Typer(
+    help="Centre-wide roles: centre_admin, site_operator, programme_manager.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(role_app, name="role")
 T = TypeVar("T")
 
 
@@ -78,7 +84,7 @@ def org_create(
         str, typer.Option(help="university, startup, sme, public_research_institute, ...")
     ],
 ) -> None:
-    row = _run(lambda s: _accounts().create_organisation(s, name, kind, _now()))
+    row = _run(lambda s: _accounts().create_organisation(s, name, kind, _now(), by=_cli_actor()))
     console.print(f"organisation {row.id} {row.name!r} ({row.kind}) created", highlight=False)
 
 
@@ -94,7 +100,13 @@ def user_create(
     """Create a user; prints an API token once (it is stored only hashed)."""
     new = _run(
         lambda s: _accounts().create_user(
-            s, username, _now(), organisation=org, password=password, is_admin=admin
+            s,
+            username,
+            _now(),
+            organisation=org,
+            password=password,
+            is_admin=admin,
+            by=_cli_actor(),
         )
     )
     console.print(f"user {new.user.id} {username!r} created", highlight=False)
@@ -109,9 +121,9 @@ def project_create(
     title: Annotated[str, typer.Option("--title")] = "",
 ) -> None:
     def action(s: Session) -> int:
-        row = _accounts().create_project(s, name, org, _now(), title)
+        row = _accounts().create_project(s, name, org, _now(), title, by=_cli_actor())
         for username in member or []:
-            _accounts().add_member(s, name, username)
+            _accounts().add_member(s, name, username, by=_cli_actor())
         return int(row.id)
 
     pid = _run(action)
@@ -122,7 +134,7 @@ def project_create(
 def project_add_member(
     project: str, username: str, role: Annotated[str, typer.Option("--role")] = "member"
 ) -> None:
-    _run(lambda s: _accounts().add_member(s, project, username, role))
+    _run(lambda s: _accounts().add_member(s, project, username, role, by=_cli_actor()))
     console.print(f"{username} is now a {role} of {project}", highlight=False)
 
 
@@ -132,7 +144,11 @@ def alloc_create(
     gpu_hours: Annotated[float, typer.Option("--gpu-hours")],
     days: Annotated[int, typer.Option("--days")] = 365,
 ) -> None:
-    row = _run(lambda s: _accounts().create_allocation(s, project, gpu_hours, _now(), days=days))
+    row = _run(
+        lambda s: _accounts().create_allocation(
+            s, project, gpu_hours, _now(), days=days, by=_cli_actor()
+        )
+    )
     console.print(
         f"allocation {row.id}: {gpu_hours:g} GPU-hours for {project} until {row.ends_at:%Y-%m-%d}",
         highlight=False,
@@ -155,3 +171,58 @@ def template_publish(path: Path) -> None:
         return
     template = _run(lambda s: templates.publish(s, body, _now(), None))
     console.print(f"template {template.name!r} published: {template.title}", highlight=False)
+
+
+def _cli_actor() -> Any:
+    """Who the admin CLI acts as in the audit log: the operating-system account on the host."""
+    import getpass
+
+    from gpucenter.services.audit import Actor
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return Actor(None, f"cli:{name}"[:100])
+
+
+@role_app.command("grant")
+def role_grant(username: str, role: str) -> None:
+    """Give USERNAME a centre-wide ROLE."""
+    _run(lambda s: _accounts().grant_role(s, username, role, _now(), by=_cli_actor()))
+    console.print(f"{username} now holds {role}", highlight=False)
+
+
+@role_app.command("revoke")
+def role_revoke(username: str, role: str) -> None:
+    """Take a centre-wide ROLE from USERNAME."""
+    _run(lambda s: _accounts().revoke_role(s, username, role, _now(), by=_cli_actor()))
+    console.print(f"{username} no longer holds {role}", highlight=False)
+
+
+@role_app.command("list")
+def role_list() -> None:
+    from rich.table import Table
+
+    rows = _run(lambda s: _accounts().centre_roles(s))
+    table = Table("User", "Role")
+    for username, role in rows:
+        table.add_row(username, role)
+    console.print(table)
+
+
+@user_app.command("link-sso")
+def user_link_sso(
+    username: str,
+    subject: Annotated[str, typer.Option("--subject", help="the provider's 'sub' claim")],
+    issuer: Annotated[str | None, typer.Option("--issuer")] = None,
+) -> None:
+    """Let an identity at the single sign-on provider sign in as USERNAME."""
+    from gpucenter.services import oidc
+
+    iss = issuer or get_settings().oidc_issuer
+    if not iss:
+        console.print("give --issuer or set GPUCENTER_OIDC_ISSUER")
+        raise typer.Exit(2)
+    _run(lambda s: oidc.link(s, username, iss, subject, _now(), by=_cli_actor()))
+    console.print(f"{subject} at {iss} signs in as {username}", highlight=False)

@@ -73,3 +73,25 @@ def parse_duration(text: str) -> int:
         return durations.parse_duration(text)
     except DomainError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def api_call(method: str, path: str, **kw: Any) -> Any:
+    """One authenticated request to the API with the signed-in token; problem+json errors
+    become an ApiError (and so a clear message under `friendly_errors`)."""
+    import httpx
+
+    settings = get_settings()
+    client = api_client()
+    client.close()
+    token = settings.token or (token_file(settings).read_text().strip())
+    with httpx.Client(
+        base_url=settings.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        resp = http.request(method, path, **kw)
+    if resp.status_code >= 400:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        raise ApiError(resp.status_code, body.get("title", ""), body.get("detail", resp.text[:200]))
+    return resp.json() if resp.content else None

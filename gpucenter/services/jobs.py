@@ -211,6 +211,20 @@ def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
         elif row.cancel_requested_at is None:
             row.cancel_requested_at = ctx.now()
             row.reason_detail = f"cancel requested by {caller.username}"
+        if caller.user_id != row.user_id:
+            # Someone else (an admin) stopped this user's work: that goes on the record.
+            from gpucenter.services import audit
+
+            audit.record(
+                s,
+                "job.cancel_by_other",
+                actor_id=caller.user_id,
+                actor=caller.username,
+                at=ctx.now(),
+                target_type="job",
+                target_id=row.id,
+                details={"owner_id": row.user_id, "project_id": row.project_id, "state": state},
+            )
         return row
 
 

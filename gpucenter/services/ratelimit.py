@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpucenter.domain.errors import DomainError
 
@@ -88,6 +89,6 @@ class SignInGuard:
             self._failures.pop(username.casefold(), None)
 
     @staticmethod
-    def _trim(table: dict[str, object]) -> None:  # type: ignore[type-arg]
+    def _trim(table: dict[str, Any]) -> None:
         while len(table) > MAX_TRACKED:
             table.pop(next(iter(table)))

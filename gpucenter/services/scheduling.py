@@ -10,8 +10,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from gpucenter.core import (
@@ -143,6 +144,41 @@ def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
     add_decayed_usage(s, row.project_id, row.user_id, gpu_seconds, ended_at)
 
 
+PENDING_COLUMNS = (
+    JobRow.id,
+    JobRow.project_id,
+    JobRow.user_id,
+    JobRow.allocation_id,
+    JobRow.gpu_type,
+    JobRow.gpus_per_node,
+    JobRow.nodes,
+    JobRow.time_limit_s,
+    JobRow.submitted_at,
+    JobRow.qos,
+    JobRow.after_ok,
+    JobRow.reason,
+    JobRow.reason_detail,
+    JobRow.priority,
+)
+
+
+def _shape(
+    cache: dict[tuple[str, int, int], GpuRequest], gpu_type: str, per_node: int, nodes: int
+) -> GpuRequest:
+    """One GpuRequest per distinct shape: thousands of pending jobs share a handful."""
+    key = (gpu_type, per_node, nodes)
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = GpuRequest(gpu_type, per_node, nodes)
+    return found
+
+
+def _priority_moved(old: float | None, new: float) -> bool:
+    """Write a job's priority when it is new or moved by more than 1%: ages creep up every
+    pass, and rewriting every pending row each second would cost more than the pass."""
+    return old is None or abs(new - old) > max(1e-6, 0.01 * abs(old))
+
+
 def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
     now = ctx.now()
     with ctx.sessions.begin() as s:
@@ -151,7 +187,12 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
             return 0, 0
         nodes = repo.nodes_of(s, site.id)
         running = repo.jobs_in_states(s, [JobState.RUNNING])
-        pending = _eligible(s, repo.jobs_in_states(s, [JobState.PENDING]), now)
+        rows = s.execute(
+            select(*PENDING_COLUMNS)
+            .where(JobRow.state == JobState.PENDING.value)
+            .order_by(JobRow.id)
+        ).all()
+        pending = _eligible(s, rows, now)
         if not pending:
             return 0, 0
         budgets = _budgets_left(s, running, pending, now)
@@ -166,11 +207,12 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
                 _running(r, ctx.policies.preemption_grace_s) for r in running if r.placement
             ),
         )
+        shapes: dict[tuple[str, int, int], GpuRequest] = {}
         queue = [
             PendingJob(
                 job_id=JobId(r.id),
                 project_id=ProjectId(r.project_id),
-                request=GpuRequest(r.gpu_type, r.gpus_per_node, r.nodes),
+                request=_shape(shapes, r.gpu_type, r.gpus_per_node, r.nodes),
                 time_limit_s=r.time_limit_s,
                 submitted_at=as_utc(r.submitted_at).timestamp(),
                 budget_gpu_seconds_left=budgets.get(r.allocation_id or -1),
@@ -184,33 +226,44 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
         )
         _request_preemptions(ctx, s, result.preemptions, now)
         by_id = {r.id: r for r in pending}
+        changes: dict[int, dict[str, Any]] = {}
         for job_id, breakdown in getattr(result, "priorities", {}).items():
-            row = by_id[int(job_id)]
             factors = {k: round(v, 6) for k, v in breakdown.as_row().items()}
-            if row.priority_factors != factors:
-                row.priority = factors["priority"]
-                row.priority_factors = factors
+            if _priority_moved(by_id[int(job_id)].priority, factors["priority"]):
+                changes[int(job_id)] = {
+                    "priority": factors["priority"],
+                    "priority_factors": factors,
+                }
         for job_id, wait in result.waits.items():
             row = by_id[int(job_id)]
             if row.reason != wait.reason.value or row.reason_detail != wait.detail:
-                row.reason = wait.reason.value
-                row.reason_detail = wait.detail
-        launches = [(by_id[int(st.job_id)], st) for st in result.starts]
+                changes.setdefault(int(job_id), {}).update(
+                    reason=wait.reason.value, reason_detail=wait.detail
+                )
+        if changes:
+            s.execute(update(JobRow), [{"id": k, **v} for k, v in changes.items()])
+        starting = {int(st.job_id): st for st in result.starts}
+        order = {job_id: i for i, job_id in enumerate(starting)}
+        full_rows = (
+            s.scalars(select(JobRow).where(JobRow.id.in_(sorted(starting)))).all()
+            if starting
+            else []
+        )
         launch_requests = [
             (
                 LaunchRequest(
                     job_id=JobId(row.id),
                     command=row.command,
-                    placement=start.placement,
+                    placement=starting[row.id].placement,
                     time_limit_s=row.time_limit_s,
                     workdir=row.workdir,
                     env=dict(row.env or {}),
                     account=str(row.project_id),
                     image=row.image,
                 ),
-                start.borrowed,
+                starting[row.id].borrowed,
             )
-            for row, start in launches
+            for row in sorted(full_rows, key=lambda r: order[r.id])
         ]
     started = 0
     for request, borrowed in launch_requests:
@@ -262,7 +315,7 @@ def _launch(ctx: AppContext, request: LaunchRequest, borrowed: bool = False) -> 
     return 1
 
 
-def _eligible(s: Session, pending: Sequence[JobRow], now: datetime) -> list[JobRow]:
+def _eligible(s: Session, pending: Sequence[Row[Any]], now: datetime) -> list[Row[Any]]:
     """Pending jobs whose after-ok dependencies have all completed.
 
     A job whose dependency ended any other way can never run: it is cancelled, saying why.
@@ -271,32 +324,41 @@ def _eligible(s: Session, pending: Sequence[JobRow], now: datetime) -> list[JobR
     wanted = sorted({d for r in pending for d in r.after_ok or ()})
     states: dict[int, JobState] = {}
     if wanted:
-        rows = s.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(wanted)))
-        states = {job_id: JobState(state) for job_id, state in rows}
-    eligible: list[JobRow] = []
+        found = s.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(wanted)))
+        states = {job_id: JobState(state) for job_id, state in found}
+    eligible: list[Row[Any]] = []
+    updates: list[dict[str, Any]] = []
     for row in pending:
         deps = list(row.after_ok or ())
-        broken = [
-            d
-            for d in deps
-            if states.get(d, JobState.FAILED).is_terminal
-            and states.get(d, JobState.FAILED) is not JobState.COMPLETED
-        ]
-        waiting = [d for d in deps if not states.get(d, JobState.FAILED).is_terminal]
+        if not deps:
+            eligible.append(row)
+            continue
+        ended = {d: states.get(d, JobState.FAILED) for d in deps}
+        broken = [d for d, st in ended.items() if st.is_terminal and st is not JobState.COMPLETED]
+        waiting = [d for d, st in ended.items() if not st.is_terminal]
         if broken:
-            row.state = JobState.CANCELLED.value
-            row.ended_at = now
-            row.reason = ""
-            row.reason_detail = (
-                f"cancelled: job {broken[0]} ended {states.get(broken[0], 'missing')}, "
-                "so this job's after-ok dependency can never be met"
+            updates.append(
+                {
+                    "id": row.id,
+                    "state": JobState.CANCELLED.value,
+                    "ended_at": now,
+                    "reason": "",
+                    "reason_detail": (
+                        f"cancelled: job {broken[0]} ended {ended[broken[0]]}, "
+                        "so this job's after-ok dependency can never be met"
+                    ),
+                }
             )
         elif waiting:
             detail = "waiting for job(s) " + ", ".join(map(str, waiting)) + " to complete"
-            row.reason = WaitReason.DEPENDENCY.value
-            row.reason_detail = detail
+            if row.reason != WaitReason.DEPENDENCY.value or row.reason_detail != detail:
+                updates.append(
+                    {"id": row.id, "reason": WaitReason.DEPENDENCY.value, "reason_detail": detail}
+                )
         else:
             eligible.append(row)
+    if updates:
+        s.execute(update(JobRow), updates)
     return eligible
 
 
@@ -319,10 +381,13 @@ def _running(row: JobRow, grace_s: float) -> RunningJob:
 
 
 def _budgets_left(
-    s: Session, running: Sequence[JobRow], pending: Sequence[JobRow], now: datetime
+    s: Session, running: Sequence[JobRow], pending: Sequence[Row[Any]], now: datetime
 ) -> dict[int, float]:
     """GPU-seconds each allocation has left after charges and what running jobs use so far."""
-    ids = sorted({r.allocation_id for r in [*running, *pending] if r.allocation_id is not None})
+    ids = sorted(
+        {r.allocation_id for r in running if r.allocation_id is not None}
+        | {r.allocation_id for r in pending if r.allocation_id is not None}
+    )
     if not ids:
         return {}
     charged = repo.charged_gpu_seconds(s, ids)

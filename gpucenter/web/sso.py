@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from joserfc.errors import JoseError
 
 from gpucenter.api.deps import Ctx, client_address
 from gpucenter.api.permissions import public
@@ -67,7 +69,8 @@ async def sso_callback(request: Request, ctx: Ctx) -> Response:
         if issuer.rstrip("/") != ctx.settings.oidc_issuer.rstrip("/") or not claims.get("sub"):
             raise Unauthenticated("the provider's answer was not for this centre")
         caller = oidc.sign_in(ctx, ctx.settings.oidc_issuer, claims, client_address(request))
-    except (OAuthError, Unauthenticated) as exc:
+    except (OAuthError, JoseError, httpx.HTTPError, ValueError, Unauthenticated) as exc:
+        # A bad signature, a wrong nonce or state, an unreachable provider: all one answer.
         message = str(exc) if isinstance(exc, Unauthenticated) else "single sign-on failed"
         return page(request, ctx, "login.html", 401, error=message, sso=True)
     return signed_in(ctx, caller, "oidc")

@@ -127,8 +127,10 @@ def test_sign_in_with_password_gives_a_working_token(setup) -> None:
     assert me["username"] == "root" and me["is_admin"] is True
 
 
-def test_front_page_shows_the_site(setup) -> None:
-    _, _, client = setup
-    page = client.get("/")
-    assert page.status_code == 200
-    assert "local" in page.text and "GPUs busy" in page.text
+def test_front_page_needs_a_browser_session(setup) -> None:
+    _, centre, client = setup
+    page = client.get("/", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    # A bearer token is for the API, not for the pages.
+    page = client.get("/", headers=_auth(centre.admin_token), follow_redirects=False)
+    assert page.status_code == 303

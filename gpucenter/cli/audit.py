@@ -1,0 +1,62 @@
+"""`gpucenter audit ...`: read and verify the tamper-evident audit log, on the server host."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gpucenter.cli.common import console, err_console, friendly_errors
+from gpucenter.config import get_settings
+
+app = typer.Typer(
+    help="The audit log: list entries, verify the hash chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("verify")
+def verify() -> None:
+    """Walk the hash chain; exit 1 and name the first entry altered or removed."""
+    from gpucenter.persistence.db import make_engine, session_factory
+    from gpucenter.services import audit
+
+    engine = make_engine(get_settings().effective_database_url)
+    try:
+        with friendly_errors(), session_factory(engine).begin() as s:
+            result = audit.verify(s)
+    finally:
+        engine.dispose()
+    if not result.ok:
+        err_console.print(
+            f"[bold red]audit log BROKEN[/] at entry {result.broken_at}: {result.problem}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    console.print(f"audit log intact: {result.entries} entries", highlight=False)
+
+
+@app.command("list")
+def list_entries(limit: Annotated[int, typer.Option("--limit", "-n")] = 50) -> None:
+    """The newest entries first."""
+    from gpucenter.persistence.db import make_engine, session_factory
+    from gpucenter.services import audit
+
+    engine = make_engine(get_settings().effective_database_url)
+    table = Table("Id", "At", "Actor", "Action", "Target", "Details")
+    try:
+        with friendly_errors(), session_factory(engine).begin() as s:
+            for e in audit.entries(s, limit=limit):
+                table.add_row(
+                    str(e.id),
+                    f"{e.at:%Y-%m-%d %H:%M:%S}",
+                    e.actor,
+                    e.action,
+                    f"{e.target_type}:{e.target_id}",
+                    str(e.details)[:80],
+                )
+    finally:
+        engine.dispose()
+    console.print(table)
