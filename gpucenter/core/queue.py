@@ -57,6 +57,7 @@ class QueuedJob:
         "opp",
         "prio",
         "project",
+        "rank",
         "shape",
         "sid",
         "src",
@@ -72,6 +73,7 @@ class QueuedJob:
         self.sid = shape.sid
         self.opp = shape.opp
         self.prio = 0.0
+        self.rank = 0.0  # increasing along `JobQueue.order`: a cheap queue position
         self.done = False
         self.gone = 1 << 62  # the pass in which the job started, or left before
 
@@ -91,6 +93,9 @@ class QueuedJob:
 
 _by_key = operator.attrgetter("key")
 _by_prio = operator.attrgetter("prio")
+_by_rank = operator.attrgetter("rank")
+
+GroupKey = tuple[int, int]
 
 
 def _order(jobs: list[QueuedJob]) -> list[QueuedJob]:
@@ -131,6 +136,67 @@ class JobQueue:
         self._sids: dict[Sig, int] = {}
         self.passes = 0
         self.done_count = 0
+        # Jobs in queue order per (shape id, time limit), for the walk's bulk answers; jobs
+        # whose fate is their own (a budget, a limited or reserving project) in `solo`.
+        # Built lazily; started and withdrawn jobs stay until the next rebuild or compaction.
+        self.groups: dict[GroupKey, list[QueuedJob]] | None = None
+        self.solo: list[QueuedJob] = []
+        self.solo_projects: frozenset[ProjectId] = frozenset()
+
+    def set_solo_projects(self, projects: frozenset[ProjectId]) -> None:
+        if projects != self.solo_projects:
+            self.solo_projects = projects
+            self.groups = None
+
+    def streams(self) -> tuple[dict[GroupKey, list[QueuedJob]], list[QueuedJob]]:
+        """The per-(shape, time limit) lists and the solo list, in queue order."""
+        groups = self.groups
+        if groups is None:
+            groups = self.groups = {}
+            solo: list[QueuedJob] = []
+            special = self.solo_projects
+            get = groups.get
+            for q in self.order:
+                if q.done:
+                    continue
+                if q.budget is not None or q.project in special:
+                    solo.append(q)
+                    continue
+                key = (q.sid, q.limit)
+                members = get(key)
+                if members is None:
+                    groups[key] = [q]
+                else:
+                    members.append(q)
+            self.solo = solo
+        return groups, self.solo
+
+    def _insert(self, q: QueuedJob) -> None:
+        """Put a newly prioritised job in order, with a rank between its neighbours."""
+        order = self.order
+        i = bisect.bisect_right(order, q.key, key=_by_key)
+        order.insert(i, q)
+        if len(order) == 1:
+            q.rank = 0.0
+        elif i == 0:
+            q.rank = order[1].rank - 1.0
+        elif i == len(order) - 1:
+            q.rank = order[i - 1].rank + 1.0
+        else:
+            lo, hi = order[i - 1].rank, order[i + 1].rank
+            mid = (lo + hi) / 2
+            if lo < mid < hi:
+                q.rank = mid
+            else:  # the gap is used up: renumber (same relative order)
+                for j, x in enumerate(order):
+                    x.rank = float(j)
+        groups = self.groups
+        if groups is not None:
+            if q.budget is not None or q.project in self.solo_projects:
+                bisect.insort(self.solo, q, key=_by_rank)
+            else:
+                members = groups.setdefault((q.sid, q.limit), [])
+                bisect.insort(members, q, key=_by_rank)
 
     def size_factor(self, total: int) -> float:
         if self.cluster_gpus <= 1:
@@ -168,8 +234,7 @@ class JobQueue:
         self.pending[job.job_id] = q
         if self.prio_at is not None:
             self._prioritise([q], self.prio_at, fair_share)
-            i = bisect.bisect_right(self.order, q.key, key=_by_key)
-            self.order.insert(i, q)
+            self._insert(q)
 
     def load(self, jobs: Iterable[PendingJob]) -> None:
         """`submit` for many jobs before the first pass (nothing is ordered yet)."""
@@ -239,7 +304,10 @@ class JobQueue:
         """Recompute every priority at `now` and re-sort."""
         jobs = list(self.pending.values())
         self._prioritise(jobs, now, fair_share)
-        self.order = _order(jobs)
+        order = self.order = _order(jobs)
+        for i, q in enumerate(order):
+            q.rank = i
+        self.groups = None
         self.prio_at = now
 
     def compact(self, force: bool = False) -> None:
@@ -250,3 +318,12 @@ class JobQueue:
             return
         self.done_count = 0
         self.order = [q for q in self.order if not q.done]
+        groups = self.groups
+        if groups is not None:
+            for key, members in list(groups.items()):
+                kept = [q for q in members if not q.done]
+                if kept:
+                    groups[key] = kept
+                else:
+                    del groups[key]
+            self.solo = [q for q in self.solo if not q.done]

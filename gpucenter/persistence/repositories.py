@@ -54,17 +54,34 @@ def project_ids_of(s: Session, user_id: int) -> frozenset[int]:
     return frozenset(rows)
 
 
-def active_allocation(s: Session, project_id: int, at: datetime) -> AllocationRow | None:
-    """The allocation a new job charges: active now, ending soonest (use it before it lapses)."""
-    return s.scalar(
-        select(AllocationRow)
-        .where(
-            AllocationRow.project_id == project_id,
-            AllocationRow.starts_at <= at,
-            AllocationRow.ends_at > at,
-        )
-        .order_by(AllocationRow.ends_at, AllocationRow.id)
-        .limit(1)
+def active_allocation(
+    s: Session, project_id: int, at: datetime, gpu_type: str | None = None
+) -> AllocationRow | None:
+    """The allocation a new job charges.
+
+    Only allocations active at `at` and neither suspended nor expired count; one awarded
+    for the job's GPU type beats a general one; one with budget left beats an exhausted one
+    (whose jobs would wait); among equals, the one ending soonest (use it before it lapses).
+    """
+    stmt = select(AllocationRow).where(
+        AllocationRow.project_id == project_id,
+        AllocationRow.starts_at <= at,
+        AllocationRow.ends_at > at,
+        AllocationRow.state.not_in(("suspended", "expired")),
+    )
+    if gpu_type is not None:
+        stmt = stmt.where((AllocationRow.gpu_type.is_(None)) | (AllocationRow.gpu_type == gpu_type))
+    candidates = list(s.scalars(stmt))
+    if not candidates:
+        return None
+    return min(
+        candidates,
+        key=lambda a: (
+            a.state == "exhausted",
+            a.gpu_type is None,
+            a.ends_at,
+            a.id,
+        ),
     )
 
 

@@ -51,7 +51,8 @@ def submit(
         if project is None or not can_submit(caller, project.id):
             # Same answer whether the project is missing or not the caller's: no leak.
             raise ValidationError("project", f"unknown project {resolved.project!r} (or not yours)")
-        allocation = repo.active_allocation(s, project.id, now)
+        spec = resolved.spec
+        allocation = repo.active_allocation(s, project.id, now, spec.gpu.gpu_type)
         if allocation is None:
             raise ValidationError(
                 "project", f"project {resolved.project!r} has no active allocation to charge"
@@ -59,7 +60,6 @@ def submit(
         site = repo.site_by_name(s, ctx.site.site.name)
         if site is None:
             raise Conflict("the site is not registered yet; start the server once")
-        spec = resolved.spec
         tasks: list[int | None] = list(resolved.array_indices) or [None]
         rows: list[JobRow] = []
         for position, index in enumerate(tasks):

@@ -18,6 +18,7 @@ from gpucenter.services.scheduling import recover_after_restart, run_pass
 
 log = logging.getLogger(__name__)
 MIN_PASS_GAP_S = 0.1
+STATE_REFRESH_S = 60.0
 
 
 class SchedulerLoop:
@@ -30,6 +31,7 @@ class SchedulerLoop:
         self._thread = threading.Thread(target=self._run, name="gpucenter-scheduler", daemon=True)
         self.passes = 0
         self.is_leader = False
+        self._states_refreshed = -STATE_REFRESH_S
 
     def start(self) -> None:
         self._thread.start()
@@ -70,6 +72,15 @@ class SchedulerLoop:
         log.info("this server now runs the scheduler (re-adopted %d running jobs)", adopted)
         return True
 
+    def _refresh_allocation_states(self) -> None:
+        """Mark allocations exhausted or expired (and back) as usage and time move on."""
+        from gpucenter.services.programmes_awards import refresh_allocation_states
+
+        with self._ctx.sessions.begin() as s:
+            changed = refresh_allocation_states(s, self._ctx.now())
+        if changed:
+            log.info("%d allocation states changed", changed)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             began = time.monotonic()
@@ -77,6 +88,9 @@ class SchedulerLoop:
                 if self._lead():
                     run_pass(self._ctx)
                     self.passes += 1
+                    if began - self._states_refreshed >= STATE_REFRESH_S:
+                        self._refresh_allocation_states()
+                        self._states_refreshed = began
             except Exception:
                 # A failed pass must not kill the loop; the next pass retries from the database.
                 log.exception("scheduling pass failed")

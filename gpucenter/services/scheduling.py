@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
 from gpucenter.services.context import AppContext, as_utc
 from gpucenter.services.fairshare_source import add_decayed_usage, load_fair_share
+from gpucenter.services.programmes_awards import active_leases
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,26 @@ PENDING_COLUMNS = (
 )
 
 
+def _project_limits(s: Session, now: datetime) -> dict[ProjectId, dict[str, int]]:
+    """Maximum concurrent GPUs per project and GPU type, from the awards' allocations."""
+    limits: dict[ProjectId, dict[str, int]] = {}
+    rows = s.execute(
+        select(
+            AllocationRow.project_id, AllocationRow.gpu_type, AllocationRow.max_concurrent_gpus
+        ).where(
+            AllocationRow.starts_at <= now,
+            AllocationRow.ends_at > now,
+            AllocationRow.max_concurrent_gpus.is_not(None),
+            AllocationRow.gpu_type.is_not(None),
+            AllocationRow.state.not_in(("suspended", "expired")),
+        )
+    )
+    for project_id, gpu_type, cap in rows:
+        per_type = limits.setdefault(ProjectId(project_id), {})
+        per_type[gpu_type] = per_type.get(gpu_type, 0) + int(cap)
+    return limits
+
+
 def _shape(
     cache: dict[tuple[str, int, int], GpuRequest], gpu_type: str, per_node: int, nodes: int
 ) -> GpuRequest:
@@ -222,7 +243,12 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
             for r in pending
         ]
         result = schedule_pass(
-            snapshot, queue, now.timestamp(), policy=ctx.policies, fair_share=fair_share
+            snapshot,
+            queue,
+            now.timestamp(),
+            policy=replace(ctx.policies, project_gpu_limits=_project_limits(s, now)),
+            fair_share=fair_share,
+            reservations=active_leases(s, now),
         )
         _request_preemptions(ctx, s, result.preemptions, now)
         by_id = {r.id: r for r in pending}

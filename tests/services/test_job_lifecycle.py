@@ -249,3 +249,32 @@ def test_opportunistic_work_is_preempted_requeued_and_charged_per_run(
         ).all()
     assert sources == [f"job:{scavenger}:run:1"]
     jobs.cancel(ctx, centre.alice, scavenger)
+
+
+def test_an_awards_concurrency_cap_holds_jobs_with_the_quota_reason(
+    ctx: AppContext, centre: Centre
+) -> None:
+    from gpucenter.persistence.tables import AllocationRow
+
+    with ctx.sessions.begin() as s:
+        for alloc in s.scalars(select(AllocationRow)):
+            alloc.gpu_type = "vgpu"
+            alloc.max_concurrent_gpus = 2
+    first = _submit(ctx, centre, "sleep 30", gpus=2)
+    second = _submit(ctx, centre, "echo later", gpus=2)
+    _run_until(ctx, first, {JobState.RUNNING})
+    waiting = _state(ctx, second)
+    assert waiting.state == JobState.PENDING and waiting.reason == "QuotaLimit"
+    jobs.cancel(ctx, centre.alice, first)
+    assert _run_until(ctx, second, {JobState.COMPLETED}).exit_code == 0
+
+
+def test_a_suspended_allocation_takes_no_new_jobs(ctx: AppContext, centre: Centre) -> None:
+    from gpucenter.persistence.tables import AllocationRow
+
+    with ctx.sessions.begin() as s:
+        for alloc in s.scalars(select(AllocationRow)):
+            alloc.state = "suspended"
+    with pytest.raises(ValidationError) as info:
+        _submit(ctx, centre, "echo no")
+    assert info.value.field == "project" and "no active allocation" in str(info.value)
