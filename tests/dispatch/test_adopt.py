@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.dispatch.local import LocalDispatcher, _group_gone
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
-from gpucenter.dispatch.local import _group_gone
 from tests.dispatch.test_local import eventually, read, request, wait_end
 
 
