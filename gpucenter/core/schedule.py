@@ -57,6 +57,7 @@ def schedule_pass(
             fair_share=fair_share,
             reservations=reservations,
         )
+        sched.throwaway = True
         result = sched.run_pass(now)
         # Freed here, by reference counting, rather than left for the collector to trace
         # once it is re-enabled: the result does not refer to the scheduler.

@@ -47,14 +47,11 @@ from gpucenter.core.state import (
     sync_reservations,
 )
 from gpucenter.core.timeline import INF, Planner
+from gpucenter.core.walk import Waits, Walk
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import WaitReason
-
-_BLOCKED = frozenset(
-    {WaitReason.RESOURCES, WaitReason.PRIORITY, WaitReason.RESERVATION, WaitReason.TOPOLOGY}
-)
 
 
 class Scheduler:
@@ -83,6 +80,8 @@ class Scheduler:
         self.project_use: dict[tuple[ProjectId, str], int] = {}
         self.programme_use: dict[tuple[str, str], int] = {}
         self._whole: dict[int, NodeGpus] = {}
+        self.throwaway = False  # set by `schedule_pass`: no upkeep for later passes
+        self._sync_solo()
         try:
             self._load(running)
         finally:
@@ -216,6 +215,15 @@ class Scheduler:
 
     def set_reservations(self, reservations: Sequence[AdvanceReservation]) -> None:
         self.reservations = tuple(reservations)
+        self._sync_solo()
+
+    def _sync_solo(self) -> None:
+        """Projects whose jobs the walk always visits one by one: limited projects and
+        members of any reservation (they may be special in a pass)."""
+        projects = set(self._limited)
+        for resv in self.reservations:
+            projects |= resv.projects
+        self.queue.set_solo_projects(frozenset(projects))
 
     # -- the pass ------------------------------------------------------------------------
     def run_pass(self, now: Instant) -> PassResult:
@@ -246,49 +254,8 @@ class Scheduler:
         jq.passes += 1
         pass_no = jq.passes
         queue = jq.order
-        waits = px.waits
-        # The failed-shape memo: shape id -> (shortest time limit that failed, its wait).
-        # A job of a dead shape that runs no shorter fails the same way, so it is answered
-        # in O(1) -- unless it could still get a planned start, or budget, quota or a
-        # reservation membership make its fate its own.
-        dead: dict[int, tuple[int, Wait]] = {}
-        max_res = self.policy.max_reservations
-        planning = px.reserved < max_res
-        blocked_reasons = _BLOCKED
-        consider = self._consider
-        pending = jq.pending
-        started = 0
-        dead_get = dead.get
-        for q in queue:
-            if q.done:
-                continue
-            d = dead_get(q.sid)
-            if (
-                d is not None
-                and q.limit >= d[0]
-                and (not planning or q.opp)
-                and q.budget is None
-                and q.project not in special
-            ):
-                waits[q.id] = d[1]
-                continue
-            wait = consider(q, px)
-            if wait is None:  # started: what `JobQueue.started` does, inlined
-                q.done = True
-                q.gone = pass_no
-                del pending[q.id]
-                started += 1
-                continue
-            waits[q.id] = wait
-            planning = px.reserved < max_res
-            if (
-                wait.reason in blocked_reasons
-                and q.budget is None
-                and q.project not in special
-                and px.generic is not None
-                and (d is None or q.limit < d[0])
-            ):
-                dead[q.sid] = (q.limit, px.generic)
+        walk = Walk(jq, px, self._consider, special, self.policy.max_reservations, pass_no)
+        started, segments = walk.run()
         for n, hold in px.holds:
             st.remove_hold(n, hold)
             planner.touched_earlier(n)
@@ -296,9 +263,11 @@ class Scheduler:
             st.remove_hold(n, hold)
             planner.touched_earlier(n)
         jq.done_count += started
-        frag = fragmentation(st, queue, waits)
         listed = queue[:]
-        jq.compact()
+        waits = Waits(px.waits, segments, listed, pass_no)
+        frag = fragmentation(st, queue, waits)
+        if not self.throwaway:
+            jq.compact()
         return PassResult(
             starts=tuple(px.starts),
             waits=waits,

@@ -50,7 +50,15 @@ class StateChange:
 
 
 class DispatchError(Exception):
-    """The cluster refused or could not be reached; the job stays queued."""
+    """The cluster refused this job for a reason of the job's own (it fails, saying why)."""
+
+
+class SiteUnavailable(DispatchError):
+    """The cluster cannot be reached or is not working: jobs stay queued and are retried.
+
+    Raised by submit() and poll() alike; the control plane backs off and tries again, and
+    the waiting jobs show the reason.
+    """
 
 
 class Dispatcher(Protocol):

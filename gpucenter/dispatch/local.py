@@ -39,7 +39,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpucenter.dispatch.base import DispatchError, Launched, LaunchRequest, StateChange
+from gpucenter.dispatch.base import (
+    DispatchError,
+    Launched,
+    LaunchRequest,
+    SiteUnavailable,
+    StateChange,
+)
 from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -300,7 +306,7 @@ class LocalDispatcher:
                     start_new_session=True,
                 )
         except OSError as exc:
-            raise DispatchError(f"job {request.job_id}: cannot start {SHELL}: {exc}") from exc
+            raise SiteUnavailable(f"cannot start {SHELL}: {exc}") from exc
         started_at = self._clock.now()
         self._jobs[request.job_id] = _Running(
             job_id=request.job_id,

@@ -15,6 +15,7 @@ from gpucenter.dispatch.base import Dispatcher
 from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.site_config import LoadedSite, load_site
+from gpucenter.services.site_health import SiteHealth
 
 
 @dataclass
@@ -28,6 +29,7 @@ class AppContext:
     dispatcher: Dispatcher
     clock: Clock = field(default_factory=SystemClock)
     policies: Policies = DEFAULT_POLICIES
+    site_health: SiteHealth = field(default_factory=SiteHealth)
     # The scheduler loop and API requests that touch the dispatcher take turns on this lock.
     dispatch_lock: threading.RLock = field(default_factory=threading.RLock)
 

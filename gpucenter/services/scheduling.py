@@ -24,7 +24,7 @@ from gpucenter.core import (
     RunningJob,
     schedule_pass,
 )
-from gpucenter.dispatch.base import DispatchError, LaunchRequest, StateChange
+from gpucenter.dispatch.base import DispatchError, LaunchRequest, SiteUnavailable, StateChange
 from gpucenter.domain.ids import JobId, ProjectId, UserId
 from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason, check_transition
 from gpucenter.persistence import repositories as repo
@@ -46,11 +46,40 @@ class PassSummary:
 def run_pass(ctx: AppContext) -> PassSummary:
     """One pass of the control loop. Safe to repeat: each step commits its own work."""
     with ctx.dispatch_lock:
-        _apply_cancel_requests(ctx)
-        changes = ctx.dispatcher.poll()
+        health = ctx.site_health
+        if health.blocked(ctx.now()):
+            return PassSummary(0, 0, _mark_site_unavailable(ctx))
+        try:
+            _apply_cancel_requests(ctx)
+            changes = ctx.dispatcher.poll()
+        except SiteUnavailable as exc:
+            health.failed(ctx.now(), str(exc))
+            log.warning("site %s unavailable: %s", ctx.site.site.name, exc)
+            return PassSummary(0, 0, _mark_site_unavailable(ctx))
         ended = apply_changes(ctx, changes)
         started, waiting = _decide_and_start(ctx)
+        if not health.blocked(ctx.now()):
+            health.succeeded()
+        else:
+            _mark_site_unavailable(ctx)
     return PassSummary(ended, started, waiting)
+
+
+def _mark_site_unavailable(ctx: AppContext) -> int:
+    """Every pending job says that it waits for the site, and until when (no job is lost)."""
+    detail = ctx.site_health.reason(ctx.site.site.name)
+    with ctx.sessions.begin() as s:
+        result = s.execute(
+            update(JobRow)
+            .where(
+                JobRow.state == JobState.PENDING.value,
+                (JobRow.reason != WaitReason.SITE_UNAVAILABLE.value)
+                | (JobRow.reason_detail != detail),
+            )
+            .values(reason=WaitReason.SITE_UNAVAILABLE.value, reason_detail=detail)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _apply_cancel_requests(ctx: AppContext) -> None:
@@ -293,7 +322,13 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
         ]
     started = 0
     for request, borrowed in launch_requests:
-        started += _launch(ctx, request, borrowed)
+        try:
+            started += _launch(ctx, request, borrowed)
+        except SiteUnavailable as exc:
+            # The rest stay queued; the next pass after the backoff tries again.
+            ctx.site_health.failed(ctx.now(), str(exc))
+            log.warning("site %s unavailable: %s", ctx.site.site.name, exc)
+            break
     return started, len(pending) - started
 
 
@@ -315,6 +350,8 @@ def _request_preemptions(
 def _launch(ctx: AppContext, request: LaunchRequest, borrowed: bool = False) -> int:
     try:
         launched = ctx.dispatcher.submit(request)
+    except SiteUnavailable:
+        raise
     except DispatchError as exc:
         with ctx.sessions.begin() as s:
             row = s.get(JobRow, int(request.job_id), with_for_update=True)
