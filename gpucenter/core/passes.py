@@ -198,16 +198,21 @@ def fragmentation(
         return Fragmentation(0, 0)
     free = unusable = 0
     shape = head.shape
+    g = shape.gpn if shape.nodes == 1 else None
+    sizes = st.free
     for gpu_type in shape.types:
         for p in st.type_pools.get(gpu_type, ()):
             pool = st.pools[p]
-            nodes = list(pool.nodes)
-            for n in nodes:
-                f = len(st.free[n])
+            # Unheld nodes are counted by free GPUs in the pool's index; held ones one by one.
+            limit = pool.size if g is None else g
+            for f, count in enumerate(pool.count):
+                if count:
+                    free += f * count
+                    if f < limit:
+                        unusable += f * count
+            for n in pool.held:
+                f = len(sizes[n])
                 free += f
-                if shape.nodes == 1:
-                    if f < shape.gpn:
-                        unusable += f
-                elif f < pool.size:
+                if f < limit:
                     unusable += f
     return Fragmentation(free, unusable)

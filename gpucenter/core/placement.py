@@ -100,6 +100,16 @@ def place_gang(
         if bucket[c]:
             b = min(bucket[c])
             return _in_block(st, list(pool.whole[b]), k), None, None
+    if pool.whole_total + len(pool.held) < k:
+        # Too few whole nodes even counting held ones: only the blocking hold is asked for
+        # (the first held, wholly free node whose hold the job would delay).
+        size = pool.size
+        for m in pool.held:
+            if len(st.free[m]) == size:
+                h = conflicting_hold(st, m, size, now, end)
+                if h is not None:
+                    return [], WaitReason.RESOURCES, h
+        return [], WaitReason.RESOURCES, None
     by_site: dict[int, dict[int, list[int]]] = {}
     for b, members in pool.whole.items():
         if members:

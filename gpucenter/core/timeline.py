@@ -86,9 +86,13 @@ class Planner:
         self.st = st
         self.now = 0.0
         self.heaps: dict[tuple[int, int], list[Entry]] = {}
+        # node_earliest of held nodes within one pass, by (node, version, GPUs, length):
+        # every scan of a pool meets the same held nodes (a planned gang holds hundreds).
+        self._exact: dict[tuple[int, int, int, float], float] = {}
 
     def begin(self, now: float) -> None:
         self.now = now
+        self._exact = {}
 
     def reset(self) -> None:
         self.heaps.clear()
@@ -134,6 +138,7 @@ class Planner:
         seen: set[int] = set()
         version, future, pool_of = st.version, st.future, st.pool_of
         now, p = self.now, pool.index
+        exact = self._exact
         try:
             while True:
                 while heap:
@@ -149,7 +154,11 @@ class Planner:
                     if n in future:
                         popped.append(heapq.heappop(heap))
                         seen.add(n)
-                        heapq.heappush(side, (node_earliest(st, n, g, now, length), n))
+                        ekey = (n, v, g, length)
+                        t = exact.get(ekey)
+                        if t is None:
+                            t = exact[ekey] = node_earliest(st, n, g, now, length)
+                        heapq.heappush(side, (t, n))
                         continue
                     break
                 if side and (not heap or side[0][0] <= max(heap[0][0], now)):
