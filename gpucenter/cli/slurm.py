@@ -1,0 +1,126 @@
+"""`gpucenter slurm ...`: a Slurm site's accounts, usage and node inventory, on the server host.
+
+These talk to the database and to the Slurm tools directly (run them where ``sacctmgr`` and
+``sacct`` work, as root or Slurm's operator). Site settings come from GPUCENTER_SLURM_*.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gpucenter.cli.common import console, fail, friendly_errors
+from gpucenter.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+app = typer.Typer(
+    help="Slurm site: account sync, usage ingest, node inventory.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _sessions() -> sessionmaker[Session]:
+    from gpucenter.persistence.db import make_engine, session_factory
+
+    return session_factory(make_engine(get_settings().effective_database_url))
+
+
+@app.command("sync")
+def sync(
+    apply: Annotated[
+        bool, typer.Option("--apply", help="run the commands (default: show)")
+    ] = False,
+) -> None:
+    """Reconcile Slurm accounts, users, Fairshare and GrpTRESMins with gpucenter's database.
+
+    Prints the exact sacctmgr commands that would make Slurm match; --apply runs them.
+    """
+    from gpucenter.dispatch.base import DispatchError
+    from gpucenter.dispatch.slurm import cluster_name
+    from gpucenter.services.slurm_sync import (
+        SlurmSettings,
+        apply_sync,
+        desired_state,
+        plan_sync,
+        read_actual,
+    )
+
+    settings = SlurmSettings()
+    cli = settings.cli()
+    with friendly_errors():
+        try:
+            cluster = settings.cluster or cluster_name(cli)
+            with _sessions()() as s:
+                desired = desired_state(
+                    s, settings.top_account, datetime.now(tz=UTC), settings.gpu_types
+                )
+            actual = read_actual(cli, cluster, settings.top_account)
+            commands = plan_sync(desired, actual, cluster, settings.top_account)
+            if not commands:
+                console.print(f"Slurm cluster {cluster} is in sync: nothing to change")
+                return
+            for command in commands:
+                console.print(f"{command}    # {command.why}", highlight=False, soft_wrap=True)
+            if not apply:
+                console.print(f"{len(commands)} change(s); run with --apply to make them")
+                return
+            apply_sync(cli, commands)
+        except DispatchError as exc:
+            fail(str(exc))
+    console.print(f"applied {len(commands)} change(s) to {cluster}")
+
+
+@app.command("usage")
+def usage(
+    hours: Annotated[float, typer.Option(help="read jobs of the last N hours")] = 48.0,
+) -> None:
+    """Charge ended Slurm jobs (allocated GPUs x elapsed) to the ledger; safe to repeat."""
+    from gpucenter.dispatch.base import DispatchError
+    from gpucenter.services.slurm_sync import SlurmSettings
+    from gpucenter.services.slurm_usage import ingest_usage, read_usage
+
+    now = datetime.now(tz=UTC)
+    with friendly_errors():
+        try:
+            records = read_usage(SlurmSettings().cli(), now - timedelta(hours=hours), now)
+            report = ingest_usage(_sessions(), records, now)
+        except DispatchError as exc:
+            fail(str(exc))
+    console.print(
+        f"charged {len(report.charged)} job(s), corrected {len(report.corrected)}, "
+        f"{report.already} already charged, {report.gpu_seconds / 3600:.2f} GPU-hours",
+        highlight=False,
+    )
+    for job_id, why in report.skipped:
+        console.print(f"  not charged: Slurm job {job_id}: {why}", highlight=False)
+
+
+@app.command("site")
+def site(
+    name: Annotated[str, typer.Option(help="the site's name in gpucenter")] = "slurm",
+) -> None:
+    """Print a site file (YAML) for GPUCENTER_SITE_FILE from the cluster's nodes (sinfo)."""
+    import yaml
+
+    from gpucenter.dispatch.base import DispatchError
+    from gpucenter.dispatch.slurm import read_site
+    from gpucenter.services.slurm_sync import SlurmSettings
+
+    settings = SlurmSettings()
+    try:
+        nodes = read_site(settings.cli(), settings.partition)
+    except DispatchError as exc:
+        fail(str(exc))
+    data = {
+        "site": name,
+        "nodes": [
+            {"name": n.name, "gpus": n.gpu_count, "gpu_type": n.gpu_type, "block": n.block}
+            for n in nodes
+        ],
+    }
+    console.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
