@@ -58,10 +58,12 @@ class Client:
         result: dict[str, Any] = self._json("GET", "/healthz")
         return result
 
-    def login(self, username: str, password: str) -> str:
-        body = self._json(
-            "POST", "/api/v1/auth/token", json={"username": username, "password": password}
-        )
+    def login(self, username: str, password: str, code: str | None = None) -> str:
+        """A new API token for a username and password (and TOTP code, where it is on)."""
+        payload = {"username": username, "password": password}
+        if code:
+            payload["code"] = code
+        body = self._json("POST", "/api/v1/auth/token", json=payload)
         return str(body["token"])
 
     def submit(

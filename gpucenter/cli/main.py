@@ -68,13 +68,16 @@ def serve(
 def login(
     username: Annotated[str, typer.Option(prompt=True)],
     password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    code: Annotated[
+        str | None, typer.Option("--code", help="TOTP code, if your account has a second factor")
+    ] = None,
 ) -> None:
     """Sign in with a username and password; keeps the token for later commands."""
     from gpucenter.client import Client
 
     settings = get_settings()
     with friendly_errors(), Client(settings.api_url) as client:
-        token = client.login(username, password)
+        token = client.login(username, password, code)
     path = token_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(token)

@@ -72,6 +72,7 @@ class PassContext:
             tuple[int, int, int, int | None], tuple[float, WaitReason | None, Hold | None]
         ] = {}
         self.holds: list[tuple[int, Hold]] = []
+        self.tuples: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.reserved = 0
         self.preempt_attempts = 0
         self.planner: Planner

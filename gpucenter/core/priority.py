@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from gpucenter.core.fairshare import FairShareFactors
-from gpucenter.core.model import PriorityBreakdown
+from gpucenter.core.model import PendingJob, PriorityBreakdown
 from gpucenter.core.policy import Policies
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId
@@ -81,6 +81,41 @@ class Breakdowns(Mapping[JobId, PriorityBreakdown]):
                 submitted_at=src.submitted_at,
                 now=at,
                 job_size=size_factor(q.shape.total, cluster_gpus),
+                qos=policies.qos_factors.get(src.qos, 0.0),
+                policies=policies,
+            )
+
+        return cls(ids, explain)
+
+    @classmethod
+    def for_final_pass(
+        cls,
+        jobs: Sequence[PendingJob],
+        at: Instant,
+        factors: FairShareFactors,
+        policies: Policies,
+        cluster_gpus: int,
+    ) -> Breakdowns:
+        """`for_pass` for a scheduler thrown away after its one pass: every job listed was
+        pending when the pass began and nothing changes later, so the result keeps only the
+        (long-lived) pending jobs, not the scheduler's per-job entries -- a 100,000-job pass
+        leaves that much less for the garbage collector to trace."""
+        by_id: dict[JobId, PendingJob] = {}
+
+        def ids() -> Iterator[JobId]:
+            return (src.job_id for src in jobs)
+
+        def explain(job_id: JobId) -> PriorityBreakdown:
+            if not by_id:
+                by_id.update((src.job_id, src) for src in jobs)
+            src = by_id[job_id]
+            req = src.request
+            return breakdown(
+                src.job_id,
+                fair_share=factors.factor(src.project_id, src.user_id),
+                submitted_at=src.submitted_at,
+                now=at,
+                job_size=size_factor(req.gpus_per_node * req.nodes, cluster_gpus),
                 qos=policies.qos_factors.get(src.qos, 0.0),
                 policies=policies,
             )

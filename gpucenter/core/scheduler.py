@@ -17,6 +17,7 @@ shape that failed keeps failing for any later job that would end no earlier.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 
 from gpucenter.core.fairshare import FairShare, compute_factors
@@ -52,6 +53,8 @@ from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import WaitReason
+
+_src = operator.attrgetter("src")
 
 
 class Scheduler:
@@ -263,17 +266,24 @@ class Scheduler:
             st.remove_hold(n, hold)
             planner.touched_earlier(n)
         jq.done_count += started
-        listed = queue[:]
-        waits = Waits(px.waits, segments, listed, pass_no)
-        frag = fragmentation(st, queue, waits)
-        if not self.throwaway:
+        if self.throwaway:
+            waits = Waits.final(px.waits, segments, queue)
+            frag = fragmentation(st, queue, waits)
+            priorities = Breakdowns.for_final_pass(
+                list(map(_src, queue)), prio_at, self.factors, self.policy, st.total_gpus
+            )
+        else:
+            listed = queue[:]
+            waits = Waits(px.waits, segments, listed, pass_no)
+            frag = fragmentation(st, queue, waits)
+            priorities = Breakdowns.for_pass(
+                listed, pass_no, prio_at, self.factors, self.policy, st.total_gpus
+            )
             jq.compact()
         return PassResult(
             starts=tuple(px.starts),
             waits=waits,
-            priorities=Breakdowns.for_pass(
-                listed, pass_no, prio_at, self.factors, self.policy, st.total_gpus
-            ),
+            priorities=priorities,
             planned=tuple(px.planned),
             preemptions=tuple(px.preemptions),
             opportunistic=frozenset(s.job_id for s in px.starts if s.preemptible),
@@ -381,6 +391,7 @@ class Scheduler:
         end = now + q.limit
         free, size, names, whole = st.free, st.size, st.name, self._whole
         take = st.take_free
+        tuples = px.tuples
         parts: list[tuple[int, tuple[int, ...]]] = []
         placement: list[NodeGpus] = []
         for n in nodes:
@@ -389,7 +400,9 @@ class Scheduler:
                 if part is None:
                     part = whole[n] = NodeGpus(names[n], tuple(free[n]))
             else:
-                part = NodeGpus(names[n], tuple(free[n][:gpn]))
+                gpus = tuple(free[n][:gpn])
+                # Shared per pass: a few hundred distinct index tuples for 19,000 starts.
+                part = NodeGpus(names[n], tuples.setdefault(gpus, gpus))
             take(n, gpn, job_id, end)
             parts.append((n, part.gpus))
             placement.append(part)

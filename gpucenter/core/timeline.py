@@ -41,19 +41,40 @@ def node_earliest(st: ClusterState, n: int, g: int, now: float, length: float) -
             if acc >= need:
                 return e if e > now else now
         return INF
+    # Exact, with the node's use as a step function of time: running jobs (until their
+    # end) and holds (over their window), summed at each candidate start and hold start.
+    runs = list(st.run[n].values())
+    holds = [(h[0], h[1], h[2]) for h in fut]
+
+    def use_at(t: float) -> int:
+        u = 0
+        for e, k in runs:
+            if e > t:
+                u += k
+        for h0, h1, k in holds:
+            if h0 <= t < h1:
+                u += k
+        return u
+
     candidates = {now}
-    for e, _ in st.run[n].values():
+    for e, _ in runs:
         if e > now:
             candidates.add(e)
-    for h in fut:
-        if h[1] > now:
-            candidates.add(h[1])
+    for _, h1, _ in holds:
+        if h1 > now:
+            candidates.add(h1)
+    room = size - g
+    free_now = len(st.free[n])
     for c in sorted(candidates):
-        if c == now and len(st.free[n]) < g:
+        if c == now and free_now < g:
             continue
-        if st.usage_at(n, c) + g > size:
+        if use_at(c) > room:
             continue
-        if all(st.usage_at(n, h[0]) + g <= size for h in fut if c < h[0] < c + length):
+        stop = c + length
+        for h0, _, _ in holds:
+            if c < h0 < stop and use_at(h0) > room:
+                break
+        else:
             return c
     return INF
 

@@ -30,6 +30,7 @@ _BLOCKED = frozenset(
     {WaitReason.RESOURCES, WaitReason.PRIORITY, WaitReason.RESERVATION, WaitReason.TOPOLOGY}
 )
 _rank = operator.attrgetter("rank")
+_job_id = operator.attrgetter("id")
 
 Dead = dict[int, tuple[int, Wait]]
 Segment = tuple[list[QueuedJob], Wait]
@@ -40,7 +41,7 @@ class Waits(Mapping[JobId, Wait]):
     answered in bulk in `segments` (jobs that left the queue before the pass, `gone` below
     the pass number, are skipped). Iterates in queue order, like a walk filling a dict."""
 
-    __slots__ = ("_all", "_explicit", "_listed", "_pass_no", "_segments")
+    __slots__ = ("_all", "_explicit", "_final", "_listed", "_pass_no", "_segments")
 
     def __init__(
         self,
@@ -53,20 +54,44 @@ class Waits(Mapping[JobId, Wait]):
         self._segments = segments
         self._listed = listed
         self._pass_no = pass_no
+        # For a scheduler thrown away after the pass: job ids only (see `final`).
+        self._final: tuple[list[tuple[list[JobId], Wait]], list[JobId]] | None = None
         self._all: dict[JobId, Wait] | None = None if segments else explicit
+
+    @classmethod
+    def final(
+        cls, explicit: dict[JobId, Wait], segments: list[Segment], listed: Sequence[QueuedJob]
+    ) -> Waits:
+        """Waits of a first and last pass (`schedule_pass`): no job left the queue before
+        it, so every job of a bulk run waits; keep ids, not the scheduler's entries."""
+        out = cls(explicit, [], (), 0)
+        if segments:
+            out._final = (
+                [(list(map(_job_id, jobs)), wait) for jobs, wait in segments],
+                list(map(_job_id, listed)),
+            )
+            out._all = None
+        return out
 
     def _full(self) -> dict[JobId, Wait]:
         full = self._all
         if full is None:
-            pass_no = self._pass_no
             found = dict(self._explicit)
-            for jobs, wait in self._segments:
-                found.update((q.id, wait) for q in jobs if q.gone >= pass_no)
+            if self._final is not None:
+                id_segments, order = self._final
+                for ids, wait in id_segments:
+                    found.update(dict.fromkeys(ids, wait))
+            else:
+                pass_no = self._pass_no
+                for jobs, wait in self._segments:
+                    found.update((q.id, wait) for q in jobs if q.gone >= pass_no)
+                order = [q.id for q in self._listed]
             get = found.get
-            full = {q.id: w for q in self._listed if (w := get(q.id)) is not None}
+            full = {i: w for i in order if (w := get(i)) is not None}
             self._all = full
             self._segments = []
             self._listed = ()
+            self._final = None
         return full
 
     def __getitem__(self, key: JobId) -> Wait:

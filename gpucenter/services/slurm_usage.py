@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -141,7 +141,8 @@ def read_usage(cli: SlurmCli, since: datetime, until: datetime) -> list[UsageRec
         [
             *("-X", "-n", "-P", "-a"),
             f"--starttime={since.astimezone(UTC).strftime(fmt)}",
-            f"--endtime={until.astimezone(UTC).strftime(fmt)}",
+            # sacct keeps whole seconds: round the end up so a job ending now is included.
+            f"--endtime={(until + timedelta(seconds=1)).astimezone(UTC).strftime(fmt)}",
             "--format=JobIDRaw,Cluster,Account,User,State,AllocTRES,ElapsedRaw,End,Comment",
         ],
         _FIELDS,
@@ -192,9 +193,13 @@ def _ingest_one(s: Session, record: UsageRecord, now: datetime, report: IngestRe
     at = record.end or now
     gpucenter_id = record.gpucenter_job
     job = s.get(JobRow, gpucenter_id) if gpucenter_id is not None else None
-    if job is not None:
+    if job is not None and job.external_id == record.job_id:
         _correct(s, job, record, at, report)
         return
+    if job is not None and (job.runs or 0) > 1:
+        report.already += 1  # an earlier run of a requeued job: charged per run by the loop
+        return
+    # Otherwise a job submitted to Slurm directly (or a comment that names none of ours).
     project = s.scalar(select(ProjectRow).where(ProjectRow.name == record.account))
     if project is None:
         report.skipped.append((record.job_id, f"account {record.account!r} is no project"))
@@ -215,7 +220,7 @@ def _correct(
     s: Session, job: JobRow, record: UsageRecord, at: datetime, report: IngestReport
 ) -> None:
     """A gpucenter job: charged by the loop at its end; correct to Slurm's figure if needed."""
-    if not JobState(job.state).is_terminal and job.external_id == record.job_id:
+    if not JobState(job.state).is_terminal:
         report.skipped.append((record.job_id, f"job {job.id}: its end is not recorded yet"))
         return
     if (job.runs or 0) > 1 or job.allocation_id is None:

@@ -12,7 +12,15 @@ from gpucenter.auth.permissions import Permission
 from gpucenter.config import Settings
 from tests.factories import make_context
 
-PUBLIC_ON_PURPOSE = {"/healthz", "/readyz", "/", "/api/v1/auth/token"}
+# Health checks and the ways to sign in; nothing else ("/" needs a browser session).
+PUBLIC_ON_PURPOSE = {
+    "/healthz",
+    "/readyz",
+    "/api/v1/auth/token",
+    "/login",
+    "/auth/sso",
+    "/auth/sso/callback",
+}
 
 
 def test_every_route_declares_a_permission(tmp_path: Path) -> None:

@@ -1,0 +1,195 @@
+"""Fixtures for the tests against real Slurm daemons (scripts/slurm/setup.sh starts them).
+
+`slurm_cluster` (session) runs setup.sh: a few seconds when Slurm is already up, about half a
+minute on a machine without it. Where it cannot run here (not root, no apt-get: exit 2) the
+tests skip with the reason; in CI (CI=true) they fail instead, as does any other failure.
+
+Each test gets its own SQLite database, its own top account in Slurm (``gct_<hex>``) and
+project names with the same suffix, so runs never see each other's accounts or usage; the
+teardown removes the test's accounts from Slurm again and cancels its leftover jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gpucenter.auth.permissions import Caller
+from gpucenter.config import Settings
+from gpucenter.dispatch.slurm import SlurmDispatcher, read_site
+from gpucenter.dispatch.slurm_cli import SlurmCli
+from gpucenter.domain.clock import SystemClock
+from gpucenter.domain.cluster import Site
+from gpucenter.persistence import repositories as repo
+from gpucenter.persistence.db import make_engine, migrate, session_factory
+from gpucenter.services import accounts
+from gpucenter.services.context import AppContext
+from gpucenter.services.identity import caller_for
+from gpucenter.services.site_config import LoadedSite
+from gpucenter.services.site_registry import ensure_site
+from gpucenter.services.slurm_sync import (
+    SlurmSettings,
+    SyncCommand,
+    apply_sync,
+    desired_state,
+    make_slurm_dispatcher,
+    plan_sync,
+    read_actual,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP = ROOT / "scripts" / "slurm" / "setup.sh"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+USERS = ("gcalice", "gcbob")
+SHARED = Path("/tmp/gpucenter-slurm-tests")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slurm: runs against real Slurm daemons")
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run the Slurm suite)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """Bring Slurm up (idempotent) and return the cluster's name."""
+    if os.geteuid() != 0:
+        _unavailable("the Slurm tests need root to install and start Slurm")
+    try:
+        done = subprocess.run(
+            ["bash", str(SETUP)], capture_output=True, text=True, timeout=600, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"scripts/slurm/setup.sh did not finish: {exc}")
+    if done.returncode == 2:
+        _unavailable(f"Slurm cannot be set up here: {done.stderr.strip()}")
+    if done.returncode != 0:
+        pytest.fail(f"scripts/slurm/setup.sh failed ({done.returncode}):\n{done.stderr}")
+    for name in USERS:  # jobs run as their gpucenter owner: the Unix user must exist
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "-M", "-s", "/bin/bash", name], check=True)
+    from gpucenter.dispatch.slurm import cluster_name
+
+    return cluster_name(SlurmCli())
+
+
+def slurm(*args: str) -> str:
+    """Run a Slurm tool (test helper); its stdout."""
+    done = subprocess.run(
+        list(args), capture_output=True, text=True, check=True, env={**os.environ, "TZ": "UTC"}
+    )
+    return done.stdout
+
+
+@dataclass
+class SlurmWorld:
+    ctx: AppContext
+    settings: SlurmSettings
+    cluster: str
+    suffix: str
+    dispatcher: SlurmDispatcher
+
+    @property
+    def top(self) -> str:
+        return self.settings.top_account
+
+    def plan(self) -> list[SyncCommand]:
+        cli = self.settings.cli()
+        with self.ctx.sessions() as s:
+            desired = desired_state(s, self.top, datetime.now(tz=UTC))
+        return plan_sync(desired, read_actual(cli, self.cluster, self.top), self.cluster, self.top)
+
+    def sync(self) -> list[str]:
+        return apply_sync(self.settings.cli(), self.plan())
+
+    def caller(self, username: str) -> Caller:
+        with self.ctx.sessions() as s:
+            return caller_for(s, repo.user_by_name(s, username))
+
+
+@pytest.fixture
+def slurm_world(slurm_cluster: str, tmp_path: Path) -> Iterator[SlurmWorld]:
+    suffix = uuid.uuid4().hex[:8]
+    SHARED.mkdir(mode=0o1777, exist_ok=True)
+    log_dir = SHARED / suffix
+    log_dir.mkdir()
+    log_dir.chmod(0o1777)  # the jobs' owners write their output here
+    url = f"sqlite:///{tmp_path / 'gpucenter.db'}"
+    migrate(url)
+    settings = Settings(var_dir=tmp_path / "var", database_url=url, scheduler_interval_s=0.2)
+    slurm_settings = SlurmSettings(
+        top_account=f"gct_{suffix}", log_dir=log_dir, cluster=slurm_cluster
+    )
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    nodes = read_site(slurm_settings.cli())
+    site = LoadedSite(
+        Site("slurm", nodes), {n.name: list(range(n.gpu_count)) for n in nodes}, frozenset()
+    )
+    clock = SystemClock()
+    dispatcher = make_slurm_dispatcher(sessions, slurm_settings, clock)
+    ctx = AppContext(settings, engine, sessions, site, dispatcher, clock)
+    ensure_site(ctx)
+    world = SlurmWorld(ctx, slurm_settings, slurm_cluster, suffix, dispatcher)
+    now = datetime.now(tz=UTC)
+    with sessions.begin() as s:
+        accounts.create_organisation(s, f"Alpha University {suffix}", "university", now)
+        for name in USERS:
+            accounts.create_user(s, name, now, organisation=f"Alpha University {suffix}")
+    try:
+        yield world
+    finally:
+        _cleanup(world)
+        engine.dispose()
+
+
+def _cleanup(world: SlurmWorld) -> None:
+    """Cancel the test's jobs and remove its accounts (and the users it alone had) from Slurm."""
+    with world.ctx.sessions() as s:
+        from gpucenter.persistence.tables import ProjectRow
+
+        projects = [p.name for p in s.query(ProjectRow)]
+    for project in projects:
+        subprocess.run(["scancel", "-A", project], capture_output=True, check=False)
+    with world.ctx.sessions.begin() as s:
+        from sqlalchemy import delete
+
+        from gpucenter.persistence.tables import MembershipRow
+
+        s.execute(delete(MembershipRow))
+    cli = world.settings.cli()
+    from gpucenter.services.slurm_sync import SiteState
+
+    commands = plan_sync(
+        SiteState(), read_actual(cli, world.cluster, world.top), world.cluster, world.top
+    )
+    apply_sync(cli, commands)
+    subprocess.run(
+        ["sacctmgr", "-i", "delete", "account", f"name={world.top}", f"cluster={world.cluster}"],
+        capture_output=True,
+        check=False,
+    )
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {timeout} s")

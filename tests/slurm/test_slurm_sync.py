@@ -1,0 +1,89 @@
+"""Account sync by reconciliation against a real slurmdbd: exact commands, idempotence, and
+removing a user whose default account goes away."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete
+
+from gpucenter.persistence import repositories as repo
+from gpucenter.persistence.tables import MembershipRow, ProjectRow
+from gpucenter.services import accounts
+from gpucenter.services.slurm_sync import org_account
+from tests.slurm.conftest import SlurmWorld, slurm
+
+
+def _assocs(world: SlurmWorld) -> set[tuple[str, str, str, str]]:
+    out = slurm(
+        *("sacctmgr", "-n", "-P", "show", "assoc", f"cluster={world.cluster}"),
+        "format=Account,User,Share,GrpTRESMins",
+    )
+    mine = {f"a{world.suffix}", f"b{world.suffix}", org_account(f"Alpha University {world.suffix}")}
+    return {tuple(line.split("|")) for line in out.splitlines() if line.split("|")[0] in mine}  # type: ignore[misc]
+
+
+def _default_account(user: str) -> str:
+    return slurm("sacctmgr", "-n", "-P", "show", "user", user, "format=DefaultAccount").strip()
+
+
+def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> None:
+    world = slurm_world
+    a, b = f"a{world.suffix}", f"b{world.suffix}"
+    org = org_account(f"Alpha University {world.suffix}")
+    c = f"cluster={world.cluster}"
+    now = datetime.now(tz=UTC)
+    with world.ctx.sessions.begin() as s:
+        for project in (a, b):
+            accounts.create_project(s, project, f"Alpha University {world.suffix}", now)
+            accounts.add_member(s, project, "gcbob")
+        accounts.add_member(s, a, "gcalice")
+        accounts.create_allocation(s, b, 100.0, now)
+
+    first = world.sync()
+    assert len(first) == 7  # top, org, two projects, three memberships
+    assert world.plan() == [], "a second sync changes nothing"
+    assert _assocs(world) == {
+        (org, "", "101", ""),
+        (a, "", "1", "gres/gpu=0"),
+        (a, "gcalice", "1", ""),
+        (a, "gcbob", "1", ""),
+        (b, "", "100", "gres/gpu=6000"),
+        (b, "gcbob", "1", ""),
+    }
+    assert _default_account("gcbob") == a
+
+    # An award change: project a gets 50 GPU-hours.
+    with world.ctx.sessions.begin() as s:
+        accounts.create_allocation(s, a, 50.0, now)
+    assert [str(cmd) for cmd in world.plan()] == [
+        f"sacctmgr -i modify account where name={org} {c} set fairshare=150",
+        f"sacctmgr -i modify account where name={a} {c} set fairshare=50",
+        f"sacctmgr -i modify account where name={a} {c} set GrpTRESMins=gres/gpu=3000",
+    ]
+    world.sync()
+    assert world.plan() == []
+
+    # Project a goes away with its members: bob's default account is a, alice has only a.
+    with world.ctx.sessions.begin() as s:
+        project_id = repo.project_by_name(s, a).id
+        s.execute(delete(MembershipRow).where(MembershipRow.project_id == project_id))
+        from gpucenter.persistence.tables import AllocationRow
+
+        s.execute(delete(AllocationRow).where(AllocationRow.project_id == project_id))
+        s.execute(delete(ProjectRow).where(ProjectRow.id == project_id))
+    assert [str(cmd) for cmd in world.plan()] == [
+        f"sacctmgr -i modify account where name={org} {c} set fairshare=100",
+        f"sacctmgr -i modify user where name=gcbob {c} set defaultaccount={b}",
+        f"sacctmgr -i delete user name=gcalice {c}",
+        f"sacctmgr -i delete user name=gcbob account={a} {c}",
+        f"sacctmgr -i delete account name={a} {c}",
+    ]
+    world.sync()
+    assert world.plan() == []
+    assert _default_account("gcbob") == b
+    assert _assocs(world) == {
+        (org, "", "100", ""),
+        (b, "", "100", "gres/gpu=6000"),
+        (b, "gcbob", "1", ""),
+    }
