@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gpucenter import __version__
 from gpucenter.api import errors
+from gpucenter.api.routes_accounting import router as accounting_router
 from gpucenter.api.routes_admin import router as admin_router
 from gpucenter.api.routes_auth import router as auth_router
 from gpucenter.api.routes_jobs import router as jobs_router
@@ -64,6 +65,7 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(sso_router)
+    app.include_router(accounting_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

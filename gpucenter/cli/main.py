@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpucenter.cli import admin, audit, db, jobs, programmes, sim, tokens
+from gpucenter.cli import accounting, admin, audit, db, jobs, programmes, sim, tokens
 from gpucenter.cli.common import api_client, console, emit, fail, friendly_errors, token_file
 from gpucenter.config import get_settings
 
@@ -29,8 +29,10 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(alloc_app, name="alloc")
 app.add_typer(programmes.app, name="programme")
 app.add_typer(sim.app, name="sim")
+app.add_typer(slurm.app, name="slurm")
 app.add_typer(audit.app, name="audit")
 app.add_typer(tokens.app, name="token")
+app.add_typer(accounting.app, name="accounting")
 
 
 @demo_app.command("load")

@@ -258,13 +258,13 @@ class Scheduler:
         pass_no = jq.passes
         queue = jq.order
         walk = Walk(jq, px, self._consider, special, self.policy.max_reservations, pass_no)
-        started, segments = walk.run()
+        started, segments = walk.run(bulk=not self.throwaway)
+        # The planner's heap keys ignore holds, so dropping a hold leaves them exact: the
+        # nodes' entries are only out of date (version) and are refreshed when reached.
         for n, hold in px.holds:
             st.remove_hold(n, hold)
-            planner.touched_earlier(n)
         for n, hold in adv_holds.items():
             st.remove_hold(n, hold)
-            planner.touched_earlier(n)
         jq.done_count += started
         if self.throwaway:
             waits = Waits.final(px.waits, segments, queue)

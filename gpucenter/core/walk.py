@@ -136,9 +136,11 @@ class Walk:
         # Lists answered in bulk, per shape id: [list, start indices, waits from there].
         self.bulk: dict[int, list[tuple[list[QueuedJob], list[int], list[Wait]]]] = {}
 
-    def run(self) -> tuple[int, list[Segment]]:
+    def run(self, bulk: bool = True) -> tuple[int, list[Segment]]:
+        """Walk the queue; with `bulk` false, visit every job (a scheduler thrown away after
+        one pass gains nothing from building the per-shape lists for it)."""
         order = self.jq.order
-        i = self._phase1(order)
+        i = self._phase1(order, stop=bulk)
         if i < len(order):
             self._phase2(order[i - 1].rank if i else None)
         segments: list[Segment] = []
@@ -149,13 +151,13 @@ class Walk:
                     segments.append((members[s:e], w))
         return self.started, segments
 
-    def _phase1(self, queue: list[QueuedJob]) -> int:
-        """Every job, in order, while planned starts are still handed out. Returns how many
-        jobs of `queue` it went through."""
+    def _phase1(self, queue: list[QueuedJob], stop: bool = True) -> int:
+        """Every job, in order, while planned starts are still handed out (or to the end if
+        not `stop`). Returns how many jobs of `queue` it went through."""
         px = self.px
         max_res = self.max_res
         planning = px.reserved < max_res
-        if not planning:
+        if not planning and stop:
             return 0
         special = self.special
         waits = px.waits
@@ -174,7 +176,7 @@ class Walk:
             if (
                 d is not None
                 and q.limit >= d[0]
-                and q.opp
+                and (not planning or q.opp)
                 and q.budget is None
                 and q.project not in special
             ):
@@ -196,8 +198,10 @@ class Walk:
                 and (d is None or q.limit < d[0])
             ):
                 dead[q.sid] = (q.limit, px.generic)
-            if px.reserved >= max_res:
-                return i
+            if planning and px.reserved >= max_res:
+                if stop:
+                    return i
+                planning = False
         return i
 
     def _phase2(self, after: float | None) -> None:

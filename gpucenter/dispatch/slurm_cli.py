@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gpucenter.dispatch.base import DispatchError
+from gpucenter.dispatch.base import DispatchError, SiteUnavailable
 
 __all__ = [
     "Runner",
@@ -57,8 +57,11 @@ class SlurmCommandError(DispatchError):
         super().__init__(f"{argv[0]} failed (exit {returncode}): {self.stderr or 'no message'}")
 
 
-class SlurmUnavailable(SlurmCommandError):
-    """The Slurm controller or accounting daemon could not be reached: retry later."""
+class SlurmUnavailable(SlurmCommandError, SiteUnavailable):
+    """The Slurm controller or accounting daemon could not be reached: retry later.
+
+    A SiteUnavailable, so the scheduler keeps the job queued, shows why and backs off.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gpucenter.accounting.rates import RateCard
@@ -25,7 +26,6 @@ from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
 from gpucenter.persistence.tables_accounting import LedgerAdjustmentRow, RateCardRow
 from gpucenter.persistence.tables_allocation import AwardRow, CallRow
 from gpucenter.services import audit
-from gpucenter.services.context import as_utc
 
 BATCH = 5_000
 
@@ -100,6 +100,14 @@ def _values(c: UsageCharge) -> dict[str, object]:
 
 
 def _ingest_pg(s: Session, charges: Iterable[UsageCharge]) -> IngestResult:
+    # Room to sort a large batch in memory and to keep the staging table out of disk; the
+    # temp_buffers change is refused once the session has used a temp table, which is fine.
+    s.execute(text("SET LOCAL work_mem = '256MB'"))
+    try:
+        with s.begin_nested():
+            s.execute(text("SET LOCAL temp_buffers = '256MB'"))
+    except DBAPIError:
+        pass
     s.execute(
         text(
             "CREATE TEMP TABLE IF NOT EXISTS gpc_ingest (allocation_id integer, job_id integer, "
@@ -128,8 +136,8 @@ def _ingest_pg(s: Session, charges: Iterable[UsageCharge]) -> IngestResult:
     result = s.execute(
         text(
             "INSERT INTO ledger_entries (allocation_id, job_id, source, gpu_type, gpu_seconds, "
-            "created_at) SELECT DISTINCT ON (source) allocation_id, job_id, source, gpu_type, "
-            "gpu_seconds, created_at FROM gpc_ingest ORDER BY source "
+            "created_at) SELECT allocation_id, job_id, source, gpu_type, gpu_seconds, created_at "
+            "FROM gpc_ingest ORDER BY source "
             "ON CONFLICT (source) DO NOTHING"
         )
     )
@@ -409,7 +417,3 @@ def rate_book(s: Session) -> dict[tuple[int, str], RateCard]:
         )
         for r in s.scalars(select(RateCardRow))
     }
-
-
-def charge_time(row: LedgerEntryRow) -> datetime:
-    return as_utc(row.created_at)

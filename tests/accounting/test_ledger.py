@@ -118,8 +118,14 @@ def test_ingest_is_idempotent_by_source_and_feeds_the_rollup(world: World) -> No
     with world.ctx.sessions.begin() as s:
         second = ingest_usage(s, charges + charges[:3])
     assert (first.inserted, second.inserted, second.duplicates) == (50, 0, 53)
+    again = [UsageCharge("slurm:c:new", world.beta_alloc, "h100", 7.0, T0)] * 3
     with world.ctx.sessions.begin() as s:
-        assert ledger_totals(s).total_gpu_seconds == pytest.approx(sum(c.gpu_seconds for c in charges))
+        assert ingest_usage(s, again).inserted == 1  # duplicates within one batch too
+    charges.append(again[0])
+    with world.ctx.sessions.begin() as s:
+        assert ledger_totals(s).total_gpu_seconds == pytest.approx(
+            sum(c.gpu_seconds for c in charges)
+        )
     _rollup_matches_ledger(world)
 
 

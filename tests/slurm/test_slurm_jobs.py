@@ -122,13 +122,14 @@ def test_job_runs_under_slurm_with_its_account_gpus_logs_and_one_charge(
 
     # The ingest reads overlapping windows (a job shows in a window read a moment after its
     # end is in sacct): it is charged by the first read that sees it, and never again.
-    reports = [ingest()]
-    wait_for(
-        "a window read sees the job",
-        lambda: bool(reports.append(ingest()) or reports[-1].charged),
-        20,
-    )
-    assert sum((r.charged for r in reports), []) == [direct]
+    reports: list[IngestReport] = []
+
+    def charged_yet() -> bool:
+        reports.append(ingest())
+        return any(r.charged for r in reports)
+
+    wait_for("a window read sees the job", charged_yet, 20)
+    assert [job for r in reports for job in r.charged] == [direct]
     again = ingest()
     assert again.charged == [] and again.corrected == [] and again.already >= 2
     source = f"slurm:{world.cluster}:{direct}"

@@ -32,12 +32,17 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
     a, b = f"a{world.suffix}", f"b{world.suffix}"
     org = org_account(f"Alpha University {world.suffix}")
     c = f"cluster={world.cluster}"
+    # Users of this test only (no Unix users needed: no jobs run), so no other run's
+    # associations can change which default account they have.
+    alice, bob = f"ua{world.suffix}", f"ub{world.suffix}"
     now = datetime.now(tz=UTC)
     with world.ctx.sessions.begin() as s:
+        accounts.create_user(s, alice, now)
+        accounts.create_user(s, bob, now)
         for project in (a, b):
             accounts.create_project(s, project, f"Alpha University {world.suffix}", now)
-            accounts.add_member(s, project, "gcbob")
-        accounts.add_member(s, a, "gcalice")
+            accounts.add_member(s, project, bob)
+        accounts.add_member(s, a, alice)
         accounts.create_allocation(s, b, 100.0, now)
 
     first = world.sync()
@@ -46,12 +51,12 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
     assert _assocs(world) == {
         (org, "", "101", ""),
         (a, "", "1", "gres/gpu=0"),
-        (a, "gcalice", "1", ""),
-        (a, "gcbob", "1", ""),
+        (a, alice, "1", ""),
+        (a, bob, "1", ""),
         (b, "", "100", "gres/gpu=6000"),
-        (b, "gcbob", "1", ""),
+        (b, bob, "1", ""),
     }
-    assert _default_account("gcbob") == a
+    assert _default_account(bob) == a
 
     # An award change: project a gets 50 GPU-hours.
     with world.ctx.sessions.begin() as s:
@@ -74,16 +79,16 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
         s.execute(delete(ProjectRow).where(ProjectRow.id == project_id))
     assert [str(cmd) for cmd in world.plan()] == [
         f"sacctmgr -i modify account where name={org} {c} set fairshare=100",
-        f"sacctmgr -i modify user where name=gcbob {c} set defaultaccount={b}",
-        f"sacctmgr -i delete user name=gcalice {c}",
-        f"sacctmgr -i delete user name=gcbob account={a} {c}",
+        f"sacctmgr -i modify user where name={bob} {c} set defaultaccount={b}",
+        f"sacctmgr -i delete user name={alice} {c}",
+        f"sacctmgr -i delete user name={bob} account={a} {c}",
         f"sacctmgr -i delete account name={a} {c}",
     ]
     world.sync()
     assert world.plan() == []
-    assert _default_account("gcbob") == b
+    assert _default_account(bob) == b
     assert _assocs(world) == {
         (org, "", "100", ""),
         (b, "", "100", "gres/gpu=6000"),
-        (b, "gcbob", "1", ""),
+        (b, bob, "1", ""),
     }
