@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpucenter.cli import accounting, admin, audit, db, jobs, programmes, sim, tokens
+from gpucenter.cli import accounting, admin, audit, db, jobs, programmes, sim, slurm, tokens
 from gpucenter.cli.common import api_client, console, emit, fail, friendly_errors, token_file
 from gpucenter.config import get_settings
 
