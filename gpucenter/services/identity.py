@@ -7,6 +7,8 @@ about accounts from the answers.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -55,6 +57,9 @@ def caller_for(
     )
 
 
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def authenticate_token(ctx: AppContext, token: str) -> Caller:
     """Resolve a bearer token; expired, revoked or unknown tokens are all the same 401."""
     now = ctx.now()
@@ -66,7 +71,10 @@ def authenticate_token(ctx: AppContext, token: str) -> Caller:
             raise Unauthenticated("invalid or revoked token")
         if row.expires_at is not None and as_utc(row.expires_at) <= now:
             raise Unauthenticated("token expired; sign in again for a new one")
-        row.last_used_at = now
+        # Last-used is kept to the minute: writing it on every request would turn each
+        # read into a write and serialise a busy client's requests on one row.
+        if row.last_used_at is None or now - as_utc(row.last_used_at) >= LAST_USED_RESOLUTION:
+            row.last_used_at = now
         user = s.get(UserRow, row.user_id)
         assert user is not None
         scope_row = s.get(TokenScopeRow, row.id)

@@ -123,3 +123,39 @@ def test_request_ids_reach_the_json_log_and_the_response() -> None:
     assert resp.headers["x-request-id"] == "abc-123"
     assert bad.headers["x-request-id"] != "evil\nline"
     assert json.loads(records[0])["request_id"] == "abc-123"
+
+
+def test_cli_report_exports_csv(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from gpucenter.cli.accounting import app
+    from gpucenter.config import get_settings
+
+    with world.ctx.sessions.begin() as s:
+        run_and_charge(s, add_job(s, world, alpha=True, started=T0), 3600)
+    monkeypatch.setenv("GPUCENTER_DATABASE_URL", world.ctx.settings.effective_database_url)
+    get_settings.cache_clear()
+    out = tmp_path / "r.csv"
+    try:
+        args = ["report", "--as", "root", "--from", "2026-03", "--to", "2026-03"]
+        result = CliRunner().invoke(app, [*args, "-f", "csv", "-o", str(out)])
+        denied = CliRunner().invoke(
+            app, ["report", "--as", "alice", "--from", "2026-03", "--to", "2026-03"]
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
+    assert rows == [
+        {
+            "month": "2026-03",
+            "applicant_type": "university",
+            "gpu_hours": "1.0",
+            "normalised_gpu_hours": "1.0",
+            "value_krw": "3000.0",
+            "entries": "1",
+        }
+    ]
+    assert denied.exit_code != 0
