@@ -85,3 +85,17 @@ def test_use_it_or_lose_it() -> None:
 def test_percentile_nearest_rank() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
     assert percentile([5.0], 95) == 5.0
+
+
+def test_slurm_gpu_tres_and_the_sampler() -> None:
+    from gpucenter.services.accounting_gpuutil import UtilisationSampler, parse_slurm_gpuutil
+
+    assert parse_slurm_gpuutil("cpu=00:01:00,gres/gpumem=1024M,gres/gpuutil=37") == 37.0
+    assert parse_slurm_gpuutil("cpu=00:01:00,mem=1G") is None
+    readings = iter([10.0, 30.0, 50.0, 70.0])
+    sampler = UtilisationSampler(read=lambda index: next(readings))
+    sampler.start(7, [0, 1])
+    sampler.sample()
+    sampler.sample()
+    assert sampler.finish(7) == (40.0, 4)
+    assert sampler.finish(7) is None

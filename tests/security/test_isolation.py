@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from gpucenter.api.permissions import iter_api_routes
 from tests.security.conftest import Env, auth
+from tests.security.test_isolation_programmes import MANAGER_ROUTES
 
 # Routes with an id in the path that this matrix covers; the walk below fails when a new one
 # appears, so that it is added here (and so checked) rather than missed.
@@ -28,24 +29,16 @@ ADMIN_ONLY = [
     ("DELETE", "/api/v1/tokens/{token_id}"),
     ("DELETE", "/api/v1/admin/roles/{username}/{role}"),
 ]
-# Programme-level routes are the programme's managers' (checked by the allocation tests and
-# the forbidden-to-a-member row below).
-MANAGER_ROUTES_PREFIXES = (
-    "/api/v1/programmes/{programme_id}",
-    "/api/v1/programmes/calls/{call_id}",
-    "/api/v1/programmes/award-runs/{run_id}",
-    "/api/v1/programmes/allocations/{allocation_id}",
-)
 
 
 def test_the_matrix_covers_every_route_with_an_id(env: Env) -> None:
-    covered = {p for _, p in JOB_ROUTES + PROGRAMME_ROUTES + ADMIN_ONLY}
+    covered = {p for _, p in JOB_ROUTES + PROGRAMME_ROUTES + ADMIN_ONLY + MANAGER_ROUTES}
     with_ids = {
         path
         for path, _ in iter_api_routes(env.client.app.routes)  # type: ignore[attr-defined]
         if "{" in path
     }
-    missing = {p for p in with_ids - covered if not p.startswith(MANAGER_ROUTES_PREFIXES)}
+    missing = with_ids - covered
     assert missing == set(), f"add these to the isolation matrix: {sorted(missing)}"
 
 
