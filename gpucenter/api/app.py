@@ -18,6 +18,7 @@ from gpucenter.api.routes_misc import router as misc_router
 from gpucenter.api.routes_ops import router as ops_router
 from gpucenter.api.routes_programmes import router as programmes_router
 from gpucenter.api.security import SecurityMiddleware
+from gpucenter.services.accounting_logging import RequestIdMiddleware
 from gpucenter.services.context import AppContext
 from gpucenter.services.loop import SchedulerLoop
 from gpucenter.services.ratelimit import SignInGuard
@@ -97,3 +98,4 @@ def _install_security(app: FastAPI, ctx: AppContext) -> None:
             https_only=settings.cookie_secure,
         )
     app.add_middleware(SecurityMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response and log has an id

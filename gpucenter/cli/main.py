@@ -63,6 +63,9 @@ def serve(
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"gpucenter serving on http://{bind_host}:{bind_port}/", highlight=False)
+    from gpucenter.services.accounting_logging import configure_json_logging
+
+    configure_json_logging()  # structured logs with the request id, on stderr
     uvicorn.run(create_app(ctx), host=bind_host, port=bind_port, log_level="warning")
 
 

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 
+from gpucenter.services.accounting_metrics import OPERATOR_METRICS
 from gpucenter.services.context import AppContext
 from gpucenter.services.leader import LeaderLock, leader_lock_for
 from gpucenter.services.scheduling import recover_after_restart, run_pass
@@ -73,13 +74,26 @@ class SchedulerLoop:
         return True
 
     def _refresh_allocation_states(self) -> None:
-        """Mark allocations exhausted or expired (and back) as usage and time move on."""
+        """Mark allocations exhausted or expired (and back) as usage and time move on, raise
+        budget alerts (each threshold once) and send the e-mails SMTP is configured for."""
+        from gpucenter.services.accounting_budgets import (
+            SmtpMailer,
+            check_budgets,
+            deliver_email,
+        )
         from gpucenter.services.programmes_awards import refresh_allocation_states
 
         with self._ctx.sessions.begin() as s:
             changed = refresh_allocation_states(s, self._ctx.now())
         if changed:
             log.info("%d allocation states changed", changed)
+        with self._ctx.sessions.begin() as s:
+            alerts = check_budgets(s, self._ctx.now())
+        if alerts:
+            log.info("%d budget alerts raised", len(alerts))
+        mailer = SmtpMailer.from_env()
+        if mailer is not None:
+            deliver_email(self._ctx.sessions, mailer, self._ctx.now(), mailer.domain)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -88,6 +102,9 @@ class SchedulerLoop:
                 if self._lead():
                     run_pass(self._ctx)
                     self.passes += 1
+                    OPERATOR_METRICS.observe_cycle(time.monotonic() - began)
+                    if self._ctx.site_health.failures:
+                        OPERATOR_METRICS.dispatch_error(self._ctx.site.site.name)
                     if began - self._states_refreshed >= STATE_REFRESH_S:
                         self._refresh_allocation_states()
                         self._states_refreshed = began

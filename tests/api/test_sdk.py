@@ -54,4 +54,4 @@ def test_openapi_is_served_and_versioned(sdk) -> None:
     spec = client._http.get("/openapi.json").json()
     paths = set(spec["paths"])
     assert "/api/v1/jobs" in paths and "/api/v1/jobs/{job_id}/events" in paths
-    assert all(p.startswith("/api/v1/") or p in ("/healthz", "/readyz") for p in paths)
+    assert all(p.startswith("/api/v1/") or p in ("/healthz", "/readyz", "/metrics") for p in paths)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from gpucenter.api.permissions import iter_api_routes
 from tests.security.conftest import Env, auth
+from tests.security.test_isolation_accounting import ACCOUNTING_ROUTES
 from tests.security.test_isolation_programmes import MANAGER_ROUTES
 
 # Routes with an id in the path that this matrix covers; the walk below fails when a new one
@@ -32,7 +33,10 @@ ADMIN_ONLY = [
 
 
 def test_the_matrix_covers_every_route_with_an_id(env: Env) -> None:
-    covered = {p for _, p in JOB_ROUTES + PROGRAMME_ROUTES + ADMIN_ONLY + MANAGER_ROUTES}
+    covered = {
+        p
+        for _, p in JOB_ROUTES + PROGRAMME_ROUTES + ADMIN_ONLY + MANAGER_ROUTES + ACCOUNTING_ROUTES
+    }
     with_ids = {
         path
         for path, _ in iter_api_routes(env.client.app.routes)  # type: ignore[attr-defined]
