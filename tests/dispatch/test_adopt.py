@@ -66,7 +66,7 @@ def test_the_time_limit_still_holds_after_adoption(pair) -> None:
     second.adopt(JobId(4), launched.external_id, launched.started_at, 1, launched.stderr_path)
     change = wait_end(second, 4)
     assert change.state is JobState.TIMEOUT
-    assert gone(int(launched.external_id))
+    eventually(lambda: gone(int(launched.external_id)), "the group to be reaped")
 
 
 def test_cancel_reaches_an_adopted_job(pair) -> None:
@@ -76,7 +76,7 @@ def test_cancel_reaches_an_adopted_job(pair) -> None:
     second.adopt(JobId(5), launched.external_id, launched.started_at, 60, launched.stderr_path)
     second.cancel(JobId(5))
     assert wait_end(second, 5).state is JobState.CANCELLED
-    assert gone(int(launched.external_id))
+    eventually(lambda: gone(int(launched.external_id)), "the group to be reaped")
 
 
 def test_a_reused_pid_is_never_signalled(pair, tmp_path: Path) -> None:
