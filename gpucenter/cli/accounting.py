@@ -8,18 +8,15 @@ says whose roles apply, and the services check them exactly as for the REST API.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
-from gpucenter.cli.common import api_call, console, emit, friendly_errors
+from gpucenter.cli.common import AsUser, api_call, console, emit, friendly_errors, run_as, utc_now
 from gpucenter.config import get_settings
-from gpucenter.domain.clock import SystemClock
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -32,27 +29,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 T = TypeVar("T")
-AsUser = Annotated[str, typer.Option("--as", help="the user whose roles apply")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or xlsx")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="write the export here")]
-
-
-def _now() -> datetime:
-    return datetime.fromtimestamp(SystemClock().now(), tz=UTC)
-
-
-def _run(username: str, action: Callable[[Session, Caller], T]) -> T:
-    from gpucenter.persistence import repositories as repo
-    from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services.identity import caller_for
-
-    engine = make_engine(get_settings().effective_database_url)
-    try:
-        with friendly_errors(), session_factory(engine).begin() as s:
-            return action(s, caller_for(s, repo.user_by_name(s, username)))
-    finally:
-        engine.dispose()
-    raise AssertionError("unreachable")  # friendly_errors exits on failure
 
 
 def _output(records: list[dict[str, Any]], fmt: str, out: Path | None, name: str) -> None:
@@ -123,7 +101,7 @@ def report(
 
     with friendly_errors():
         dims = parse_dimensions(by.split(","))
-    rows = _run(as_user, lambda s, c: reports.usage_report(s, c, dims, first, last))
+    rows = run_as(as_user, lambda s, c: reports.usage_report(s, c, dims, first, last))
     _output([r.flat() for r in rows], fmt, out, "usage")
 
 
@@ -137,7 +115,7 @@ def statement(
     """A site's (supplier's) monthly statement: GPU-hours delivered by type, for settlement."""
     from gpucenter.services import accounting_reports as reports
 
-    lines = _run(as_user, lambda s, c: reports.supplier_statement(s, c, month))
+    lines = run_as(as_user, lambda s, c: reports.supplier_statement(s, c, month))
     _output([{"month": month, **asdict(x)} for x in lines], fmt, out, f"statement-{month}")
 
 
@@ -146,7 +124,7 @@ def use(as_user: AsUser, flagged_only: Annotated[bool, typer.Option("--flagged")
     """Use it or lose it: each active allocation and lease against its pro-rata plan."""
     from gpucenter.services import accounting_useit as useit
 
-    rows = _run(as_user, lambda s, c: useit.assess_use(s, c, _now()))
+    rows = run_as(as_user, lambda s, c: useit.assess_use(s, c, utc_now()))
     _output([asdict(r) for r in rows if r.flagged or not flagged_only], "table", None, "use")
 
 
@@ -161,8 +139,9 @@ def reclaim(
     """Take unused GPU-hours back from an allocation (audited), optionally offering them."""
     from gpucenter.services import accounting_useit as useit
 
-    done = _run(
-        as_user, lambda s, c: useit.reclaim(s, c, allocation, gpu_hours, reason, _now(), offer_to)
+    done = run_as(
+        as_user,
+        lambda s, c: useit.reclaim(s, c, allocation, gpu_hours, reason, utc_now(), offer_to),
     )
     console.print(
         f"reclaimed {done.gpu_hours:.1f} GPU-hours; allocation {done.allocation_id} now has "
@@ -181,7 +160,7 @@ def refund(
     """Refund what a job run was charged (a node failed under it); once per run."""
     from gpucenter.services import accounting_ledger as ledger
 
-    done = _run(as_user, lambda s, c: ledger.refund_job_run(s, c, job, run, reason, _now()))
+    done = run_as(as_user, lambda s, c: ledger.refund_job_run(s, c, job, run, reason, utc_now()))
     verb = "refunded" if done.created else "already refunded"
     console.print(f"{verb}: {-done.gpu_seconds / 3600:.3f} GPU-hours", highlight=False)
 
@@ -200,11 +179,11 @@ def rate(
 
     def action(s: Session, c: Caller) -> None:
         ledger.set_rate_card(
-            s, c, RateCard(fiscal_year, gpu_type, krw_per_gpu_hour, weight), _now()
+            s, c, RateCard(fiscal_year, gpu_type, krw_per_gpu_hour, weight), utc_now()
         )
 
     with friendly_errors():
-        _run(as_user, action)
+        run_as(as_user, action)
     console.print(f"{fiscal_year} {gpu_type}: {krw_per_gpu_hour:,.0f} KRW/GPU-hour x{weight}")
 
 
@@ -217,11 +196,11 @@ def check_budgets() -> None:
     engine = make_engine(get_settings().effective_database_url)
     try:
         with friendly_errors(), session_factory(engine).begin() as s:
-            alerts = budgets.check_budgets(s, _now())
+            alerts = budgets.check_budgets(s, utc_now())
         mailer = budgets.SmtpMailer.from_env()
         sent = 0
         if mailer is not None:
-            sent = budgets.deliver_email(session_factory(engine), mailer, _now(), mailer.domain)
+            sent = budgets.deliver_email(session_factory(engine), mailer, utc_now(), mailer.domain)
     finally:
         engine.dispose()
     for a in alerts:

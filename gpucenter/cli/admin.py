@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from gpucenter.cli.common import console, friendly_errors
+from gpucenter.cli.common import utc_now as _now
 from gpucenter.config import get_settings
-from gpucenter.domain.clock import SystemClock
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -66,10 +65,6 @@ def _db() -> Iterator[Session]:
             yield s
     finally:
         engine.dispose()
-
-
-def _now() -> datetime:
-    return datetime.fromtimestamp(SystemClock().now(), tz=UTC)
 
 
 def _run(action: Callable[[Session], T]) -> T:

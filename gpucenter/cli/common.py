@@ -6,16 +6,22 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
+from gpucenter.auth.permissions import Caller
 from gpucenter.client import ApiError, Client
 from gpucenter.config import Settings, get_settings
 from gpucenter.domain import durations
+from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.errors import DomainError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 console = Console()
 err_console = Console(stderr=True)
@@ -95,3 +101,26 @@ def api_call(method: str, path: str, **kw: Any) -> Any:
             body = {}
         raise ApiError(resp.status_code, body.get("title", ""), body.get("detail", resp.text[:200]))
     return resp.json() if resp.content else None
+
+
+AsUser = Annotated[str, typer.Option("--as", help="the user whose roles apply")]
+
+
+def utc_now() -> datetime:
+    """The wall clock, as the timezone-aware time the services take."""
+    return datetime.fromtimestamp(SystemClock().now(), tz=UTC)
+
+
+def run_as(username: str, action: Callable[[Session, Caller], T]) -> T:
+    """Run `action` in one transaction as `username` (roles and all), on the server host."""
+    from gpucenter.persistence import repositories as repo
+    from gpucenter.persistence.db import make_engine, session_factory
+    from gpucenter.services.identity import caller_for
+
+    engine = make_engine(get_settings().effective_database_url)
+    try:
+        with friendly_errors(), session_factory(engine).begin() as s:
+            return action(s, caller_for(s, repo.user_by_name(s, username)))
+    finally:
+        engine.dispose()
+    raise AssertionError("unreachable")  # friendly_errors exits on failure

@@ -8,16 +8,13 @@ under that user.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from gpucenter.cli.common import console, friendly_errors
-from gpucenter.config import get_settings
-from gpucenter.domain.clock import SystemClock
+from gpucenter.cli.common import AsUser, console, friendly_errors, run_as, utc_now
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -30,25 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 T = TypeVar("T")
-AsUser = Annotated[str, typer.Option("--as", help="the user whose roles apply")]
-
-
-def _now() -> datetime:
-    return datetime.fromtimestamp(SystemClock().now(), tz=UTC)
-
-
-def _run(username: str, action: Callable[[Session, Caller], T]) -> T:
-    from gpucenter.persistence import repositories as repo
-    from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services.identity import caller_for
-
-    engine = make_engine(get_settings().effective_database_url)
-    try:
-        with friendly_errors(), session_factory(engine).begin() as s:
-            return action(s, caller_for(s, repo.user_by_name(s, username)))
-    finally:
-        engine.dispose()
-    raise AssertionError("unreachable")  # friendly_errors exits on failure
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -78,7 +56,9 @@ def create(
     """Create a programme owned by a ministry or agency (centre admins)."""
     from gpucenter.services import programmes as prog
 
-    pid = _run(as_user, lambda s, c: prog.create_programme(s, c, name, owner, _now(), title).id)
+    pid = run_as(
+        as_user, lambda s, c: prog.create_programme(s, c, name, owner, utc_now(), title).id
+    )
     console.print(f"programme {pid} {name!r} created", highlight=False)
 
 
@@ -92,7 +72,7 @@ def assign_role(
     """Make a user a programme manager (admins) or reviewer (admins or managers)."""
     from gpucenter.services import programmes as prog
 
-    _run(as_user, lambda s, c: prog.assign_role(s, c, programme_id, username, role, _now()))
+    run_as(as_user, lambda s, c: prog.assign_role(s, c, programme_id, username, role, utc_now()))
     console.print(f"{username} is now {role} of programme {programme_id}", highlight=False)
 
 
@@ -110,7 +90,7 @@ def open_call(programme_id: int, path: Path, as_user: AsUser) -> None:
         str(d.get("title", "")),
         d.get("config"),
     )
-    cid = _run(as_user, lambda s, c: prog.create_call(s, c, programme_id, spec, _now()).id)
+    cid = run_as(as_user, lambda s, c: prog.create_call(s, c, programme_id, spec, utc_now()).id)
     console.print(f"call {cid} {spec.name!r} open", highlight=False)
 
 
@@ -137,12 +117,12 @@ def apply(
     form = apps.ApplicationForm(**_load(path))
 
     def action(s: Session, c: Caller) -> int:
-        row = apps.create_application(s, c, call_id, form, _now())
+        row = apps.create_application(s, c, call_id, form, utc_now())
         if submit:
-            apps.submit_application(s, c, row.id, _now())
+            apps.submit_application(s, c, row.id, utc_now())
         return row.id
 
-    aid = _run(as_user, action)
+    aid = run_as(as_user, action)
     console.print(f"application {aid} {'submitted' if submit else 'saved'}", highlight=False)
 
 
@@ -151,7 +131,7 @@ def assign_reviews(call_id: int, as_user: AsUser) -> None:
     """Give each submitted application k conflict-free reviewers, balancing their load."""
     from gpucenter.services import programmes_applications as apps
 
-    plan = _run(as_user, lambda s, c: apps.assign_reviews(s, c, call_id, _now()))
+    plan = run_as(as_user, lambda s, c: apps.assign_reviews(s, c, call_id, utc_now()))
     console.print(f"{len(plan)} applications have reviewers", highlight=False)
 
 
@@ -169,8 +149,8 @@ def review(
         scores = {k: float(v) for k, v in (x.split("=", 1) for x in score)}
     except ValueError:
         raise typer.BadParameter("write scores as criterion=points") from None
-    total = _run(
-        as_user, lambda s, c: apps.submit_review(s, c, app_id, scores, comment, _now()).total
+    total = run_as(
+        as_user, lambda s, c: apps.submit_review(s, c, app_id, scores, comment, utc_now()).total
     )
     console.print(f"review of application {app_id} submitted: {total:.2f}", highlight=False)
 
@@ -197,10 +177,10 @@ def optimise(
         changes = json.loads(policy) if policy else None
     except ValueError:
         raise typer.BadParameter("overrides are APP_ID=AMOUNT; --policy is JSON") from None
-    run = _run(
+    run = run_as(
         as_user,
         lambda s, c: _summary(
-            awards.run_round(s, c, call_id, _now(), overrides=overrides, policy_changes=changes)
+            awards.run_round(s, c, call_id, utc_now(), overrides=overrides, policy_changes=changes)
         ),
     )
     if as_json:
@@ -231,7 +211,7 @@ def decide(
     """Decide a run: awards become projects with allocations (and leases)."""
     from gpucenter.services import programmes_awards as awards
 
-    n = _run(as_user, lambda s, c: len(awards.decide(s, c, run_id, _now(), reason)))
+    n = run_as(as_user, lambda s, c: len(awards.decide(s, c, run_id, utc_now(), reason)))
     console.print(f"run {run_id} decided: {n} awards", highlight=False)
 
 
@@ -245,8 +225,8 @@ def suspend(
     """Suspend (or --resume) an awarded allocation; the reason goes to the audit log."""
     from gpucenter.services import programmes_awards as awards
 
-    state = _run(
+    state = run_as(
         as_user,
-        lambda s, c: awards.set_suspended(s, c, allocation_id, not resume, reason, _now()).state,
+        lambda s, c: awards.set_suspended(s, c, allocation_id, not resume, reason, utc_now()).state,
     )
     console.print(f"allocation {allocation_id} is {state}", highlight=False)
