@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,22 @@ class Settings(BaseSettings):
     site_file: Path | None = Field(
         default=None,
         description="YAML description of the local site; empty means the built-in demo site",
+    )
+    sites_file: Path | None = Field(
+        default=None,
+        description="YAML listing the sites and their dispatchers (local or slurm); "
+        "empty: one site from site_file and the dispatcher setting",
+    )
+    dispatcher: Literal["local", "slurm"] = Field(
+        default="local",
+        description="the one site's dispatcher when there is no sites_file; slurm reads "
+        "GPUCENTER_SLURM_* (conf, cluster, partition, log_dir...)",
+    )
+    slurm_sync_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="how often the scheduler leader applies the account sync to each Slurm "
+        "site; 0: never (run 'gpucenter slurm sync --apply' by hand)",
     )
     host: str = "127.0.0.1"
     port: int = 8000
@@ -49,6 +66,8 @@ class Settings(BaseSettings):
     oidc_create_users: bool = Field(
         default=False, description="create a local user on a first SSO sign-in"
     )
+    # The portal shows times in this zone (stored and sent over the API in UTC).
+    display_timezone: str = Field(default="Asia/Seoul", description="IANA zone for web pages")
 
     @property
     def effective_database_url(self) -> str:

@@ -24,6 +24,7 @@ from gpucenter.services.loop import SchedulerLoop
 from gpucenter.services.ratelimit import SignInGuard
 from gpucenter.services.site_registry import ensure_site
 from gpucenter.web import STATIC_DIR
+from gpucenter.web import errors as web_errors
 from gpucenter.web.pages import router as web_router
 from gpucenter.web.sso import router as sso_router
 
@@ -57,6 +58,7 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.state.ctx = ctx
     app.state.loop = None
     errors.install(app)
+    web_errors.install(app)
     _install_security(app, ctx)
     app.include_router(misc_router)
     app.include_router(ops_router)

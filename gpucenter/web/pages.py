@@ -1,15 +1,14 @@
-"""The browser portal: sign-in (password and code, or single sign-on), the site overview and
-sign-out. Small on purpose, and protected like the API: every page declares its permission,
-sessions live in HttpOnly, SameSite cookies, and every form carries a CSRF token."""
+"""The browser portal's entry: sign-in (password and code, or single sign-on), the dashboard,
+the language switch and sign-out. Protected like the API: every page declares its
+permission, sessions live in HttpOnly, SameSite cookies, and every form carries a CSRF
+token."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gpucenter.api.deps import SESSION_COOKIE, Ctx, Guard, WebCaller, client_address
 from gpucenter.api.permissions import public, requires_web
@@ -18,23 +17,16 @@ from gpucenter.domain.errors import Unauthenticated
 from gpucenter.services import identity, overview, sessions
 from gpucenter.services.context import AppContext
 from gpucenter.services.ratelimit import TooManyRequests
-from gpucenter.web import csrf
+from gpucenter.web import csrf, i18n, render
 
 router = APIRouter(include_in_schema=False)
-_env = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
-)
 
 
 def page(
     request: Request, ctx: AppContext, name: str, status: int = 200, **values: object
 ) -> HTMLResponse:
-    token = csrf.token_for(request)
-    html = _env.get_template(name).render(csrf=token, **values)
-    response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
-    csrf.set_cookie(response, token, ctx.settings.cookie_secure)
-    return response
+    """A page for someone not signed in yet (sign-in, errors before a session)."""
+    return render.page(request, ctx, name, None, status, **values)
 
 
 def signed_in(ctx: AppContext, caller: Caller, method: str) -> RedirectResponse:
@@ -57,14 +49,14 @@ def index(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
     view = overview.site_overview(ctx)
     total = sum(n.gpu_count for n in view.nodes)
     busy = sum(n.gpus_busy for n in view.nodes)
-    return page(
+    return render.page(
         request,
         ctx,
         "index.html",
+        caller,
         site=view,
         total=total,
         busy=busy,
-        username=caller.username,
         api_docs=str(request.url_for("swagger_ui_html")),
     )
 
@@ -96,10 +88,32 @@ def login_submit(
             method="web",
         )
     except (Unauthenticated, TooManyRequests) as exc:
-        status = 429 if isinstance(exc, TooManyRequests) else 401
+        # Say no more than the API does: which of name, password or code was wrong stays
+        # unknown to the sender.
+        if isinstance(exc, TooManyRequests):
+            status, error = 429, render.t(request, "Too many attempts. Wait a few minutes.")
+        else:
+            status = 401
+            error = render.t(request, "The username, password or code is not right.")
         sso = bool(ctx.settings.oidc_issuer)
-        return page(request, ctx, "login.html", status, error=str(exc), sso=sso)
+        return page(
+            request, ctx, "login.html", status, error=error, sso=sso, typed_username=username
+        )
     return signed_in(ctx, caller, "password")
+
+
+@router.get("/lang/{code}", dependencies=[public()])
+def switch_language(code: str, next: str = "/") -> Response:
+    """Remember the chosen language for a year and go back to the page the reader was on."""
+    if code not in i18n.LANGUAGES:
+        code = i18n.DEFAULT_LANGUAGE
+    # Only paths on this site: never an open redirect to another one.
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        i18n.LANG_COOKIE, code, max_age=365 * 86400, samesite="lax", path="/", httponly=True
+    )
+    return response
 
 
 @router.post("/logout", dependencies=[requires_web(Permission.AUTHENTICATED)])

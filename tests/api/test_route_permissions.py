@@ -12,8 +12,10 @@ from gpucenter.auth.permissions import Permission
 from gpucenter.config import Settings
 from tests.factories import make_context
 
-# Health checks and the ways to sign in; nothing else ("/" needs a browser session).
+# Health checks, the ways to sign in and the language switch (it only sets a cookie and
+# redirects within the site); nothing else ("/" needs a browser session).
 PUBLIC_ON_PURPOSE = {
+    "/lang/{code}",
     "/healthz",
     "/readyz",
     "/api/v1/auth/token",

@@ -9,6 +9,7 @@ from gpucenter.api.permissions import iter_api_routes
 from tests.security.conftest import Env, auth
 from tests.security.test_isolation_accounting import ACCOUNTING_ROUTES
 from tests.security.test_isolation_programmes import MANAGER_ROUTES
+from tests.security.test_isolation_web import NOT_AN_ID, WEB_ROUTES
 
 # Routes with an id in the path that this matrix covers; the walk below fails when a new one
 # appears, so that it is added here (and so checked) rather than missed.
@@ -35,8 +36,13 @@ ADMIN_ONLY = [
 def test_the_matrix_covers_every_route_with_an_id(env: Env) -> None:
     covered = {
         p
-        for _, p in JOB_ROUTES + PROGRAMME_ROUTES + ADMIN_ONLY + MANAGER_ROUTES + ACCOUNTING_ROUTES
-    }
+        for _, p in JOB_ROUTES
+        + PROGRAMME_ROUTES
+        + ADMIN_ONLY
+        + MANAGER_ROUTES
+        + ACCOUNTING_ROUTES
+        + WEB_ROUTES
+    } | NOT_AN_ID
     with_ids = {
         path
         for path, _ in iter_api_routes(env.client.app.routes)  # type: ignore[attr-defined]

@@ -1,0 +1,170 @@
+"""Korean and English for the portal: catalogues, the request's language, and formatting.
+
+English is the source language (msgids are English text); Korean comes from gettext
+catalogues under `web/locale/ko/*.po`, one file per area of the portal so that people can
+work on different pages without editing the same file. The catalogues are read with Babel
+when the process starts; a test extracts every string from the templates and the web code
+and fails when one has no Korean translation.
+
+The language is chosen per request: the `gpc_lang` cookie set by the switch in the page
+header, else the browser's Accept-Language, else English. Templates read it from their
+render context (`lang`), so one Jinja environment serves both languages from any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_date, format_datetime
+from babel.messages.pofile import read_po
+from babel.numbers import format_currency, format_decimal, format_percent
+from fastapi import Request
+from jinja2 import pass_context
+from jinja2.runtime import Context
+
+LANGUAGES = ("en", "ko")
+DEFAULT_LANGUAGE = "en"
+LANG_COOKIE = "gpc_lang"
+LOCALE_DIR = Path(__file__).parent / "locale"
+# Babel locale names for formatting.
+_BABEL_LOCALE = {"en": "en_GB", "ko": "ko_KR"}
+
+
+@cache
+def catalogue(lang: str) -> Mapping[str | tuple[str, str], str | tuple[str, ...]]:
+    """msgid -> translation for `lang`, merged from every .po file of that language.
+
+    Entries marked fuzzy or left empty are not used: such a string shows in English, and
+    the completeness test reports it.
+    """
+    merged: dict[str | tuple[str, str], str | tuple[str, ...]] = {}
+    folder = LOCALE_DIR / lang
+    if not folder.is_dir():
+        return merged
+    for path in sorted(folder.glob("*.po")):
+        with path.open("rb") as handle:
+            for message in read_po(handle, locale=lang):
+                if not message.id or message.fuzzy:
+                    continue
+                text = message.string
+                if isinstance(text, str) and text:
+                    merged[message.id] = text
+                elif isinstance(text, tuple) and all(text):
+                    merged[message.id] = tuple(text)
+    return merged
+
+
+def N_(msgid: str) -> str:
+    """Mark a string for translation where it is defined; it is translated where shown."""
+    return msgid
+
+
+def gettext(lang: str, msgid: str) -> str:
+    """`msgid` in `lang`, or the English msgid itself when there is no translation."""
+    if lang == DEFAULT_LANGUAGE:
+        return msgid
+    found = catalogue(lang).get(msgid)
+    return found if isinstance(found, str) else msgid
+
+
+def ngettext(lang: str, singular: str, plural: str, n: int) -> str:
+    if lang != DEFAULT_LANGUAGE:
+        found = catalogue(lang).get((singular, plural))
+        if isinstance(found, tuple) and found:
+            # Korean has a single plural form; other languages index by their rule.
+            return found[0] if len(found) == 1 or n == 1 else found[1]
+        found_single = catalogue(lang).get(singular)
+        if isinstance(found_single, str):
+            return found_single
+    return singular if n == 1 else plural
+
+
+def language_of(request: Request) -> str:
+    """The request's language: the switch's cookie, else Accept-Language, else English."""
+    chosen = request.cookies.get(LANG_COOKIE, "")
+    if chosen in LANGUAGES:
+        return chosen
+    for part in request.headers.get("accept-language", "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return DEFAULT_LANGUAGE
+
+
+# --- Jinja callables: the language comes from the render context, never from a global ---
+
+
+def _lang(context: Context) -> str:
+    lang = context.get("lang", DEFAULT_LANGUAGE)
+    return lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+
+
+@pass_context
+def jinja_gettext(context: Context, msgid: str) -> str:
+    return gettext(_lang(context), msgid)
+
+
+@pass_context
+def jinja_ngettext(context: Context, singular: str, plural: str, n: int) -> str:
+    return ngettext(_lang(context), singular, plural, n)
+
+
+def display_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")
+
+
+@pass_context
+def format_when(context: Context, value: datetime | date | None, style: str = "medium") -> str:
+    """A date or time in the reader's language and the portal's zone ('—' when unknown)."""
+    if value is None:
+        return "—"
+    locale = _BABEL_LOCALE[_lang(context)]
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        zone = context.get("display_tz") or ZoneInfo("UTC")
+        return format_datetime(aware, format=style, tzinfo=zone, locale=locale)
+    return format_date(value, format=style, locale=locale)
+
+
+@pass_context
+def format_number(context: Context, value: float | int | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    pattern = "#,##0" + ("." + "0" * digits if digits > 0 else "")
+    return format_decimal(value, format=pattern, locale=_BABEL_LOCALE[_lang(context)])
+
+
+@pass_context
+def format_krw(context: Context, value: float | int | None) -> str:
+    """Korean won, without fractions (the won has no minor unit in use)."""
+    if value is None:
+        return "—"
+    return format_currency(
+        round(value), "KRW", locale=_BABEL_LOCALE[_lang(context)], currency_digits=True
+    )
+
+
+@pass_context
+def format_share(context: Context, value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    pattern = "#,##0" + ("." + "0" * digits if digits > 0 else "") + "%"
+    return format_percent(value, format=pattern, locale=_BABEL_LOCALE[_lang(context)])
+
+
+def install(env: Any) -> None:
+    """Teach a Jinja environment our gettext, plural forms and formatting filters."""
+    env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(jinja_gettext, jinja_ngettext, newstyle=True)
+    env.filters["when"] = format_when
+    env.filters["number"] = format_number
+    env.filters["krw"] = format_krw
+    env.filters["share"] = format_share

@@ -1,0 +1,157 @@
+"""Fixtures for the portal: a live server process and a real headless Chromium.
+
+The browser is Debian's Chromium (`/usr/bin/chromium`, or GPUCENTER_TEST_CHROMIUM) driven by
+Playwright. Where it is missing the browser tests skip with the reason, except in CI
+(CI=true), where they fail: CI must run them. Screenshots go to var/screenshots/<lang>/ so
+that a person can look at the main pages after a run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gpucenter.config import Settings
+from gpucenter.services.context import AppContext
+from tests.conftest import IN_CI
+from tests.factories import make_context, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+CHROMIUM = os.environ.get("GPUCENTER_TEST_CHROMIUM") or shutil.which("chromium") or ""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Portal:
+    """A running gpucenter server and a context on the same database, for seeding data."""
+
+    base: str
+    db_url: str
+    env: dict[str, str]
+    ctx: AppContext
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def cli(self, *args: str) -> str:
+        """Run the gpucenter CLI against this server (admin commands need no token)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "gpucenter.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+
+@pytest.fixture
+def portal(db_url: str, tmp_path: Path) -> Iterator[Portal]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCENTER_")} | {
+        "GPUCENTER_DATABASE_URL": db_url,
+        "GPUCENTER_VAR_DIR": str(tmp_path / "var"),
+        "GPUCENTER_PORT": str(port),
+        "GPUCENTER_API_URL": f"http://127.0.0.1:{port}",
+        "GPUCENTER_SCHEDULER_INTERVAL_S": "0.2",
+        "GPUCENTER_COOKIE_SECURE": "false",
+        "COLUMNS": "200",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gpucenter.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = env["GPUCENTER_API_URL"]
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(base + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            return False
+
+    settings = Settings(database_url=db_url, var_dir=tmp_path / "seed", cookie_secure=False)
+    ctx = make_context(settings)
+    try:
+        wait_until(healthy, timeout=30, step=0.2)
+        yield Portal(base, db_url, env, ctx)
+    finally:
+        ctx.engine.dispose()
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the whole run (each test gets its own context)."""
+    problem = None
+    if not CHROMIUM or not Path(CHROMIUM).exists():
+        problem = "Chromium not found: apt-get install chromium (or set GPUCENTER_TEST_CHROMIUM)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = "Playwright not installed: pip install -e '.[dev]'"
+    if problem:
+        if IN_CI:
+            pytest.fail(f"{problem} (CI must run the browser tests)")
+        pytest.skip(problem)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on a laptop-sized screen."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 860}, locale="en-GB")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def shoot(page: Any, lang: str, name: str) -> Path:
+    """Save a full-page screenshot as var/screenshots/<lang>/<name>.png."""
+    folder = SCREENSHOTS / lang
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{re.sub(r'[^a-z0-9_-]+', '-', name.lower())}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def sign_in(page: Any, portal: Portal, username: str, password: str, lang: str = "en") -> None:
+    """Sign in through the form, in `lang` (the switch in the header sets it)."""
+    page.goto(portal.url(f"/lang/{lang}?next=/login"))
+    page.fill("#f-username", username)
+    page.fill("#f-password", password)
+    page.locator("form[action='/login'] button[type=submit]").click()
+    page.wait_for_url(re.compile(r".*/$"))
