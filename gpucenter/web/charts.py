@@ -16,7 +16,7 @@ WIDTH = 640
 HEIGHT = 220
 PAD_LEFT = 56
 PAD_BOTTOM = 28
-PAD_TOP = 12
+PAD_TOP = 30  # room for the legend row above the plot
 PAD_RIGHT = 12
 PALETTE = ("#1f5fa8", "#d1495b", "#2e8540", "#edae49", "#6c4f9c", "#00798c")
 
@@ -36,6 +36,20 @@ def _fmt(value: float) -> str:
     if value >= 1_000:
         return f"{value / 1_000:.1f}k"
     return f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+
+
+def _legend(names: Sequence[str]) -> str:
+    """Swatches and names in one row above the plot, where no bar or line can cover them."""
+    parts = []
+    x = PAD_LEFT
+    for index, name in enumerate(names):
+        colour = PALETTE[index % len(PALETTE)]
+        parts.append(
+            f'<rect x="{x}" y="8" width="12" height="12" fill="{colour}"/>'
+            f'<text x="{x + 16}" y="18" font-size="12">{escape(name)}</text>'
+        )
+        x += 28 + 7 * len(name) + (7 * sum(1 for ch in name if ord(ch) > 0x2E80))
+    return "".join(parts)
 
 
 def _frame(title: str, top: float, body: str, labels: Sequence[str]) -> Markup:
@@ -92,10 +106,7 @@ def line_chart(
             f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} '
             f'points="{" ".join(points)}"><title>{escape(name)}</title></polyline>'
         )
-        body.append(
-            f'<text x="{PAD_LEFT + 8}" y="{PAD_TOP + 14 + 14 * index}" font-size="12" '
-            f'fill="{colour}">{escape(name)}</text>'
-        )
+    body.append(_legend([name for name, _ in series]))
     return _frame(title, top, "".join(body), labels)
 
 
@@ -124,11 +135,8 @@ def bar_chart(
                 f'height="{h:.1f}" fill="{colour}"><title>{escape(name)} · '
                 f"{escape(labels[i] if i < len(labels) else '')}: {_fmt(value)}</title></rect>"
             )
-        if len(series) > 1:
-            body.append(
-                f'<text x="{PAD_LEFT + 8}" y="{PAD_TOP + 14 + 14 * s}" font-size="12" '
-                f'fill="{colour}">{escape(name)}</text>'
-            )
+    if len(series) > 1:
+        body.append(_legend([name for name, _ in series]))
     return _frame(title, top, "".join(body), labels)
 
 
