@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/sim_scale.py --jobs 1000000 --gpus 260000 [--policy ours]
 
-Last line: JSON with jobs, gpus, wall_s, events_per_s and peak_rss_mb.
+Last line: JSON with jobs, gpus, wall_s, cpu_s (process CPU time: the figure to compare on a
+shared machine), events_per_s and peak_rss_mb. `--progress` prints progress to stderr.
 """
 
 from __future__ import annotations
@@ -30,12 +31,27 @@ def main() -> None:
     ap.add_argument("--policy", default="ours")
     ap.add_argument("--load", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--progress", action="store_true", help="print progress to stderr")
     a = ap.parse_args()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     jobs = synthetic_trace(a.jobs, a.gpus, seed=a.seed, load=a.load)
     gen_s = time.perf_counter() - t0
     nodes = uniform_cluster(a.gpus).nodes()
-    res = simulate(jobs, nodes, make_policy(a.policy))
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        pct = 100 * done // max(1, total)
+        if pct // 5 > shown[0]:
+            shown[0] = pct // 5
+            print(
+                f"{pct}% of jobs done: wall {time.perf_counter() - t0:.0f} s, "
+                f"cpu {time.process_time() - c0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    res = simulate(jobs, nodes, make_policy(a.policy), progress=progress if a.progress else None)
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
@@ -45,6 +61,7 @@ def main() -> None:
                 "policy": a.policy,
                 "generate_s": round(gen_s, 1),
                 "wall_s": round(time.perf_counter() - t0, 1),
+                "cpu_s": round(time.process_time() - c0, 1),
                 "replay_s": round(res.wall_s, 1),
                 "events_per_s": round(res.events_per_s),
                 "passes": res.passes,

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     port: int = 8000
     scheduler_interval_s: float = Field(default=1.0, gt=0)
     scheduler_enabled: bool = True
+    test_pass_pause_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="tests only: hold each scheduling pass's decisions uncommitted this long",
+    )
     kill_grace_s: float = Field(default=5.0, ge=0)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the CLI finds the API")
     token: str = Field(default="", description="API token the CLI sends")
@@ -60,6 +65,9 @@ class Settings(BaseSettings):
         default=30, ge=1, description="sign-in and token requests per client address a minute"
     )
     token_days_max: int = Field(default=365, ge=1, le=3660)
+    token_cache_ttl_s: float = Field(
+        default=2.0, ge=0, description="seconds a resolved API token is reused in a process; 0: off"
+    )
     oidc_issuer: str = Field(default="", description="OpenID Connect issuer URL; empty: no SSO")
     oidc_client_id: str = ""
     oidc_client_secret: str = ""

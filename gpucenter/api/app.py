@@ -25,7 +25,16 @@ from gpucenter.services.ratelimit import SignInGuard
 from gpucenter.services.site_registry import ensure_site
 from gpucenter.web import STATIC_DIR
 from gpucenter.web import errors as web_errors
+from gpucenter.web.admin_pages import router as web_admin_router
+from gpucenter.web.apply_pages import router as web_apply_router
+from gpucenter.web.job_events import router as web_job_events_router
+from gpucenter.web.job_pages import router as web_jobs_router
+from gpucenter.web.manage_pages import router as web_manage_router
+from gpucenter.web.ops_pages import router as web_ops_router
 from gpucenter.web.pages import router as web_router
+from gpucenter.web.project_pages import router as web_projects_router
+from gpucenter.web.report_pages import router as web_reports_router
+from gpucenter.web.review_pages import router as web_review_router
 from gpucenter.web.sso import router as sso_router
 
 
@@ -69,8 +78,28 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.include_router(admin_router)
     app.include_router(sso_router)
     app.include_router(accounting_router)
+    app.include_router(web_jobs_router)
+    app.include_router(web_job_events_router)
+    app.include_router(web_projects_router)
+    app.include_router(web_ops_router)
+    app.include_router(web_reports_router)
+    app.include_router(web_apply_router)
+    app.include_router(web_review_router)
+    app.include_router(web_manage_router)
+    app.include_router(web_admin_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def app_from_settings() -> FastAPI:
+    """The app of one worker process of `gpucenter serve --workers N`: each builds its own
+    context (engine, dispatcher); the leader lock makes exactly one run the scheduler."""
+    from gpucenter.config import get_settings
+    from gpucenter.services.accounting_logging import configure_json_logging
+    from gpucenter.services.context import build_context
+
+    configure_json_logging()
+    return create_app(build_context(get_settings()))
 
 
 def _install_security(app: FastAPI, ctx: AppContext) -> None:

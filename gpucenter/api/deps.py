@@ -7,36 +7,49 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from gpucenter.api.errors import LoginRequired
+from gpucenter.auth.credentials import token_digest
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Unauthenticated
 from gpucenter.services import sessions
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import authenticate_token
 from gpucenter.services.ratelimit import SignInGuard
+from gpucenter.services.token_cache import cache_for
 
 _bearer = HTTPBearer(auto_error=False)
 SESSION_COOKIE = "gpc_session"
 CSRF_COOKIE = "gpc_csrf"
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    """Async on purpose: a plain function dependency would cost a thread hop per request."""
     ctx: AppContext = request.app.state.ctx
     return ctx
 
 
-def get_caller(
+async def get_caller(
     ctx: Annotated[AppContext, Depends(get_ctx)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     """The API accepts bearer tokens only: a cookie is never enough for it, so a page on
-    another site cannot make a signed-in browser call the API (no CSRF on the API)."""
+    another site cannot make a signed-in browser call the API (no CSRF on the API).
+
+    A token resolved moments ago is answered from the token cache on the event loop; only a
+    miss goes to a worker thread for the database."""
     if credentials is None or not credentials.credentials:
         raise Unauthenticated(
             "send 'Authorization: Bearer <token>'; get a token with gpucenter login"
         )
-    return authenticate_token(ctx, credentials.credentials)
+    token = credentials.credentials
+    if len(token) <= 200:
+        cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
+        cached = cache.get(token_digest(token), ctx.now())
+        if cached is not None:
+            return cached
+    return await run_in_threadpool(authenticate_token, ctx, token)
 
 
 def get_web_caller(request: Request, ctx: Annotated[AppContext, Depends(get_ctx)]) -> Caller:

@@ -50,6 +50,15 @@ def demo_load() -> None:
 def serve(
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="API worker processes; the leader lock lets exactly one run the scheduler",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API, the web page and the scheduler loop."""
     import uvicorn
@@ -66,7 +75,23 @@ def serve(
     from gpucenter.services.accounting_logging import configure_json_logging
 
     configure_json_logging()  # structured logs with the request id, on stderr
-    uvicorn.run(create_app(ctx), host=bind_host, port=bind_port, log_level="warning")
+    if workers == 1:
+        uvicorn.run(create_app(ctx), host=bind_host, port=bind_port, log_level="warning")
+        return
+    from gpucenter.services.site_registry import ensure_site
+
+    # Register the site once here, so that the workers do not race to create its rows.
+    ensure_site(ctx)
+    ctx.dispatcher.shutdown()
+    ctx.engine.dispose()
+    uvicorn.run(
+        "gpucenter.api.app:app_from_settings",
+        factory=True,
+        host=bind_host,
+        port=bind_port,
+        workers=workers,
+        log_level="warning",
+    )
 
 
 @app.command()

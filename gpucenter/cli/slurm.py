@@ -1,7 +1,8 @@
 """`gpucenter slurm ...`: a Slurm site's accounts, usage and node inventory, on the server host.
 
 These talk to the database and to the Slurm tools directly (run them where ``sacctmgr`` and
-``sacct`` work, as root or Slurm's operator). Site settings come from GPUCENTER_SLURM_*.
+``sacct`` work, as root or Slurm's operator). Site settings come from GPUCENTER_SLURM_*, or
+with ``--site NAME`` from that Slurm site of the sites file (GPUCENTER_SITES_FILE).
 """
 
 from __future__ import annotations
@@ -16,6 +17,28 @@ from gpucenter.config import get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
+
+    from gpucenter.services.slurm_sync import SlurmSettings
+
+SiteOption = Annotated[
+    str | None, typer.Option("--site", help="a Slurm site of the sites file (default: env)")
+]
+
+
+def _slurm_settings(site: str | None) -> SlurmSettings:
+    """The named Slurm site's settings from the sites file, or GPUCENTER_SLURM_*."""
+    from gpucenter.services.slurm_sites import load_site_specs
+    from gpucenter.services.slurm_sync import SlurmSettings
+
+    if site is None:
+        return SlurmSettings()
+    with friendly_errors():
+        specs = load_site_specs(get_settings())
+    for spec in specs:
+        if spec.name == site and spec.slurm is not None:
+            return spec.slurm
+    fail(f"no Slurm site {site!r} in the sites file")
+
 
 app = typer.Typer(
     help="Slurm site: account sync, usage ingest, node inventory.",
@@ -35,6 +58,7 @@ def sync(
     apply: Annotated[
         bool, typer.Option("--apply", help="run the commands (default: show)")
     ] = False,
+    site: SiteOption = None,
 ) -> None:
     """Reconcile Slurm accounts, users, Fairshare and GrpTRESMins with gpucenter's database.
 
@@ -43,14 +67,13 @@ def sync(
     from gpucenter.dispatch.base import DispatchError
     from gpucenter.dispatch.slurm import cluster_name
     from gpucenter.services.slurm_sync import (
-        SlurmSettings,
         apply_sync,
         desired_state,
         plan_sync,
         read_actual,
     )
 
-    settings = SlurmSettings()
+    settings = _slurm_settings(site)
     cli = settings.cli()
     with friendly_errors():
         try:
@@ -78,16 +101,16 @@ def sync(
 @app.command("usage")
 def usage(
     hours: Annotated[float, typer.Option(help="read jobs of the last N hours")] = 48.0,
+    site: SiteOption = None,
 ) -> None:
     """Charge ended Slurm jobs (allocated GPUs x elapsed) to the ledger; safe to repeat."""
     from gpucenter.dispatch.base import DispatchError
-    from gpucenter.services.slurm_sync import SlurmSettings
     from gpucenter.services.slurm_usage import ingest_usage, read_usage
 
     now = datetime.now(tz=UTC)
     with friendly_errors():
         try:
-            records = read_usage(SlurmSettings().cli(), now - timedelta(hours=hours), now)
+            records = read_usage(_slurm_settings(site).cli(), now - timedelta(hours=hours), now)
             report = ingest_usage(_sessions(), records, now)
         except DispatchError as exc:
             fail(str(exc))
@@ -103,15 +126,15 @@ def usage(
 @app.command("site")
 def site(
     name: Annotated[str, typer.Option(help="the site's name in gpucenter")] = "slurm",
+    site: SiteOption = None,
 ) -> None:
     """Print a site file (YAML) for GPUCENTER_SITE_FILE from the cluster's nodes (sinfo)."""
     import yaml
 
     from gpucenter.dispatch.base import DispatchError
     from gpucenter.dispatch.slurm import read_site
-    from gpucenter.services.slurm_sync import SlurmSettings
 
-    settings = SlurmSettings()
+    settings = _slurm_settings(site)
     try:
         nodes = read_site(settings.cli(), settings.partition)
     except DispatchError as exc:

@@ -299,14 +299,21 @@ class JobQueue:
             q.prio = fs + age + q.shape.const
 
     def reprioritise(
-        self, now: Instant, fair_share: Callable[[ProjectId, UserId | None], float]
+        self,
+        now: Instant,
+        fair_share: Callable[[ProjectId, UserId | None], float],
+        *,
+        ranks: bool = True,
     ) -> None:
-        """Recompute every priority at `now` and re-sort."""
+        """Recompute every priority at `now` and re-sort. Ranks (queue positions for the
+        bulk walk and insertions) are skipped with `ranks=False`: a one-off pass walks the
+        queue job by job and inserts nothing."""
         jobs = list(self.pending.values())
         self._prioritise(jobs, now, fair_share)
         order = self.order = _order(jobs)
-        for i, q in enumerate(order):
-            q.rank = i
+        if ranks:
+            for i, q in enumerate(order):
+                q.rank = i
         self.groups = None
         self.prio_at = now
 

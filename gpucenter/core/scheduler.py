@@ -12,7 +12,9 @@ One pass, in priority order, for every pending job:
   the top `max_reservations` blocked jobs, a planned start (a hold later jobs must not
   delay), after preempting lower-class work if that is the only way to start soon.
 Capacity only shrinks during a pass (preempted GPUs come back after the grace period), so a
-shape that failed keeps failing for any later job that would end no earlier.
+shape that failed keeps failing for any later job that would end no earlier. Planned starts
+are kept by the planner between passes and recomputed only when a node they depend on
+changed (`timeline`, `plancache`).
 """
 
 from __future__ import annotations
@@ -92,41 +94,53 @@ class Scheduler:
 
     def _load(self, jobs: Iterable[RunningJob]) -> None:
         """`add_running` for a snapshot's running jobs (15,000 at 260,000 GPUs), with the
-        common case inlined: a part holding its node's lowest free GPUs."""
+        common case inlined: each part holds its node's lowest free GPUs (single-node jobs,
+        and gangs on whole nodes: 20,000 node parts at 260,000 GPUs)."""
         st = self.state
         index, free, run, version = st.index, st.free, st.run, st.version
         running = self.running
         add = self.add_running
+        account = self._account
+        programme_of = self.factors.programme_of
         for job in jobs:
             job_id = job.job_id
-            placement = job.placement
-            if len(placement) != 1 or job_id in running:
-                add(job)  # the general path: checks, messages, several parts
+            if job_id in running:
+                add(job)  # raises: already running
                 continue
-            part = placement[0]
-            n = index.get(part.node)
-            gpus = tuple(part.gpus)
-            count = len(gpus)
-            if n is None or not count or job_id in run[n] or tuple(free[n][:count]) != gpus:
-                add(job)
+            parts: list[tuple[int, tuple[int, ...]]] = []
+            count = 0
+            for part in job.placement:
+                n = index.get(part.node)
+                gpus = tuple(part.gpus)
+                k = len(gpus)
+                if n is None or not k or job_id in run[n] or tuple(free[n][:k]) != gpus:
+                    parts = []
+                    break
+                parts.append((n, gpus))
+                count += k
+            if not parts or (len(parts) > 1 and len({n for n, _ in parts}) != len(parts)):
+                add(job)  # the general path: checks, messages, a node named twice
                 continue
             end = job.ends_by
-            free[n] = free[n][count:]
-            run[n][job_id] = (end, count)
-            version[n] += 1
-            self._account(
+            for n, gpus in parts:
+                k = len(gpus)
+                free[n] = free[n][k:]
+                run[n][job_id] = (end, k)
+                version[n] += 1
+            first = parts[0][0]
+            account(
                 RunRec(
                     job_id,
                     job.project_id,
-                    self.factors.programme_of.get(job.project_id, ""),
-                    [(n, gpus)],
+                    programme_of.get(job.project_id, ""),
+                    parts,
                     job.started_at,
                     end,
                     job.qos,
                     job.borrowed,
                     job.requeue_at,
-                    st.gtype[n],
-                    st.pool_of[n],
+                    st.gtype[first],
+                    st.pool_of[first],
                     count,
                 ),
                 +1,
@@ -242,14 +256,14 @@ class Scheduler:
         st = self.state
         jq = self.queue
         if jq.prio_at is None or now - jq.prio_at >= self.policy.priority_recalc_s:
-            jq.reprioritise(now, self.factors.factor)
+            jq.reprioritise(now, self.factors.factor, ranks=not self.throwaway)
         prio_at = jq.prio_at if jq.prio_at is not None else now
         adv_holds, moved = sync_reservations(st, self.reservations, now)
         if moved:
             self._recount_pools()
         px = PassContext(now, self.reservations, st)
         planner = self.planner
-        planner.begin(now)
+        planner.begin(now, adv_holds)
         px.planner = planner
         special = set(self._limited)
         for _, resv in px.active:
@@ -464,10 +478,11 @@ class Scheduler:
         t, p, nodes, g = best
         if t == INF or not nodes:
             return px.never(q)
+        hold = (t, t + length, g, int(src.job_id), -1)
         for n in nodes:
-            hold = (t, t + length, g, int(src.job_id), -1)
             st.add_hold(n, hold)
             px.holds.append((n, hold))
+        planner.note_holds(st.pools[p], hold, tuple(nodes))
         px.reserved += 1
         return px.plan(q, reason, t, [st.name[n] for n in nodes], g)
 
@@ -477,9 +492,9 @@ class Scheduler:
         pool = self.state.pools[p]
         shape = q.shape
         if shape.nodes == 1:
-            t, n = planner.earliest_single(pool, shape.gpn, length)
+            t, n = planner.earliest_single(pool, shape.gpn, length, int(q.id))
             return t, ([n] if n >= 0 else []), shape.gpn
-        t, nodes = planner.earliest_gang(pool, shape.nodes, length, shape.max_blocks)
+        t, nodes = planner.earliest_gang(pool, shape.nodes, length, shape.max_blocks, int(q.id))
         return t, nodes, pool.size
 
     def _preempt(self, victims: list[RunRec], for_job: JobId, px: PassContext) -> None:

@@ -108,6 +108,9 @@ class ClusterState:
         self.pool_of: list[int] = [-1] * n_nodes
         self.version: list[int] = [0] * n_nodes
         self.future: dict[int, list[Hold]] = {}
+        # Nodes whose GPUs or running jobs' ends changed, in order (holds and pool moves are
+        # not logged): what the planner's kept plans check; the planner empties it per pass.
+        self.log: list[int] = []
         self.block_ids: dict[tuple[str, str], int] = {}
         self.block_names: list[str] = []
         self.site_of_block: list[int] = []
@@ -217,6 +220,7 @@ class ClusterState:
                 raise ValidationError("placement", f"GPUs {gpus} of {self.name[n]} are not free")
             remaining = [g for g in free if g not in taken]
         pool = self._unindex(n)
+        self.log.append(n)
         self.free[n] = remaining
         held = self.run[n].get(job)
         self.run[n][job] = (end, len(gpus) + (held[1] if held else 0))
@@ -229,6 +233,7 @@ class ClusterState:
         self.free[n] = free[count:]
         self.run[n][job] = (end, count)
         self.version[n] += 1
+        self.log.append(n)
         p = self.pool_of[n]
         if p < 0 or self.bulk:
             return
@@ -242,6 +247,7 @@ class ClusterState:
 
     def give_back(self, n: int, gpus: tuple[int, ...], job: JobId) -> None:
         pool = self._unindex(n)
+        self.log.append(n)
         self.free[n] = sorted(self.free[n] + list(gpus))
         self.run[n].pop(job, None)
         self._reindex(n, pool)
@@ -250,6 +256,7 @@ class ClusterState:
         held = self.run[n][job]
         self.run[n][job] = (end, held[1])
         self.version[n] += 1
+        self.log.append(n)
 
     def add_hold(self, n: int, hold: Hold) -> None:
         pool = self._unindex(n)

@@ -8,6 +8,14 @@ a candidate start against each hold's start instant inside the job's run is exac
 length), a heap of (earliest time, node, node version); entries go stale when the node
 changes and are recomputed lazily when they reach the top, so the k earliest nodes cost
 O(k log n) after a one-off O(n) build, instead of a scan of every node per reservation.
+It also keeps each planned job's answer across passes and re-checks it against only the nodes
+that changed since (`plancache`): a blocked gang is otherwise re-planned every pass with the
+same result, which is what made a trace replay (one pass per event) slow.
+
+`node_earliest` past `now` does not depend on `now`: if it answers c > now' >= now, it answers
+c at now' too (between the largest candidate <= now' and now' use can only rise, and every
+hold start the old candidates failed on is still in now''s window or already counted), which
+is what lets a kept plan survive the clock moving forward.
 """
 
 from __future__ import annotations
@@ -17,8 +25,16 @@ import math
 from collections.abc import Generator
 
 from gpucenter.core.placement import conflicting_hold, pick_groups
+from gpucenter.core.plancache import (
+    MAX_DIRTY,
+    KeptPlan,
+    PlanKey,
+    gang_cacheable,
+    hold_changes,
+    revalidate,
+)
 from gpucenter.core.pools import Pool
-from gpucenter.core.state import ClusterState
+from gpucenter.core.state import ClusterState, Hold
 
 INF = math.inf
 
@@ -103,20 +119,124 @@ class Planner:
     for the asked run length when a query reaches them.
     """
 
-    def __init__(self, st: ClusterState) -> None:
+    def __init__(self, st: ClusterState, *, keep: bool = True) -> None:
         self.st = st
         self.now = 0.0
         self.heaps: dict[tuple[int, int], list[Entry]] = {}
         # node_earliest of held nodes within one pass, by (node, version, GPUs, length):
         # every scan of a pool meets the same held nodes (a planned gang holds hundreds).
         self._exact: dict[tuple[int, int, int, float], float] = {}
+        # Plans kept across passes (see `plancache`), by (job, pool, GPUs or nodes, length,
+        # max blocks or -1, gang); `keep=False` recomputes every plan (for equivalence tests).
+        self.keep = keep
+        self.kept: dict[PlanKey, KeptPlan] = {}
+        self.passes = 0
+        self.reused = 0  # plans answered from `kept` (for tests and profiling)
+        self.groups: dict[int, list[tuple[Hold, tuple[int, ...]]]] = {}
+        self._advance: dict[int, Hold] = {}
 
-    def begin(self, now: float) -> None:
+    def begin(self, now: float, advance: dict[int, Hold]) -> None:
+        """A new pass with these advance-reservation holds: plans not asked for in the last
+        pass are dropped (all of them if the advance holds changed), the others fold the
+        state's change log into their own dirty sets, and the log starts afresh."""
         self.now = now
         self._exact = {}
+        self.passes += 1
+        self.groups = {}
+        st = self.st
+        log = st.log
+        if advance != self._advance:
+            self._advance = dict(advance)
+            self.kept.clear()
+        if self.kept:
+            stale = self.passes - 2
+            for key, plan in list(self.kept.items()):
+                if plan.used < stale:
+                    del self.kept[key]
+                    continue
+                plan.dirty.update(log[plan.pos :])
+                plan.pos = 0
+                if len(plan.dirty) > MAX_DIRTY:
+                    del self.kept[key]
+        log.clear()
 
     def reset(self) -> None:
         self.heaps.clear()
+        self.kept.clear()
+
+    def note_holds(self, pool: Pool, hold: Hold, nodes: tuple[int, ...]) -> None:
+        """A planned start put `hold` on `nodes` of `pool` (see `Snap`)."""
+        self.groups.setdefault(pool.index, []).append((hold, nodes))
+
+    def _t(self, n: int, g: int, length: float) -> float:
+        """t(n) exactly as `scan` yields it: the node's earliest start at `now`."""
+        st = self.st
+        if n in st.future:
+            ekey = (n, st.version[n], g, length)
+            t = self._exact.get(ekey)
+            if t is None:
+                t = self._exact[ekey] = node_earliest(st, n, g, self.now, length)
+            return t
+        lb = self._lb(n, g)
+        return lb if lb > self.now else self.now
+
+    def _kept(self, key: PlanKey, pool: Pool, g: int) -> tuple[float, list[int]] | None:
+        """A kept plan that still holds now (updated to the current state), else None."""
+        plan = self.kept.get(key)
+        if plan is None:
+            return None
+        plan.used = self.passes
+        st = self.st
+        now = self.now
+        if not plan.now <= now < plan.t:
+            return None
+        snap = tuple(self.groups.get(pool.index, ()))
+        dirty = plan.dirty.union(st.log[plan.pos :])
+        if snap != plan.snap:
+            dirty |= hold_changes(plan.snap, snap)
+        if len(dirty) > MAX_DIRTY:
+            return None
+        p = pool.index
+        pool_of = st.pool_of
+        length = key[3]
+        t_of = {n: self._t(n, g, length) for n in dirty if pool_of[n] == p}
+        nodes = revalidate(st, pool, plan, now, snap, t_of)
+        if nodes is None:
+            return None
+        self.reused += 1
+        return plan.t, list(nodes)
+
+    def _keep(
+        self,
+        key: PlanKey,
+        pool: Pool,
+        t: float,
+        nodes: list[int],
+        last: int,
+        prefix: set[int],
+        k: int,
+        max_blocks: int | None,
+    ) -> None:
+        if t == INF or not nodes or t <= self.now:
+            self.kept.pop(key, None)
+            return
+        gang = key[5]
+        if gang and not gang_cacheable(self.st, prefix, k):
+            self.kept.pop(key, None)
+            return
+        self.kept[key] = KeptPlan(
+            t,
+            list(nodes),
+            last,
+            prefix,
+            self.now,
+            tuple(self.groups.get(pool.index, ())),
+            len(self.st.log),
+            gang,
+            k,
+            max_blocks,
+            self.passes,
+        )
 
     def _lb(self, n: int, g: int) -> float:
         st = self.st
@@ -195,7 +315,24 @@ class Planner:
             for entry in popped:
                 heapq.heappush(heap, entry)
 
-    def earliest_single(self, pool: Pool, g: int, length: float) -> tuple[float, int]:
+    def earliest_single(
+        self, pool: Pool, g: int, length: float, job: int | None = None
+    ) -> tuple[float, int]:
+        """Earliest instant a node of `pool` has `g` GPUs free for `length`, and which.
+        With `job`, the answer is kept for that job's next passes (see `plancache`)."""
+        key: PlanKey | None = None
+        if job is not None and self.keep:
+            key = (job, pool.index, g, length, -1, False)
+            got = self._kept(key, pool, g)
+            if got is not None:
+                return got[0], got[1][0]
+        found = self._single(pool, g, length)
+        if key is not None:
+            t, n = found
+            self._keep(key, pool, t, [n], n, {n}, 1, None)
+        return found
+
+    def _single(self, pool: Pool, g: int, length: float) -> tuple[float, int]:
         it = self.scan(pool, g, length)
         try:
             for t, n in it:
@@ -205,9 +342,27 @@ class Planner:
         return INF, -1
 
     def earliest_gang(
-        self, pool: Pool, k: int, length: float, max_blocks: int | None
+        self, pool: Pool, k: int, length: float, max_blocks: int | None, job: int | None = None
     ) -> tuple[float, list[int]]:
-        """Earliest instant k whole nodes of one site are free for `length`, and which."""
+        """Earliest instant k whole nodes of one site are free for `length`, and which.
+        With `job`, the answer is kept for that job's next passes (see `plancache`)."""
+        key: PlanKey | None = None
+        if job is not None and self.keep:
+            key = (job, pool.index, k, length, -1 if max_blocks is None else max_blocks, True)
+            got = self._kept(key, pool, pool.size)
+            if got is not None:
+                return got
+        yielded: list[int] = []
+        t, nodes = self._gang(pool, k, length, max_blocks, yielded)
+        if key is not None:
+            self._keep(
+                key, pool, t, nodes, yielded[-1] if yielded else -1, set(yielded), k, max_blocks
+            )
+        return t, nodes
+
+    def _gang(
+        self, pool: Pool, k: int, length: float, max_blocks: int | None, yielded: list[int]
+    ) -> tuple[float, list[int]]:
         st = self.st
         by_site: dict[int, list[int]] = {}
         it = self.scan(pool, pool.size, length)
@@ -215,6 +370,7 @@ class Planner:
             for t, n in it:
                 if t == INF:
                     break
+                yielded.append(n)
                 members = by_site.setdefault(st.site[n], [])
                 members.append(n)
                 if len(members) >= k and any(m in st.future for m in members):

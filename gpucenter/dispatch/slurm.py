@@ -73,6 +73,8 @@ class SlurmSubmission:
     job_name: str = ""
     user: str | None = None
     """Unix user the job runs as (sbatch --uid/--gid, root only); None: the calling user."""
+    qos: str | None = None
+    """Slurm QOS (``--qos``); None: the account's default (``normal`` after the sync)."""
 
 
 class SlurmObserver(Protocol):
@@ -188,6 +190,8 @@ class SlurmDispatcher:
             args.append(f"--partition={self._partition}")
         if sub.user:
             args += [f"--uid={sub.user}", f"--gid={sub.user}"]
+        if sub.qos:
+            args.append(f"--qos={sub.qos}")
         if self._pin:
             args.append("--nodelist=" + ",".join(dict.fromkeys(p.node for p in request.placement)))
         return args

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, and_, bindparam, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from gpucenter.domain.errors import NotFound
@@ -83,6 +84,62 @@ def active_allocation(
             a.id,
         ),
     )
+
+
+def _submit_target_query(with_token: bool) -> Select[Any]:
+    at = bindparam("at", type_=AllocationRow.starts_at.type)
+    alloc = (
+        select(AllocationRow.id)
+        .where(
+            AllocationRow.project_id == ProjectRow.id,
+            AllocationRow.starts_at <= at,
+            AllocationRow.ends_at > at,
+            AllocationRow.state.not_in(("suspended", "expired")),
+            or_(AllocationRow.gpu_type.is_(None), AllocationRow.gpu_type == bindparam("gpu")),
+        )
+        .order_by(
+            AllocationRow.state == "exhausted",
+            AllocationRow.gpu_type.is_(None),
+            AllocationRow.ends_at,
+            AllocationRow.id,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    site_id = select(SiteRow.id).where(SiteRow.name == bindparam("site")).scalar_subquery()
+    member = exists().where(
+        MembershipRow.project_id == ProjectRow.id, MembershipRow.user_id == bindparam("user")
+    )
+    token_ok = (
+        exists().where(and_(ApiTokenRow.id == bindparam("token"), ApiTokenRow.revoked_at.is_(None)))
+        if with_token
+        else true()
+    )
+    return select(
+        ProjectRow.id, alloc, site_id, member.label("member"), token_ok.label("token_ok")
+    ).where(ProjectRow.name == bindparam("project"))
+
+
+# Built once: the statement is the same for every submission, only the parameters change.
+_SUBMIT_TARGET = {True: _submit_target_query(True), False: _submit_target_query(False)}
+
+
+def submit_target(
+    s: Session,
+    project: str,
+    user_id: int,
+    token_id: int | None,
+    site: str,
+    gpu_type: str,
+    at: datetime,
+) -> Row[Any] | None:
+    """Everything a submission checks, in one round trip: (project id, the allocation to
+    charge as `active_allocation` would choose it, the site id, whether the user is a member,
+    whether the token used is still unrevoked). None when the project does not exist."""
+    params = {"project": project, "user": user_id, "site": site, "gpu": gpu_type, "at": at}
+    if token_id is not None:
+        params["token"] = token_id
+    return s.execute(_SUBMIT_TARGET[token_id is not None], params).first()
 
 
 def charged_gpu_seconds(

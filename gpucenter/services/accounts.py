@@ -277,3 +277,18 @@ def centre_roles(s: Session) -> list[tuple[str, str]]:
         .order_by(UserRow.username, RoleAssignmentRow.role)
     )
     return [(u, r) for u, r in rows]
+
+
+def list_organisations(s: Session) -> list[OrganisationRow]:
+    return list(s.scalars(select(OrganisationRow).order_by(OrganisationRow.name)))
+
+
+def list_users(s: Session, limit: int = 500) -> list[tuple[UserRow, str]]:
+    """(user, organisation name or '') by username, for the admin's list."""
+    rows = s.execute(
+        select(UserRow, OrganisationRow.name)
+        .outerjoin(OrganisationRow, OrganisationRow.id == UserRow.organisation_id)
+        .order_by(UserRow.username)
+        .limit(limit)
+    )
+    return [(u, name or "") for u, name in rows]

@@ -1,10 +1,18 @@
-"""The running system's parts, wired once: settings, database, the site and its dispatcher."""
+"""The running system's parts, wired once: settings, database, the sites and their dispatchers.
+
+One site (the embedded default, or one Slurm cluster) or several (a sites file): each site
+has its own dispatcher and its own health, so that one cluster being down never stops the
+others. `AppContext.site` and `AppContext.dispatcher` are what the rest of the server sees:
+for several sites, all their nodes as one site and a `SiteBroker` that routes each job to
+the site its placement is on.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +24,22 @@ from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.site_config import LoadedSite, load_site
 from gpucenter.services.site_health import SiteHealth
+
+if TYPE_CHECKING:
+    from gpucenter.services.slurm_sync import SlurmSettings
+
+
+@dataclass
+class SiteRuntime:
+    """One site as the scheduler loop drives it: its nodes, dispatcher and health."""
+
+    name: str
+    kind: str  # "local" or "slurm"
+    loaded: LoadedSite
+    dispatcher: Dispatcher
+    health: SiteHealth = field(default_factory=SiteHealth)
+    slurm: SlurmSettings | None = None
+    """A Slurm site's settings (accounts sync, usage); None for other kinds."""
 
 
 @dataclass
@@ -32,27 +56,60 @@ class AppContext:
     site_health: SiteHealth = field(default_factory=SiteHealth)
     # The scheduler loop and API requests that touch the dispatcher take turns on this lock.
     dispatch_lock: threading.RLock = field(default_factory=threading.RLock)
+    sites: list[SiteRuntime] = field(default_factory=list)
+    """The sites, when they were wired explicitly; empty: `site` and `dispatcher` are one."""
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), tz=UTC)
 
+    def site_runtimes(self) -> list[SiteRuntime]:
+        """The sites to drive. Without explicit ones, the one site made of `site` and
+        `dispatcher` as they are now (tests swap the dispatcher for a faulty one)."""
+        if len(self.sites) == 1:
+            self.sites[0].dispatcher = self.dispatcher  # one site: they are the same
+        if self.sites:
+            return self.sites
+        kind = "slurm" if hasattr(self.dispatcher, "cluster") else "local"
+        return [
+            SiteRuntime(self.site.site.name, kind, self.site, self.dispatcher, self.site_health)
+        ]
+
 
 def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> AppContext:
-    """Wire the embedded default: the configured database and a local dispatcher."""
-    from gpucenter.dispatch.local import LocalDispatcher
-
+    """Wire the configured database and sites (see `slurm_sites`), or the given dispatcher
+    for the one site of `site_file`."""
     engine = make_engine(settings.effective_database_url)
-    site = load_site(settings.site_file)
+    sessions = session_factory(engine)
     clock = SystemClock()
-    if dispatcher is None:
-        settings.log_dir.mkdir(parents=True, exist_ok=True)
-        dispatcher = LocalDispatcher(
-            settings.log_dir.resolve(),
-            clock=clock,
-            kill_grace_s=settings.kill_grace_s,
-            gpu_index_map=site.gpu_index_map,
+    if dispatcher is not None:
+        site = load_site(settings.site_file)
+        return AppContext(settings, engine, sessions, site, dispatcher, clock)
+    from gpucenter.services.slurm_sites import build_sites, combine
+
+    runtimes = build_sites(settings, sessions, clock)
+    if len(runtimes) == 1:
+        (one,) = runtimes
+        return AppContext(
+            settings,
+            engine,
+            sessions,
+            one.loaded,
+            one.dispatcher,
+            clock,
+            site_health=one.health,
+            sites=runtimes,
         )
-    return AppContext(settings, engine, session_factory(engine), site, dispatcher, clock)
+    site, broker = combine(runtimes)
+    return AppContext(
+        settings,
+        engine,
+        sessions,
+        site,
+        broker,
+        clock,
+        site_health=runtimes[0].health,
+        sites=runtimes,
+    )
 
 
 def as_utc(value: datetime) -> datetime:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
 import yaml
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from gpucenter.auth.permissions import Caller
 from gpucenter.config import Settings
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.persistence.tables import OrganisationRow, UserRow
 from gpucenter.services import accounts, templates
+from gpucenter.services import programmes as prog
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
@@ -28,6 +31,38 @@ def builtin_templates() -> list[dict[str, Any]]:
         if entry.name.endswith(".yaml"):
             bodies.append(yaml.safe_load(entry.read_text()))
     return bodies
+
+
+def _quarter(when: datetime) -> str:
+    return f"{when.year}Q{(when.month - 1) // 3 + 1}"
+
+
+def _demo_call(s: Session, now: datetime) -> None:
+    """An open call, so that the portal's programme pages have something to show: the
+    admin (who holds every role) manages it; the demo user can apply."""
+    admin = s.scalar(select(UserRow).where(UserRow.username == "admin"))
+    assert admin is not None
+    root = Caller(admin.id, admin.username, True, frozenset())
+    p = prog.create_programme(
+        s, root, "ai-gpu-support", "Ministry of Science and ICT", now, "AI GPU support programme"
+    )
+    periods = [_quarter(now), _quarter(now + timedelta(days=92))]
+    spec = prog.CallSpec(
+        "demo-round",
+        now - timedelta(hours=1),
+        now + timedelta(days=30),
+        {"h100": dict.fromkeys(periods, 20000.0), "b200": {periods[0]: 5000.0}},
+        title="AI GPU support: open round",
+        config={
+            "eligible_types": ["university", "startup", "sme", "public_research_institute"],
+            "max_gpu_hours": 15000,
+            "shares": [
+                {"name": "startups_smes", "applicant_types": ["startup", "sme"], "min_share": 0.3}
+            ],
+            "regional_bonus": 0.1,
+        },
+    )
+    prog.create_call(s, root, p.id, spec, now)
 
 
 @dataclass(frozen=True)
@@ -55,6 +90,7 @@ def load_demo(settings: Settings) -> DemoResult:
             accounts.create_allocation(s, DEMO_PROJECT, 1000.0, now)
             for body in builtin_templates():
                 templates.publish(s, body, now, None)
+            _demo_call(s, now)
         token_path = settings.var_dir / "cli-token"
         token_path.parent.mkdir(parents=True, exist_ok=True)
         token_path.write_text(new.token)

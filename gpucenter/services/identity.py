@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gpucenter.auth import totp
@@ -17,12 +17,13 @@ from gpucenter.auth.credentials import token_digest, verify_password
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.errors import Unauthenticated
 from gpucenter.persistence import repositories as repo
-from gpucenter.persistence.tables import UserRow
+from gpucenter.persistence.tables import ApiTokenRow, UserRow
 from gpucenter.persistence.tables_audit import RoleAssignmentRow
 from gpucenter.persistence.tables_security import TokenScopeRow, TotpSecretRow
 from gpucenter.services import audit
 from gpucenter.services.context import AppContext, as_utc
 from gpucenter.services.ratelimit import SignInGuard
+from gpucenter.services.token_cache import cache_for
 from gpucenter.services.tokens import issue
 
 WRONG_CREDENTIALS = "wrong username or password (or second-factor code)"
@@ -61,25 +62,40 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def authenticate_token(ctx: AppContext, token: str) -> Caller:
-    """Resolve a bearer token; expired, revoked or unknown tokens are all the same 401."""
+    """Resolve a bearer token; expired, revoked or unknown tokens are all the same 401.
+
+    A token resolved in the last `token_cache_ttl_s` seconds is answered from the process's
+    cache (see token_cache.py for why that is safe) without touching the database.
+    """
     now = ctx.now()
     if len(token) > 200:
         raise Unauthenticated("invalid or revoked token")
+    digest = token_digest(token)
+    cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
+    cached = cache.get(digest, now)
+    if cached is not None:
+        return cached
     with ctx.sessions.begin() as s:
-        row = repo.token_row(s, token_digest(token))
+        row = repo.token_row(s, digest)
         if row is None or row.revoked_at is not None:
             raise Unauthenticated("invalid or revoked token")
-        if row.expires_at is not None and as_utc(row.expires_at) <= now:
+        expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
+        if expires_at is not None and expires_at <= now:
             raise Unauthenticated("token expired; sign in again for a new one")
         # Last-used is kept to the minute: writing it on every request would turn each
-        # read into a write and serialise a busy client's requests on one row.
+        # read into a write and serialise a busy client's requests on one row. Written with
+        # a plain statement, not through the session, so the cache is not emptied by it.
         if row.last_used_at is None or now - as_utc(row.last_used_at) >= LAST_USED_RESOLUTION:
-            row.last_used_at = now
+            s.connection().execute(
+                update(ApiTokenRow).where(ApiTokenRow.id == row.id).values(last_used_at=now)
+            )
         user = s.get(UserRow, row.user_id)
         assert user is not None
         scope_row = s.get(TokenScopeRow, row.id)
         scopes = frozenset(scope_row.scopes) if scope_row is not None else None
-        return caller_for(s, user, scopes=scopes, token_id=row.id)
+        caller = caller_for(s, user, scopes=scopes, token_id=row.id)
+    cache.put(digest, caller, expires_at)
+    return caller
 
 
 def _second_factor_ok(s: Session, user: UserRow, code: str | None, at: float) -> bool:

@@ -5,17 +5,26 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import TextClause, bindparam, select, text, update
+from sqlalchemy.orm import Session
 
-from gpucenter.auth.permissions import Caller, can_cancel_job, can_submit, can_view_job
-from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.auth.permissions import Caller, can_cancel_job, can_view_job
+from gpucenter.domain.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    ValidationError,
+)
 from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import JobRow, ProjectRow
 from gpucenter.services.context import AppContext
-from gpucenter.services.submission import JobForm, resolve
+from gpucenter.services.submission import JobForm, ResolvedJob, resolve
 
 MAX_LOG_CHUNK = 1024 * 1024
 
@@ -30,77 +39,190 @@ def submit(
 
     Returns the first job; an error writes nothing. A repeated Idempotency-Key with the same
     body returns the job made the first time; with a different body it is a Conflict.
+
+    The common case costs two statements: one query answers every check (project,
+    membership, allocation, site, token not revoked) and one INSERT ... ON CONFLICT DO
+    NOTHING writes the job, so that a retry racing its original never makes a second job
+    and never fails on the unique key; only a retry reads the job it repeats.
     """
     now = ctx.now()
     fingerprint = form.fingerprint()
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise ValidationError("Idempotency-Key", "must be 1-200 characters")
-    with ctx.sessions.begin() as s:
-        if idempotency_key is not None:
+    try:
+        return _submit(ctx, caller, form, idempotency_key, fingerprint, now)
+    except (ValidationError, Conflict):
+        if idempotency_key is None:
+            raise
+        # A retry of a job made earlier answers with that job even where the same request
+        # would not be accepted now (the allocation ran out, the workdir went away).
+        with ctx.sessions.begin() as s:
             previous = s.scalar(
                 select(JobRow).where(
                     JobRow.user_id == caller.user_id, JobRow.idempotency_key == idempotency_key
                 )
             )
-            if previous is not None:
-                if previous.request_hash != fingerprint:
-                    raise Conflict("this Idempotency-Key was used for a different submission")
-                return previous
+        if previous is None or previous.request_hash != fingerprint:
+            raise
+        return previous
+
+
+def _submit(
+    ctx: AppContext,
+    caller: Caller,
+    form: JobForm,
+    idempotency_key: str | None,
+    fingerprint: str,
+    now: datetime,
+) -> JobRow:
+    with ctx.sessions.begin() as s:
         resolved = resolve(ctx, s, caller, form)
-        project = s.scalar(select(ProjectRow).where(ProjectRow.name == resolved.project))
-        if project is None or not can_submit(caller, project.id):
+        spec = resolved.spec
+        target = repo.submit_target(
+            s,
+            resolved.project,
+            caller.user_id,
+            caller.token_id,
+            ctx.site.site.name,
+            spec.gpu.gpu_type,
+            now,
+        )
+        if target is not None and not target[4]:
+            raise Unauthenticated("invalid or revoked token")
+        if target is None or not (caller.is_admin or target[3]):
             # Same answer whether the project is missing or not the caller's: no leak.
             raise ValidationError("project", f"unknown project {resolved.project!r} (or not yours)")
-        spec = resolved.spec
-        allocation = repo.active_allocation(s, project.id, now, spec.gpu.gpu_type)
-        if allocation is None:
+        project_id, allocation_id, site_id = target[0], target[1], target[2]
+        if allocation_id is None:
             raise ValidationError(
                 "project", f"project {resolved.project!r} has no active allocation to charge"
             )
-        site = repo.site_by_name(s, ctx.site.site.name)
-        if site is None:
+        if site_id is None:
             raise Conflict("the site is not registered yet; start the server once")
-        tasks: list[int | None] = list(resolved.array_indices) or [None]
-        rows: list[JobRow] = []
-        for position, index in enumerate(tasks):
-            env = dict(spec.env)
-            name = spec.name
-            if index is not None:
-                env["GPUCENTER_ARRAY_TASK_ID"] = str(index)
-                name = f"{spec.name}[{index}]"
-            row = JobRow(
-                project_id=project.id,
-                allocation_id=allocation.id,
-                user_id=caller.user_id,
-                site_id=site.id,
-                name=name[:200],
-                command=spec.command,
-                gpu_type=spec.gpu.gpu_type,
-                gpus_per_node=spec.gpu.gpus_per_node,
-                nodes=spec.gpu.nodes,
-                time_limit_s=spec.time_limit_s,
-                workdir=spec.workdir,
-                env=env,
-                state=JobState.PENDING.value,
-                reason=WaitReason.NEW.value,
-                reason_detail="submitted; waiting for the next scheduling pass",
-                submitted_at=now,
-                idempotency_key=idempotency_key if position == 0 else None,
-                request_hash=fingerprint,
-                qos=resolved.qos,
-                image=resolved.image,
-                template=resolved.template,
-                array_index=index,
-                after_ok=list(resolved.after_ok),
-            )
+        base: dict[str, Any] = {
+            "project_id": project_id,
+            "allocation_id": allocation_id,
+            "user_id": caller.user_id,
+            "site_id": site_id,
+            "command": spec.command,
+            "gpu_type": spec.gpu.gpu_type,
+            "gpus_per_node": spec.gpu.gpus_per_node,
+            "nodes": spec.gpu.nodes,
+            "time_limit_s": spec.time_limit_s,
+            "workdir": spec.workdir,
+            "state": JobState.PENDING.value,
+            "reason": WaitReason.NEW.value,
+            "reason_detail": "submitted; waiting for the next scheduling pass",
+            "submitted_at": now,
+            "request_hash": fingerprint,
+            "qos": resolved.qos,
+            "image": resolved.image,
+            "template": resolved.template,
+            "after_ok": list(resolved.after_ok),
+            "runs": 0,
+            "borrowed": False,
+        }
+        first = _insert_first(s, base, spec.name, dict(spec.env), resolved, idempotency_key)
+        if first is None:
+            assert idempotency_key is not None
+            return _repeat(s, caller, idempotency_key, fingerprint)
+        if not resolved.array_indices:
+            return first
+        rows = [first]
+        for index in resolved.array_indices[1:]:
+            row = JobRow(**_task(base, spec.name, dict(spec.env), index), array_job_id=first.id)
             s.add(row)
-            s.flush()
             rows.append(row)
-        if resolved.array_indices:
-            for row in rows:
-                row.array_job_id = rows[0].id
-            s.flush()
-        return rows[0]
+        s.execute(update(JobRow).where(JobRow.id == first.id).values(array_job_id=first.id))
+        first.array_job_id = first.id
+        s.flush()
+        return first
+
+
+def _task(
+    base: dict[str, Any], name: str, env: dict[str, str], index: int | None
+) -> dict[str, Any]:
+    """The column values of one job (or one task of an array)."""
+    if index is not None:
+        env = {**env, "GPUCENTER_ARRAY_TASK_ID": str(index)}
+        name = f"{name}[{index}]"
+    return {**base, "name": name[:200], "env": env, "array_index": index}
+
+
+_COLUMNS = (
+    "project_id",
+    "allocation_id",
+    "user_id",
+    "site_id",
+    "name",
+    "command",
+    "gpu_type",
+    "gpus_per_node",
+    "nodes",
+    "time_limit_s",
+    "workdir",
+    "env",
+    "state",
+    "reason",
+    "reason_detail",
+    "submitted_at",
+    "idempotency_key",
+    "request_hash",
+    "qos",
+    "image",
+    "template",
+    "array_index",
+    "after_ok",
+    "runs",
+    "borrowed",
+)
+
+
+def _insert_statement(on_conflict: bool) -> TextClause:
+    """INSERT ... [ON CONFLICT DO NOTHING] RETURNING id as text, built once.
+
+    SQLAlchemy does not cache the compiled form of an ON CONFLICT insert (its cache key is
+    None), so each submission would compile it again; a text statement with typed
+    parameters is compiled once, and PostgreSQL prepares it once. The same SQL runs on
+    PostgreSQL and SQLite (3.35+)."""
+    jobs = JobRow.__table__
+    conflict = " ON CONFLICT (user_id, idempotency_key) DO NOTHING" if on_conflict else ""
+    sql = (
+        f"INSERT INTO jobs ({', '.join(_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c for c in _COLUMNS)}){conflict} RETURNING id"
+    )
+    return text(sql).bindparams(*(bindparam(c, type_=jobs.c[c].type) for c in _COLUMNS))
+
+
+_INSERT = {False: _insert_statement(False), True: _insert_statement(True)}
+
+
+def _insert_first(
+    s: Session,
+    base: dict[str, Any],
+    name: str,
+    env: dict[str, str],
+    resolved: ResolvedJob,
+    idempotency_key: str | None,
+) -> JobRow | None:
+    """Insert the first (or only) job; None if the Idempotency-Key is already taken."""
+    index = resolved.array_indices[0] if resolved.array_indices else None
+    values = _task(base, name, env, index) | {"idempotency_key": idempotency_key}
+    new_id = s.execute(_INSERT[idempotency_key is not None], values).scalar()
+    if new_id is None:
+        return None
+    # A detached copy of what was written: the response needs no second read.
+    return JobRow(id=new_id, priority=None, priority_factors=None, **values)
+
+
+def _repeat(s: Session, caller: Caller, key: str, fingerprint: str) -> JobRow:
+    previous = s.scalar(
+        select(JobRow).where(JobRow.user_id == caller.user_id, JobRow.idempotency_key == key)
+    )
+    assert previous is not None  # the conflicting row is committed: ON CONFLICT waited for it
+    if previous.request_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was used for a different submission")
+    return previous
 
 
 def array_task_ids(ctx: AppContext, leader: JobRow) -> list[int]:
@@ -158,20 +280,30 @@ def list_page(
     cursor: str | None = None,
 ) -> JobPage:
     """Newest first, keyset-paginated on the id: jobs submitted while a client pages through
-    get higher ids and so never shift the later pages (no duplicates, no gaps)."""
+    get higher ids and so never shift the later pages (no duplicates, no gaps).
+
+    With a project named, the project is looked up first so that the page is one range
+    scan of the (project_id, id) or (project_id, state, id) index: a member sees the whole
+    project, anyone else only the jobs they submitted to it. Without one, the visibility
+    test is (own jobs or jobs of the caller's projects)."""
     limit = max(1, min(limit, 500))
     with ctx.sessions.begin() as s:
         stmt = select(JobRow).order_by(JobRow.id.desc()).limit(limit + 1)
-        if not caller.is_admin:
+        if project is not None:
+            project_id = s.scalar(select(ProjectRow.id).where(ProjectRow.name == project))
+            if project_id is None:
+                return JobPage([], None)
+            stmt = stmt.where(JobRow.project_id == project_id)
+            if not (caller.is_admin or project_id in caller.project_ids):
+                stmt = stmt.where(JobRow.user_id == caller.user_id)
+        elif not caller.is_admin:
             stmt = stmt.where(
                 (JobRow.user_id == caller.user_id) | JobRow.project_id.in_(caller.project_ids)
             )
-        if states:
+        if len(states) == 1:
+            stmt = stmt.where(JobRow.state == states[0].value)
+        elif states:
             stmt = stmt.where(JobRow.state.in_([st.value for st in states]))
-        if project is not None:
-            stmt = stmt.join(ProjectRow, ProjectRow.id == JobRow.project_id).where(
-                ProjectRow.name == project
-            )
         if array_job_id is not None:
             stmt = stmt.where(JobRow.array_job_id == array_job_id)
         if cursor is not None:

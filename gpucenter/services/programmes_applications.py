@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from gpucenter.allocation import (
@@ -375,3 +375,25 @@ def normalised_scores(s: Session, call_id: int) -> dict[int, float]:
         .where(ApplicationRow.call_id == call_id, ReviewRow.total.is_not(None))
     )
     return normalise({(r, a): float(t) for r, a, t in rows})
+
+
+def my_applications(s: Session, caller: Caller) -> list[ApplicationRow]:
+    """Applications the caller made or is on the team of, newest first (the portal's list)."""
+    pattern = '%"' + caller.username.replace("%", "").replace("_", "\\_") + '"%'
+    stmt = select(ApplicationRow).where(
+        (ApplicationRow.applicant_id == caller.user_id)
+        | cast(ApplicationRow.team, String).like(pattern, escape="\\")
+    )
+    rows = list(s.scalars(stmt.order_by(ApplicationRow.id.desc())))
+    # The text match is only a filter; membership is decided exactly, as everywhere else.
+    return [r for r in rows if caller.user_id in _team_ids(s, r)]
+
+
+def display_state(s: Session, row: ApplicationRow) -> str:
+    """The state an applicant reads: a submitted application with reviewers assigned is
+    'under_review' (stored state stays 'submitted'; nothing else depends on this)."""
+    if row.state == SUBMITTED:
+        assigned = s.scalar(select(ReviewRow.id).where(ReviewRow.application_id == row.id).limit(1))
+        if assigned is not None:
+            return "under_review"
+    return row.state

@@ -490,3 +490,17 @@ def awards_of_call(s: Session, caller: Caller, call_id: int) -> list[AwardRow]:
     if caller.has_role(Role.PROGRAMME_MANAGER, call.programme_id):
         return rows
     return [r for r in rows if r.project_id in caller.project_ids]
+
+
+def award_of_application(s: Session, caller: Caller, app_id: int) -> AwardRow | None:
+    """The award an application won, for whoever may see the application."""
+    apps.visible_application(s, caller, app_id)
+    return s.scalar(select(AwardRow).where(AwardRow.application_id == app_id))
+
+
+def runs_of_call(s: Session, caller: Caller, call_id: int) -> list[AwardRunRow]:
+    """The call's optimiser runs, newest first; its programme's managers only."""
+    call = prog.call_row(s, call_id)
+    prog.require_manager(caller, call.programme_id)
+    stmt = select(AwardRunRow).where(AwardRunRow.call_id == call_id)
+    return list(s.scalars(stmt.order_by(AwardRunRow.id.desc())))

@@ -2,11 +2,18 @@
 
 One pass = poll the dispatcher and record what ended (charging usage), build a snapshot from
 the database, ask the pure core for decisions, persist the reasons, dispatch the starts.
+
+With several sites, each is polled on its own and backs off on its own (`SiteHealth`): a
+site that is down drops out of the snapshot, its running jobs stay as they are, and the jobs
+only it could run say so. The core sees the other sites' nodes, each tagged with its site,
+and places every job on the site that can start it first (it never splits a job over
+sites); the job is then handed to that site's dispatcher.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,12 +31,18 @@ from gpucenter.core import (
     RunningJob,
     schedule_pass,
 )
-from gpucenter.dispatch.base import DispatchError, LaunchRequest, SiteUnavailable, StateChange
+from gpucenter.dispatch.base import (
+    Dispatcher,
+    DispatchError,
+    LaunchRequest,
+    SiteUnavailable,
+    StateChange,
+)
 from gpucenter.domain.ids import JobId, ProjectId, UserId
 from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason, check_transition
 from gpucenter.persistence import repositories as repo
-from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
-from gpucenter.services.context import AppContext, as_utc
+from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow, SiteRow
+from gpucenter.services.context import AppContext, SiteRuntime, as_utc
 from gpucenter.services.fairshare_source import add_decayed_usage, load_fair_share
 from gpucenter.services.programmes_awards import active_leases
 
@@ -46,52 +59,84 @@ class PassSummary:
 def run_pass(ctx: AppContext) -> PassSummary:
     """One pass of the control loop. Safe to repeat: each step commits its own work."""
     with ctx.dispatch_lock:
-        health = ctx.site_health
-        if health.blocked(ctx.now()):
-            return PassSummary(0, 0, _mark_site_unavailable(ctx))
-        try:
-            _apply_cancel_requests(ctx)
-            changes = ctx.dispatcher.poll()
-        except SiteUnavailable as exc:
-            health.failed(ctx.now(), str(exc))
-            log.warning("site %s unavailable: %s", ctx.site.site.name, exc)
-            return PassSummary(0, 0, _mark_site_unavailable(ctx))
-        ended = apply_changes(ctx, changes)
-        started, waiting = _decide_and_start(ctx)
-        if not health.blocked(ctx.now()):
-            health.succeeded()
-        else:
-            _mark_site_unavailable(ctx)
+        sites = ctx.site_runtimes()
+        changes: list[StateChange] = []
+        wanted = _cancel_requests(ctx)
+        for rt in sites:
+            if not rt.health.blocked(ctx.now()):
+                changes.extend(_poll_site(ctx, rt, wanted, len(sites) > 1))
+        usable = [rt for rt in sites if not rt.health.blocked(ctx.now())]
+        ended = apply_changes(ctx, changes) if changes else 0
+        if not usable:
+            return PassSummary(ended, 0, _mark_site_unavailable(ctx, sites, None))
+        started, waiting = _decide_and_start(ctx, usable)
+        for rt in usable:
+            if not rt.health.blocked(ctx.now()):
+                rt.health.succeeded()
+        down = [rt for rt in sites if rt.health.blocked(ctx.now())]
+        if down:
+            up_types = {n.gpu_type for rt in sites if rt not in down for n in rt.loaded.site.nodes}
+            only_down = {n.gpu_type for rt in down for n in rt.loaded.site.nodes} - up_types
+            _mark_site_unavailable(ctx, down, None if len(down) == len(sites) else only_down)
     return PassSummary(ended, started, waiting)
 
 
-def _mark_site_unavailable(ctx: AppContext) -> int:
-    """Every pending job says that it waits for the site, and until when (no job is lost)."""
-    detail = ctx.site_health.reason(ctx.site.site.name)
+def _poll_site(
+    ctx: AppContext, rt: SiteRuntime, wanted: Sequence[JobId], routed: bool
+) -> Sequence[StateChange]:
+    """Deliver cancels and read what ended at one site; a site that does not answer backs
+    off (a dispatcher that reports unavailability instead of raising counts too)."""
+    try:
+        tracked = getattr(rt.dispatcher, "running_job_ids", None)
+        mine = set(tracked()) if routed and tracked is not None else set(wanted)
+        for job_id in wanted:
+            if job_id in mine:
+                rt.dispatcher.cancel(job_id)
+        changes = rt.dispatcher.poll()
+    except SiteUnavailable as exc:
+        rt.health.failed(ctx.now(), str(exc))
+        log.warning("site %s unavailable: %s", rt.name, exc)
+        return []
+    why = getattr(rt.dispatcher, "unavailable", "")
+    if isinstance(why, str) and why:
+        rt.health.failed(ctx.now(), why)
+        log.warning("site %s unavailable: %s", rt.name, why)
+    return changes
+
+
+def _mark_site_unavailable(
+    ctx: AppContext, down: Sequence[SiteRuntime], gpu_types: set[str] | None
+) -> int:
+    """Pending jobs say that they wait for the site, and until when (no job is lost): all of
+    them when no site answers, else those of the GPU types only the sites that are down have."""
+    if gpu_types is not None and not gpu_types:
+        return 0
+    detail = "; ".join(rt.health.reason(rt.name) for rt in down)
+    where = [
+        JobRow.state == JobState.PENDING.value,
+        (JobRow.reason != WaitReason.SITE_UNAVAILABLE.value) | (JobRow.reason_detail != detail),
+    ]
+    if gpu_types is not None:
+        where.append(JobRow.gpu_type.in_(sorted(gpu_types)))
     with ctx.sessions.begin() as s:
         result = s.execute(
             update(JobRow)
-            .where(
-                JobRow.state == JobState.PENDING.value,
-                (JobRow.reason != WaitReason.SITE_UNAVAILABLE.value)
-                | (JobRow.reason_detail != detail),
-            )
+            .where(*where)
             .values(reason=WaitReason.SITE_UNAVAILABLE.value, reason_detail=detail)
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _apply_cancel_requests(ctx: AppContext) -> None:
-    """Stop running jobs whose cancellation was asked for (by any server)."""
+def _cancel_requests(ctx: AppContext) -> list[JobId]:
+    """Running jobs whose cancellation was asked for (by any server)."""
     with ctx.sessions.begin() as s:
         wanted = s.scalars(
             select(JobRow.id).where(
                 JobRow.state == JobState.RUNNING.value, JobRow.cancel_requested_at.is_not(None)
             )
         ).all()
-    for job_id in wanted:
-        ctx.dispatcher.cancel(JobId(job_id))
+    return [JobId(job_id) for job_id in wanted]
 
 
 def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
@@ -229,13 +274,21 @@ def _priority_moved(old: float | None, new: float) -> bool:
     return old is None or abs(new - old) > max(1e-6, 0.01 * abs(old))
 
 
-def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
+def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[int, int]:
     now = ctx.now()
     with ctx.sessions.begin() as s:
-        site = repo.site_by_name(s, ctx.site.site.name)
-        if site is None:
+        nodes: list[NodeSnapshot] = []
+        node_site: dict[str, tuple[SiteRuntime, int]] = {}
+        for rt in usable:
+            site = repo.site_by_name(s, rt.name)
+            if site is None:
+                continue
+            for n in repo.nodes_of(s, site.id):
+                if n.gpu_count > 0:
+                    nodes.append(NodeSnapshot(n.name, n.gpu_type, n.gpu_count, n.block, rt.name))
+                    node_site[n.name] = (rt, site.id)
+        if not nodes:
             return 0, 0
-        nodes = repo.nodes_of(s, site.id)
         running = repo.jobs_in_states(s, [JobState.RUNNING])
         rows = s.execute(
             select(*PENDING_COLUMNS)
@@ -248,13 +301,12 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
         budgets = _budgets_left(s, running, pending, now)
         fair_share = load_fair_share(s, now)
         snapshot = ClusterSnapshot(
-            nodes=tuple(
-                NodeSnapshot(n.name, n.gpu_type, n.gpu_count, n.block)
-                for n in nodes
-                if n.gpu_count > 0
-            ),
+            nodes=tuple(nodes),
             running=tuple(
-                _running(r, ctx.policies.preemption_grace_s) for r in running if r.placement
+                _running(r, ctx.policies.preemption_grace_s)
+                for r in running
+                # Jobs on a site that is down now hold GPUs the snapshot does not have.
+                if r.placement and all(p["node"] in node_site for p in r.placement)
             ),
         )
         shapes: dict[tuple[str, int, int], GpuRequest] = {}
@@ -320,16 +372,29 @@ def _decide_and_start(ctx: AppContext) -> tuple[int, int]:
             )
             for row in sorted(full_rows, key=lambda r: order[r.id])
         ]
+        _pause_for_tests(ctx)
     started = 0
     for request, borrowed in launch_requests:
+        rt, site_id = node_site[request.placement[0].node]
+        if rt.health.blocked(ctx.now()):
+            continue  # failed earlier in this pass: its jobs stay queued
         try:
-            started += _launch(ctx, request, borrowed)
+            started += _launch(ctx, request, borrowed, rt.dispatcher, site_id)
         except SiteUnavailable as exc:
-            # The rest stay queued; the next pass after the backoff tries again.
-            ctx.site_health.failed(ctx.now(), str(exc))
-            log.warning("site %s unavailable: %s", ctx.site.site.name, exc)
-            break
+            # The site's other jobs stay queued; the next pass after the backoff tries again.
+            rt.health.failed(ctx.now(), str(exc))
+            log.warning("site %s unavailable: %s", rt.name, exc)
     return started, len(pending) - started
+
+
+def _pause_for_tests(ctx: AppContext) -> None:
+    """Crash tests (tests/resilience) need a server killed while a pass has decided but not
+    committed: with `test_pass_pause_s` set, the pass touches `<var>/pass-paused` and then
+    holds its uncommitted decisions that long. Zero (the default) costs one comparison."""
+    pause = ctx.settings.test_pass_pause_s
+    if pause > 0:
+        (ctx.settings.var_dir / "pass-paused").touch()
+        time.sleep(pause)
 
 
 def _request_preemptions(
@@ -347,9 +412,15 @@ def _request_preemptions(
             ctx.dispatcher.cancel(JobId(row.id))
 
 
-def _launch(ctx: AppContext, request: LaunchRequest, borrowed: bool = False) -> int:
+def _launch(
+    ctx: AppContext,
+    request: LaunchRequest,
+    borrowed: bool = False,
+    dispatcher: Dispatcher | None = None,
+    site_id: int | None = None,
+) -> int:
     try:
-        launched = ctx.dispatcher.submit(request)
+        launched = (dispatcher or ctx.dispatcher).submit(request)
     except SiteUnavailable:
         raise
     except DispatchError as exc:
@@ -375,6 +446,8 @@ def _launch(ctx: AppContext, request: LaunchRequest, borrowed: bool = False) -> 
         row.borrowed = borrowed
         row.reason = ""
         row.reason_detail = ""
+        if site_id is not None:
+            row.site_id = site_id  # the site the job was brokered to
     return 1
 
 
@@ -472,15 +545,25 @@ def recover_after_restart(ctx: AppContext) -> int:
     cannot adopt leaves them to be marked FAILED, charged up to now, so that their GPUs are
     free again. Returns how many jobs were adopted or failed.
     """
-    tracked: frozenset[JobId] = getattr(ctx.dispatcher, "running_job_ids", frozenset)()
-    adopt = getattr(ctx.dispatcher, "adopt", None)
+    sites = ctx.site_runtimes()
+    by_node = {n.name: rt for rt in sites for n in rt.loaded.site.nodes}
+    by_name = {rt.name: rt for rt in sites}
     now = ctx.now()
     handled = 0
     with ctx.sessions.begin() as s:
+        site_names = {site.id: site.name for site in s.scalars(select(SiteRow))}
         for row in repo.jobs_in_states(s, [JobState.RUNNING]):
+            # Its site: where its placement is, else the site it was recorded at.
+            node = (row.placement or [{}])[0].get("node", "")
+            rt = by_node.get(node) or by_name.get(site_names.get(row.site_id, ""))
+            if rt is None and len(sites) == 1:
+                rt = sites[0]
+            dispatcher = rt.dispatcher if rt is not None else None
+            tracked: frozenset[JobId] = getattr(dispatcher, "running_job_ids", frozenset)()
             if JobId(row.id) in tracked:
                 continue
             handled += 1
+            adopt = getattr(dispatcher, "adopt", None)
             if adopt is not None and row.external_id and row.started_at is not None:
                 adopt(
                     JobId(row.id),

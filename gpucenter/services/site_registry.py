@@ -10,21 +10,24 @@ from gpucenter.services.context import AppContext
 
 
 def ensure_site(ctx: AppContext) -> int:
-    """Create or update the site's rows from its description; return the site id."""
-    loaded = ctx.site
+    """Create or update every site's rows from its description; return the first site's id."""
+    ids = []
     with ctx.sessions.begin() as s:
-        return _sync(s, loaded.site.name, loaded)
+        for rt in ctx.site_runtimes():
+            ids.append(_sync(s, rt.name, rt.loaded, rt.kind))
+    return ids[0]
 
 
-def _sync(s: Session, name: str, loaded: object) -> int:
+def _sync(s: Session, name: str, loaded: object, kind: str = "local") -> int:
     from gpucenter.services.site_config import LoadedSite
 
     assert isinstance(loaded, LoadedSite)
     site = repo.site_by_name(s, name)
     if site is None:
-        site = SiteRow(name=name, kind="local")
+        site = SiteRow(name=name, kind=kind)
         s.add(site)
         s.flush()
+    site.kind = kind
     existing = {n.name: n for n in repo.nodes_of(s, site.id)}
     for node in loaded.site.nodes:
         row = existing.pop(node.name, None)

@@ -7,7 +7,8 @@ of whoever is signed in, so a "not found" or "not allowed" is a page people can 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -17,7 +18,7 @@ from gpucenter.services import sessions
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 
-Handler = Callable[[Request, Exception], Awaitable[Response]]
+Handler = Callable[[Request, Any], Any]
 
 _HEADINGS = {
     400: N_("The request was not understood"),
@@ -33,7 +34,8 @@ _HEADINGS = {
 
 def _wrap(original: Handler) -> Handler:
     async def handler(request: Request, exc: Exception) -> Response:
-        response = await original(request, exc)
+        produced = original(request, exc)
+        response: Response = produced if isinstance(produced, Response) else await produced
         if not render.wants_html(request) or response.status_code < 400:
             return response
         ctx = request.app.state.ctx

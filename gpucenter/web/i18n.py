@@ -51,11 +51,16 @@ def catalogue(lang: str) -> Mapping[str | tuple[str, str], str | tuple[str, ...]
             for message in read_po(handle, locale=lang):
                 if not message.id or message.fuzzy:
                     continue
+                key: str | tuple[str, str]
+                if isinstance(message.id, str):
+                    key = message.id
+                else:
+                    key = (str(message.id[0]), str(message.id[1]))
                 text = message.string
                 if isinstance(text, str) and text:
-                    merged[message.id] = text
-                elif isinstance(text, tuple) and all(text):
-                    merged[message.id] = tuple(text)
+                    merged[key] = text
+                elif isinstance(text, tuple | list) and all(text):
+                    merged[key] = tuple(text)
     return merged
 
 

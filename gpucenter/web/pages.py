@@ -14,7 +14,7 @@ from gpucenter.api.deps import SESSION_COOKIE, Ctx, Guard, WebCaller, client_add
 from gpucenter.api.permissions import public, requires_web
 from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Unauthenticated
-from gpucenter.services import identity, overview, sessions
+from gpucenter.services import identity, overview, portal_queries, sessions
 from gpucenter.services.context import AppContext
 from gpucenter.services.ratelimit import TooManyRequests
 from gpucenter.web import csrf, i18n, render
@@ -58,6 +58,7 @@ def index(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
         total=total,
         busy=busy,
         api_docs=str(request.url_for("swagger_ui_html")),
+        mine=portal_queries.dashboard(ctx, caller),
     )
 
 

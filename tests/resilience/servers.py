@@ -39,6 +39,8 @@ class Server:
     var_dir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    workers: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -47,8 +49,8 @@ class Server:
     def start(self) -> Server:
         log = open(self.var_dir / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gpucenter.cli", "serve"],
-            env=server_env(self.db_url, self.var_dir, self.port),
+            [sys.executable, "-m", "gpucenter.cli", "serve", "--workers", str(self.workers)],
+            env=server_env(self.db_url, self.var_dir, self.port) | self.extra_env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

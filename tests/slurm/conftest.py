@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,9 +31,11 @@ from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Site
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, migrate, session_factory
+from gpucenter.persistence.tables import JobRow
 from gpucenter.services import accounts
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import caller_for
+from gpucenter.services.scheduling import run_pass
 from gpucenter.services.site_config import LoadedSite
 from gpucenter.services.site_registry import ensure_site
 from gpucenter.services.slurm_sync import (
@@ -193,3 +195,35 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60.0) ->
             return
         time.sleep(0.3)
     raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def project(world: SlurmWorld, name: str, gpu_hours: float, *members: str) -> str:
+    project = f"{name}{world.suffix}"
+    now = datetime.now(tz=UTC)
+    with world.ctx.sessions.begin() as s:
+        accounts.create_project(s, project, f"Alpha University {world.suffix}", now)
+        for member in members:
+            accounts.add_member(s, project, member)
+        accounts.create_allocation(s, project, gpu_hours, now - timedelta(minutes=5))
+    return project
+
+
+def job_row(world: SlurmWorld, job_id: int) -> JobRow:
+    with world.ctx.sessions() as s:
+        row = s.get(JobRow, job_id)
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+def run_until(
+    world: SlurmWorld, job_id: int, done: Callable[[JobRow], bool], timeout: float = 60.0
+) -> JobRow:
+    """Run scheduling passes until `done` holds for the job's row; that row."""
+
+    def check() -> bool:
+        run_pass(world.ctx)
+        return bool(done(job_row(world, job_id)))
+
+    wait_for(f"job {job_id}", check, timeout)
+    return job_row(world, job_id)

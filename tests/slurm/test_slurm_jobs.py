@@ -9,40 +9,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from gpucenter.domain.jobs import JobState
-from gpucenter.persistence.tables import JobRow, LedgerEntryRow
-from gpucenter.services import accounts, jobs
-from gpucenter.services.scheduling import run_pass
+from gpucenter.persistence.tables import LedgerEntryRow
+from gpucenter.services import jobs
 from gpucenter.services.slurm_usage import IngestReport, ingest_usage, read_usage
 from gpucenter.services.submission import JobForm
 from tests.slurm.conftest import SlurmWorld, slurm, wait_for
-
-
-def _project(world: SlurmWorld, name: str, gpu_hours: float, *members: str) -> str:
-    project = f"{name}{world.suffix}"
-    now = datetime.now(tz=UTC)
-    with world.ctx.sessions.begin() as s:
-        accounts.create_project(s, project, f"Alpha University {world.suffix}", now)
-        for member in members:
-            accounts.add_member(s, project, member)
-        accounts.create_allocation(s, project, gpu_hours, now - timedelta(minutes=5))
-    return project
-
-
-def _job(world: SlurmWorld, job_id: int) -> JobRow:
-    with world.ctx.sessions() as s:
-        row = s.get(JobRow, job_id)
-        assert row is not None
-        s.expunge(row)
-        return row
-
-
-def _run_until(world: SlurmWorld, job_id: int, done, timeout: float = 60.0) -> JobRow:  # type: ignore[no-untyped-def]
-    def check() -> bool:
-        run_pass(world.ctx)
-        return bool(done(_job(world, job_id)))
-
-    wait_for(f"job {job_id}", check, timeout)
-    return _job(world, job_id)
+from tests.slurm.conftest import project as _project
+from tests.slurm.conftest import run_until as _run_until
 
 
 def _sacct(job: str, fields: str) -> list[str]:

@@ -19,7 +19,12 @@ def _assocs(world: SlurmWorld) -> set[tuple[str, str, str, str]]:
         *("sacctmgr", "-n", "-P", "show", "assoc", f"cluster={world.cluster}"),
         "format=Account,User,Share,GrpTRESMins",
     )
-    mine = {f"a{world.suffix}", f"b{world.suffix}", org_account(f"Alpha University {world.suffix}")}
+    mine = {
+        f"a{world.suffix}",
+        f"b{world.suffix}",
+        org_account(f"Alpha University {world.suffix}"),
+        f"{world.top}_direct",
+    }
     return {tuple(line.split("|")) for line in out.splitlines() if line.split("|")[0] in mine}  # type: ignore[misc]
 
 
@@ -31,6 +36,7 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
     world = slurm_world
     a, b = f"a{world.suffix}", f"b{world.suffix}"
     org = org_account(f"Alpha University {world.suffix}")
+    direct = f"{world.top}_direct"  # the programme level of allocations made directly
     c = f"cluster={world.cluster}"
     # Users of this test only (no Unix users needed: no jobs run), so no other run's
     # associations can change which default account they have.
@@ -45,10 +51,11 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
         accounts.add_member(s, a, alice)
         accounts.create_allocation(s, b, 100.0, now)
 
-    first = world.sync()
-    assert len(first) == 7  # top, org, two projects, three memberships
+    first = [cmd for cmd in world.sync() if " add qos " not in cmd]  # QOS: once per cluster
+    assert len(first) == 8  # top, programme, org, two projects, three memberships
     assert world.plan() == [], "a second sync changes nothing"
     assert _assocs(world) == {
+        (direct, "", "101", ""),
         (org, "", "101", ""),
         (a, "", "1", "gres/gpu=0"),
         (a, alice, "1", ""),
@@ -62,6 +69,7 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
     with world.ctx.sessions.begin() as s:
         accounts.create_allocation(s, a, 50.0, now)
     assert [str(cmd) for cmd in world.plan()] == [
+        f"sacctmgr -i modify account where name={direct} {c} set fairshare=150",
         f"sacctmgr -i modify account where name={org} {c} set fairshare=150",
         f"sacctmgr -i modify account where name={a} {c} set fairshare=50",
         f"sacctmgr -i modify account where name={a} {c} set GrpTRESMins=gres/gpu=3000",
@@ -78,6 +86,7 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
         s.execute(delete(AllocationRow).where(AllocationRow.project_id == project_id))
         s.execute(delete(ProjectRow).where(ProjectRow.id == project_id))
     assert [str(cmd) for cmd in world.plan()] == [
+        f"sacctmgr -i modify account where name={direct} {c} set fairshare=100",
         f"sacctmgr -i modify account where name={org} {c} set fairshare=100",
         f"sacctmgr -i modify user where name={bob} {c} set defaultaccount={b}",
         f"sacctmgr -i delete user name={alice} {c}",
@@ -88,6 +97,7 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
     assert world.plan() == []
     assert _default_account(bob) == b
     assert _assocs(world) == {
+        (direct, "", "100", ""),
         (org, "", "100", ""),
         (b, "", "100", "gres/gpu=6000"),
         (b, bob, "1", ""),

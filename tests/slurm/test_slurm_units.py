@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.core.model import NodeGpus
 from gpucenter.dispatch.base import LaunchRequest
 from gpucenter.dispatch.slurm import SlurmDispatcher, SlurmSubmission
 from gpucenter.dispatch.slurm_cli import Result, SlurmCli, SlurmUnavailable
 from gpucenter.dispatch.slurm_states import Phase, describe_reason, exit_status, map_state
+from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
+from gpucenter.persistence.db import make_engine, migrate, session_factory
+from gpucenter.persistence.tables import AllocationRow, ProjectRow
+from gpucenter.services import accounts
+from gpucenter.services.slurm_sync import SiteState, desired_state, plan_sync
 from gpucenter.services.slurm_usage import parse_alloc_tres
 
 STATES = {
@@ -92,3 +101,101 @@ def test_controller_down_keeps_jobs_and_says_why(tmp_path: Path) -> None:
     assert dispatcher.running_job_ids() == {JobId(1)}
     with pytest.raises(SlurmUnavailable):
         cli.run("squeue", [])
+
+
+# ------------------------------------------------- account tree: programmes, QOS, holds
+def _centre(tmp_path: Path) -> sessionmaker[Session]:
+    url = f"sqlite:///{tmp_path / 'gpucenter.db'}"
+    migrate(url)
+    return session_factory(make_engine(url))
+
+
+def test_programme_level_qos_and_holds_in_the_desired_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpucenter.persistence.tables_accounting import BudgetPolicyRow
+    from gpucenter.persistence.tables_allocation import ProgrammeRow
+    from gpucenter.services import accounting_ledger
+
+    sessions = _centre(tmp_path)
+    now = datetime.now(tz=UTC)
+    with sessions.begin() as s:
+        accounts.create_organisation(s, "Uni", "university", now)
+        for name in ("held", "opp", "fine", "plain"):
+            accounts.create_project(s, name, "Uni", now)
+        s.add_all(
+            [
+                ProgrammeRow(id=1, name="AI Seed", owner="MSIT", created_at=now),
+                ProgrammeRow(id=2, name="SME Boost", owner="MSS", created_at=now),
+                BudgetPolicyRow(programme_id=2, on_exhausted="opportunistic", updated_at=now),
+            ]
+        )
+        for name, hours in (("held", 10.0), ("opp", 20.0), ("fine", 30.0), ("plain", 5.0)):
+            accounts.create_allocation(s, name, hours, now - timedelta(minutes=1))
+        s.flush()
+        for alloc in s.scalars(select(AllocationRow)):
+            project = s.get_one(ProjectRow, alloc.project_id).name
+            if project in ("held", "opp"):
+                alloc.state = "exhausted"
+    programme_of = {"held": 1, "fine": 1, "opp": 2}
+
+    def fake_programme(s: Session, alloc: AllocationRow) -> int | None:
+        return programme_of.get(s.get_one(ProjectRow, alloc.project_id).name)
+
+    monkeypatch.setattr(accounting_ledger, "programme_of_allocation", fake_programme)
+    with sessions() as s:
+        state = desired_state(s, "gpucenter", now)
+    acc = state.accounts
+    assert acc["prg_ai_seed"].parent == "gpucenter" and acc["prg_ai_seed"].fairshare == 40
+    assert acc["org_uni_ai_seed"].parent == "prg_ai_seed"
+    assert acc["held"].parent == acc["fine"].parent == "org_uni_ai_seed"
+    assert acc["opp"].parent == "org_uni_sme_boost"
+    assert acc["plain"].parent == "org_uni" and acc["org_uni"].parent == "gpucenter_direct"
+    assert (acc["fine"].qos, acc["fine"].default_qos, acc["fine"].held) == (
+        "normal,opportunistic",
+        "normal",
+        False,
+    )
+    assert acc["held"].held and not acc["opp"].held
+    assert (acc["opp"].qos, acc["opp"].default_qos) == ("opportunistic", "opportunistic")
+
+    # Against a site that has the tree but not the hold: exactly the hold is planned.
+    actual = SiteState(accounts={k: replace(v, held=False) for k, v in acc.items()})
+    plan = [str(c) for c in plan_sync(state, actual, "c1", "gpucenter")]
+    assert plan == [
+        "sacctmgr -i modify account where name=held cluster=c1 set GrpSubmitJobs=0 GrpJobs=0"
+    ]
+
+
+def test_a_failing_sync_is_logged_and_the_loop_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gpucenter.config import Settings
+    from gpucenter.services.context import AppContext, SiteRuntime
+    from gpucenter.services.loop import SchedulerLoop
+    from gpucenter.services.site_config import LoadedSite
+    from gpucenter.services.slurm_sync import SlurmSettings
+
+    down = Result(1, "", "sacctmgr: error: Problem talking to the database: Connection refused")
+    cli_settings = SlurmSettings(cluster="c1", _env_prefix="NONE_")  # type: ignore[call-arg]
+    url = f"sqlite:///{tmp_path / 'gpucenter.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    site = LoadedSite(Site("s", (Node("n", "h100", 1),)), {"n": [0]}, frozenset())
+    dispatcher = SlurmDispatcher(tmp_path, cli=_fake({}))
+    settings = Settings(var_dir=tmp_path, database_url=url, slurm_sync_interval_s=60)
+    runtime = SiteRuntime("s", "slurm", site, dispatcher, slurm=cli_settings)
+    ctx = AppContext(settings, engine, session_factory(engine), site, dispatcher, sites=[runtime])
+    calls: list[str] = []
+
+    def failing_cli() -> SlurmCli:
+        calls.append("sync")
+        return _fake({"sacctmgr": down})
+
+    object.__setattr__(cli_settings, "cli", failing_cli)
+    loop = SchedulerLoop(ctx, 1.0, lock=object())  # type: ignore[arg-type]
+    assert loop.sync_slurm_sites(100.0) == 0
+    assert "account sync of Slurm site s failed" in caplog.text
+    assert loop.sync_slurm_sites(130.0) == 0 and calls == ["sync"]  # not before the interval
+    loop.sync_slurm_sites(161.0)
+    assert calls == ["sync", "sync"]

@@ -136,3 +136,17 @@ def test_portal_errors_are_pages_and_api_errors_stay_problem_json(client: TestCl
     api = client.get("/api/v1/jobs/999999", headers={"Accept": "text/html"})
     assert api.status_code == 401
     assert api.headers["content-type"].startswith("application/problem+json")
+
+
+def test_templates_import_the_form_macros_with_their_context() -> None:
+    """Macros imported without context cannot see the reader's language and would show
+    English on a Korean page."""
+    from gpucenter.web.render import TEMPLATES
+
+    offenders = [
+        str(path.relative_to(TEMPLATES))
+        for path in TEMPLATES.rglob("*.html")
+        for line in path.read_text().splitlines()
+        if '"_form.html"' in line and "import" in line and "with context" not in line
+    ]
+    assert offenders == []

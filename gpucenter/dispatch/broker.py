@@ -1,0 +1,120 @@
+"""Several sites behind one `Dispatcher`: each job goes to the site that owns its nodes.
+
+The core schedules all sites in one snapshot (each node carries its site, and a multi-node
+job is never split across sites), so by the time a job is dispatched its placement already
+names the site that can start it first. The broker only has to route: `submit` to the
+dispatcher of the placement's site, `cancel` to whichever site watches the job, `poll` to
+all of them. The scheduler loop polls the sites one by one itself (so that one site being
+down does not stop the others); the broker is what the rest of the server sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from gpucenter.dispatch.base import (
+    Dispatcher,
+    DispatchError,
+    Launched,
+    LaunchRequest,
+    SiteUnavailable,
+    StateChange,
+)
+from gpucenter.domain.clock import Instant
+from gpucenter.domain.ids import JobId
+
+__all__ = ["SiteBroker"]
+
+_log = logging.getLogger(__name__)
+
+
+class SiteBroker:
+    """Routes jobs to the dispatcher of the site their placement is on."""
+
+    def __init__(self, sites: Mapping[str, Dispatcher], node_site: Mapping[str, str]) -> None:
+        unknown = sorted(set(node_site.values()) - set(sites))
+        if unknown:
+            raise ValueError(f"nodes of sites without a dispatcher: {unknown}")
+        self._sites = dict(sites)
+        self._node_site = dict(node_site)
+
+    @property
+    def sites(self) -> Mapping[str, Dispatcher]:
+        return self._sites
+
+    def site_of(self, request: LaunchRequest) -> str:
+        """The site a placement is on; a placement over several sites is refused."""
+        names = {self._node_site.get(p.node) for p in request.placement}
+        if len(names) != 1 or None in names:
+            raise DispatchError(
+                f"job {request.job_id}: placement {[p.node for p in request.placement]} "
+                "is not on exactly one known site"
+            )
+        (name,) = names
+        assert name is not None
+        return name
+
+    @property
+    def supports_images(self) -> bool:
+        return all(getattr(d, "supports_images", False) for d in self._sites.values())
+
+    def submit(self, request: LaunchRequest) -> Launched:
+        return self._sites[self.site_of(request)].submit(request)
+
+    def cancel(self, job_id: JobId) -> None:
+        for dispatcher in self._watching(job_id):
+            dispatcher.cancel(job_id)
+
+    def poll(self) -> Sequence[StateChange]:
+        """Every site's changes; raises SiteUnavailable only when no site answered."""
+        changes: list[StateChange] = []
+        errors: list[str] = []
+        for name, dispatcher in self._sites.items():
+            try:
+                changes.extend(dispatcher.poll())
+            except SiteUnavailable as exc:
+                _log.warning("site %s unavailable: %s", name, exc)
+                errors.append(f"{name}: {exc}")
+        if errors and len(errors) == len(self._sites):
+            raise SiteUnavailable("; ".join(errors))
+        return changes
+
+    def adopt(
+        self,
+        job_id: JobId,
+        external_id: str,
+        started_at: Instant,
+        time_limit_s: int,
+        stderr_path: str | None,
+        *,
+        site: str | None = None,
+    ) -> bool:
+        """Re-attach a running job to its site's dispatcher (the site must be named)."""
+        dispatcher = self._sites.get(site or "")
+        adopt = getattr(dispatcher, "adopt", None)
+        if adopt is None:
+            return False
+        return bool(adopt(job_id, external_id, started_at, time_limit_s, stderr_path))
+
+    def running_job_ids(self) -> frozenset[JobId]:
+        ids: set[JobId] = set()
+        for dispatcher in self._sites.values():
+            ids |= set(getattr(dispatcher, "running_job_ids", frozenset)())
+        return frozenset(ids)
+
+    def detach(self) -> None:
+        for dispatcher in self._sites.values():
+            detach = getattr(dispatcher, "detach", None)
+            if detach is not None:
+                detach()
+
+    def shutdown(self) -> None:
+        for dispatcher in self._sites.values():
+            dispatcher.shutdown()
+
+    def _watching(self, job_id: JobId) -> list[Dispatcher]:
+        found = [
+            d for d in self._sites.values() if job_id in getattr(d, "running_job_ids", frozenset)()
+        ]
+        return found or list(self._sites.values())

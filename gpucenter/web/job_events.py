@@ -1,0 +1,39 @@
+"""A job's live state and log for the browser, as server-sent events.
+
+The same stream as the API's /api/v1/jobs/{id}/events (services/events.py), but
+authenticated by the session cookie: EventSource cannot send an Authorization header, and
+the API never accepts cookies. It only reads, so it needs no CSRF token; the cookie is
+SameSite, and the visibility check runs before the first byte and on every poll, so another
+tenant gets a 404 and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from gpucenter.api.deps import Ctx, WebCaller
+from gpucenter.api.permissions import requires_web
+from gpucenter.auth.permissions import Permission
+from gpucenter.services import jobs
+from gpucenter.services.events import job_events
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/jobs/{job_id}/events", dependencies=[requires_web(Permission.JOBS_READ)])
+def job_event_stream(
+    ctx: Ctx,
+    caller: WebCaller,
+    job_id: int,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """`state` on each change, `log` as output is written (from `offset`), `end` at the end."""
+    jobs.get_visible(ctx, caller, job_id)  # 404 before the stream starts
+    return StreamingResponse(
+        job_events(ctx, caller, job_id, "stdout", offset),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,286 @@
+"""The programme manager's console: a call's applications and scores, reviewer assignment,
+what-if optimiser runs with their explanation, and the decision.
+
+A run decides nothing: the manager reads why each application won or lost (binding
+capacity, share floors and ceilings, the score cut-off), may try another threshold, and
+only then decides, which creates the projects and allocations in one transaction. Every
+route checks the manager role for the call's programme in the services.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from gpucenter.api.deps import Ctx, WebCaller
+from gpucenter.api.permissions import requires_web
+from gpucenter.auth.permissions import Caller, Permission, Role
+from gpucenter.domain.errors import Conflict, ValidationError
+from gpucenter.persistence.tables import OrganisationRow, UserRow
+from gpucenter.persistence.tables_allocation import ApplicationRow
+from gpucenter.services import programmes as prog
+from gpucenter.services import programmes_applications as apps
+from gpucenter.services import programmes_awards as awards
+from gpucenter.services.context import AppContext
+from gpucenter.web import render
+from gpucenter.web.apply_pages import call_view
+from gpucenter.web.i18n import N_
+from gpucenter.web.programme_pages import (
+    APPLICANT_TYPES,
+    APPLICATION_STATES,
+    CALL_STATES,
+    FormFields,
+    check_csrf,
+    done,
+    label,
+    number,
+    tx,
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+@dataclass(frozen=True)
+class AppLine:
+    """One application as the manager's tables show it."""
+
+    row: ApplicationRow
+    state: str
+    organisation: str
+    applicant_type: str
+    requested: float
+    reviews_assigned: int
+    reviews_done: int
+    mean_total: float | None
+    score: float | None
+
+
+def requested_hours(s: Session, row: ApplicationRow) -> float:
+    """GPU-hours asked for: the batch requests, or a lease's GPUs times its hours."""
+    if row.lease:
+        lease = apps._lease_item(row.lease)
+        return 0.0 if lease is None else lease.gpus * lease.hours
+    return sum(i.gpu_hours for i in apps.batch_items(s, row))
+
+
+def _lines(s: Session, caller: Caller, call_id: int) -> list[AppLine]:
+    scores = apps.normalised_scores(s, call_id)
+    out = []
+    for a in apps.list_applications(s, caller, call_id):
+        if a.state == apps.DRAFT:
+            continue  # a draft is the applicant's own business until submitted
+        org = s.get(OrganisationRow, a.organisation_id)
+        reviews = apps.reviews_of(s, caller, a.id)
+        totals = [r.total for r in reviews if r.total is not None and r.submitted_at]
+        out.append(
+            AppLine(
+                a,
+                apps.display_state(s, a),
+                org.name if org else "",
+                org.kind if org else "",
+                requested_hours(s, a),
+                len(reviews),
+                len(totals),
+                sum(totals) / len(totals) if totals else None,
+                scores.get(a.id),
+            )
+        )
+    return out
+
+
+@router.get(
+    "/manage", response_class=HTMLResponse, dependencies=[requires_web(Permission.PROGRAMMES)]
+)
+def manage_home(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
+    now = ctx.now()
+    with tx(ctx) as s:
+        managed = [
+            (p, [call_view(s, c, now) for c in prog.list_calls(s, p.id)])
+            for p in prog.list_programmes(s)
+            if caller.has_role(Role.PROGRAMME_MANAGER, p.id)
+        ]
+    return render.page(
+        request,
+        ctx,
+        "programmes/manage.html",
+        caller,
+        managed=managed,
+        call_states=CALL_STATES,
+        label=label,
+    )
+
+
+def _call_page(
+    ctx: AppContext,
+    request: Request,
+    caller: Caller,
+    call_id: int,
+    error: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    with tx(ctx) as s:
+        call = prog.call_row(s, call_id)
+        prog.require_manager(caller, call.programme_id)
+        view = call_view(s, call, ctx.now())
+        lines = _lines(s, caller, call_id)
+        runs = awards.runs_of_call(s, caller, call_id)
+        reviewers = [
+            u.username
+            for u in (s.get(UserRow, i) for i in prog.reviewer_ids(s, call.programme_id))
+            if u is not None
+        ]
+        k = int(call.config["reviewers_per_application"])
+    return render.page(
+        request,
+        ctx,
+        "programmes/manage_call.html",
+        caller,
+        status,
+        call=view,
+        lines=lines,
+        runs=runs,
+        reviewers=reviewers,
+        per_application=k,
+        error=error,
+        types=APPLICANT_TYPES,
+        states=APPLICATION_STATES,
+        label=label,
+    )
+
+
+@router.get(
+    "/manage/calls/{call_id}",
+    response_class=HTMLResponse,
+    dependencies=[requires_web(Permission.PROGRAMMES)],
+)
+def manage_call(call_id: int, ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
+    return _call_page(ctx, request, caller, call_id)
+
+
+@router.post("/manage/calls/{call_id}/assign", dependencies=[requires_web(Permission.PROGRAMMES)])
+def assign(
+    call_id: int, ctx: Ctx, request: Request, caller: WebCaller, fields: FormFields
+) -> Response:
+    check_csrf(request, fields)
+    try:
+        with tx(ctx) as s:
+            apps.assign_reviews(s, caller, call_id, ctx.now())
+    except ValidationError as exc:
+        return _call_page(ctx, request, caller, call_id, render.t(request, exc.message), 422)
+    return done(f"/manage/calls/{call_id}", N_("Reviewers were assigned."))
+
+
+@router.post("/manage/calls/{call_id}/runs", dependencies=[requires_web(Permission.PROGRAMMES)])
+def run(
+    call_id: int, ctx: Ctx, request: Request, caller: WebCaller, fields: FormFields
+) -> Response:
+    """A what-if run; a threshold typed here applies to this run only."""
+    check_csrf(request, fields)
+    changes: dict[str, float] = {}
+    typed = fields.get("min_score", "").strip()
+    if typed:
+        value = number(typed)
+        if value is None or not 0 <= value <= 10:
+            message = render.t(request, "Enter a score threshold from 0 to 10, or leave it empty.")
+            return _call_page(ctx, request, caller, call_id, message, 422)
+        changes["min_score"] = value
+    try:
+        with tx(ctx) as s:
+            row = awards.run_round(s, caller, call_id, ctx.now(), policy_changes=changes)
+            run_id = row.id
+    except (ValidationError, Conflict) as exc:
+        return _call_page(ctx, request, caller, call_id, render.t(request, str(exc)), 409)
+    return done(f"/manage/runs/{run_id}", N_("The optimiser ran. Nothing is decided yet."))
+
+
+def _share_chart(result: dict[str, object]) -> tuple[list[str], list[tuple[str, list[float]]]]:
+    shares = result.get("shares") or []
+    assert isinstance(shares, list)
+    names = [str(x["name"]) for x in shares]
+    return names, [
+        (N_("Awarded share"), [100 * float(x["share"]) for x in shares]),
+        (N_("Policy floor"), [100 * float(x["min_share"] or 0) for x in shares]),
+        (N_("Policy ceiling"), [100 * float(x["max_share"] or 0) for x in shares]),
+    ]
+
+
+def _run_page(
+    ctx: AppContext,
+    request: Request,
+    caller: Caller,
+    run_id: int,
+    error: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    with tx(ctx) as s:
+        row = awards.get_run(s, caller, run_id)
+        call = prog.call_row(s, row.call_id)
+        view = call_view(s, call, ctx.now())
+        result = row.result
+        lines = {}
+        for key in result.get("scores", {}):
+            app = s.get(ApplicationRow, int(key))
+            if app is not None:
+                org = s.get(OrganisationRow, app.organisation_id)
+                lines[int(key)] = (app, org.kind if org else "", requested_hours(s, app))
+    by_type_asked: dict[str, float] = defaultdict(float)
+    by_type_won: dict[str, float] = defaultdict(float)
+    for app_id, (_app, kind, asked) in lines.items():
+        by_type_asked[kind] += asked
+        by_type_won[kind] += float(result["awards"].get(str(app_id), {}).get("gpu_hours", 0.0))
+    kinds = [k for k in APPLICANT_TYPES if k in by_type_asked]
+    t = render.t
+    type_labels = [t(request, APPLICANT_TYPES[k]) for k in kinds]
+    type_series = [
+        (t(request, "Requested"), [by_type_asked[k] for k in kinds]),
+        (t(request, "Awarded"), [by_type_won[k] for k in kinds]),
+    ]
+    share_names, share_series = _share_chart(result)
+    return render.page(
+        request,
+        ctx,
+        "programmes/manage_run.html",
+        caller,
+        status,
+        run=row,
+        result=result,
+        call=view,
+        lines=lines,
+        error=error,
+        type_labels=type_labels,
+        type_series=type_series,
+        type_rows=list(zip(type_labels, type_series[0][1], type_series[1][1], strict=True)),
+        share_names=share_names,
+        share_series=[(t(request, n), v) for n, v in share_series],
+        types=APPLICANT_TYPES,
+        label=label,
+    )
+
+
+@router.get(
+    "/manage/runs/{run_id}",
+    response_class=HTMLResponse,
+    dependencies=[requires_web(Permission.PROGRAMMES)],
+)
+def manage_run(run_id: int, ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
+    return _run_page(ctx, request, caller, run_id)
+
+
+@router.post("/manage/runs/{run_id}/decide", dependencies=[requires_web(Permission.PROGRAMMES)])
+def decide(
+    run_id: int, ctx: Ctx, request: Request, caller: WebCaller, fields: FormFields
+) -> Response:
+    check_csrf(request, fields)
+    try:
+        with tx(ctx) as s:
+            call_id = awards.get_run(s, caller, run_id).call_id
+            awards.decide(s, caller, run_id, ctx.now(), fields.get("reason", "")[:2000])
+    except (ValidationError, Conflict) as exc:
+        return _run_page(ctx, request, caller, run_id, render.t(request, str(exc)), 409)
+    return done(
+        f"/manage/calls/{call_id}", N_("The awards are decided: projects and allocations exist.")
+    )
