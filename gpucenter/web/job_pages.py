@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -79,7 +79,7 @@ def job_list(
     )
     names = portal_queries.project_name_map(ctx, sorted({j.project_id for j in page.items}))
     filters = {"state": state if states else "", "project": project}
-    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+    query = urlencode({k: v for k, v in filters.items() if v})
     return render.page(
         request,
         ctx,
@@ -172,6 +172,12 @@ def _check_shape(request: Request, form: render.FormState, template: JobTemplate
             text = form.value(f"fields.{f.name}").strip()
             if f.required and not text and f.default is None:
                 form.error(f"fields.{f.name}", render.t(request, "This field is required."))
+            elif text and f.type == "int":
+                low = f.minimum if f.minimum is not None else 0
+                high = f.maximum if f.maximum is not None else 10**9
+                if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+                    message = render.t(request, "Enter a whole number from %(low)s to %(high)s.")
+                    form.error(f"fields.{f.name}", message % {"low": low, "high": high})
 
 
 def _job_form(form: render.FormState, template: JobTemplate | None) -> JobForm:

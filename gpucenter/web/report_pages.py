@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from gpucenter.accounting.export import MEDIA_TYPES, Format, render
 from gpucenter.accounting.rates import month_range
-from gpucenter.accounting.report import Dimension
+from gpucenter.accounting.report import Dimension, parse_dimensions
 from gpucenter.api.deps import Ctx, WebCaller
 from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Caller, Permission, Role
@@ -171,8 +171,6 @@ def download_usage(
     by: Annotated[str, Query(max_length=200)] = "month",
     format: Format = Format.CSV,
 ) -> Response:
-    from gpucenter.accounting.report import parse_dimensions
-
     dims = parse_dimensions(by.split(","))
     with ctx.sessions.begin() as s:
         rows = reports.usage_report(s, caller, dims, first, last)

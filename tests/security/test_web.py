@@ -62,7 +62,7 @@ def test_forms_refuse_missing_or_foreign_csrf(env: Env) -> None:
     )
     assert r.status_code == 403
     wrong = c.post("/login", data={"username": "root", "password": "bad", "csrf": token})
-    assert wrong.status_code == 401 and "wrong username or password" in wrong.text
+    assert wrong.status_code == 401 and "The username, password or code is not right." in wrong.text
 
 
 def test_api_answers_carry_security_headers_and_no_store(env: Env) -> None:

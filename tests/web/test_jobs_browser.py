@@ -53,6 +53,9 @@ def _run_from_template(page: Any, portal: Portal, lang: str, steps: str) -> str:
     page.get_by_label("Steps").fill("50")
     page.get_by_role("button", name=submit, exact=True).click()
     assert page.locator(".error-summary").is_visible()
+    if lang == "ko":
+        assert "1부터 20까지의 정수를 입력하세요." in page.locator("#e-fields\\.steps").inner_text()
+        assert "아래 표시된 항목을 고쳐 주세요." in page.locator(".error-summary").inner_text()
     assert page.locator("#e-fields\\.steps").is_visible()
     assert page.get_by_label("Steps").input_value() == "50"  # what was typed is kept
     shoot(page, lang, "jobs-new-errors")
