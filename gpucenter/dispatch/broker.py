@@ -2,10 +2,16 @@
 
 The core schedules all sites in one snapshot (each node carries its site, and a multi-node
 job is never split across sites), so by the time a job is dispatched its placement already
-names the site that can start it first. The broker only has to route: `submit` to the
-dispatcher of the placement's site, `cancel` to whichever site watches the job, `poll` to
-all of them. The scheduler loop polls the sites one by one itself (so that one site being
-down does not stop the others); the broker is what the rest of the server sees.
+names the site that can start it first. A job that no site can start now is not handed to
+any site: the core plans it (for the top blocked jobs) on the nodes that free up first, by
+the time limits of the jobs running there, whichever site they are on, and it is dispatched
+there when they do. The estimate is gpucenter's own: jobs a Slurm cluster runs that
+gpucenter did not submit, and what Slurm itself plans, are not part of it.
+
+The broker only has to route: `submit` to the dispatcher of the placement's site, `cancel`
+to whichever site watches the job, `poll` to all of them. The scheduler loop polls the sites
+one by one itself (so that one site being down does not stop the others); the broker is
+what the rest of the server sees.
 """
 
 from __future__ import annotations

@@ -7,13 +7,18 @@
 # started here), limits enforced (associations,limits,qos,safe) and multifactor priority so
 # that usage accrues. No systemd: the daemons are started directly.
 #
+# Then it starts a second cluster B on this host (scripts/slurm/setup_second.sh: ClusterName
+# siteb, /etc/slurm-b/slurm.conf, GPUs of another type, the same slurmdbd) for the two-site
+# tests; SLURM_SECOND_CLUSTER=0 leaves it out.
+#
 # Idempotent: a second run with the cluster up and the configuration unchanged only checks it
 # (about a second); a changed configuration restarts the daemons. Exit status 0 when the node
 # is up and usable; 2 when this machine cannot run it (not root, no apt-get) so that callers
 # can skip rather than fail; anything else is a real failure.
 #
 # Environment: SLURM_CLUSTER (gpucenter), SLURM_GPUS (8), SLURM_GPU_TYPE (h100),
-# SLURM_DB_PASS (slurm-test-pass), MYSQL_HOST (127.0.0.1), MYSQL_PORT (3306).
+# SLURM_DB_PASS (slurm-test-pass), MYSQL_HOST (127.0.0.1), MYSQL_PORT (3306),
+# SLURM_SECOND_CLUSTER (1), and setup_second.sh's SLURM_B_*.
 set -euo pipefail
 
 CLUSTER="${SLURM_CLUSTER:-gpucenter}"
@@ -252,3 +257,8 @@ wait_for 30 "cluster ${CLUSTER} in slurmdbd" bash -c \
   "sacctmgr -n -P show cluster format=cluster | grep -qx '${CLUSTER}'"
 
 say "up in $(elapsed)s: cluster ${CLUSTER}, node ${HOST} $(sinfo -h -n "$HOST" -o '%T %G')"
+
+if [[ ${SLURM_SECOND_CLUSTER:-1} != 0 ]]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/setup_second.sh" || die "second cluster (setup_second.sh) failed"
+  say "both clusters up in $(elapsed)s"
+fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the test cluster started by setup.sh: slurmd, slurmctld, slurmdbd and munged, by the
+# Stop the test clusters started by setup.sh: cluster B's slurmd and slurmctld
+# (setup_second.sh), then cluster A's slurmd, slurmctld, slurmdbd and munged, by the
 # pids in their pid files, then remove the pid files (a stale slurmctld.pid makes a later
 # `apt-get purge` fail: the package's prerm runs scancel). MariaDB is left alone: it may
 # serve others. Safe to run when nothing runs.
@@ -18,6 +19,8 @@ stop() {
   rm -f "$pf"
 }
 
+stop /run/slurmd-b.pid
+stop /run/slurmctld-b.pid
 stop /run/slurmd.pid
 stop /run/slurmctld.pid
 stop /run/slurmdbd.pid

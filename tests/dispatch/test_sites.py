@@ -1,7 +1,8 @@
 """Sites from settings, and brokering jobs between several sites (fake dispatchers).
 
 The real two-cluster set-up is not needed for what is tested here: which site gets a job is
-decided by the core over one snapshot of all sites, and the broker only routes by node.
+decided by the core over one snapshot of all sites, and the broker only routes by node. The
+same against two real Slurm clusters: tests/slurm/test_two_sites.py.
 """
 
 from __future__ import annotations
@@ -271,3 +272,39 @@ def test_the_example_sites_file_parses() -> None:
     specs = parse_site_specs(yaml.safe_load(path.read_text()), path.parent)
     assert [(s.name, s.kind) for s in specs] == [("alpha", "slurm"), ("beta", "slurm")]
     assert specs[1].slurm is not None and specs[1].slurm.conf == "/etc/slurm-b/slurm.conf"
+
+
+@pytest.mark.parametrize("limits", [(3600, 600), (600, 3600)])
+def test_a_job_no_site_can_start_now_is_planned_on_the_earliest_site(
+    two_sites: TwoSites, limits: tuple[int, int]
+) -> None:
+    """Both sites busy: the job is not handed to either yet, and its planned start is on the
+    site whose running job ends first (by time limit), wherever that is; it goes there once
+    that site frees up."""
+    w = two_sites
+    running: list[tuple[int, FakeSite]] = []
+    for limit in limits:
+        form = JobForm(
+            project="alpha", command="true", gpus_per_node=4, gpu_type="h100", time_limit_s=limit
+        )
+        job_id = jobs.submit(w.ctx, w.centre.alice, form).id
+        run_pass(w.ctx)
+        (site,) = [f for f in (w.a, w.b) if JobId(job_id) in f.submitted]
+        running.append((job_id, site))
+    assert {site.name for _, site in running} == {"alpha", "beta"}  # one on each
+    early_job, early = min(zip(limits, running, strict=True))[1]
+    late = w.b if early is w.a else w.a
+    nodes = {"alpha": "a1", "beta": "b1"}
+
+    queued = _submit(w, "h100", 4)
+    run_pass(w.ctx)
+    row = _row(w, queued)
+    assert row.state == JobState.PENDING.value
+    assert JobId(queued) not in w.a.submitted + w.b.submitted  # held by gpucenter, not a site
+    assert "expected to start by" in row.reason_detail, row.reason_detail
+    assert row.reason_detail.endswith(f" on {nodes[early.name]}"), row.reason_detail
+
+    early.end(JobId(early_job))
+    run_pass(w.ctx)
+    assert early.submitted[-1] == JobId(queued) and JobId(queued) not in late.submitted
+    assert _site_name(w, queued) == early.name

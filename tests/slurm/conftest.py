@@ -50,6 +50,7 @@ from gpucenter.services.slurm_sync import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / "scripts" / "slurm" / "setup.sh"
+CONF_B = "/etc/slurm-b/slurm.conf"  # cluster B of scripts/slurm/setup_second.sh
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 USERS = ("gcalice", "gcbob")
 SHARED = Path("/tmp/gpucenter-slurm-tests")
@@ -90,11 +91,26 @@ def slurm_cluster() -> str:
     return cluster_name(SlurmCli())
 
 
-def slurm(*args: str) -> str:
-    """Run a Slurm tool (test helper); its stdout."""
-    done = subprocess.run(
-        list(args), capture_output=True, text=True, check=True, env={**os.environ, "TZ": "UTC"}
-    )
+@pytest.fixture(scope="session")
+def second_cluster(slurm_cluster: str) -> str:
+    """Cluster B (setup.sh starts it too, by setup_second.sh); its name."""
+    from gpucenter.dispatch.base import DispatchError
+    from gpucenter.dispatch.slurm import cluster_name
+
+    if not Path(CONF_B).exists():
+        _unavailable(f"no second cluster: {CONF_B} is missing (SLURM_SECOND_CLUSTER=0?)")
+    try:
+        return cluster_name(SlurmCli(slurm_conf=CONF_B))
+    except DispatchError as exc:
+        pytest.fail(f"the second cluster does not answer: {exc}")
+
+
+def slurm(*args: str, conf: str | None = None) -> str:
+    """Run a Slurm tool (test helper), against cluster B's slurm.conf if given; its stdout."""
+    env = {**os.environ, "TZ": "UTC"}
+    if conf is not None:
+        env["SLURM_CONF"] = conf
+    done = subprocess.run(list(args), capture_output=True, text=True, check=True, env=env)
     return done.stdout
 
 
