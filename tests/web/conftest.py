@@ -24,6 +24,7 @@ import pytest
 
 from gpucenter.config import Settings
 from gpucenter.services.context import AppContext
+from gpucenter.services.site_config import load_site
 from tests.conftest import IN_CI
 from tests.factories import make_context, wait_until
 
@@ -64,7 +65,9 @@ class Portal:
 
 
 @pytest.fixture
-def portal(db_url: str, tmp_path: Path) -> Iterator[Portal]:
+def portal(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Portal]:
+    """A live server; `@pytest.mark.portal_site(yaml_text)` gives it a site of its own
+    (the default is the demo site: one node with four virtual GPUs)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCENTER_")} | {
         "GPUCENTER_DATABASE_URL": db_url,
@@ -75,6 +78,11 @@ def portal(db_url: str, tmp_path: Path) -> Iterator[Portal]:
         "GPUCENTER_COOKIE_SECURE": "false",
         "COLUMNS": "200",
     }
+    marker = request.node.get_closest_marker("portal_site")
+    if marker is not None:
+        site_file = tmp_path / "site.yaml"
+        site_file.write_text(marker.args[0])
+        env["GPUCENTER_SITE_FILE"] = str(site_file)
     server = subprocess.Popen(
         [sys.executable, "-m", "gpucenter.cli", "serve"],
         env=env,
@@ -92,7 +100,10 @@ def portal(db_url: str, tmp_path: Path) -> Iterator[Portal]:
             return False
 
     settings = Settings(database_url=db_url, var_dir=tmp_path / "seed", cookie_secure=False)
-    ctx = make_context(settings)
+    # The seeding context describes the same site as the server, so that it registers the
+    # same inventory.
+    site_path = Path(env["GPUCENTER_SITE_FILE"]) if "GPUCENTER_SITE_FILE" in env else None
+    ctx = make_context(settings, load_site(site_path, detect=lambda: ()) if site_path else None)
     try:
         wait_until(healthy, timeout=30, step=0.2)
         yield Portal(base, db_url, env, ctx)

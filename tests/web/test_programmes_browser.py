@@ -146,6 +146,6 @@ def test_the_same_path_in_korean(portal: Portal, browser_page) -> None:
     assert "선정을 확정했습니다" in page.get_by_role("status").inner_text()
 
     sign_in(page, portal, "root", PASSWORD, "ko")
-    page.get_by_role("link", name="관리자", exact=True).click()
+    page.get_by_role("link", name="센터 관리", exact=True).click()
     shoot(page, "ko", "admin")
     assert page.get_by_role("heading", name="센터 역할").is_visible()
