@@ -54,3 +54,24 @@ def test_sign_in_and_switch_language_in_a_real_browser(portal: Portal, browser_p
 def test_a_signed_out_browser_is_sent_to_sign_in(portal: Portal, browser_page) -> None:
     browser_page.goto(portal.url("/"))
     assert browser_page.url.endswith("/login")
+
+
+def test_pages_fit_a_tablet_screen_without_sideways_scrolling(
+    portal: Portal, chromium, browser_page
+) -> None:
+    _user(portal, "jiwoo", "a-long-password-1")
+    sign_in(browser_page, portal, "jiwoo", "a-long-password-1", "ko")
+    tablet = chromium.new_context(
+        viewport={"width": 768, "height": 1024}, storage_state=browser_page.context.storage_state()
+    )
+    page = tablet.new_page()
+    try:
+        for path in ("/", "/programmes", "/jobs", "/jobs/new", "/projects"):
+            page.goto(portal.url(path))
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 1, f"{path} is {overflow}px wider than a tablet screen"
+        shoot(page, "ko", "tablet-job-form")
+    finally:
+        tablet.close()
