@@ -27,8 +27,9 @@ that did not change keep their t(n): past `now` it does not depend on `now` (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gpucenter.core.placement import pick_groups
-from gpucenter.core.pools import Pool
 from gpucenter.core.state import ClusterState, Hold
 
 #: A plan whose pool changed in more nodes than this is recomputed, not checked node by node.
@@ -114,24 +115,26 @@ def gang_cacheable(st: ClusterState, prefix: set[int], k: int) -> bool:
 
 def revalidate(
     st: ClusterState,
-    pool: Pool,
     plan: KeptPlan,
     now: float,
     snap: Snap,
-    t_of: dict[int, float],
+    changed: list[int],
+    t_of: Callable[[int], float],
 ) -> list[int] | None:
     """The plan's nodes if it is still what a fresh scan would answer at `now`, else None.
 
-    `t_of` gives t(n) at `now` for each changed node of the pool (the caller computes it with
-    the scan's own rules). Updates the plan to the current state when it holds."""
+    `changed` are the pool's nodes that changed since the plan; `t_of(n)` places one of them
+    against the plan's instant with the scan's own rules (a bound past the instant will do).
+    Updates the plan to the current state when it holds."""
     t0 = plan.t
     last = plan.last
-    if last in t_of:
-        return None
     prefix = plan.prefix
     future = st.future
     left: list[int] = []
-    for n, t in t_of.items():
+    if last in changed:
+        return None
+    for n in changed:
+        t = t_of(n)
         if t == t0:
             return None  # a tie: the order against `last` is not worth reasoning about
         if t < t0:

@@ -111,6 +111,9 @@ class ClusterState:
         # Nodes whose GPUs or running jobs' ends changed, in order (holds and pool moves are
         # not logged): what the planner's kept plans check; the planner empties it per pass.
         self.log: list[int] = []
+        # Per node, bumped with each logged change: with the node's holds it keys the
+        # planner's exact earliest starts across passes (`version` also counts holds).
+        self.real: list[int] = [0] * n_nodes
         self.block_ids: dict[tuple[str, str], int] = {}
         self.block_names: list[str] = []
         self.site_of_block: list[int] = []
@@ -221,6 +224,7 @@ class ClusterState:
             remaining = [g for g in free if g not in taken]
         pool = self._unindex(n)
         self.log.append(n)
+        self.real[n] += 1
         self.free[n] = remaining
         held = self.run[n].get(job)
         self.run[n][job] = (end, len(gpus) + (held[1] if held else 0))
@@ -234,6 +238,7 @@ class ClusterState:
         self.run[n][job] = (end, count)
         self.version[n] += 1
         self.log.append(n)
+        self.real[n] += 1
         p = self.pool_of[n]
         if p < 0 or self.bulk:
             return
@@ -248,6 +253,7 @@ class ClusterState:
     def give_back(self, n: int, gpus: tuple[int, ...], job: JobId) -> None:
         pool = self._unindex(n)
         self.log.append(n)
+        self.real[n] += 1
         self.free[n] = sorted(self.free[n] + list(gpus))
         self.run[n].pop(job, None)
         self._reindex(n, pool)
@@ -257,6 +263,7 @@ class ClusterState:
         self.run[n][job] = (end, held[1])
         self.version[n] += 1
         self.log.append(n)
+        self.real[n] += 1
 
     def add_hold(self, n: int, hold: Hold) -> None:
         pool = self._unindex(n)

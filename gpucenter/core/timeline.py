@@ -123,9 +123,12 @@ class Planner:
         self.st = st
         self.now = 0.0
         self.heaps: dict[tuple[int, int], list[Entry]] = {}
-        # node_earliest of held nodes within one pass, by (node, version, GPUs, length):
-        # every scan of a pool meets the same held nodes (a planned gang holds hundreds).
-        self._exact: dict[tuple[int, int, int, float], float] = {}
+        # node_earliest of held nodes by (node, real version, holds, GPUs, length) -> (answer,
+        # `now` it was computed at): every scan of a pool meets the same held nodes (a planned
+        # gang holds hundreds), pass after pass. An answer after `now` stays exact as the
+        # clock moves (see the module docstring); one at or before `now` is recomputed.
+        self._exact: dict[tuple[int, int, tuple[Hold, ...], int, float], tuple[float, float]] = {}
+        self._in_pass: dict[tuple[int, int, int, float], float] = {}
         # Plans kept across passes (see `plancache`), by (job, pool, GPUs or nodes, length,
         # max blocks or -1, gang); `keep=False` recomputes every plan (for equivalence tests).
         self.keep = keep
@@ -140,7 +143,9 @@ class Planner:
         pass are dropped (all of them if the advance holds changed), the others fold the
         state's change log into their own dirty sets, and the log starts afresh."""
         self.now = now
-        self._exact = {}
+        self._in_pass = {}
+        if len(self._exact) > 100_000:
+            self._exact = {}
         self.passes += 1
         self.groups = {}
         st = self.st
@@ -168,17 +173,36 @@ class Planner:
         """A planned start put `hold` on `nodes` of `pool` (see `Snap`)."""
         self.groups.setdefault(pool.index, []).append((hold, nodes))
 
-    def _t(self, n: int, g: int, length: float) -> float:
-        """t(n) exactly as `scan` yields it: the node's earliest start at `now`."""
+    def exact(self, n: int, g: int, length: float) -> float:
+        """`node_earliest` of a held node at `now`, kept across passes (see `_exact`; within
+        a pass, looked up first by the node's version, a cheaper key)."""
         st = self.st
-        if n in st.future:
-            ekey = (n, st.version[n], g, length)
-            t = self._exact.get(ekey)
-            if t is None:
-                t = self._exact[ekey] = node_earliest(st, n, g, self.now, length)
+        pkey = (n, st.version[n], g, length)
+        t = self._in_pass.get(pkey)
+        if t is not None:
             return t
+        now = self.now
+        ekey = (n, st.real[n], tuple(st.future[n]), g, length)
+        got = self._exact.get(ekey)
+        if got is not None and got[1] <= now and (got[0] > now or got[1] == now):
+            t = got[0]
+        else:
+            t = node_earliest(st, n, g, now, length)
+            self._exact[ekey] = (t, now)
+        self._in_pass[pkey] = t
+        return t
+
+    def _t(self, n: int, g: int, length: float, t0: float) -> float:
+        """t(n) as `scan` yields it (the node's earliest start at `now`), or, for a held node
+        whose lower bound is already past `t0`, that bound: all a kept plan asks is how
+        t(n) compares with its instant `t0`."""
+        st = self.st
         lb = self._lb(n, g)
-        return lb if lb > self.now else self.now
+        if lb < self.now:
+            lb = self.now
+        if n in st.future and lb <= t0:
+            return self.exact(n, g, length)
+        return lb
 
     def _kept(self, key: PlanKey, pool: Pool, g: int) -> tuple[float, list[int]] | None:
         """A kept plan that still holds now (updated to the current state), else None."""
@@ -198,9 +222,17 @@ class Planner:
             return None
         p = pool.index
         pool_of = st.pool_of
+        future = st.future
+        mine = [n for n in dirty if pool_of[n] == p]
+        # Unheld nodes first: cheap to place, and a plan that fails usually fails on them.
+        mine.sort(key=future.__contains__)
         length = key[3]
-        t_of = {n: self._t(n, g, length) for n in dirty if pool_of[n] == p}
-        nodes = revalidate(st, pool, plan, now, snap, t_of)
+        t0 = plan.t
+
+        def t_of(n: int) -> float:
+            return self._t(n, g, length, t0)
+
+        nodes = revalidate(st, plan, now, snap, mine, t_of)
         if nodes is None:
             return None
         self.reused += 1
@@ -279,7 +311,8 @@ class Planner:
         seen: set[int] = set()
         version, future, pool_of = st.version, st.future, st.pool_of
         now, p = self.now, pool.index
-        exact = self._exact
+        exact = self.exact
+        in_pass = self._in_pass
         try:
             while True:
                 while heap:
@@ -295,10 +328,9 @@ class Planner:
                     if n in future:
                         popped.append(heapq.heappop(heap))
                         seen.add(n)
-                        ekey = (n, v, g, length)
-                        t = exact.get(ekey)
+                        t = in_pass.get((n, v, g, length))  # `exact`'s first step, inline
                         if t is None:
-                            t = exact[ekey] = node_earliest(st, n, g, now, length)
+                            t = exact(n, g, length)
                         heapq.heappush(side, (t, n))
                         continue
                     break

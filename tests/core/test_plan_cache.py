@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from gpucenter.core import AdvanceReservation, PassResult, PendingJob, Policies, Scheduler
+from gpucenter.core import (
+    AdvanceReservation,
+    NodeSnapshot,
+    PassResult,
+    PendingJob,
+    Policies,
+    Scheduler,
+)
+from gpucenter.core.state import ClusterState
+from gpucenter.core.timeline import node_earliest
 from gpucenter.domain.ids import JobId, ProjectId
 from tests.core.builders import T0, cluster, job
 
@@ -180,3 +189,32 @@ def test_equivalence_scenarios_exercise_the_kept_plans() -> None:
             now += 60.0
         reused += kept.planner.reused
     assert reused > 20
+
+
+def test_node_earliest_does_not_depend_on_now_before_its_answer() -> None:
+    """The lemma kept plans and kept per-node answers rest on: with the node unchanged, an
+    answer c found at `now` is the answer at any later now' < c (and never stays never)."""
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(3000):
+        size = rng.choice((4, 8))
+        st = ClusterState([NodeSnapshot("n0", "h100", size, "b0")])
+        used = 0
+        for j in range(rng.randint(0, 3)):
+            k = rng.randint(1, size - used) if used < size else 0
+            if not k:
+                break
+            st.take(0, tuple(st.free[0][:k]), JobId(j), T0 + rng.choice((-50, 100, 600, 3600)))
+            used += k
+        for h in range(rng.randint(0, 3)):
+            start = T0 + rng.choice((0, 200, 700, 2000, 5000))
+            hold = (start, start + rng.choice((300, 1000, 4000)), rng.randint(1, size), h, -1)
+            st.add_hold(0, hold)
+        g = rng.randint(1, size)
+        length = float(rng.choice((100, 500, 1500, 6000)))
+        c = node_earliest(st, 0, g, T0, length)
+        for later in (T0 + 1, T0 + 99, T0 + 250, T0 + 1999, T0 + 4999):
+            if later < c:
+                assert node_earliest(st, 0, g, later, length) == c
+                checked += 1
+    assert checked > 1000
