@@ -11,7 +11,9 @@ connection; latency is the client's round trip.
     GPUCENTER_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python bench/job_list.py
 
-The last line printed is one JSON object (p50_ms, p99_ms over all requests, and per kind).
+The last line printed is one JSON object: p50_ms/p99_ms over the 50-row pages (the API's
+default page size, which the target is about), the p99 with 500-row pages included, and
+p50/p99 per kind.
 """
 
 from __future__ import annotations
@@ -173,6 +175,8 @@ def main() -> None:
         finally:
             drop_database(base, created)
     every = [x for values in times.values() for x in values]
+    # The target is for the API's page size (50); 500-row pages are reported on their own.
+    default_size = [x for k, values in times.items() if "limit_500" not in k for x in values]
     print(
         json.dumps(
             {
@@ -180,8 +184,9 @@ def main() -> None:
                 "other_jobs": args.noise,
                 "seed_s": round(seeded, 1),
                 "requests": len(every),
-                "p50_ms": pct(every, 0.5),
-                "p99_ms": pct(every, 0.99),
+                "p50_ms": pct(default_size, 0.5),
+                "p99_ms": pct(default_size, 0.99),
+                "p99_ms_all_kinds_incl_limit_500": pct(every, 0.99),
                 "by_kind_p50_p99_ms": {k: [pct(v, 0.5), pct(v, 0.99)] for k, v in times.items()},
                 "load_avg": os.getloadavg(),
             }

@@ -8,6 +8,13 @@ carries an Idempotency-Key; afterwards the database is checked for lost (acknowl
 missing) and duplicated (more than one job per key) submissions. Traffic goes to 127.0.0.1 only.
 
     .venv/bin/python bench/submit_load.py --seconds 60 --rate 500
+    .venv/bin/python bench/submit_load.py --ceiling --seconds 10 --rate 3000   # client alone
+
+The server runs `--workers` API processes (default 2; one of them leads the scheduler).
+p50_ms/p99_ms count from the moment a request was due, so time spent queued in the client
+for a free connection counts (no coordinated omission); p99_round_trip_ms counts from the
+moment it was written. server_cpu_ms_per_submit and postgres_cpu_ms_per_submit are the CPU
+the server's processes and all PostgreSQL processes used during the run, per submission.
 
 The last line printed is one JSON object.
 """
@@ -217,6 +224,38 @@ def _run(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
+def _cpu_by_group(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server's process tree and of all PostgreSQL processes
+    (Linux /proc): where the machine's time per submission goes, under shared load."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    postgres = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        if comm.startswith("postgres"):
+            postgres += cpu
+        parents[int(entry)] = int(fields[1])
+        used[int(entry)] = cpu
+    server = 0.0
+    for pid, cpu in used.items():
+        p = pid
+        while p > 1 and p != server_pid:
+            p = parents.get(p, 0)
+        if p == server_pid:
+            server += cpu
+    return {"server": server, "postgres": postgres}
+
+
 def _pct(values: list[float], p: float) -> float:
     ms = sorted(x * 1000 for x in values)
     return round(ms[min(len(ms) - 1, int(p * len(ms)))], 2) if ms else float("nan")
@@ -261,6 +300,12 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument(
+        "--no-scheduler",
+        dest="scheduler",
+        action="store_false",
+        help="diagnosis: serve the API without the scheduler loop",
+    )
+    parser.add_argument(
         "--ceiling", action="store_true", help="measure the client alone, against a no-op server"
     )
     args = parser.parse_args()
@@ -278,8 +323,11 @@ def main() -> None:
             var = tmp / "var"
             var.mkdir()
             tenants = seed(url, var, args.tenants)
-            server = Server(url, var, workers=args.workers).start()
+            extra = {} if args.scheduler else {"GPUCENTER_SCHEDULER_ENABLED": "false"}
+            server = Server(url, var, workers=args.workers, extra_env=extra).start()
             try:
+                assert server.process is not None
+                cpu_before = _cpu_by_group(server.process.pid)
                 started = time.perf_counter()
                 load = _run(
                     offer_load(
@@ -292,6 +340,7 @@ def main() -> None:
                     )
                 )
                 wall = time.perf_counter() - started
+                cpu_after = _cpu_by_group(server.process.pid)
             finally:
                 server.stop()
             engine = create_engine(url)
@@ -328,6 +377,14 @@ def main() -> None:
                 if load.from_schedule
                 else None,
                 "client_cpu_s": round(load.client_cpu_s, 1),
+                "server_cpu_ms_per_submit": round(
+                    (cpu_after["server"] - cpu_before["server"]) * 1000 / max(1, len(acked)), 2
+                ),
+                "postgres_cpu_ms_per_submit": round(
+                    (cpu_after["postgres"] - cpu_before["postgres"]) * 1000 / max(1, len(acked)),
+                    2,
+                ),
+                "scheduler": args.scheduler,
                 "lost": lost,
                 "duplicated": duplicated,
                 "load_avg": os.getloadavg(),

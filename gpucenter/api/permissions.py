@@ -21,7 +21,7 @@ PERMISSION_ATTR = "gpucenter_permission"
 def requires(permission: Permission) -> Any:
     """A dependency that authenticates the caller and checks `permission`."""
 
-    def check(caller: CurrentCaller) -> Caller:
+    async def check(caller: CurrentCaller) -> Caller:  # async: no thread hop for a pure check
         if not grants(caller, permission):
             raise PermissionDenied(f"this needs the {permission.value!r} permission")
         return caller

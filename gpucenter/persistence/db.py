@@ -37,7 +37,11 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # The API's worker threads and the scheduler share the pool: with the default 5 kept,
+    # a burst of submissions opens and closes overflow connections (a PostgreSQL backend
+    # each) all the time; 10 kept + 10 overflow keeps a busy process's connections open
+    # while staying far below the server's max_connections with several processes.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

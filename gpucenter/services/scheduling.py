@@ -268,6 +268,14 @@ def _shape(
     return found
 
 
+# Wait details name the job a queue waits behind, so a start can reword every pending
+# job's detail; rewriting 10,000 rows each pass would cost more than the pass. Details that
+# only reword an unchanged reason are written for the first this-many jobs in queue order
+# (those whose wait is about to end); deeper jobs keep the reason right and the wording
+# of an earlier pass until they come near the front.
+MAX_DETAIL_REWRITES = 500
+
+
 def _priority_moved(old: float | None, new: float) -> bool:
     """Write a job's priority when it is new or moved by more than 1%: ages creep up every
     pass, and rewriting every pending row each second would cost more than the pass."""
@@ -341,12 +349,17 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
                     "priority": factors["priority"],
                     "priority_factors": factors,
                 }
+        detail_only = 0
         for job_id, wait in result.waits.items():
             row = by_id[int(job_id)]
-            if row.reason != wait.reason.value or row.reason_detail != wait.detail:
+            if row.reason != wait.reason.value:
                 changes.setdefault(int(job_id), {}).update(
                     reason=wait.reason.value, reason_detail=wait.detail
                 )
+            elif row.reason_detail != wait.detail and detail_only < MAX_DETAIL_REWRITES:
+                # Same reason, new wording (the job it waits behind started, a new ETA).
+                detail_only += 1
+                changes.setdefault(int(job_id), {}).update(reason_detail=wait.detail)
         if changes:
             s.execute(update(JobRow), [{"id": k, **v} for k, v in changes.items()])
         starting = {int(st.job_id): st for st in result.starts}

@@ -134,3 +134,49 @@ def test_front_page_needs_a_browser_session(setup) -> None:
     # A bearer token is for the API, not for the pages.
     page = client.get("/", headers=_auth(centre.admin_token), follow_redirects=False)
     assert page.status_code == 303
+
+
+def test_a_cached_token_stops_working_when_revoked(setup) -> None:
+    """Tokens are cached briefly per process (token_cache.py): a revocation made through this
+    process is seen at once; one made elsewhere (a bare UPDATE, as another server's would
+    look from here) still stops submissions at once, because a submission re-checks."""
+    from sqlalchemy import update
+
+    from gpucenter.persistence.tables import ApiTokenRow, UserRow
+
+    ctx, centre, client = setup
+    headers = _auth(centre.alice_token)
+    body = {"project": "alpha", "command": "true", "gpus_per_node": 1}
+    assert client.get("/api/v1/jobs", headers=headers).status_code == 200  # now cached
+    with ctx.engine.begin() as conn:  # not through a Session: no cache invalidation
+        alice = conn.execute(select(UserRow.id).where(UserRow.username == "alice")).scalar()
+        conn.execute(
+            update(ApiTokenRow).where(ApiTokenRow.user_id == alice).values(revoked_at=func.now())
+        )
+    resp = client.post("/api/v1/jobs", json=body, headers=headers)
+    assert resp.status_code == 401, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    with ctx.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(JobRow)) == 0
+
+    bob = _auth(centre.bob_token)
+    (token,) = client.get("/api/v1/tokens", headers=bob).json()  # cached from here on
+    assert client.delete(f"/api/v1/tokens/{token['id']}", headers=bob).status_code == 200
+    assert client.get("/api/v1/jobs", headers=bob).status_code == 401  # same process: at once
+
+
+def test_idempotent_retries_in_a_burst_make_one_job(setup) -> None:
+    """Concurrent retries of one key race on INSERT ... ON CONFLICT: one job, same answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ctx, centre, client = setup
+    headers = _auth(centre.alice_token) | {"Idempotency-Key": "burst"}
+    body = {"project": "alpha", "command": "echo once", "gpus_per_node": 1}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda _: client.post("/api/v1/jobs", json=body, headers=headers), range(16))
+        )
+    assert {r.status_code for r in answers} == {201}
+    assert len({r.json()["id"] for r in answers}) == 1
+    with ctx.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(JobRow)) == 1
