@@ -25,6 +25,9 @@ class LaunchRequest:
     account: str = ""
     image: str | None = None
     """Container image, for dispatchers that can start one (submission refuses it elsewhere)."""
+    run: int = 1
+    """Which start of the job this is (1, then +1 after each requeue). A dispatcher uses it to
+    recognise a start it already made for a server that died before recording it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 # catches (rather than ignores) TERM, INT and HUP: it outlives a signal the job itself
 # chooses to survive, and a caught signal is reset to its default in the job it starts.
 _WRAPPER = (
+    'printf "%s" "$$" > "$3"; '
     'trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
     'printf "%s" "$rc" > "$1.tmp" && mv -f "$1.tmp" "$1"; exit "$rc"'
 )
@@ -288,16 +289,21 @@ class LocalDispatcher:
     def _start(self, request: LaunchRequest) -> Launched:
         if request.job_id in self._jobs:
             raise DispatchError(f"job {request.job_id} is already running here")
-        env = self._environment(request)
-        cwd = self._workdir(request)
         out_path = self._log_dir / f"job-{request.job_id}.out"
         err_path = self._log_dir / f"job-{request.job_id}.err"
         status_path = self._status_path(request.job_id)
+        marker = self._marker_path(request)
+        if marker.exists():
+            # An earlier server process started this very run and died before the database
+            # said so: adopt that process (or its exit status) instead of starting it twice.
+            return self._adopt_orphan(request, marker, out_path, err_path, status_path)
+        env = self._environment(request)
+        cwd = self._workdir(request)
         status_path.unlink(missing_ok=True)
         try:
             with out_path.open("wb") as out, err_path.open("wb") as err:
                 popen = subprocess.Popen(
-                    [SHELL, "-c", _WRAPPER, SHELL, str(status_path), request.command],
+                    [SHELL, "-c", _WRAPPER, SHELL, str(status_path), request.command, str(marker)],
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -307,6 +313,9 @@ class LocalDispatcher:
                 )
         except OSError as exc:
             raise SiteUnavailable(f"cannot start {SHELL}: {exc}") from exc
+        # The wrapper writes the same marker as its first act; writing it here as well leaves
+        # no gap once Popen has returned, whichever of the two comes first.
+        marker.write_text(str(popen.pid))
         started_at = self._clock.now()
         self._jobs[request.job_id] = _Running(
             job_id=request.job_id,
@@ -321,6 +330,48 @@ class LocalDispatcher:
         return Launched(
             job_id=request.job_id,
             external_id=str(popen.pid),
+            stdout_path=str(out_path),
+            stderr_path=str(err_path),
+            started_at=started_at,
+        )
+
+    def _marker_path(self, request: LaunchRequest) -> Path:
+        """Written by the job's wrapper as its first act: this run of this job has started."""
+        return self._log_dir / f"job-{request.job_id}.run-{request.run}.pid"
+
+    def _adopt_orphan(
+        self,
+        request: LaunchRequest,
+        marker: Path,
+        out_path: Path,
+        err_path: Path,
+        status_path: Path,
+    ) -> Launched:
+        try:
+            pid = int(marker.read_text().strip() or "0")
+            started_at = marker.stat().st_mtime
+        except (OSError, ValueError):
+            pid, started_at = 0, self._clock.now()
+        mine = pid > 0 and _runs_job(pid, request.job_id)
+        self._jobs[request.job_id] = _Running(
+            job_id=request.job_id,
+            popen=None,
+            pgid=pid if mine else -1,  # never signal a stranger that reused the pid
+            started_at=started_at,
+            time_limit_s=request.time_limit_s,
+            stderr_path=err_path,
+            status_path=status_path,
+        )
+        _log.warning(
+            "job %s run %d was started before a restart (pid %d, still running: %s); adopted",
+            request.job_id,
+            request.run,
+            pid,
+            mine,
+        )
+        return Launched(
+            job_id=request.job_id,
+            external_id=str(pid),
             stdout_path=str(out_path),
             stderr_path=str(err_path),
             started_at=started_at,

@@ -380,6 +380,7 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
                     env=dict(row.env or {}),
                     account=str(row.project_id),
                     image=row.image,
+                    run=(row.runs or 0) + 1,
                 ),
                 starting[row.id].borrowed,
             )

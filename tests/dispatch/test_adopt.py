@@ -95,3 +95,39 @@ def test_a_reused_pid_is_never_signalled(pair, tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_start_the_database_never_recorded_is_adopted_not_repeated(pair) -> None:
+    """The server died between starting a job and committing RUNNING: the job is still
+    PENDING, so the next leader asks to start the same run again. It gets the running process
+    back instead of a second one."""
+    first, second = pair
+    launched = first.submit(request(5, "echo start; sleep 1; echo end"))
+    first.detach()
+    again = second.submit(request(5, "echo start; sleep 1; echo end"))
+    assert again.external_id == launched.external_id
+    assert abs(again.started_at - launched.started_at) < 2
+    assert wait_end(second, 5).state is JobState.COMPLETED
+    assert read(launched.stdout_path) == "start\nend\n"  # one run, not two
+
+
+def test_an_unrecorded_start_that_already_ended_reports_its_status(pair) -> None:
+    first, second = pair
+    launched = first.submit(request(6, "echo once; exit 3"))
+    first.detach()
+    eventually(lambda: gone(int(launched.external_id)), "the job to end")
+    second.submit(request(6, "echo once; exit 3"))
+    change = wait_end(second, 6)
+    assert (change.state, change.exit_code) == (JobState.FAILED, 3)
+    assert read(launched.stdout_path) == "once\n"
+
+
+def test_a_requeued_job_starts_afresh_as_its_next_run(pair) -> None:
+    first, _ = pair
+    from dataclasses import replace
+
+    first.submit(request(7, "echo run"))
+    assert wait_end(first, 7).state is JobState.COMPLETED
+    again = first.submit(replace(request(7, "echo run"), run=2))
+    assert wait_end(first, 7).state is JobState.COMPLETED
+    assert read(again.stdout_path) == "run\n"

@@ -278,3 +278,42 @@ def test_a_suspended_allocation_takes_no_new_jobs(ctx: AppContext, centre: Centr
     with pytest.raises(ValidationError) as info:
         _submit(ctx, centre, "echo no")
     assert info.value.field == "project" and "no active allocation" in str(info.value)
+
+
+class _Died(BaseException):
+    """The server process dying right after the dispatcher started a job."""
+
+
+def test_a_start_the_server_died_before_recording_runs_once(
+    settings: Settings, ctx: AppContext, centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between the dispatcher's start and the commit of RUNNING: the job is still
+    PENDING in the database, and the next leader must adopt the process, not start another."""
+    from gpucenter.dispatch.local import LocalDispatcher
+    from gpucenter.services.scheduling import recover_after_restart
+
+    real_submit = LocalDispatcher.submit
+    died = []
+
+    def submit_then_die(self, request):  # type: ignore[no-untyped-def]
+        launched = real_submit(self, request)
+        if not died:
+            died.append(launched)
+            raise _Died
+        return launched
+
+    monkeypatch.setattr(LocalDispatcher, "submit", submit_then_die)
+    job_id = _submit(ctx, centre, "echo started; sleep 1.5; echo finished", gpus=4)
+    with pytest.raises(_Died):
+        run_pass(ctx)
+    assert _state(ctx, job_id).state == JobState.PENDING.value  # nothing was committed
+    ctx.dispatcher.detach()
+    restarted = make_context(settings)
+    try:
+        recover_after_restart(restarted)
+        done = _run_until(restarted, job_id, {JobState.COMPLETED})
+        assert done.runs == 1 and done.external_id == died[0].external_id
+        assert Path(done.stdout_path or "").read_text() == "started\nfinished\n"  # once
+    finally:
+        restarted.dispatcher.shutdown()
+        restarted.engine.dispose()
