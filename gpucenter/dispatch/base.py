@@ -50,6 +50,9 @@ class StateChange:
     at: Instant
     exit_code: int | None = None
     detail: str = ""
+    gpu_util: tuple[float, int] | None = None
+    """Mean GPU utilisation % over the run and how many samples it rests on, where measured."""
+    measured_by: str = ""
 
 
 class DispatchError(Exception):

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpucenter.dispatch.base import (
@@ -46,6 +46,7 @@ from gpucenter.dispatch.base import (
     SiteUnavailable,
     StateChange,
 )
+from gpucenter.dispatch.gpuutil import UtilisationSampler
 from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -221,7 +222,12 @@ class LocalDispatcher:
         clock: Clock | None = None,
         kill_grace_s: float = 5.0,
         gpu_index_map: Mapping[str, Sequence[int]] | None = None,
+        sampler: UtilisationSampler | None = None,
+        measured_nodes: frozenset[str] = frozenset(),
+        sample_every_s: float = 5.0,
     ) -> None:
+        """`sampler` (NVML) measures the GPU utilisation of jobs placed wholly on
+        `measured_nodes` (nodes with real GPUs), every `sample_every_s` on poll."""
         if kill_grace_s < 0:
             raise ValueError("kill_grace_s must not be negative")
         self._log_dir = Path(log_dir)
@@ -231,6 +237,10 @@ class LocalDispatcher:
         self._index_map = {node: tuple(ix) for node, ix in (gpu_index_map or {}).items()}
         self._jobs: dict[JobId, _Running] = {}
         self._lock = threading.Lock()
+        self._sampler = sampler
+        self._measured_nodes = measured_nodes
+        self._sample_every_s = sample_every_s
+        self._last_sample: Instant = float("-inf")
         _become_subreaper()
 
     # ----------------------------------------------------------------- submit
@@ -316,6 +326,11 @@ class LocalDispatcher:
         # The wrapper writes the same marker as its first act; writing it here as well leaves
         # no gap once Popen has returned, whichever of the two comes first.
         marker.write_text(str(popen.pid))
+        if self._sampler is not None and all(
+            part.node in self._measured_nodes for part in request.placement
+        ):
+            indices = [int(i) for i in env["CUDA_VISIBLE_DEVICES"].split(",") if i]
+            self._sampler.start(int(request.job_id), indices)
         started_at = self._clock.now()
         self._jobs[request.job_id] = _Running(
             job_id=request.job_id,
@@ -479,12 +494,26 @@ class LocalDispatcher:
         """
         changes: list[StateChange] = []
         with self._lock:
+            if self._sampler is not None:
+                now = self._clock.now()
+                if now - self._last_sample >= self._sample_every_s:
+                    self._last_sample = now
+                    self._sampler.sample()
             for job_id, job in list(self._jobs.items()):
                 self._step(job)
                 if job.ended is not None:
-                    changes.append(job.ended)
+                    changes.append(self._with_utilisation(job.ended))
                     del self._jobs[job_id]
         return changes
+
+    def _with_utilisation(self, change: StateChange) -> StateChange:
+        """The final state with the run's measured mean GPU utilisation, where sampled."""
+        if self._sampler is None:
+            return change
+        measured = self._sampler.finish(int(change.job_id))
+        if measured is None:
+            return change
+        return replace(change, gpu_util=measured, measured_by="nvml")
 
     def wait_for_exit(self, job_id: JobId, timeout_s: float) -> bool:
         """Block until the job's whole process group is gone, as poll() would see it.

@@ -160,8 +160,28 @@ def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
             else:
                 check_transition(current, change.state)
                 _finish(s, row, change.state, at, change.exit_code, change.detail)
+            if change.gpu_util is not None:
+                _record_utilisation(s, row, change, at)
             count += 1
     return count
+
+
+def _record_utilisation(s: Session, row: JobRow, change: StateChange, at: datetime) -> None:
+    """Keep the run's measured GPU utilisation for use-it-or-lose-it (row.runs is the run
+    that just ended: it is counted when a run starts)."""
+    from gpucenter.services.accounting_useit import record_utilisation
+
+    assert change.gpu_util is not None
+    mean, samples = change.gpu_util
+    record_utilisation(
+        s,
+        row.id,
+        row.runs or 1,
+        min(max(mean, 0.0), 100.0),
+        samples,
+        change.measured_by or "dispatcher",
+        at,
+    )
 
 
 def datetime_from(instant: float) -> datetime:

@@ -158,6 +158,7 @@ def build_sites(
     settings: Settings, sessions: sessionmaker[Session], clock: Clock
 ) -> list[SiteRuntime]:
     """Every configured site with its dispatcher."""
+    from gpucenter.dispatch.gpuutil import UtilisationSampler, nvml_reader
     from gpucenter.dispatch.local import LocalDispatcher
 
     specs = load_site_specs(settings)
@@ -173,11 +174,15 @@ def build_sites(
             )
         log_dir = settings.log_dir if len(specs) == 1 else settings.log_dir / loaded.site.name
         log_dir.mkdir(parents=True, exist_ok=True)
+        measured = frozenset(n.name for n in loaded.site.nodes) - loaded.virtual_nodes
+        reader = nvml_reader() if measured else None  # real GPUs: measure their utilisation
         dispatcher = LocalDispatcher(
             log_dir.resolve(),
             clock=clock,
             kill_grace_s=settings.kill_grace_s,
             gpu_index_map=loaded.gpu_index_map,
+            sampler=UtilisationSampler(reader) if reader is not None else None,
+            measured_nodes=measured,
         )
         runtimes.append(SiteRuntime(loaded.site.name, "local", loaded, dispatcher))
     return runtimes

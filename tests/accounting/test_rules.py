@@ -88,7 +88,7 @@ def test_percentile_nearest_rank() -> None:
 
 
 def test_slurm_gpu_tres_and_the_sampler() -> None:
-    from gpucenter.services.accounting_gpuutil import UtilisationSampler, parse_slurm_gpuutil
+    from gpucenter.dispatch.gpuutil import UtilisationSampler, parse_slurm_gpuutil
 
     assert parse_slurm_gpuutil("cpu=00:01:00,gres/gpumem=1024M,gres/gpuutil=37") == 37.0
     assert parse_slurm_gpuutil("cpu=00:01:00,mem=1G") is None

@@ -302,3 +302,28 @@ def test_shutdown_kills_every_group(tmp_path: Path) -> None:
 
     assert d.running_job_ids() == frozenset()
     assert all(group_gone(pgid) for pgid in groups)
+
+
+def test_gpu_utilisation_is_measured_on_real_gpu_nodes_and_reported_at_the_end(
+    tmp_path: Path,
+) -> None:
+    """NVML is faked: GPU i reads 40 + 10*i %. The job holds GPUs 1 and 2 (mean 55 %)."""
+    from gpucenter.dispatch.gpuutil import UtilisationSampler
+
+    sampler = UtilisationSampler(lambda index: 40.0 + 10.0 * index)
+    measured = LocalDispatcher(
+        tmp_path / "m", sampler=sampler, measured_nodes=frozenset({"local"}), sample_every_s=0
+    )
+    unmeasured = LocalDispatcher(tmp_path / "u", sampler=UtilisationSampler(lambda i: 99.0))
+    try:
+        gpus = (NodeGpus("local", (1, 2)),)
+        measured.submit(request(1, "sleep 0.3", placement=gpus))
+        unmeasured.submit(request(2, "sleep 0.3", placement=gpus))
+        ended = wait_end(measured, 1)
+        assert ended.gpu_util is not None and ended.measured_by == "nvml"
+        mean, samples = ended.gpu_util
+        assert mean == 55.0 and samples >= 2
+        assert wait_end(unmeasured, 2).gpu_util is None  # virtual GPUs: nothing to measure
+    finally:
+        measured.shutdown()
+        unmeasured.shutdown()

@@ -6,6 +6,7 @@ Runs on SQLite and PostgreSQL. The scheduler loop is driven by calling `run_pass
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 
 from gpucenter.config import Settings
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import JobRow, LedgerEntryRow
 from gpucenter.services import jobs
@@ -317,3 +319,26 @@ def test_a_start_the_server_died_before_recording_runs_once(
     finally:
         restarted.dispatcher.shutdown()
         restarted.engine.dispose()
+
+
+def test_measured_gpu_utilisation_is_kept_for_the_run_that_ended(
+    ctx: AppContext, centre: Centre
+) -> None:
+    from gpucenter.dispatch.base import StateChange
+    from gpucenter.persistence.tables_accounting import GpuUtilisationRow
+    from gpucenter.services.scheduling import apply_changes
+
+    job_id = _submit(ctx, centre, "sleep 30", gpus=2)
+    running = _run_until(ctx, job_id, {JobState.RUNNING})
+    ended = StateChange(
+        JobId(job_id), JobState.COMPLETED, time.time(), 0, gpu_util=(37.5, 4), measured_by="nvml"
+    )
+    assert apply_changes(ctx, [ended]) == 1
+    assert apply_changes(ctx, [ended]) == 0  # reported twice: kept once
+    with ctx.sessions.begin() as s:
+        rows = s.scalars(select(GpuUtilisationRow).where(GpuUtilisationRow.job_id == job_id)).all()
+        assert [(r.run, r.mean_util_pct, r.samples, r.measured_by) for r in rows] == [
+            (running.runs, 37.5, 4, "nvml")
+        ]
+        assert rows[0].allocation_id == running.allocation_id
+    ctx.dispatcher.cancel(JobId(job_id))

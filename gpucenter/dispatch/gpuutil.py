@@ -4,8 +4,10 @@ Slurm's `gres/gpuutil` TRES where the cluster's accounting gathers it.
 Neither source is always there (no driver on a laptop; Slurm without the GPU TRES), so both
 return None rather than a guess, and the assessment then rests on GPU-hours alone.
 `UtilisationSampler` keeps a running mean per job over the GPU indices the job holds; the
-local dispatcher calls `sample()` on its poll and `finish(job)` at the end, then stores the
-result with `accounting_useit.record_utilisation`.
+local dispatcher calls `sample()` on its poll and `finish(job)` at the end and reports the
+mean in the job's final StateChange; the scheduling service stores it with
+`accounting_useit.record_utilisation`. It lives in dispatch/ because only dispatchers touch
+GPUs and clusters.
 """
 
 from __future__ import annotations
