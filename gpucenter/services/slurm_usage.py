@@ -33,8 +33,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gpucenter.dispatch.gpuutil import parse_slurm_gpuutil
 from gpucenter.dispatch.slurm import COMMENT_PREFIX
-from gpucenter.dispatch.slurm_cli import SlurmCli, parse_slurm_time
+from gpucenter.dispatch.slurm_cli import SlurmCli, SlurmCommandError, parse_slurm_time
 from gpucenter.dispatch.slurm_states import Phase, map_state
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId
@@ -93,6 +94,7 @@ class UsageRecord:
     elapsed_s: int
     end: datetime | None
     comment: str
+    gpu_util_pct: float | None = None  # mean GPU utilisation where the cluster gathers it
 
     @property
     def gpu_seconds(self) -> float:
@@ -136,17 +138,21 @@ _FIELDS = ("id", "cluster", "account", "user", "state", "tres", "elapsed", "end"
 def read_usage(cli: SlurmCli, since: datetime, until: datetime) -> list[UsageRecord]:
     """Ended jobs of every user that ran in [since, until), from sacct (allocations only)."""
     fmt = "%Y-%m-%dT%H:%M:%S"
+    window = (
+        f"--starttime={since.astimezone(UTC).strftime(fmt)}",
+        # sacct keeps whole seconds: round the end up so a job ending now is included.
+        f"--endtime={(until + timedelta(seconds=1)).astimezone(UTC).strftime(fmt)}",
+    )
     rows = cli.parsable(
         "sacct",
         [
             *("-X", "-n", "-P", "-a"),
-            f"--starttime={since.astimezone(UTC).strftime(fmt)}",
-            # sacct keeps whole seconds: round the end up so a job ending now is included.
-            f"--endtime={(until + timedelta(seconds=1)).astimezone(UTC).strftime(fmt)}",
+            *window,
             "--format=JobIDRaw,Cluster,Account,User,State,AllocTRES,ElapsedRaw,End,Comment",
         ],
         _FIELDS,
     )
+    util = _read_gpu_utilisation(cli, [*window])
     records: list[UsageRecord] = []
     for r in rows:
         if map_state(r["state"]).phase is not Phase.ENDED:
@@ -165,9 +171,33 @@ def read_usage(cli: SlurmCli, since: datetime, until: datetime) -> list[UsageRec
                 elapsed_s=int(r["elapsed"]) if r["elapsed"].isdigit() else 0,
                 end=datetime.fromtimestamp(end, tz=UTC) if end is not None else None,
                 comment=r["comment"],
+                gpu_util_pct=util.get(r["id"]),
             )
         )
     return records
+
+
+def _read_gpu_utilisation(cli: SlurmCli, window: list[str]) -> dict[str, float]:
+    """Mean GPU utilisation per job from its steps' TRESUsageInAve (`gres/gpuutil`), for
+    clusters that gather it (AccountingStorageTRES with gres/gpuutil and the NVML GPU
+    plugin). The busiest step stands for the job. Missing or unreadable: no figure."""
+    try:
+        rows = cli.parsable(
+            "sacct", ["-n", "-P", "-a", *window, "--format=JobIDRaw,TRESUsageInAve"], _UTIL
+        )
+    except SlurmCommandError as exc:
+        log.info("no GPU utilisation from sacct: %s", exc)
+        return {}
+    found: dict[str, float] = {}
+    for r in rows:
+        pct = parse_slurm_gpuutil(r["tres"])
+        if pct is not None:
+            job = r["id"].split(".")[0]
+            found[job] = max(pct, found.get(job, 0.0))
+    return found
+
+
+_UTIL = ("id", "tres")
 
 
 def ingest_usage(
@@ -194,6 +224,10 @@ def _ingest_one(s: Session, record: UsageRecord, now: datetime, report: IngestRe
     gpucenter_id = record.gpucenter_job
     job = s.get(JobRow, gpucenter_id) if gpucenter_id is not None else None
     if job is not None and job.external_id == record.job_id:
+        if record.gpu_util_pct is not None and JobState(job.state).is_terminal:
+            from gpucenter.services.accounting_useit import record_utilisation
+
+            record_utilisation(s, job.id, job.runs or 1, record.gpu_util_pct, 1, "slurm", at)
         _correct(s, job, record, at, report)
         return
     if job is not None and (job.runs or 0) > 1:

@@ -199,3 +199,47 @@ def test_a_failing_sync_is_logged_and_the_loop_goes_on(
     assert loop.sync_slurm_sites(130.0) == 0 and calls == ["sync"]  # not before the interval
     loop.sync_slurm_sites(161.0)
     assert calls == ["sync", "sync"]
+
+
+def test_gpu_utilisation_comes_from_the_busiest_step_where_the_cluster_gathers_it() -> None:
+    """sacct as a cluster with gres/gpuutil gathering prints it (the test clusters have fake
+    GPUs and no NVML plugin, so this path is checked against recorded output)."""
+    from gpucenter.services.slurm_usage import read_usage
+
+    allocations = (
+        "41|alpha|proj|ana|COMPLETED|cpu=2,gres/gpu:h100=2,gres/gpu=2,node=1|600|"
+        "2026-11-01T10:10:00|gpucenter:7\n"
+        "42|alpha|proj|ana|COMPLETED|cpu=1,gres/gpu:h100=1,gres/gpu=1,node=1|60|"
+        "2026-11-01T10:02:00|\n"
+    )
+    steps = (
+        "41|\n41.batch|cpu=00:00:10,gres/gpumem=1000M,gres/gpuutil=35,mem=1G\n"
+        "41.0|cpu=00:09:00,gres/gpuutil=82.5,mem=4G\n"
+        "42|\n42.batch|cpu=00:00:10,mem=1G\n"
+    )
+
+    def runner(argv, stdin, env, timeout):  # type: ignore[no-untyped-def]
+        if argv[0].endswith("sacct") and "-X" in argv:
+            return Result(0, allocations, "")
+        if argv[0].endswith("sacct"):
+            return Result(0, steps, "")
+        raise AssertionError(argv)
+
+    now = datetime(2026, 11, 1, 11, tzinfo=UTC)
+    records = read_usage(SlurmCli(runner=runner), now - timedelta(hours=2), now)
+    by_id = {r.job_id: r for r in records}
+    assert by_id["41"].gpu_util_pct == 82.5 and by_id["41"].gpu_seconds == 1200
+    assert by_id["42"].gpu_util_pct is None
+
+
+def test_no_utilisation_figure_when_sacct_refuses_the_step_query() -> None:
+    from gpucenter.services.slurm_usage import read_usage
+
+    def runner(argv, stdin, env, timeout):  # type: ignore[no-untyped-def]
+        if "-X" in argv:
+            return Result(0, "43|alpha|proj|ana|COMPLETED|gres/gpu=1|60|2026-11-01T10:02:00|\n", "")
+        return Result(1, "", "sacct: error: Invalid field requested: TRESUsageInAve")
+
+    now = datetime(2026, 11, 1, 11, tzinfo=UTC)
+    (record,) = read_usage(SlurmCli(runner=runner), now - timedelta(hours=2), now)
+    assert record.gpu_util_pct is None and record.gpu_seconds == 60
