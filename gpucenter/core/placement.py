@@ -25,11 +25,20 @@ def conflicting_hold(st: ClusterState, n: int, g: int, now: float, end: float) -
     if not fut:
         return None
     size = st.size[n]
+    runs = st.run[n]
     for h in fut:
         t0 = h[0]
         if t0 >= end or h[1] <= now:
             continue
-        if st.usage_at(n, t0 if t0 > now else now) + g > size:
+        t = t0 if t0 > now else now
+        used = g  # `st.usage_at(n, t) + g`, inlined: called per held node per placement
+        for e, k in runs.values():
+            if e > t:
+                used += k
+        for hh in fut:
+            if hh[0] <= t < hh[1]:
+                used += hh[2]
+        if used > size:
             return h
     return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import math
 import operator
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from gpucenter.core.model import OPPORTUNISTIC, PendingJob
@@ -103,22 +104,20 @@ def _order(jobs: list[QueuedJob]) -> list[QueuedJob]:
 
     Sorting by a float is several times faster than by tuples, so: split entitled from
     opportunistic, sort each by -priority alone, and re-sort only the runs of equal priority
-    by the full key (rare: the same project submitting in the same second).
+    by the full key (rare: the same project submitting in the same second). The runs are
+    found by counting priorities and bisecting, not by a Python loop over every job.
     """
     out: list[QueuedJob] = []
     for group in ([q for q in jobs if not q.opp], [q for q in jobs if q.opp]):
         group.sort(key=_by_prio, reverse=True)  # stable; ties are re-sorted below anyway
         prios = [q.prio for q in group]
         if len(set(prios)) != len(prios):
-            i, n = 0, len(group)
-            while i < n:
-                j = i + 1
-                p = prios[i]
-                while j < n and prios[j] == p:
-                    j += 1
-                if j - i > 1:
+            neg = [-p for p in prios]  # ascending, for bisect
+            for p, count in Counter(prios).items():
+                if count > 1:
+                    i = bisect.bisect_left(neg, -p)
+                    j = bisect.bisect_right(neg, -p)
                     group[i:j] = sorted(group[i:j], key=_by_key)
-                i = j
         out += group
     return out
 
@@ -131,6 +130,9 @@ class JobQueue:
         self.cluster_gpus = cluster_gpus
         self.pending: dict[JobId, QueuedJob] = {}
         self.order: list[QueuedJob] = []
+        # Whether `order` was handed out as a pass's listing (`Waits`, `Breakdowns` read it
+        # later): it is then copied before it is changed in place, not copied every pass.
+        self.shared = False
         self.prio_at: Instant | None = None
         self._shapes: dict[ShapeKey, Shape] = {}
         self._sids: dict[Sig, int] = {}
@@ -174,6 +176,9 @@ class JobQueue:
     def _insert(self, q: QueuedJob) -> None:
         """Put a newly prioritised job in order, with a rank between its neighbours."""
         order = self.order
+        if self.shared:
+            order = self.order = order[:]
+            self.shared = False
         i = bisect.bisect_right(order, q.key, key=_by_key)
         order.insert(i, q)
         if len(order) == 1:
@@ -311,11 +316,28 @@ class JobQueue:
         jobs = list(self.pending.values())
         self._prioritise(jobs, now, fair_share)
         order = self.order = _order(jobs)
-        if ranks:
-            for i, q in enumerate(order):
-                q.rank = i
+        self.shared = False
         self.groups = None
         self.prio_at = now
+        if ranks:
+            # The ranks, and the lists `streams` would build from them, in one loop.
+            groups: dict[GroupKey, list[QueuedJob]] = {}
+            solo: list[QueuedJob] = []
+            special = self.solo_projects
+            get = groups.get
+            for i, q in enumerate(order):
+                q.rank = i
+                if q.budget is not None or q.project in special:
+                    solo.append(q)
+                    continue
+                key = (q.sid, q.limit)
+                members = get(key)
+                if members is None:
+                    groups[key] = [q]
+                else:
+                    members.append(q)
+            self.groups = groups
+            self.solo = solo
 
     def compact(self, force: bool = False) -> None:
         """Drop started and withdrawn jobs from the ordered list, once they are more than a
@@ -325,6 +347,7 @@ class JobQueue:
             return
         self.done_count = 0
         self.order = [q for q in self.order if not q.done]
+        self.shared = False
         groups = self.groups
         if groups is not None:
             for key, members in list(groups.items()):

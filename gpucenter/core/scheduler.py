@@ -287,7 +287,8 @@ class Scheduler:
                 list(map(_src, queue)), prio_at, self.factors, self.policy, st.total_gpus
             )
         else:
-            listed = queue[:]
+            listed = queue  # not copied: the queue copies it before its next change
+            jq.shared = True
             waits = Waits(px.waits, segments, listed, pass_no)
             frag = fragmentation(st, queue, waits)
             priorities = Breakdowns.for_pass(

@@ -61,6 +61,10 @@ def node_earliest(st: ClusterState, n: int, g: int, now: float, length: float) -
     # end) and holds (over their window), summed at each candidate start and hold start.
     runs = list(st.run[n].values())
     holds = [(h[0], h[1], h[2]) for h in fut]
+    if g == size:
+        got = _whole_earliest(runs, holds, len(st.free[n]) >= g, now, length)
+        if got is not None:
+            return got
 
     def use_at(t: float) -> int:
         u = 0
@@ -89,6 +93,50 @@ def node_earliest(st: ClusterState, n: int, g: int, now: float, length: float) -
         stop = c + length
         for h0, _, _ in holds:
             if c < h0 < stop and use_at(h0) > room:
+                break
+        else:
+            return c
+    return INF
+
+
+def _whole_earliest(
+    runs: list[tuple[float, int]],
+    holds: list[tuple[float, float, int]],
+    free_now: bool,
+    now: float,
+    length: float,
+) -> float | None:
+    """`node_earliest` for the whole node (the common query: gangs), or None when a run or
+    hold of no GPUs or an empty hold window makes the general code the safer answer.
+
+    The same candidates in the same order, with the same tests spelt for `room == 0`: use at
+    `c` is zero iff every run ended by `c` (all end no later than the latest, `last`) and no
+    hold covers `c`; a hold starting inside the run has use > 0 at its start (it covers it).
+    """
+    last = -INF
+    for e, k in runs:
+        if k <= 0:
+            return None
+        if e > last:
+            last = e
+    for h0, h1, k in holds:
+        if k <= 0 or not h0 < h1:
+            return None
+    candidates = {now}
+    for e, _ in runs:
+        if e > now:
+            candidates.add(e)
+    for _, h1, _ in holds:
+        if h1 > now:
+            candidates.add(h1)
+    for c in sorted(candidates):
+        if c == now and not free_now:
+            continue
+        if last > c:
+            continue
+        stop = c + length
+        for h0, h1, _ in holds:
+            if h0 <= c < h1 or c < h0 < stop:
                 break
         else:
             return c
