@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.factories import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.live import server_env, serving
 
 
 class Cli:
@@ -42,41 +34,9 @@ class Cli:
 
 @pytest.fixture
 def live(db_url: str, tmp_path: Path) -> Iterator[tuple[Cli, str]]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCENTER_")} | {
-        "GPUCENTER_DATABASE_URL": db_url,
-        "GPUCENTER_VAR_DIR": str(tmp_path / "var"),
-        "GPUCENTER_PORT": str(port),
-        "GPUCENTER_API_URL": f"http://127.0.0.1:{port}",
-        "GPUCENTER_SCHEDULER_INTERVAL_S": "0.2",
-        "COLUMNS": "200",
-    }
-    cli = Cli(env)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gpucenter.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = env["GPUCENTER_API_URL"]
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            return False
-
-    try:
-        wait_until(healthy, timeout=30, step=0.2)
-        yield cli, base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    env = server_env(db_url, tmp_path / "var")
+    with serving(env) as base:
+        yield Cli(env), base
 
 
 def test_admin_sets_up_a_project_and_a_member_runs_a_job(live) -> None:

@@ -186,8 +186,8 @@ def usage_report(
     applicant_type, organisation, strategic_field, site, gpu_type, project."""
     dims = parse_dimensions(by.split(","))
     with ctx.sessions.begin() as s:
-        rows = reports.usage_report(s, caller, dims, first, last)
-    return _export([r.flat() for r in rows], format, "usage")
+        records = reports.usage_records(s, caller, dims, first, last)
+    return _export(records, format, "usage")
 
 
 @router.get(f"{P}/reports/supplier-statement", response_model=None)
@@ -195,8 +195,8 @@ def supplier_statement(
     ctx: Ctx, caller: CurrentCaller, month: Month, format: Format = Format.JSON
 ) -> Response:
     with ctx.sessions.begin() as s:
-        lines = reports.supplier_statement(s, caller, month)
-    return _export([{"month": month, **asdict(x)} for x in lines], format, f"statement-{month}")
+        records = reports.statement_records(s, caller, month)
+    return _export(records, format, f"statement-{month}")
 
 
 @router.get(f"{P}/reports/site-utilisation", response_model=None)
@@ -204,8 +204,7 @@ def site_utilisation(
     ctx: Ctx, caller: CurrentCaller, month: Month, format: Format = Format.JSON
 ) -> Response:
     with ctx.sessions.begin() as s:
-        rows = reports.site_utilisation(s, caller, month)
-    records = [{"month": month, **asdict(u), "utilisation": u.utilisation} for u in rows]
+        records = reports.utilisation_records(s, caller, month)
     return _export(records, format, f"utilisation-{month}")
 
 
@@ -214,8 +213,8 @@ def queue_delay(
     ctx: Ctx, caller: CurrentCaller, month: Month, format: Format = Format.JSON
 ) -> Response:
     with ctx.sessions.begin() as s:
-        rows = reports.queue_delay(s, caller, month)
-    return _export([{"month": month, **asdict(d)} for d in rows], format, f"queue-{month}")
+        records = reports.queue_delay_records(s, caller, month)
+    return _export(records, format, f"queue-{month}")
 
 
 @router.get(f"{P}/reports/shares", response_model=None)
@@ -229,11 +228,7 @@ def share_report(
 ) -> Response:
     """Delivered versus policy share of a call, per share rule and applicant type."""
     with ctx.sessions.begin() as s:
-        rows = reports.share_report(s, caller, call_id, first, last)
-    records = [
-        {**asdict(r), "applicant_types": ",".join(r.applicant_types), "within": r.within}
-        for r in rows
-    ]
+        records = reports.share_records(s, caller, call_id, first, last)
     return _export(records, format, "shares")
 
 

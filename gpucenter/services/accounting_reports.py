@@ -9,8 +9,9 @@ Centre admins see everything; a programme manager sees the allocations of their 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -288,3 +289,36 @@ def share_report(s: Session, caller: Caller, call_id: int, first: str, last: str
 
 def now_month(now: datetime) -> str:
     return f"{now.year:04d}-{now.month:02d}"
+
+
+# --- The same reports as flat records for CSV, XLSX and JSON (API and portal downloads) ---
+
+
+def usage_records(
+    s: Session, caller: Caller, dims: Sequence[Dimension], first: str, last: str
+) -> list[dict[str, Any]]:
+    return [r.flat() for r in usage_report(s, caller, dims, first, last)]
+
+
+def statement_records(s: Session, caller: Caller, month: str) -> list[dict[str, Any]]:
+    return [{"month": month, **asdict(x)} for x in supplier_statement(s, caller, month)]
+
+
+def utilisation_records(s: Session, caller: Caller, month: str) -> list[dict[str, Any]]:
+    return [
+        {"month": month, **asdict(u), "utilisation": u.utilisation}
+        for u in site_utilisation(s, caller, month)
+    ]
+
+
+def queue_delay_records(s: Session, caller: Caller, month: str) -> list[dict[str, Any]]:
+    return [{"month": month, **asdict(d)} for d in queue_delay(s, caller, month)]
+
+
+def share_records(
+    s: Session, caller: Caller, call_id: int, first: str, last: str
+) -> list[dict[str, Any]]:
+    return [
+        {**asdict(r), "applicant_types": ",".join(r.applicant_types), "within": r.within}
+        for r in share_report(s, caller, call_id, first, last)
+    ]

@@ -10,7 +10,6 @@ site operators and centre admins the site statements.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -173,8 +172,8 @@ def download_usage(
 ) -> Response:
     dims = parse_dimensions(by.split(","))
     with ctx.sessions.begin() as s:
-        rows = reports.usage_report(s, caller, dims, first, last)
-    return _download([r.flat() for r in rows], format, "usage")
+        records = reports.usage_records(s, caller, dims, first, last)
+    return _download(records, format, "usage")
 
 
 @router.get("/reports/download/statement", dependencies=[requires_web(Permission.USAGE_READ)])
@@ -182,8 +181,8 @@ def download_statement(
     ctx: Ctx, caller: WebCaller, month: MonthQ, format: Format = Format.CSV
 ) -> Response:
     with ctx.sessions.begin() as s:
-        lines = reports.supplier_statement(s, caller, month)
-    return _download([{"month": month, **asdict(x)} for x in lines], format, f"statement-{month}")
+        records = reports.statement_records(s, caller, month)
+    return _download(records, format, f"statement-{month}")
 
 
 @router.get("/reports/download/utilisation", dependencies=[requires_web(Permission.USAGE_READ)])
@@ -191,8 +190,7 @@ def download_utilisation(
     ctx: Ctx, caller: WebCaller, month: MonthQ, format: Format = Format.CSV
 ) -> Response:
     with ctx.sessions.begin() as s:
-        rows = reports.site_utilisation(s, caller, month)
-    records = [{"month": month, **asdict(u), "utilisation": u.utilisation} for u in rows]
+        records = reports.utilisation_records(s, caller, month)
     return _download(records, format, f"utilisation-{month}")
 
 
@@ -201,8 +199,8 @@ def download_queue_delay(
     ctx: Ctx, caller: WebCaller, month: MonthQ, format: Format = Format.CSV
 ) -> Response:
     with ctx.sessions.begin() as s:
-        rows = reports.queue_delay(s, caller, month)
-    return _download([{"month": month, **asdict(d)} for d in rows], format, f"queue-{month}")
+        records = reports.queue_delay_records(s, caller, month)
+    return _download(records, format, f"queue-{month}")
 
 
 @router.get("/reports/download/shares", dependencies=[requires_web(Permission.USAGE_READ)])
@@ -215,9 +213,5 @@ def download_shares(
     format: Format = Format.CSV,
 ) -> Response:
     with ctx.sessions.begin() as s:
-        rows = reports.share_report(s, caller, call, first, last)
-    records = [
-        {**asdict(r), "applicant_types": ",".join(r.applicant_types), "within": r.within}
-        for r in rows
-    ]
+        records = reports.share_records(s, caller, call, first, last)
     return _download(records, format, "shares")

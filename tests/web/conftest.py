@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,24 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gpucenter.config import Settings
 from gpucenter.services.context import AppContext
 from gpucenter.services.site_config import load_site
 from tests.conftest import IN_CI
-from tests.factories import make_context, wait_until
+from tests.factories import make_context
+from tests.live import server_env, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 CHROMIUM = os.environ.get("GPUCENTER_TEST_CHROMIUM") or shutil.which("chromium") or ""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -68,52 +61,22 @@ class Portal:
 def portal(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Portal]:
     """A live server; `@pytest.mark.portal_site(yaml_text)` gives it a site of its own
     (the default is the demo site: one node with four virtual GPUs)."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCENTER_")} | {
-        "GPUCENTER_DATABASE_URL": db_url,
-        "GPUCENTER_VAR_DIR": str(tmp_path / "var"),
-        "GPUCENTER_PORT": str(port),
-        "GPUCENTER_API_URL": f"http://127.0.0.1:{port}",
-        "GPUCENTER_SCHEDULER_INTERVAL_S": "0.2",
-        "GPUCENTER_COOKIE_SECURE": "false",
-        "COLUMNS": "200",
-    }
+    env = server_env(db_url, tmp_path / "var", GPUCENTER_COOKIE_SECURE="false")
     marker = request.node.get_closest_marker("portal_site")
     if marker is not None:
         site_file = tmp_path / "site.yaml"
         site_file.write_text(marker.args[0])
         env["GPUCENTER_SITE_FILE"] = str(site_file)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gpucenter.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = env["GPUCENTER_API_URL"]
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            return False
-
     settings = Settings(database_url=db_url, var_dir=tmp_path / "seed", cookie_secure=False)
     # The seeding context describes the same site as the server, so that it registers the
     # same inventory.
     site_path = Path(env["GPUCENTER_SITE_FILE"]) if "GPUCENTER_SITE_FILE" in env else None
     ctx = make_context(settings, load_site(site_path, detect=lambda: ()) if site_path else None)
     try:
-        wait_until(healthy, timeout=30, step=0.2)
-        yield Portal(base, db_url, env, ctx)
+        with serving(env) as base:
+            yield Portal(base, db_url, env, ctx)
     finally:
         ctx.engine.dispose()
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.fixture(scope="session")
