@@ -13,6 +13,7 @@ import math
 import operator
 from collections import Counter
 from collections.abc import Callable, Iterable
+from itertools import filterfalse
 
 from gpucenter.core.model import OPPORTUNISTIC, PendingJob
 from gpucenter.core.policy import Policies
@@ -95,6 +96,8 @@ class QueuedJob:
 _by_key = operator.attrgetter("key")
 _by_prio = operator.attrgetter("prio")
 _by_rank = operator.attrgetter("rank")
+_by_opp = operator.attrgetter("opp")
+_by_done = operator.attrgetter("done")
 
 GroupKey = tuple[int, int]
 
@@ -315,10 +318,12 @@ class JobQueue:
         queue job by job and inserts nothing."""
         jobs = list(self.pending.values())
         self._prioritise(jobs, now, fair_share)
+        self.prio_at = now
+        if ranks and self.groups is not None and self._still_ordered():
+            return  # nothing moved: the ranks and the per-shape lists stand as they are
         order = self.order = _order(jobs)
         self.shared = False
         self.groups = None
-        self.prio_at = now
         if ranks:
             # The ranks, and the lists `streams` would build from them, in one loop.
             groups: dict[GroupKey, list[QueuedJob]] = {}
@@ -338,6 +343,24 @@ class JobQueue:
                     members.append(q)
             self.groups = groups
             self.solo = solo
+
+    def _still_ordered(self) -> bool:
+        """Whether the listed order is still the order of the new priorities, so that a
+        recalculation can keep the ranks and per-shape lists (touching 100,000 entries in
+        priority order is the costly part of a re-sort). Common when only time moved: ages
+        grow alike for every job not yet at the age cap, and unchanged fair-share factors
+        shift nothing. Strictly decreasing priorities within the entitled part and within the
+        opportunistic part prove the order; any tie goes to the full re-sort, which breaks
+        ties by the rest of the key."""
+        live = self.order if self.done_count == 0 else list(filterfalse(_by_done, self.order))
+        if len(live) != len(self.pending):
+            return False
+        split = bisect.bisect_left(live, True, key=_by_opp)
+        prios = list(map(_by_prio, live))
+        entitled, opportunistic = prios[:split], prios[split:]
+        return all(map(operator.gt, entitled, entitled[1:])) and all(
+            map(operator.gt, opportunistic, opportunistic[1:])
+        )
 
     def compact(self, force: bool = False) -> None:
         """Drop started and withdrawn jobs from the ordered list, once they are more than a
