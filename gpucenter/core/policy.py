@@ -57,6 +57,9 @@ class Policies:
         default_factory=lambda: MappingProxyType({})
     )
     priority_recalc_s: float = 60.0
+    # How many jobs a quick pass (`Scheduler.run_pass(backfill=False)`) looks at, as
+    # Slurm's `default_queue_depth` bounds its main scheduler.
+    quick_depth: int = 100
 
 
 DEFAULT_POLICIES = Policies()

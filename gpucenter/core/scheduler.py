@@ -50,7 +50,7 @@ from gpucenter.core.state import (
     sync_reservations,
 )
 from gpucenter.core.timeline import INF, Planner
-from gpucenter.core.walk import Waits, Walk
+from gpucenter.core.walk import Waits, Walk, quick_walk
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId, ProjectId
@@ -243,14 +243,54 @@ class Scheduler:
         self.queue.set_solo_projects(frozenset(projects))
 
     # -- the pass ------------------------------------------------------------------------
-    def run_pass(self, now: Instant) -> PassResult:
+    def run_pass(self, now: Instant, *, backfill: bool = True) -> PassResult:
         """Decide what starts now, what is preempted, and why every other job waits.
 
         Started jobs become running in this scheduler at `now`; preempted jobs keep their
         GPUs until their requeue instant, when the services call `finish`.
+
+        With `backfill` false, a quick pass, as Slurm runs its main scheduler on each event
+        and its backfill scheduler every `bf_interval`: only the top of the queue, in strict
+        priority order per GPU type (`quick_walk`), no planned starts, no preemption, and
+        waits only for the jobs it looked at (the others keep what the last backfill pass
+        said). The first pass of a scheduler is always a backfill pass.
         """
         with paused_gc():
-            return self._run_pass(now)
+            if backfill or self.throwaway or self.queue.prio_at is None:
+                return self._run_pass(now)
+            return self._quick_pass(now)
+
+    def _quick_pass(self, now: Instant) -> PassResult:
+        st = self.state
+        jq = self.queue
+        if jq.prio_at is None or now - jq.prio_at >= self.policy.priority_recalc_s:
+            jq.reprioritise(now, self.factors.factor)
+        prio_at = jq.prio_at if jq.prio_at is not None else now
+        adv_holds, moved = sync_reservations(st, self.reservations, now)
+        if moved:
+            self._recount_pools()
+        px = PassContext(now, self.reservations, st)
+        px.reserved = self.policy.max_reservations  # no planned starts: `_consider` waits
+        jq.passes += 1
+        pass_no = jq.passes
+        queue = jq.order
+        started, looked = quick_walk(jq, px, self._consider, self.policy.quick_depth, pass_no)
+        for n, hold in adv_holds.items():
+            st.remove_hold(n, hold)
+        jq.done_count += started
+        jq.shared = True
+        waits = Waits(px.waits, [], queue, pass_no)
+        result = PassResult(
+            starts=tuple(px.starts),
+            waits=waits,
+            priorities=Breakdowns.for_pass(
+                queue, pass_no, prio_at, self.factors, self.policy, st.total_gpus
+            ),
+            opportunistic=frozenset(s.job_id for s in px.starts if s.preemptible),
+            fragmentation=fragmentation(st, queue[:looked], waits),
+        )
+        jq.compact()
+        return result
 
     def _run_pass(self, now: Instant) -> PassResult:
         st = self.state

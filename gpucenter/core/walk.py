@@ -296,3 +296,52 @@ class Walk:
             else:
                 starts.append(c)
                 waits.append(wait)
+
+
+def quick_walk(
+    jq: JobQueue,
+    px: PassContext,
+    consider: Callable[[QueuedJob, PassContext], Wait | None],
+    depth: int,
+    pass_no: int,
+) -> tuple[int, int]:
+    """The walk of a quick pass: the top `depth` jobs of the queue in strict priority order
+    per GPU type, without planned starts. Returns (jobs started, entries of `jq.order` gone
+    through).
+
+    A job that cannot start closes its GPU types: no later job that accepts any of them is
+    tried, so nothing started here can delay a job above it (every job started is above
+    every job still waiting for its types). A job skipped for a closed type closes its
+    other types too (it may have been planned on them by the last backfill pass). Jobs that
+    wait for their own reasons (budget, project quota) close nothing. The walk ends at
+    `depth` jobs looked at, or when every type is closed: what it did not reach waits for
+    the next backfill pass, as in Slurm's main scheduler (`default_queue_depth`).
+    """
+    order = jq.order
+    pending = jq.pending
+    waits = px.waits
+    all_types = len(px.st.type_pools)
+    closed: set[str] = set()
+    started = looked = i = 0
+    for q in order:
+        if looked >= depth or len(closed) >= all_types:
+            break
+        i += 1
+        if q.done:
+            continue
+        looked += 1
+        types = q.shape.types
+        if closed and not closed.isdisjoint(types):
+            closed.update(types)
+            continue
+        wait = consider(q, px)
+        if wait is None:
+            q.done = True
+            q.gone = pass_no
+            del pending[q.id]
+            started += 1
+            continue
+        waits[q.id] = wait
+        if wait.reason in _BLOCKED:
+            closed.update(types)
+    return started, i
