@@ -27,6 +27,15 @@ ReserveOpt = Annotated[
 SynthOpt = Annotated[int, typer.Option("--synthetic", help="Generate N synthetic jobs instead.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the synthetic generator.")]
 LoadOpt = Annotated[float, typer.Option("--load", help="Synthetic offered load (x capacity).")]
+BackfillOpt = Annotated[
+    float,
+    typer.Option(
+        "--backfill-interval",
+        min=0.0,
+        help="Policy ours: simulated seconds between backfill passes, quick passes in "
+        "between (Slurm's bf_interval); 0 = a backfill pass at every event.",
+    ),
+]
 
 
 def _load(trace: Path | None, fmt: str, synthetic: int, seed: int, load: float, gpus: int) -> Any:
@@ -63,6 +72,7 @@ def _run(
     synthetic: int,
     seed: int,
     load: float,
+    backfill_interval_s: float,
 ) -> None:
     from gpucenter.sim.cluster import ClusterSpecError, load_cluster
     from gpucenter.sim.engine import simulate
@@ -72,7 +82,7 @@ def _run(
 
     try:
         spec = load_cluster(cluster)
-        pols = [make_policy(p) for p in policies]
+        pols = [make_policy(p, backfill_interval_s=backfill_interval_s) for p in policies]
     except (ClusterSpecError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -115,9 +125,10 @@ def run(
     synthetic: SynthOpt = 0,
     seed: SeedOpt = 0,
     load: LoadOpt = 0.9,
+    backfill_interval: BackfillOpt = 30.0,
 ) -> None:
     """Replay one trace under one policy and write the report."""
-    _run([policy], trace, fmt, cluster, out, reserve, synthetic, seed, load)
+    _run([policy], trace, fmt, cluster, out, reserve, synthetic, seed, load, backfill_interval)
 
 
 @app.command("compare")
@@ -131,6 +142,7 @@ def compare(
     synthetic: SynthOpt = 0,
     seed: SeedOpt = 0,
     load: LoadOpt = 0.9,
+    backfill_interval: BackfillOpt = 30.0,
 ) -> None:
     """Replay one trace under several policies in one run; one report side by side."""
     _run(
@@ -143,4 +155,5 @@ def compare(
         synthetic,
         seed,
         load,
+        backfill_interval,
     )

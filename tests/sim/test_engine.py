@@ -116,6 +116,18 @@ def test_cli_run_and_compare(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "c" / "timeline_las.csv").exists()
+    r = runner.invoke(
+        app,
+        [
+            *("run", "--trace", str(trace), "--cluster", str(cluster)),
+            *("--out", str(tmp_path / "b"), "--backfill-interval", "0"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["run", "--trace", str(trace), "--cluster", str(cluster), "--backfill-interval", "-1"]
+    )
+    assert r.exit_code == 2 and "backfill-interval" in r.output
     bad = tmp_path / "bad.csv"
     bad.write_text("submit_time,duration\n1,2\n")
     r = runner.invoke(app, ["run", "--trace", str(bad), "--cluster", str(cluster)])

@@ -7,10 +7,11 @@ from gpucenter.sim.policies.ours import CorePolicy
 POLICY_NAMES = ("ours", "fifo", "slurm", "las")
 
 
-def make_policy(name: str) -> SimPolicy:
-    """A fresh policy by name: ours, fifo, slurm (multifactor + backfill), las (Tiresias)."""
+def make_policy(name: str, *, backfill_interval_s: float = 30.0) -> SimPolicy:
+    """A fresh policy by name: ours, fifo, slurm (multifactor + backfill), las (Tiresias).
+    `backfill_interval_s` applies to ours (see `CorePolicy`)."""
     if name == "ours":
-        return CorePolicy()
+        return CorePolicy(backfill_interval_s=backfill_interval_s)
     if name == "fifo":
         return FifoPolicy()
     if name == "slurm":
