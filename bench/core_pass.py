@@ -7,6 +7,8 @@ parts; running jobs with a Philly-like size mix fill `--busy` GPUs (single-node 
 on random nodes, multi-node jobs on whole nodes); `--pending` queued jobs with the same mix
 plus multi-node jobs up to 4,096 GPUs, 10% accepting any type, 5% opportunistic, spread over
 500 projects in a programme/organisation/project share tree with random decayed usage.
+`--max-blocks-share S` limits a share S of the multi-node jobs to the fewest network blocks
+they fit in (or one more), as users ask with `max_blocks`.
 
 Timed: `schedule_pass` end to end (building the scheduler's indices from the snapshot,
 priorities, sort, placement, backfill over the whole queue) -- a cold start that fills the
@@ -20,6 +22,7 @@ The last line printed is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import random
@@ -153,6 +156,16 @@ def build(args: argparse.Namespace) -> tuple[ClusterSnapshot, list[PendingJob], 
                 qos="opportunistic" if rng.random() < 0.05 else "normal",
             )
         )
+    share = getattr(args, "max_blocks_share", 0.0)
+    if share > 0:
+        # Gangs that must stay within the fewest blocks they fit in, or one more.
+        limited = random.Random(args.seed + 7)
+        queue = [
+            dataclasses.replace(j, max_blocks=-(-j.request.nodes // 32) + limited.choice((0, 0, 1)))
+            if j.request.nodes > 1 and limited.random() < share
+            else j
+            for j in queue
+        ]
     return ClusterSnapshot(nodes, tuple(running)), queue, FairShare(root, usage)
 
 
@@ -188,6 +201,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--incremental", type=int, default=10)
     ap.add_argument("--completions", type=int, default=100)
+    ap.add_argument(
+        "--max-blocks-share",
+        type=float,
+        default=0.0,
+        help="share of multi-node jobs limited to the fewest network blocks they fit in (+0-1)",
+    )
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -270,6 +289,7 @@ def main() -> None:
                 "median_steady_full_pass_cpu_s": round(statistics.median(steady_cpu), 4),
                 "max_incremental_pass_s": round(max(inc), 4),
                 "incremental_completions": args.completions,
+                "max_blocks_share": args.max_blocks_share,
                 "incremental_starts_total": inc_starts,
                 **info,
             }

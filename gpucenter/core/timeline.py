@@ -443,29 +443,106 @@ class Planner:
     def _gang(
         self, pool: Pool, k: int, length: float, max_blocks: int | None, yielded: list[int]
     ) -> tuple[float, list[int]]:
+        """The first instant the scan gathers k nodes of one site (within `max_blocks`).
+
+        Per site it keeps the members (nodes yielded so far and not filtered out) by block,
+        and which of them are held. The window filter runs, as ever, whenever a site with k
+        or more members has a held one, and drops for good the members that cannot run from
+        `t`; but it tests only held members and members new since its last run
+        (`_SiteGather.filter`), and the blocks are kept, not regrouped each step. The answer
+        is the same; the work follows the held nodes, not every node yielded -- a gang
+        limited by `max_blocks` scans far, and re-testing every member at every step took
+        seconds per pass at 65,000 GPUs.
+        """
         st = self.st
-        by_site: dict[int, list[int]] = {}
-        it = self.scan(pool, pool.size, length)
+        future = st.future
+        site_of, block_of = st.site, st.block
+        size = pool.size
+        now = self.now
+        sites: dict[int, _SiteGather] = {}
+        it = self.scan(pool, size, length)
         try:
             for t, n in it:
                 if t == INF:
                     break
                 yielded.append(n)
-                members = by_site.setdefault(st.site[n], [])
-                members.append(n)
-                if len(members) >= k and any(m in st.future for m in members):
+                gather = sites.get(site_of[n])
+                if gather is None:
+                    gather = sites[site_of[n]] = _SiteGather()
+                gather.add(n, block_of[n], n in future)
+                if gather.count >= k and gather.held:
                     # A held node free early may be taken again by its hold later: keep
                     # only nodes free for the whole run from the gang's start (conservative).
-                    members[:] = [
-                        m for m in members if fits_window(st, m, pool.size, t, length, self.now)
-                    ]
-                if len(members) >= k:
-                    groups: dict[int, list[int]] = {}
-                    for m in members:
-                        groups.setdefault(st.block[m], []).append(m)
-                    chosen, blocks = pick_groups(groups, k)
+                    gather.filter(st, size, t, length, now)
+                if gather.short:
+                    gather.short -= 1  # not enough nodes yet for `max_blocks` blocks
+                elif gather.count >= k:
+                    chosen, blocks = pick_groups(gather.groups, k)
                     if max_blocks is None or blocks <= max_blocks:
                         return t, chosen
+                    # The fewest blocks that hold k nodes exceed `max_blocks` until the
+                    # `max_blocks` largest blocks hold k; each node adds at most one to them.
+                    largest = sorted(map(len, gather.groups.values()), reverse=True)
+                    gather.short = k - sum(largest[:max_blocks]) - 1
         finally:
             it.close()
         return INF, []
+
+
+class _SiteGather:
+    """The members of one site gathered by `Planner._gang`, by network block."""
+
+    __slots__ = ("checked_at", "count", "fresh", "groups", "held", "members", "short", "until")
+
+    def __init__(self) -> None:
+        self.members: dict[int, int] = {}  # node -> block, in the order yielded
+        self.groups: dict[int, list[int]] = {}
+        self.count = 0
+        self.held: dict[int, None] = {}  # held members
+        self.until: dict[int, float] = {}  # held member -> last instant its pass holds
+        self.fresh: list[int] = []  # unheld members not yet through the filter
+        self.checked_at = -INF
+        self.short = 0  # nodes still to add before `max_blocks` can be met
+
+    def add(self, n: int, block: int, held: bool) -> None:
+        self.members[n] = block
+        members = self.groups.get(block)
+        if members is None:
+            self.groups[block] = [n]
+        else:
+            members.append(n)
+        self.count += 1
+        if held:
+            self.held[n] = None
+            self.until[n] = -INF  # tested at the next filter, like a fresh member
+        else:
+            self.fresh.append(n)
+
+    def filter(self, st: ClusterState, g: int, t: float, length: float, now: float) -> None:
+        """Drop the members that cannot run `g` GPUs from `t` for `length` (`fits_window`).
+
+        A member that passed at an earlier instant t1 passes at every t up to the first
+        hold start after t1 less `length`: until then no hold begins inside its window, its
+        runs only end, and the free-now test does not change within a pass. So unheld
+        members are tested once, held ones again only past that bound, and fresh ones
+        always -- unless the instant went back (the scan's order rules it out), when every
+        member is."""
+        future = st.future
+        until = self.until
+        if t < self.checked_at:
+            candidates = list(self.members)
+        else:
+            candidates = [n for n in self.held if until[n] < t]
+            candidates += self.fresh
+        self.fresh = []
+        self.checked_at = t
+        for n in candidates:
+            if fits_window(st, n, g, t, length, now):
+                if n in future:
+                    until[n] = min((h[0] - length for h in future[n] if h[0] > t), default=INF)
+                continue
+            block = self.members.pop(n)
+            self.groups[block].remove(n)
+            self.count -= 1
+            if self.held.pop(n, 0) is None:
+                del until[n]
