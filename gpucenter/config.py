@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     token_cache_ttl_s: float = Field(
         default=2.0, ge=0, description="seconds a resolved API token is reused in a process; 0: off"
     )
+    submit_fast_path: bool = Field(
+        default=True,
+        description="answer POST /api/v1/jobs in a raw-ASGI handler before FastAPI routing "
+        "(same checks and answers; off: the FastAPI route answers)",
+    )
+    submit_pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="async PostgreSQL connections per server process for job submissions",
+    )
     oidc_issuer: str = Field(default="", description="OpenID Connect issuer URL; empty: no SSO")
     oidc_client_id: str = ""
     oidc_client_secret: str = ""

@@ -14,6 +14,7 @@ from gpucenter.api.schemas import JobIn, JobOut, JobPageOut
 from gpucenter.auth.permissions import Permission
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import JobState
+from gpucenter.persistence.tables import JobRow
 from gpucenter.services import jobs
 from gpucenter.services.events import job_events
 from gpucenter.services.submission import JobForm
@@ -44,10 +45,18 @@ def submit_job(
     request: Request,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Submit a job. A retry with the same Idempotency-Key returns the job made first."""
+    """Submit a job. A retry with the same Idempotency-Key returns the job made first.
+
+    In a server this is answered by `fast_submit.FastSubmit` before routing (same checks,
+    same answers); this route answers when that is switched off."""
     row = jobs.submit(ctx, caller, JobForm(**body.model_dump()), idempotency_key)
     _poke(request)
     tasks = jobs.array_task_ids(ctx, row) if row.array_job_id is not None else None
+    return job_response(row, tasks)
+
+
+def job_response(row: JobRow, tasks: list[int] | None) -> Response:
+    """201 with the job made (or repeated): this route's answer and the fast path's."""
     return _json(JobOut.of(row, tasks), 201)
 
 

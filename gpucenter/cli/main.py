@@ -56,7 +56,8 @@ def serve(
             "--workers",
             min=1,
             max=64,
-            help="API worker processes; the leader lock lets exactly one run the scheduler",
+            help="API worker processes; with 2 or more the scheduler loop runs in a process of "
+            "its own (the leader lock still lets exactly one process schedule)",
         ),
     ] = 1,
 ) -> None:
@@ -76,7 +77,11 @@ def serve(
 
     configure_json_logging()  # structured logs with the request id, on stderr
     if workers == 1:
-        uvicorn.run(create_app(ctx), host=bind_host, port=bind_port, log_level="warning")
+        from gpucenter.api.app import freeze_startup_heap
+
+        app = create_app(ctx)
+        freeze_startup_heap()
+        uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
         return
     from gpucenter.services.site_registry import ensure_site
 
@@ -84,14 +89,39 @@ def serve(
     ensure_site(ctx)
     ctx.dispatcher.shutdown()
     ctx.engine.dispose()
-    uvicorn.run(
-        "gpucenter.api.app:app_from_settings",
-        factory=True,
-        host=bind_host,
-        port=bind_port,
-        workers=workers,
-        log_level="warning",
+    scheduler = _start_dedicated_scheduler() if settings.scheduler_enabled else None
+    try:
+        uvicorn.run(
+            "gpucenter.api.app:app_from_settings",
+            factory=True,
+            host=bind_host,
+            port=bind_port,
+            workers=workers,
+            log_level="warning",
+        )
+    finally:
+        if scheduler is not None:
+            scheduler.terminate()
+            scheduler.join(timeout=40)
+
+
+def _start_dedicated_scheduler() -> Any:
+    """With several API workers the scheduler loop gets a process of its own, started and
+    given the leader lock (if no other server holds it) before the workers: a pass is
+    CPU-bound Python, and in a worker it would hold up that worker's requests for as long
+    as it runs. The workers' own loops stay followers, ready to take over."""
+    import multiprocessing
+
+    from gpucenter.services.loop import run_dedicated
+
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    process = spawn.Process(
+        target=run_dedicated, args=(ready,), name="gpucenter-scheduler", daemon=True
     )
+    process.start()
+    ready.wait(60)
+    return process
 
 
 @app.command()

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import TextClause, bindparam, select, text, update
+from sqlalchemy import Select, TextClause, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from gpucenter.auth.permissions import Caller, can_cancel_job, can_view_job
@@ -24,7 +24,13 @@ from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import JobRow, ProjectRow
 from gpucenter.services.context import AppContext
-from gpucenter.services.submission import JobForm, ResolvedJob, resolve
+from gpucenter.services.submission import (
+    JobForm,
+    NeedsDatabase,
+    ResolvedJob,
+    resolve,
+    resolve_offline,
+)
 
 MAX_LOG_CHUNK = 1024 * 1024
 
@@ -44,11 +50,11 @@ def submit(
     membership, allocation, site, token not revoked) and one INSERT ... ON CONFLICT DO
     NOTHING writes the job, so that a retry racing its original never makes a second job
     and never fails on the unique key; only a retry reads the job it repeats.
+    `submit_async` is the same common case on an async connection (the REST fast path).
     """
     now = ctx.now()
     fingerprint = form.fingerprint()
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-        raise ValidationError("Idempotency-Key", "must be 1-200 characters")
+    _check_key(idempotency_key)
     try:
         return _submit(ctx, caller, form, idempotency_key, fingerprint, now)
     except (ValidationError, Conflict):
@@ -65,6 +71,11 @@ def submit(
         if previous is None or previous.request_hash != fingerprint:
             raise
         return previous
+
+
+def _check_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise ValidationError("Idempotency-Key", "must be 1-200 characters")
 
 
 def _submit(
@@ -87,41 +98,8 @@ def _submit(
             spec.gpu.gpu_type,
             now,
         )
-        if target is not None and not target[4]:
-            raise Unauthenticated("invalid or revoked token")
-        if target is None or not (caller.is_admin or target[3]):
-            # Same answer whether the project is missing or not the caller's: no leak.
-            raise ValidationError("project", f"unknown project {resolved.project!r} (or not yours)")
-        project_id, allocation_id, site_id = target[0], target[1], target[2]
-        if allocation_id is None:
-            raise ValidationError(
-                "project", f"project {resolved.project!r} has no active allocation to charge"
-            )
-        if site_id is None:
-            raise Conflict("the site is not registered yet; start the server once")
-        base: dict[str, Any] = {
-            "project_id": project_id,
-            "allocation_id": allocation_id,
-            "user_id": caller.user_id,
-            "site_id": site_id,
-            "command": spec.command,
-            "gpu_type": spec.gpu.gpu_type,
-            "gpus_per_node": spec.gpu.gpus_per_node,
-            "nodes": spec.gpu.nodes,
-            "time_limit_s": spec.time_limit_s,
-            "workdir": spec.workdir,
-            "state": JobState.PENDING.value,
-            "reason": WaitReason.NEW.value,
-            "reason_detail": "submitted; waiting for the next scheduling pass",
-            "submitted_at": now,
-            "request_hash": fingerprint,
-            "qos": resolved.qos,
-            "image": resolved.image,
-            "template": resolved.template,
-            "after_ok": list(resolved.after_ok),
-            "runs": 0,
-            "borrowed": False,
-        }
+        ids = _charge_target(caller, resolved, target)
+        base = _job_values(caller, resolved, ids, fingerprint, now)
         first = _insert_first(s, base, spec.name, dict(spec.env), resolved, idempotency_key)
         if first is None:
             assert idempotency_key is not None
@@ -139,6 +117,127 @@ def _submit(
         return first
 
 
+def _charge_target(
+    caller: Caller, resolved: ResolvedJob, target: Sequence[Any] | None
+) -> tuple[int, int, int]:
+    """(project, allocation, site) ids from the answer of the submit-target query, or the
+    error that refuses the submission."""
+    if target is not None and not target[4]:
+        raise Unauthenticated("invalid or revoked token")
+    if target is None or not (caller.is_admin or target[3]):
+        # Same answer whether the project is missing or not the caller's: no leak.
+        raise ValidationError("project", f"unknown project {resolved.project!r} (or not yours)")
+    project_id, allocation_id, site_id = target[0], target[1], target[2]
+    if allocation_id is None:
+        raise ValidationError(
+            "project", f"project {resolved.project!r} has no active allocation to charge"
+        )
+    if site_id is None:
+        raise Conflict("the site is not registered yet; start the server once")
+    return project_id, allocation_id, site_id
+
+
+def _job_values(
+    caller: Caller,
+    resolved: ResolvedJob,
+    ids: tuple[int, int, int],
+    fingerprint: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The column values every job (or task) of one submission shares."""
+    spec = resolved.spec
+    return {
+        "project_id": ids[0],
+        "allocation_id": ids[1],
+        "user_id": caller.user_id,
+        "site_id": ids[2],
+        "command": spec.command,
+        "gpu_type": spec.gpu.gpu_type,
+        "gpus_per_node": spec.gpu.gpus_per_node,
+        "nodes": spec.gpu.nodes,
+        "time_limit_s": spec.time_limit_s,
+        "workdir": spec.workdir,
+        "state": JobState.PENDING.value,
+        "reason": WaitReason.NEW.value,
+        "reason_detail": "submitted; waiting for the next scheduling pass",
+        "submitted_at": now,
+        "request_hash": fingerprint,
+        "qos": resolved.qos,
+        "image": resolved.image,
+        "template": resolved.template,
+        "after_ok": list(resolved.after_ok),
+        "runs": 0,
+        "borrowed": False,
+    }
+
+
+class SubmitDatabase(Protocol):
+    """The two statements of a submission on an async connection (each may commit on its
+    own: the first only reads)."""
+
+    async def target(self, params: dict[str, Any], with_token: bool) -> Sequence[Any] | None:
+        """The row of `submit_target_statement(with_token)` for `params`, or None."""
+
+    async def insert(self, values: dict[str, Any], on_conflict: bool) -> int | None:
+        """`insert_statement(on_conflict)` with `values`: the new id, None on a conflict."""
+
+
+def submit_target_statement(with_token: bool) -> Select[Any]:
+    """The one query behind `repositories.submit_target`, for async executors."""
+    return repo._SUBMIT_TARGET[with_token]
+
+
+def insert_statement(on_conflict: bool) -> TextClause:
+    """The INSERT ... [ON CONFLICT DO NOTHING] RETURNING id that writes a job."""
+    return _INSERT[on_conflict]
+
+
+async def submit_async(
+    ctx: AppContext,
+    caller: Caller,
+    form: JobForm,
+    idempotency_key: str | None,
+    db: SubmitDatabase,
+) -> JobRow | None:
+    """`submit`'s common case (one job, no template, no dependencies, first time) on an
+    async connection: same validation, same two statements, same answers and errors.
+
+    Returns None where `submit` must answer instead, having written nothing: an array, a
+    template or dependencies to read, a repeated Idempotency-Key, or an error on a request
+    with a key (which may be the retry of a job accepted earlier)."""
+    now = ctx.now()
+    fingerprint = form.fingerprint()
+    _check_key(idempotency_key)
+    try:
+        resolved = resolve_offline(ctx, form)
+        if resolved.array_indices:
+            return None
+        spec = resolved.spec
+        params: dict[str, Any] = {
+            "project": resolved.project,
+            "user": caller.user_id,
+            "site": ctx.site.site.name,
+            "gpu": spec.gpu.gpu_type,
+            "at": now,
+        }
+        if caller.token_id is not None:
+            params["token"] = caller.token_id
+        target = await db.target(params, caller.token_id is not None)
+        ids = _charge_target(caller, resolved, target)
+        base = _job_values(caller, resolved, ids, fingerprint, now)
+        values = _task(base, spec.name, dict(spec.env), None) | {"idempotency_key": idempotency_key}
+        new_id = await db.insert(values, idempotency_key is not None)
+    except NeedsDatabase:
+        return None
+    except (ValidationError, Conflict):
+        if idempotency_key is None:
+            raise
+        return None
+    if new_id is None:
+        return None  # the key is taken: `submit` reads the job it repeats
+    return _written(new_id, values)
+
+
 def _task(
     base: dict[str, Any], name: str, env: dict[str, str], index: int | None
 ) -> dict[str, Any]:
@@ -149,7 +248,7 @@ def _task(
     return {**base, "name": name[:200], "env": env, "array_index": index}
 
 
-_COLUMNS = (
+INSERT_COLUMNS = (
     "project_id",
     "allocation_id",
     "user_id",
@@ -188,10 +287,10 @@ def _insert_statement(on_conflict: bool) -> TextClause:
     jobs = JobRow.__table__
     conflict = " ON CONFLICT (user_id, idempotency_key) DO NOTHING" if on_conflict else ""
     sql = (
-        f"INSERT INTO jobs ({', '.join(_COLUMNS)}) "
-        f"VALUES ({', '.join(':' + c for c in _COLUMNS)}){conflict} RETURNING id"
+        f"INSERT INTO jobs ({', '.join(INSERT_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c for c in INSERT_COLUMNS)}){conflict} RETURNING id"
     )
-    return text(sql).bindparams(*(bindparam(c, type_=jobs.c[c].type) for c in _COLUMNS))
+    return text(sql).bindparams(*(bindparam(c, type_=jobs.c[c].type) for c in INSERT_COLUMNS))
 
 
 _INSERT = {False: _insert_statement(False), True: _insert_statement(True)}
@@ -211,7 +310,11 @@ def _insert_first(
     new_id = s.execute(_INSERT[idempotency_key is not None], values).scalar()
     if new_id is None:
         return None
-    # A detached copy of what was written: the response needs no second read.
+    return _written(new_id, values)
+
+
+def _written(new_id: int, values: dict[str, Any]) -> JobRow:
+    """A detached copy of what was written: the response needs no second read."""
     return JobRow(id=new_id, priority=None, priority_factors=None, **values)
 
 

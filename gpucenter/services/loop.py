@@ -9,13 +9,25 @@ The leader also keeps each Slurm site's accounts, limits and QOS in step with th
 (`sync_site`, every ``slurm_sync_interval_s``): awards, top-ups and exhausted allocations
 reach the site without an operator. A sync that fails is logged and retried next time; it
 never stops scheduling.
+
+A poke (a job was submitted: run a pass now) reaches the leader wherever it runs on this
+host: a follower forwards it as one datagram to the leader's abstract Unix socket, named
+after the database. With `gpucenter serve --workers N` the leader is a process of its own
+(`run_dedicated`), so that a pass never holds the GIL of a process that answers requests.
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import logging
+import os
+import signal
+import socket
+import sys
 import threading
 import time
+from typing import Any
 
 from gpucenter.services.accounting_metrics import OPERATOR_METRICS
 from gpucenter.services.context import AppContext
@@ -40,6 +52,10 @@ class SchedulerLoop:
         self.is_leader = False
         self._states_refreshed = -STATE_REFRESH_S
         self._synced: dict[str, float] = {}  # Slurm site -> monotonic time of its last sync
+        self.tried = threading.Event()  # set after the first attempt to lead
+        self._poke_address = poke_address(ctx.engine.url.render_as_string(hide_password=True))
+        self._poke_out: socket.socket | None = None
+        self._poke_in: socket.socket | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -49,13 +65,56 @@ class SchedulerLoop:
         return self._thread.is_alive()
 
     def poke(self) -> None:
-        """Run the next pass now (after a submission) instead of at the next tick."""
+        """Run the next pass now (after a submission) instead of at the next tick; where
+        another process on this host leads, tell it (one datagram, never blocks)."""
         self._wake.set()
+        if self.is_leader or self._poke_address is None:
+            return
+        try:
+            if self._poke_out is None:
+                self._poke_out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._poke_out.setblocking(False)
+            self._poke_out.sendto(b"!", self._poke_address)
+        except OSError:
+            pass  # no leader listening here (or its queue is full: it is awake anyway)
+
+    def _listen(self) -> None:
+        """As leader: take pokes from this host's followers (best effort: if the address
+        is still held by a leader that has not noticed it lost, try again next pass)."""
+        if self._poke_in is not None or self._poke_address is None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(self._poke_address)
+        except OSError:
+            sock.close()
+            return
+        sock.settimeout(0.5)
+        self._poke_in = sock
+        threading.Thread(
+            target=self._take_pokes, args=(sock,), name="gpucenter-pokes", daemon=True
+        ).start()
+
+    def _take_pokes(self, sock: socket.socket) -> None:
+        while self._poke_in is sock and not self._stop.is_set():
+            try:
+                sock.recv(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._wake.set()
+
+    def _unlisten(self) -> None:
+        sock, self._poke_in = self._poke_in, None
+        if sock is not None:
+            sock.close()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        self._unlisten()
         detach = getattr(self._ctx.dispatcher, "detach", None)
         if detach is not None:
             detach()
@@ -129,7 +188,12 @@ class SchedulerLoop:
         while not self._stop.is_set():
             began = time.monotonic()
             try:
-                if self._lead():
+                leading = self._lead()
+                self.tried.set()
+                if not leading:
+                    self._unlisten()
+                else:
+                    self._listen()
                     run_pass(self._ctx)
                     self.passes += 1
                     OPERATOR_METRICS.observe_cycle(time.monotonic() - began)
@@ -155,3 +219,51 @@ class SchedulerLoop:
             rest = earliest - time.monotonic()
             if rest > 0 and not self._stop.is_set():
                 self._stop.wait(rest)
+
+
+def poke_address(database: str) -> str | None:
+    """The abstract Unix socket (Linux) of the leader of `database` on this host; None
+    where there are no abstract sockets (pokes then stay within a process)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return "\0gpucenter-poke-" + hashlib.sha256(database.encode()).hexdigest()[:24]
+
+
+def run_dedicated(ready: Any) -> None:
+    """The scheduler loop as a process of its own (`gpucenter serve --workers N`): API
+    workers then never share a GIL with a pass, whose CPU-bound stretches would otherwise
+    hold up every request of the worker that leads. Sets `ready` (a multiprocessing Event)
+    after its first attempt to lead; runs until SIGTERM/SIGINT or its parent dies. The API
+    workers keep their own loops as followers: if this process dies, one of them leads."""
+    from gpucenter.config import get_settings
+    from gpucenter.services.accounting_logging import configure_json_logging
+    from gpucenter.services.context import build_context
+
+    parent = os.getppid()
+    _die_with_parent()
+    configure_json_logging()
+    ctx = build_context(get_settings())
+    gc.collect()
+    gc.freeze()  # start-up objects out of the collector's walks (see api.app for why)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    loop = SchedulerLoop(ctx, ctx.settings.scheduler_interval_s)
+    loop.start()
+    loop.tried.wait(60)
+    ready.set()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            break  # the server went away without telling us (no PDEATHSIG here)
+    loop.stop()  # running jobs stay up; the next leader re-adopts them
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent dies, even by SIGKILL (no orphan leader)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,14 @@ class JobForm:
     fields: Mapping[str, Any] | None = None
 
     def fingerprint(self) -> str:
-        body = json.dumps(asdict(self), sort_keys=True, default=str)
+        """A digest of the whole form (an Idempotency-Key's body check). The same JSON as
+        `json.dumps(asdict(self), ...)` without asdict's deep copy (a hot path)."""
+        values = {name: getattr(self, name) for name in _FORM_FIELDS}
+        body = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()
+
+
+_FORM_FIELDS = tuple(f.name for f in fields(JobForm))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +98,11 @@ def _env_pairs(values: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def _layers(s: Session, form: JobForm) -> dict[str, Any]:
+def _layers(template: JobTemplate | None, form: JobForm) -> dict[str, Any]:
     """Merge template, directives and explicit fields (later layers win)."""
     merged: dict[str, Any] = {}
-    if form.template:
-        merged.update(load_template(s, form.template).render(form.fields or {}))
+    if template is not None:
+        merged.update(template.render(form.fields or {}))
     elif form.fields:
         raise ValidationError("fields", "form fields need a template; name one with 'template'")
     if form.script is not None:
@@ -118,7 +124,41 @@ def _layers(s: Session, form: JobForm) -> dict[str, Any]:
 
 
 def resolve(ctx: AppContext, s: Session, caller: Caller, form: JobForm) -> ResolvedJob:
-    merged = _layers(s, form)
+    """Validate `form` in full, reading its template and dependencies through `s`."""
+    template = load_template(s, form.template) if form.template else None
+    return resolve_with(
+        ctx, form, template, lambda after_ok: _check_dependencies(s, caller, after_ok)
+    )
+
+
+class NeedsDatabase(Exception):
+    """Raised by `resolve_offline`: this form names a template or dependencies, which only
+    the database can check; resolve it with `resolve` inside a transaction instead."""
+
+
+def _no_dependencies(after_ok: Sequence[int]) -> None:
+    if after_ok:
+        raise NeedsDatabase("after_ok")
+
+
+def resolve_offline(ctx: AppContext, form: JobForm) -> ResolvedJob:
+    """`resolve` for a form that needs no database (no template, no dependencies): the
+    same checks in the same order, so that the submission fast path gives the same answer
+    (and the same first error) as the general path. Raises NeedsDatabase otherwise."""
+    if form.template:
+        raise NeedsDatabase("template")
+    return resolve_with(ctx, form, None, _no_dependencies)
+
+
+def resolve_with(
+    ctx: AppContext,
+    form: JobForm,
+    template: JobTemplate | None,
+    check_dependencies: Callable[[Sequence[int]], None],
+) -> ResolvedJob:
+    """The one implementation of validation; the template is given already loaded and
+    `check_dependencies` checks the jobs named in after_ok (in its place in the order)."""
+    merged = _layers(template, form)
     project = merged.get("project")
     if not project:
         raise ValidationError("project", "name the project to charge (-p/--project)")
@@ -163,7 +203,7 @@ def resolve(ctx: AppContext, s: Session, caller: Caller, form: JobForm) -> Resol
         env=dict(merged.get("env") or {}),
     )
     after_ok = tuple(int(j) for j in merged.get("after_ok") or ())
-    _check_dependencies(s, caller, after_ok)
+    check_dependencies(after_ok)
     array = merged.get("array")
     indices = tuple(parse_array(str(array))) if array else ()
     return ResolvedJob(

@@ -173,8 +173,9 @@ def test_events_stream_state_and_log_until_the_job_ends(setup) -> None:
             run_pass(ctx)
             stop.wait(0.1)
 
+    # Passes begin once the stream has said the job is pending (before that, a loaded
+    # machine could start the job before the stream opens, and the test would race it).
     driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
     try:
         events: list[tuple[str, dict[str, Any]]] = []
         with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as resp:
@@ -184,9 +185,12 @@ def test_events_stream_state_and_log_until_the_job_ends(setup) -> None:
                     name = line.split(":", 1)[1].strip()
                 elif line.startswith("data:"):
                     events.append((name, json.loads(line.split(":", 1)[1])))
+                    if name == "state" and driver.ident is None:
+                        driver.start()
     finally:
         stop.set()
-        driver.join()
+        if driver.ident is not None:
+            driver.join()
     states = [e["state"] for n, e in events if n == "state"]
     assert states[0] == "PENDING" and states[-1] == "COMPLETED" and "RUNNING" in states
     assert "".join(e["text"] for n, e in events if n == "log") == "one\ntwo\n"
