@@ -42,9 +42,10 @@ from gpucenter.dispatch.base import (
 from gpucenter.domain.ids import JobId, ProjectId, UserId
 from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason, check_transition
 from gpucenter.persistence import repositories as repo
-from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow, SiteRow
+from gpucenter.persistence.tables import AllocationRow, JobRow, SiteRow
 from gpucenter.services.context import AppContext, SiteRuntime, as_utc
-from gpucenter.services.fairshare_source import add_decayed_usage, load_fair_share
+from gpucenter.services.fairshare_source import load_fair_share
+from gpucenter.services.job_endings import apply_changes, datetime_from, finish_job
 from gpucenter.services.programmes_awards import active_leases
 
 log = logging.getLogger(__name__)
@@ -138,106 +139,6 @@ def _cancel_requests(ctx: AppContext) -> list[JobId]:
             )
         ).all()
     return [JobId(job_id) for job_id in wanted]
-
-
-def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
-    count = 0
-    for change in changes:
-        with ctx.sessions.begin() as s:
-            row = s.get(JobRow, int(change.job_id), with_for_update=True)
-            if row is None:
-                log.warning("dispatcher reported unknown job %s", change.job_id)
-                continue
-            current = JobState(row.state)
-            if current.is_terminal:
-                continue
-            at = datetime_from(change.at)
-            if (
-                change.state is JobState.CANCELLED
-                and row.preempt_requested_at is not None
-                and row.cancel_requested_at is None
-            ):
-                _requeue(s, row, at)
-            else:
-                check_transition(current, change.state)
-                _finish(s, row, change.state, at, change.exit_code, change.detail)
-            if change.gpu_util is not None:
-                _record_utilisation(s, row, change, at)
-            count += 1
-    return count
-
-
-def _record_utilisation(s: Session, row: JobRow, change: StateChange, at: datetime) -> None:
-    """Keep the run's measured GPU utilisation for use-it-or-lose-it (row.runs is the run
-    that just ended: it is counted when a run starts)."""
-    from gpucenter.services.accounting_useit import record_utilisation
-
-    assert change.gpu_util is not None
-    mean, samples = change.gpu_util
-    record_utilisation(
-        s,
-        row.id,
-        row.runs or 1,
-        min(max(mean, 0.0), 100.0),
-        samples,
-        change.measured_by or "dispatcher",
-        at,
-    )
-
-
-def datetime_from(instant: float) -> datetime:
-    from datetime import UTC
-
-    return datetime.fromtimestamp(instant, tz=UTC)
-
-
-def _finish(
-    s: Session, row: JobRow, state: JobState, at: datetime, exit_code: int | None, detail: str
-) -> None:
-    row.state = state.value
-    row.ended_at = at
-    row.exit_code = exit_code
-    row.reason = ""
-    row.reason_detail = detail
-    charge_job(s, row, at)
-
-
-def _requeue(s: Session, row: JobRow, at: datetime) -> None:
-    """A preempted job stopped: charge the run it had and put it back in the queue."""
-    check_transition(JobState(row.state), JobState.PENDING)
-    charge_job(s, row, at)
-    victim_of = row.preempted_for
-    row.state = JobState.PENDING.value
-    row.started_at = None
-    row.placement = None
-    row.external_id = None
-    row.borrowed = False
-    row.preempt_requested_at = None
-    row.preempted_for = None
-    row.reason = WaitReason.PRIORITY.value
-    row.reason_detail = f"preempted to make room for job {victim_of}; requeued"
-
-
-def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
-    """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per run of a job."""
-    if row.started_at is None or row.allocation_id is None:
-        return
-    source = f"job:{row.id}:run:{row.runs}"
-    if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == source)) is not None:
-        return
-    elapsed = max(0.0, (ended_at - as_utc(row.started_at)).total_seconds())
-    gpu_seconds = elapsed * row.gpus_per_node * row.nodes
-    s.add(
-        LedgerEntryRow(
-            allocation_id=row.allocation_id,
-            job_id=row.id,
-            source=source,
-            gpu_type=row.gpu_type,
-            gpu_seconds=gpu_seconds,
-            created_at=ended_at,
-        )
-    )
-    add_decayed_usage(s, row.project_id, row.user_id, gpu_seconds, ended_at)
 
 
 PENDING_COLUMNS = (
@@ -619,7 +520,7 @@ def recover_after_restart(ctx: AppContext) -> int:
                     row.stderr_path,
                 )
                 continue
-            _finish(
+            finish_job(
                 s,
                 row,
                 JobState.FAILED,
@@ -630,4 +531,4 @@ def recover_after_restart(ctx: AppContext) -> int:
     return handled
 
 
-__all__ = ["PassSummary", "apply_changes", "recover_after_restart", "run_pass"]
+__all__ = ["PassSummary", "recover_after_restart", "run_pass"]

@@ -326,7 +326,7 @@ def test_measured_gpu_utilisation_is_kept_for_the_run_that_ended(
 ) -> None:
     from gpucenter.dispatch.base import StateChange
     from gpucenter.persistence.tables_accounting import GpuUtilisationRow
-    from gpucenter.services.scheduling import apply_changes
+    from gpucenter.services.job_endings import apply_changes
 
     job_id = _submit(ctx, centre, "sleep 30", gpus=2)
     running = _run_until(ctx, job_id, {JobState.RUNNING})
