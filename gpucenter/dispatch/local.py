@@ -27,12 +27,10 @@ re-parented to it and reaped here (container PID 1s often reap nothing, leaving 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -47,6 +45,14 @@ from gpucenter.dispatch.base import (
     StateChange,
 )
 from gpucenter.dispatch.gpuutil import UtilisationSampler
+from gpucenter.dispatch.process_groups import (
+    become_subreaper,
+    describe_exit,
+    group_alive,
+    group_gone,
+    runs_job,
+    signal_group,
+)
 from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -70,7 +76,6 @@ _SECRET_MARKERS = (
     *("PASSWORD", "PASSWD", "SECRET", "TOKEN"),
     *("CREDENTIAL", "PRIVATE_KEY", "API_KEY", "ACCESS_KEY"),
 )
-_PR_SET_CHILD_SUBREAPER = 36
 # The job runs under a small wrapper that records its exit status in a file, so that a
 # restarted server can re-adopt a running job and still learn how it ended. The wrapper
 # catches (rather than ignores) TERM, INT and HUP: it outlives a signal the job itself
@@ -91,101 +96,6 @@ def _inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
         and name not in _DEVICE_VARS
         and not any(marker in name.upper() for marker in _SECRET_MARKERS)
     }
-
-
-def _become_subreaper() -> None:
-    """Have orphaned descendants re-parented to this process, so that we can reap them."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            _log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
-    except (OSError, AttributeError) as exc:
-        _log.warning("cannot become a child subreaper (%s)", exc)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    if pgid <= 1:  # 0 would be our own group, 1 init's: never ours to signal
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _reap_group(pgid: int) -> None:
-    """Collect exited (zombie) children of ours in the group, without blocking."""
-    if pgid <= 1:
-        return
-    while True:
-        try:
-            pid, _ = os.waitpid(-pgid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _group_gone(pgid: int) -> bool:
-    """Reap what is dead in the group; True once nothing of it runs any more."""
-    _reap_group(pgid)
-    if _group_alive(pgid):
-        return False
-    _reap_group(pgid)  # members that died since the first pass are zombies now
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while any process of the group still runs (zombies that we cannot reap don't)."""
-    if pgid <= 1:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command name, which sits in parentheses and may contain spaces.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _describe_exit(returncode: int) -> tuple[int, str]:
-    """Exit code (128 + signal for a signal, as shells report it) and words for people."""
-    if returncode < 0:
-        sig = -returncode
-        return 128 + sig, f"killed by signal {_signal_name(sig)}"
-    if 128 < returncode <= 128 + 64:  # how the wrapper's shell reports a signalled command
-        return returncode, f"killed by signal {_signal_name(returncode - 128)}"
-    return returncode, f"exit code {returncode}"
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
-
-def _runs_job(pid: int, job_id: JobId) -> bool:
-    """Whether process `pid` is (still) the leader of gpucenter job `job_id`, not a stranger
-    that reused the pid while the server was down."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"GPUCENTER_JOB_ID={job_id}".encode() in environ.split(b"\0")
 
 
 @dataclass(slots=True)
@@ -241,7 +151,7 @@ class LocalDispatcher:
         self._measured_nodes = measured_nodes
         self._sample_every_s = sample_every_s
         self._last_sample: Instant = float("-inf")
-        _become_subreaper()
+        become_subreaper()
 
     # ----------------------------------------------------------------- submit
     def visible_devices(self, request: LaunchRequest) -> str:
@@ -367,7 +277,7 @@ class LocalDispatcher:
             started_at = marker.stat().st_mtime
         except (OSError, ValueError):
             pid, started_at = 0, self._clock.now()
-        mine = pid > 0 and _runs_job(pid, request.job_id)
+        mine = pid > 0 and runs_job(pid, request.job_id)
         self._jobs[request.job_id] = _Running(
             job_id=request.job_id,
             popen=None,
@@ -409,7 +319,7 @@ class LocalDispatcher:
     def _terminate(self, job: _Running, reason: JobState) -> None:
         job.kill_reason = reason
         job.kill_at = time.monotonic() + self._grace
-        _signal_group(job.pgid, signal.SIGTERM)
+        signal_group(job.pgid, signal.SIGTERM)
 
     def _enforce(self, job: _Running) -> None:
         """For a job whose leader still runs: time limit, then SIGKILL once grace is over."""
@@ -418,14 +328,14 @@ class LocalDispatcher:
                 self._terminate(job, JobState.TIMEOUT)
         elif not job.sigkilled and job.kill_at is not None and time.monotonic() >= job.kill_at:
             job.sigkilled = True
-            _signal_group(job.pgid, signal.SIGKILL)
+            signal_group(job.pgid, signal.SIGKILL)
 
     def _step(self, job: _Running) -> None:
         """Move one job along; sets `job.ended` once its leader exited and its group is gone."""
         if job.ended is not None:
             return
         if job.popen is None:  # adopted: we are not its parent; watch the group instead
-            if _group_alive(job.pgid):
+            if group_alive(job.pgid):
                 self._enforce(job)
                 return
             job.ended = self._final_state(job, self._read_status(job))
@@ -439,8 +349,8 @@ class LocalDispatcher:
                 return
             job.returncode = returncode
             # Whatever the leader left behind (background children) goes with it.
-            _signal_group(job.pgid, signal.SIGKILL)
-        if not _group_gone(job.pgid):
+            signal_group(job.pgid, signal.SIGKILL)
+        if not group_gone(job.pgid):
             return
         job.ended = self._final_state(job, job.returncode)
         if job.ended.state is not JobState.COMPLETED:
@@ -464,7 +374,7 @@ class LocalDispatcher:
                     "ended while gpucenter was not watching; its exit status is unknown",
                 )
             returncode = -signal.SIGKILL if job.sigkilled else -signal.SIGTERM
-        exit_code, how = _describe_exit(returncode)
+        exit_code, how = describe_exit(returncode)
         if job.kill_reason is JobState.TIMEOUT:
             state, detail = JobState.TIMEOUT, f"time limit of {job.time_limit_s} s exceeded"
             detail += f" ({how})"
@@ -568,7 +478,7 @@ class LocalDispatcher:
                 stderr_path=Path(stderr_path) if stderr_path else self._log_dir / "adopted.err",
                 status_path=self._status_path(job_id),
             )
-            mine = _runs_job(pgid, job_id)
+            mine = runs_job(pgid, job_id)
             if not mine:
                 job.pgid = -1  # never signal a stranger; the group counts as gone
             self._jobs[job_id] = job
@@ -599,16 +509,16 @@ class LocalDispatcher:
                 self._terminate(job, JobState.CANCELLED)
         deadline = time.monotonic() + self._grace
         while time.monotonic() < deadline and any(
-            _group_alive(j.pgid) if j.popen is None else j.popen.poll() is None for j in jobs
+            group_alive(j.pgid) if j.popen is None else j.popen.poll() is None for j in jobs
         ):
             time.sleep(0.02)
         for job in jobs:
             if job.ended is None:  # an ended job's group id may belong to someone else now
-                _signal_group(job.pgid, signal.SIGKILL)
+                signal_group(job.pgid, signal.SIGKILL)
         settle = time.monotonic() + 2.0
         for job in jobs:
             if job.popen is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     job.popen.wait(timeout=max(0.0, settle - time.monotonic()))
-            while not _group_gone(job.pgid) and time.monotonic() < settle:
+            while not group_gone(job.pgid) and time.monotonic() < settle:
                 time.sleep(0.01)

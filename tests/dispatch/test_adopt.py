@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gpucenter.dispatch.local import LocalDispatcher, _group_gone
+from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.dispatch.process_groups import group_gone
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 from tests.dispatch.test_local import eventually, read, request, wait_end
@@ -17,7 +18,7 @@ from tests.dispatch.test_local import eventually, read, request, wait_end
 
 def gone(pgid: int) -> bool:
     """The first dispatcher's exited wrappers stay zombies of this test process: reap them."""
-    return _group_gone(pgid)
+    return group_gone(pgid)
 
 
 @pytest.fixture
