@@ -260,19 +260,25 @@ class Scheduler:
                 return self._run_pass(now)
             return self._quick_pass(now)
 
+    def _open_pass(self, now: Instant) -> tuple[PassContext, dict[int, Hold], Instant, int]:
+        """What every pass does first: priorities recomputed when due, advance-reservation
+        holds put on (returned, to be taken off at the end), a fresh context, and the pass
+        number. Returns (context, holds, the instant priorities were computed at, number)."""
+        jq = self.queue
+        if jq.prio_at is None or now - jq.prio_at >= self.policy.priority_recalc_s:
+            jq.reprioritise(now, self.factors.factor, ranks=not self.throwaway)
+        prio_at = jq.prio_at if jq.prio_at is not None else now
+        adv_holds, moved = sync_reservations(self.state, self.reservations, now)
+        if moved:
+            self._recount_pools()
+        jq.passes += 1
+        return PassContext(now, self.reservations, self.state), adv_holds, prio_at, jq.passes
+
     def _quick_pass(self, now: Instant) -> PassResult:
         st = self.state
         jq = self.queue
-        if jq.prio_at is None or now - jq.prio_at >= self.policy.priority_recalc_s:
-            jq.reprioritise(now, self.factors.factor)
-        prio_at = jq.prio_at if jq.prio_at is not None else now
-        adv_holds, moved = sync_reservations(st, self.reservations, now)
-        if moved:
-            self._recount_pools()
-        px = PassContext(now, self.reservations, st)
+        px, adv_holds, prio_at, pass_no = self._open_pass(now)
         px.reserved = self.policy.max_reservations  # no planned starts: `_consider` waits
-        jq.passes += 1
-        pass_no = jq.passes
         queue = jq.order
         started, looked = quick_walk(jq, px, self._consider, self.policy.quick_depth, pass_no)
         for n, hold in adv_holds.items():
@@ -295,21 +301,13 @@ class Scheduler:
     def _run_pass(self, now: Instant) -> PassResult:
         st = self.state
         jq = self.queue
-        if jq.prio_at is None or now - jq.prio_at >= self.policy.priority_recalc_s:
-            jq.reprioritise(now, self.factors.factor, ranks=not self.throwaway)
-        prio_at = jq.prio_at if jq.prio_at is not None else now
-        adv_holds, moved = sync_reservations(st, self.reservations, now)
-        if moved:
-            self._recount_pools()
-        px = PassContext(now, self.reservations, st)
+        px, adv_holds, prio_at, pass_no = self._open_pass(now)
         planner = self.planner
         planner.begin(now, adv_holds)
         px.planner = planner
         special = set(self._limited)
         for _, resv in px.active:
             special |= resv.projects
-        jq.passes += 1
-        pass_no = jq.passes
         queue = jq.order
         walk = Walk(jq, px, self._consider, special, self.policy.max_reservations, pass_no)
         started, segments = walk.run(bulk=not self.throwaway)

@@ -492,14 +492,14 @@ class Planner:
 class _SiteGather:
     """The members of one site gathered by `Planner._gang`, by network block."""
 
-    __slots__ = ("checked_at", "count", "fresh", "groups", "held", "members", "short", "until")
+    __slots__ = ("checked_at", "count", "fresh", "groups", "held", "members", "short")
 
     def __init__(self) -> None:
         self.members: dict[int, int] = {}  # node -> block, in the order yielded
         self.groups: dict[int, list[int]] = {}
         self.count = 0
-        self.held: dict[int, None] = {}  # held members
-        self.until: dict[int, float] = {}  # held member -> last instant its pass holds
+        # Held members -> the last instant their last pass of the filter holds to.
+        self.held: dict[int, float] = {}
         self.fresh: list[int] = []  # unheld members not yet through the filter
         self.checked_at = -INF
         self.short = 0  # nodes still to add before `max_blocks` can be met
@@ -513,8 +513,7 @@ class _SiteGather:
             members.append(n)
         self.count += 1
         if held:
-            self.held[n] = None
-            self.until[n] = -INF  # tested at the next filter, like a fresh member
+            self.held[n] = -INF  # tested at the next filter, like a fresh member
         else:
             self.fresh.append(n)
 
@@ -528,21 +527,20 @@ class _SiteGather:
         always -- unless the instant went back (the scan's order rules it out), when every
         member is."""
         future = st.future
-        until = self.until
+        held = self.held
         if t < self.checked_at:
             candidates = list(self.members)
         else:
-            candidates = [n for n in self.held if until[n] < t]
+            candidates = [n for n, until in held.items() if until < t]
             candidates += self.fresh
         self.fresh = []
         self.checked_at = t
         for n in candidates:
             if fits_window(st, n, g, t, length, now):
-                if n in future:
-                    until[n] = min((h[0] - length for h in future[n] if h[0] > t), default=INF)
+                if n in held:
+                    held[n] = min((h[0] - length for h in future[n] if h[0] > t), default=INF)
                 continue
             block = self.members.pop(n)
             self.groups[block].remove(n)
             self.count -= 1
-            if self.held.pop(n, 0) is None:
-                del until[n]
+            held.pop(n, None)

@@ -136,10 +136,30 @@ def submit_target(
     """Everything a submission checks, in one round trip: (project id, the allocation to
     charge as `active_allocation` would choose it, the site id, whether the user is a member,
     whether the token used is still unrevoked). None when the project does not exist."""
-    params = {"project": project, "user": user_id, "site": site, "gpu": gpu_type, "at": at}
+    params = submit_target_params(project, user_id, token_id, site, gpu_type, at)
+    return s.execute(submit_target_query(token_id is not None), params).first()
+
+
+def submit_target_query(with_token: bool) -> Select[Any]:
+    """The one query behind `submit_target` (also run on async connections by the REST
+    submission path)."""
+    return _SUBMIT_TARGET[with_token]
+
+
+def submit_target_params(
+    project: str, user_id: int, token_id: int | None, site: str, gpu_type: str, at: datetime
+) -> dict[str, Any]:
+    """The parameters of `submit_target_query(token_id is not None)`."""
+    params: dict[str, Any] = {
+        "project": project,
+        "user": user_id,
+        "site": site,
+        "gpu": gpu_type,
+        "at": at,
+    }
     if token_id is not None:
         params["token"] = token_id
-    return s.execute(_SUBMIT_TARGET[token_id is not None], params).first()
+    return params
 
 
 def charged_gpu_seconds(

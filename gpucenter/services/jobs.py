@@ -184,7 +184,7 @@ class SubmitDatabase(Protocol):
 
 def submit_target_statement(with_token: bool) -> Select[Any]:
     """The one query behind `repositories.submit_target`, for async executors."""
-    return repo._SUBMIT_TARGET[with_token]
+    return repo.submit_target_query(with_token)
 
 
 def insert_statement(on_conflict: bool) -> TextClause:
@@ -213,15 +213,14 @@ async def submit_async(
         if resolved.array_indices:
             return None
         spec = resolved.spec
-        params: dict[str, Any] = {
-            "project": resolved.project,
-            "user": caller.user_id,
-            "site": ctx.site.site.name,
-            "gpu": spec.gpu.gpu_type,
-            "at": now,
-        }
-        if caller.token_id is not None:
-            params["token"] = caller.token_id
+        params = repo.submit_target_params(
+            resolved.project,
+            caller.user_id,
+            caller.token_id,
+            ctx.site.site.name,
+            spec.gpu.gpu_type,
+            now,
+        )
         target = await db.target(params, caller.token_id is not None)
         ids = _charge_target(caller, resolved, target)
         base = _job_values(caller, resolved, ids, fingerprint, now)
