@@ -8,6 +8,7 @@ variants skip with the reason, except in CI (CI=true), where they fail: CI must 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +41,29 @@ _PG_PROBLEM: str | None = None
 _PG_CHECKED = False
 
 
+_PG_SETUP = Path(__file__).resolve().parents[1] / "scripts" / "postgres" / "setup.sh"
+
+
+def _start_local_postgres() -> str | None:
+    """Install and start the local server with the project's script (root on Debian only).
+
+    Only for the default address: a URL given in GPUCENTER_TEST_POSTGRES_URL is someone
+    else's server to run. Returns why it could not, or None when the script says it is up.
+    """
+    if "GPUCENTER_TEST_POSTGRES_URL" in os.environ or os.geteuid() != 0:
+        return "not started here (a custom URL, or not root)"
+    done = subprocess.run(["bash", str(_PG_SETUP)], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return f"scripts/postgres/setup.sh exited {done.returncode}: {done.stderr.strip()[-300:]}"
+    return None
+
+
 def pg_problem() -> str | None:
     global _PG_CHECKED, _PG_PROBLEM
     if not _PG_CHECKED:
         _PG_PROBLEM = _pg_available()
+        if _PG_PROBLEM and _start_local_postgres() is None:
+            _PG_PROBLEM = _pg_available()
         _PG_CHECKED = True
     return _PG_PROBLEM
 
