@@ -96,7 +96,16 @@ if ((MYSQL_LOCAL)); then
     wait_for 30 "mariadbd" mysqladmin -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot ping
   fi
 fi
-mysql -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot <<SQL || die "cannot prepare the accounting database"
+# As root: over TCP where the server lets root in that way (a MariaDB started for us), else
+# through the local socket, where Debian's MariaDB authenticates root by its Unix identity.
+mysql_root() {
+  if mysql -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+    mysql -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot "$@"
+  else
+    mysql --protocol=socket -uroot "$@"
+  fi
+}
+mysql_root <<SQL || die "cannot prepare the accounting database"
 CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '${DB_PASS}';
 CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '${DB_PASS}';
