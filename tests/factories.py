@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 
 from gpucenter.auth.permissions import Caller
 from gpucenter.config import Settings
-from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
-from gpucenter.services import accounts
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity import caller_for
-from gpucenter.services.site_config import LoadedSite
-from gpucenter.services.site_registry import ensure_site
+from gpucenter.services.identity import accounts
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.sites.config import LoadedSite
+from gpucenter.services.wiring import ensure_site
 
 
 def one_node_site(gpus: int = 4, gpu_type: str = "vgpu") -> LoadedSite:

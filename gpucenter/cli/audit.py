@@ -21,7 +21,7 @@ app = typer.Typer(
 def verify() -> None:
     """Walk the hash chain; exit 1 and name the first entry altered or removed."""
     from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services import audit
+    from gpucenter.services.identity import audit
 
     engine = make_engine(get_settings().effective_database_url)
     try:
@@ -42,7 +42,7 @@ def verify() -> None:
 def list_entries(limit: Annotated[int, typer.Option("--limit", "-n")] = 50) -> None:
     """The newest entries first."""
     from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services import audit
+    from gpucenter.services.identity import audit
 
     engine = make_engine(get_settings().effective_database_url)
     table = Table("Id", "At", "Actor", "Action", "Target", "Details")

@@ -20,8 +20,9 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gpucenter.auth.permissions import Caller, Role
+from gpucenter.http import csrf
 from gpucenter.services.context import AppContext
-from gpucenter.web import charts, csrf, i18n
+from gpucenter.web import charts, i18n
 from gpucenter.web.i18n import N_
 
 TEMPLATES = Path(__file__).parent / "templates"

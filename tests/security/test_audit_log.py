@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from gpucenter.config import Settings
-from gpucenter.services import audit
+from gpucenter.services.identity import audit
 from tests.factories import make_context, seed_centre
 
 
