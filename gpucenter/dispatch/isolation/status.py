@@ -82,12 +82,17 @@ def read_sandbox_status(path: Path) -> SandboxStatus | None:
 
 
 def sandbox_is_ours(status: SandboxStatus, *, proc: Path = Path("/proc")) -> bool:
-    """True while `status.child_pid` is still that sandbox's PID 1 (see the module text)."""
+    """True while `status.child_pid` is still that sandbox's PID 1, alive (see the module
+    text); a zombie counts as gone."""
     where = proc / str(status.child_pid)
     try:
         owner = os.stat(where).st_uid
         namespace = os.readlink(where / "ns" / "pid")
+        stat_line = (where / "stat").read_text()
     except OSError:
+        return False
+    state = stat_line[stat_line.rfind(")") + 2 :][:1]
+    if state in ("Z", "X", ""):  # dead, not yet reaped: its namespace is gone
         return False
     return owner == os.geteuid() and namespace == f"pid:[{status.pid_namespace}]"
 
