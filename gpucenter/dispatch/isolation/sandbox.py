@@ -264,7 +264,7 @@ def sandbox_layout(job: SandboxJob, policy: SandboxPolicy) -> tuple[Step, ...]:
             steps.append(Step(StepKind.DIR, ancestor, mode=0o755))
             made.add(ancestor)
 
-    for tree in (*_SYSTEM, *policy.extra_ro_paths):
+    for tree in _SYSTEM:
         if os.path.islink(tree):
             steps.append(Step(StepKind.SYMLINK, tree, src=os.readlink(tree)))
         elif os.path.isdir(tree):
@@ -281,6 +281,22 @@ def sandbox_layout(job: SandboxJob, policy: SandboxPolicy) -> tuple[Step, ...]:
         if os.path.isfile(target) and not any(_within(target, t) for t in visible):
             parents(target)
             steps.append(Step(StepKind.RO_BIND, target, src=target))
+    steps += [
+        Step(StepKind.PROC, "/proc"),
+        Step(StepKind.DEV, "/dev"),
+        Step(StepKind.TMPFS, "/dev/shm", mode=0o1777, size=policy.tmp_size_bytes),
+        Step(StepKind.TMPFS, "/tmp", mode=0o1777, size=policy.tmp_size_bytes),
+        Step(StepKind.DIR, "/var", mode=0o755),
+        Step(StepKind.TMPFS, "/var/tmp", mode=0o1777, size=policy.tmp_size_bytes),
+    ]
+    made.update({"/proc", "/dev", "/dev/shm", "/tmp", "/var", "/var/tmp"})
+    for tree in policy.extra_ro_paths:  # after the private /tmp, which would cover them
+        text = os.path.normpath(tree)
+        if text != tree or not os.path.isabs(tree) or text == "/" or not os.path.isdir(tree):
+            raise SandboxError(f"extra read-only path {tree!r}: an existing absolute directory")
+        parents(tree)
+        steps.append(Step(StepKind.RO_BIND, tree, src=tree))
+        visible.append(tree)
     masked: set[str] = set()
     for pattern in (*policy.etc_masks, *policy.hidden_paths):
         for found in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
@@ -296,15 +312,6 @@ def sandbox_layout(job: SandboxJob, policy: SandboxPolicy) -> tuple[Step, ...]:
             masked.add(real)
     if policy.tenant_ids is not None:
         steps += _tenant_files(job, policy.tenant_ids)
-    steps += [
-        Step(StepKind.PROC, "/proc"),
-        Step(StepKind.DEV, "/dev"),
-        Step(StepKind.TMPFS, "/dev/shm", mode=0o1777, size=policy.tmp_size_bytes),
-        Step(StepKind.TMPFS, "/tmp", mode=0o1777, size=policy.tmp_size_bytes),
-        Step(StepKind.DIR, "/var", mode=0o755),
-        Step(StepKind.TMPFS, "/var/tmp", mode=0o1777, size=policy.tmp_size_bytes),
-    ]
-    made.update({"/proc", "/dev", "/dev/shm", "/tmp", "/var", "/var/tmp"})
     binds = {_check_job_path("working directory", job.workdir, policy)}
     if job.project_dir is not None:
         binds.add(_check_job_path("project directory", job.project_dir, policy))

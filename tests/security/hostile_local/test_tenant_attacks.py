@@ -188,9 +188,14 @@ def site(two_tenants: TwoTenants, tmp_path_factory: pytest.TempPathFactory) -> I
     a_project = _project_dir(root / "projects", a)
     a_shared = _file(a_project / "shared.txt", "A's data", a.run_as.uid, a.run_as.groups[0], 0o660)
     b_project = _project_dir(root / "projects", b)
+    # A software tree the site shows read-only, holding a world-readable secret it hides.
+    (root / "software").mkdir(mode=0o755)
+    _file(root / "software" / "tool", "a tool", 0, 0, 0o755)
+    _file(root / "software" / "licence.key", "LICENCE-SECRET", 0, 0, 0o644)
     policy = SandboxPolicy(
         device_dir=str(make_fake_gpus(root / "dev", 2)),
-        hidden_paths=(str(state),),
+        extra_ro_paths=(str(root / "software"),),
+        hidden_paths=(str(state), str(root / "software" / "licence.key")),
         tenant_ids=range(two_tenants.policy.uid_min, two_tenants.policy.uid_max + 1),
     )
     site = Site(
@@ -273,6 +278,8 @@ def attack(site: Site) -> Iterator[Attack]:
                 "munge key": "/etc/munge/munge.key",
                 "slurmdbd.conf": "/etc/slurm/slurmdbd.conf",
                 "root's home": "/root/.bashrc",
+                "hidden licence": str(site.root / "software" / "licence.key"),
+                "visible tool": str(site.root / "software" / "tool"),
             },
             "write": {
                 "database": str(site.state / "gpucenter.db"),
@@ -335,6 +342,7 @@ ATTACKS = [
     "read munge key",
     "read slurmdbd.conf",
     "read root's home",
+    "read hidden licence",
     "write database",
     "write A's output",
     "write A's project file",
@@ -366,7 +374,9 @@ def test_attack_fails(attack: Attack, name: str) -> None:
     assert outcome["ok"] is False, f"{name} succeeded: {outcome}"
 
 
-@pytest.mark.parametrize("name", ["create own workdir", "create own project", "own GPU"])
+@pytest.mark.parametrize(
+    "name", ["create own workdir", "create own project", "own GPU", "read visible tool"]
+)
 def test_the_probe_can_use_what_is_its_own(attack: Attack, name: str) -> None:
     """Positive controls: the attacks fail because of isolation, not a broken probe."""
     assert attack.results[name]["ok"] is True, attack.results[name]
