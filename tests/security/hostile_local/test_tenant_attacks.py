@@ -11,6 +11,7 @@ exactly as before.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -385,6 +386,12 @@ def test_the_probe_can_use_what_is_its_own(attack: Attack, name: str) -> None:
 def test_tenant_a_is_unchanged(attack: Attack) -> None:
     assert attack.after == attack.before
     assert attack.a_alive_after, "tenant A's job was killed"
+
+
+def test_the_system_is_mounted_read_only(attack: Attack) -> None:
+    """Read-only mounts, not only file modes: EROFS even where a mode would allow it."""
+    for name in ("create in /usr", "create in /etc"):
+        assert attack.results[name]["errno"] == errno.EROFS, attack.results[name]
 
 
 def test_kill_everyone_reaches_nobody_else(attack: Attack) -> None:
