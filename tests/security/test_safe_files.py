@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from gpucenter.dispatch.isolation import safe_files
 from gpucenter.dispatch.isolation.safe_files import (
     UnsafeFile,
     create_owned_file,
@@ -119,7 +118,7 @@ def test_a_fifo_swapped_in_after_the_check_still_never_blocks(
             return real_stat(regular)
         return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(safe_files.os, "stat", stat_sees_regular)
+    monkeypatch.setattr(os, "stat", stat_sees_regular)
     with pytest.raises(UnsafeFile, match="replaced"):
         within(5, lambda: read_tail(tmp_path / "stdout", expected_uid=None))
 
@@ -137,7 +136,7 @@ def test_a_symlink_swapped_in_after_the_check_is_not_followed(
             return real_stat(tmp_path / "secret")  # even the same inode as the secret
         return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(safe_files.os, "stat", stat_sees_target)
+    monkeypatch.setattr(os, "stat", stat_sees_target)
     with pytest.raises(UnsafeFile, match="symlink"):
         read_tail(tmp_path / "stdout", expected_uid=None)
 

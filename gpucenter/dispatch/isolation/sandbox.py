@@ -413,7 +413,7 @@ class PreparedSandbox:
 
 
 def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(name, 0)  # no MFD_CLOEXEC: bwrap must inherit it (pass_fds)
+    fd = os.memfd_create(name)  # close-on-exec: only bwrap gets it, through pass_fds
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

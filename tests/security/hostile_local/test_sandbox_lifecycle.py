@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -103,10 +105,10 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0
 
 
 @pytest.fixture
-def runner(two_tenants: TwoTenants, tmp_path: Path) -> Runner:
+def runner(two_tenants: TwoTenants, tmp_path: Path) -> Iterator[Runner]:
     os.chmod(tmp_path, 0o755)
     r = Runner(tmp_path, two_tenants.b.run_as)
-    yield r  # type: ignore[misc]
+    yield r
     r.cleanup()
 
 
@@ -222,3 +224,57 @@ def _can_connect_from_job(runner: Runner, job_id: int, policy: SandboxPolicy) ->
 def test_the_network_is_shared_unless_the_policy_says_otherwise(runner: Runner) -> None:
     assert _can_connect_from_job(runner, 7, SandboxPolicy()) == "yes"
     assert _can_connect_from_job(runner, 8, SandboxPolicy(share_network=False)) == "no"
+
+
+SINGLE_USER_PROGRAM = """
+import json, os, subprocess, sys
+from pathlib import Path
+from gpucenter.dispatch.isolation import SandboxJob, SandboxPolicy, prepare_sandbox
+from gpucenter.dispatch.isolation import sandbox_problem, shell_command, start_sandboxed
+work, state = Path(sys.argv[1]), Path(sys.argv[2])
+problem = sandbox_problem(SandboxPolicy())
+if problem is not None:
+    print(json.dumps({"problem": problem}))
+    sys.exit(0)
+command = f"id -u; cat {state}/gpucenter.db 2>/dev/null || echo hidden"
+job = SandboxJob(1, shell_command(command), work, None)
+with prepare_sandbox(job, SandboxPolicy()) as p:
+    process = start_sandboxed(p, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+out = process.stdout.read().decode()
+print(json.dumps({"code": process.wait(), "out": out}))
+"""
+
+
+@pytest.fixture
+def nobodys_dir() -> Iterator[Path]:
+    """A directory user nobody can reach (pytest's own tmp_path is root's 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="gpucenter-single-user-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_single_user_mode_sandboxes_a_normal_user(nobodys_dir: Path) -> None:
+    """`make run` as a normal user: no identity switch, but the job still cannot see the
+    server's state. bwrap then uses an unprivileged user namespace, which a host may forbid
+    (it then reports the problem and single-user mode runs jobs unsandboxed)."""
+    nobody = 65534
+    work, state = nobodys_dir / "work", nobodys_dir / "state"
+    for path in (nobodys_dir, work, state):
+        path.mkdir(exist_ok=True)
+        os.chown(path, nobody, nobody)
+    (state / "gpucenter.db").write_text("the server's database")
+    os.chown(state / "gpucenter.db", nobody, nobody)
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+         "-c", SINGLE_USER_PROGRAM, str(work), str(state)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "HOME": str(work)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "problem" in result:
+        pytest.skip(f"unprivileged bubblewrap is not allowed here: {result['problem']}")
+    assert result == {"code": 0, "out": f"{nobody}\nhidden\n"}
