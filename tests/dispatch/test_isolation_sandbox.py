@@ -71,7 +71,11 @@ def test_the_job_dirs_come_after_the_private_tmp(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/etc/x", "/usr/local/jobs", "/proc/1", "/dev/shm/x", "/tmp", "/sys/x", "/run/x"]
+    "path",
+    [
+        *("/", "/etc/x", "/usr/local/jobs", "/proc/1", "/dev/shm/x", "/tmp", "/sys/x"),
+        *("/run/x", "/var", "/home", "/var/lib/gpucenter", "/var/spool/slurm", "/root/work"),
+    ],
 )
 def test_dangerous_job_directories_are_refused(path: str) -> None:
     with pytest.raises(SandboxError):

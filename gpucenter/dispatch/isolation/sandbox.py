@@ -88,6 +88,8 @@ DEFAULT_ETC_MASKS: tuple[str, ...] = (
 
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _NEVER_BOUND = ("/proc", "/dev", "/sys", "/etc", "/run", "/var/run", "/tmp", "/var/tmp")
+# Other services' state and other people's homes: a job directory never lies in or holds them.
+_SENSITIVE = ("/var/lib", "/var/spool", "/var/log", "/var/cache", "/var/mail", "/root", "/boot")
 _RESERVED_PREFIX = "GPUCENTER_"  # the server's settings; the dispatcher sets the job's own
 _DISPATCHER_VARS = frozenset(
     {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}
@@ -190,11 +192,12 @@ def _check_job_path(label: str, path: Path, policy: SandboxPolicy) -> str:
     text = str(path)
     if "\0" in text or not path.is_absolute() or os.path.normpath(text) != text:
         raise SandboxError(f"{label} {text!r} must be an absolute, normalised path")
-    if text == "/":
-        raise SandboxError(f"{label} must not be /")
-    for tree in (*_SYSTEM, *_NEVER_BOUND, *policy.extra_ro_paths):
+    for tree in (*_SYSTEM, *_NEVER_BOUND, *_SENSITIVE, *policy.extra_ro_paths):
         if _within(text, tree) and not text.startswith(("/tmp/", "/var/tmp/")):
             raise SandboxError(f"{label} {text} lies in {tree}, which jobs never get writable")
+    for tree in (*_SYSTEM, *_NEVER_BOUND, *_SENSITIVE, "/home"):
+        if _within(tree, text):
+            raise SandboxError(f"{label} {text} contains {tree}, which jobs never get writable")
     for hidden in policy.hidden_paths:
         if _within(hidden, text):
             raise SandboxError(f"{label} {text} contains {hidden}, which jobs must not see")
