@@ -110,7 +110,7 @@ MUTATIONS = [
     Mutation("accounts: foreign members removed", ACCOUNTS,
              "            if name not in ours:", "            if False:", (T_ACCOUNTS,)),
     Mutation("accounts: names, not tags, bind accounts", ACCOUNTS,
-             "tagged = [u for u in self.actual.users if u.gecos == tag]",
+             "tagged = [u for u in self.actual.users if u.gecos == tag and self.ours_user(u)]",
              "tagged = [u for u in self.actual.users if u.name == unix_name("
              "self.policy.user_prefix, user.username, user.user_id)]", (T_ACCOUNTS,)),
     Mutation("mode: single-user with several organisations", MODE,

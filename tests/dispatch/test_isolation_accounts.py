@@ -201,13 +201,19 @@ def test_foreign_members_of_our_group_are_left_in_place_and_reported() -> None:
     assert "not a gpucenter account" in plan.conflicts[0].reason
 
 
-def test_an_account_tagged_for_the_user_outside_the_range_is_refused() -> None:
-    odd = replace(
-        SYSTEM, users=(*SYSTEM.users, PasswdEntry("mallory", 1002, 1002, "gpucenter user 1"))
-    )
-    plan = plan_provisioning([ALICE], [VISION], odd, POLICY)
-    assert plan.user_names == {} and plan.conflicts[0].subject == "mallory"
-    assert not any(c.action is Action.CREATE_USER for c in plan.changes)
+def test_an_account_tagged_for_the_user_outside_the_range_is_never_used() -> None:
+    """Another instance's (or a hand-made) account with the same tag: ours is made anyway,
+    and a job never runs as the other one."""
+    tagged = PasswdEntry("mallory", 1002, 1002, "gpucenter user 1")
+    machine = FakeMachine(replace(SYSTEM, users=(*SYSTEM.users, tagged)))
+    machine.provision([ALICE], [replace(VISION, member_ids=frozenset({1}))])
+    assert job_identity(ALICE, VISION, POLICY, machine.read()).name == "gpc-alice"
+
+
+def test_two_accounts_of_ours_with_one_tag_are_a_conflict() -> None:
+    twins = (PasswdEntry("gpc-a", 200_001, 200_001, "gpucenter user 1"),) * 2
+    plan = plan_provisioning([ALICE], [], replace(SYSTEM, users=twins), POLICY)
+    assert plan.user_names == {} and "several accounts" in plan.conflicts[0].reason
 
 
 def test_an_exhausted_range_is_a_conflict_not_a_crash() -> None:

@@ -258,19 +258,15 @@ class _Planner:
     def user(self, user: TenantUser) -> str | None:
         """The account name of `user`, planning its creation where it has none."""
         tag = self.policy.gecos(user.user_id)
-        tagged = [u for u in self.actual.users if u.gecos == tag]
+        # Only our own accounts count: one tagged elsewhere (another gpucenter instance, a
+        # test range, a hand-made copy) is never used, so it cannot be a way in either.
+        tagged = [u for u in self.actual.users if u.gecos == tag and self.ours_user(u)]
         if len(tagged) > 1:
             names = ", ".join(sorted(u.name for u in tagged))
             self.conflicts.append(Conflict(user.username, f"several accounts claim it: {names}"))
             return None
         if tagged:
-            entry = tagged[0]
-            if not self.ours_user(entry):
-                self.conflicts.append(
-                    Conflict(entry.name, f"tagged {tag!r} but outside gpucenter's range/prefix")
-                )
-                return None
-            return entry.name
+            return tagged[0].name
         name = unix_name(self.policy.user_prefix, user.username, user.user_id)
         if not self.available(name):
             name = unix_name(
