@@ -40,7 +40,7 @@ from gpucenter.dispatch.isolation import (
     shell_command,
     start_sandboxed,
 )
-from tests.security.hostile_local.conftest import TwoTenants
+from tests.security.hostile_local.conftest import TwoTenants, require
 
 pytestmark = pytest.mark.usefixtures("as_root_with_bwrap")
 
@@ -267,8 +267,11 @@ def test_single_user_mode_sandboxes_a_normal_user(nobodys_dir: Path) -> None:
     (state / "gpucenter.db").write_text("the server's database")
     os.chown(state / "gpucenter.db", nobody, nobody)
     repo = Path(__file__).resolve().parents[3]
+    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")  # nobody can run it
+    if python is None:
+        require("needs python3 under /usr, which user nobody can run")
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(python),
          "-c", SINGLE_USER_PROGRAM, str(work), str(state)],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "HOME": str(work)},
         capture_output=True, text=True, timeout=60, check=False,

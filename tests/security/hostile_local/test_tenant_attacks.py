@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -37,9 +38,15 @@ from gpucenter.dispatch.isolation import (
     shell_command,
     start_sandboxed,
 )
-from tests.security.hostile_local.conftest import Tenant, TwoTenants, make_fake_gpus
+from tests.security.hostile_local.conftest import (
+    Tenant,
+    TwoTenants,
+    make_fake_gpus,
+    require,
+)
 
-PYTHON = "/usr/bin/python3"  # the system's, inside the sandbox (the venv is not visible there)
+# The probe runs on a Python the sandbox shows (under /usr); the server's venv is not there.
+PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
 SERVER_SECRET = "server-secret-" + os.urandom(8).hex()
 
 PROBE = r"""
@@ -310,7 +317,9 @@ def attack(site: Site) -> Iterator[Attack]:
             "a_init": a_status.child_pid,
             "server_pid": os.getpid(),
         }
-        b_cmd = (PYTHON, "-c", PROBE, json.dumps(targets))
+        if PYTHON is None:
+            require("the probe needs python3 under /usr (apt-get install python3)")
+        b_cmd = (str(PYTHON), "-c", PROBE, json.dumps(targets))
         b_proc, b_out, _b_status, _ = _spawn(site, b, 2, b_cmd, gpu=1)
         code = b_proc.wait(timeout=60)
         stdout = read_tail(b_out / "stdout", expected_uid=b.run_as.uid).data.decode()
