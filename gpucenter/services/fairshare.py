@@ -1,9 +1,9 @@
 """Build the core's fair-share input from the database: the share tree and decayed usage.
 
-Tree: centre -> programme -> organisation -> project -> user. Until programmes exist in the
-database every project sits under one programme, "general". A project's shares are the
-GPU-hours of its active allocations; an organisation's the sum over its projects; each member
-of a project has an equal share of it. Usage is the ledger's GPU-seconds decayed by a
+Tree: centre -> programme -> organisation -> project -> user, built by the same function as
+the simulator's (`gpucenter.core.share_tree`). A project's shares are the GPU-hours of its
+current allocations; a programme's the sum over its projects unless the centre sets them
+(`GPUCENTER_PROGRAMME_SHARES`). Usage is the ledger's GPU-seconds decayed by a
 half-life (plus what running jobs have used so far), per project and per (project, user),
 read from the decayed_usage table that every charge updates (never a scan of the ledger).
 """
@@ -11,17 +11,19 @@ read from the decayed_usage table that every charge updates (never a scan of the
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gpucenter.core import FairShare, ShareAccount, decay
+from gpucenter.core import FairShare, decay
+from gpucenter.core.fairshare import DEFAULT_HALF_LIFE_S
+from gpucenter.core.share_tree import ShareHolder, build_share_tree
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.ids import ProjectId, UserId
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import (
-    AllocationRow,
     JobRow,
     MembershipRow,
     OrganisationRow,
@@ -29,8 +31,9 @@ from gpucenter.persistence.tables import (
     UserRow,
 )
 from gpucenter.persistence.tables_usage import DecayedUsageRow
+from gpucenter.services.allocations import project_standings
 
-HALF_LIFE_S = 7 * 24 * 3600.0
+HALF_LIFE_S = DEFAULT_HALF_LIFE_S
 
 
 def add_decayed_usage(
@@ -59,20 +62,51 @@ def add_decayed_usage(
     row.charges += 1
 
 
-def load_fair_share(s: Session, now: datetime) -> FairShare:
-    shares: dict[int, float] = defaultdict(float)
-    for alloc in s.scalars(
-        select(AllocationRow).where(AllocationRow.starts_at <= now, AllocationRow.ends_at > now)
-    ):
-        shares[alloc.project_id] += alloc.gpu_seconds / 3600
-    members: dict[int, list[tuple[int, str]]] = defaultdict(list)
+DIRECT = "(direct)"
+"""The programme level's name for allocations the centre made directly (no programme's name
+can contain parentheses)."""
+
+
+def load_fair_share(
+    s: Session, now: datetime, programme_shares: Mapping[str, float] | None = None
+) -> FairShare:
+    """The share tree of `gpucenter.core.share_tree` over every project, and decayed usage.
+
+    A project sits under the programme of its current allocations (see
+    `services.allocations`) with their GPU-hours as shares; a project with none sits under
+    `DIRECT` with no shares. Suspended and expired allocations give no weight."""
+    standings = project_standings(s, now)
+    members: dict[int, list[tuple[UserId, str]]] = defaultdict(list)
     for project_id, user_id, username in s.execute(
         select(MembershipRow.project_id, MembershipRow.user_id, UserRow.username).join(
             UserRow, UserRow.id == MembershipRow.user_id
         )
     ):
-        members[project_id].append((user_id, username))
+        members[project_id].append((UserId(user_id), username))
+    org_names = {o.id: o.name for o in s.scalars(select(OrganisationRow))}
+    holders = []
+    for project in s.scalars(select(ProjectRow).order_by(ProjectRow.name)):
+        standing = standings.get(project.id)
+        holders.append(
+            ShareHolder(
+                programme=(standing.programme if standing else None) or DIRECT,
+                organisation=org_names[project.organisation_id],
+                project=project.name,
+                project_id=ProjectId(project.id),
+                shares=standing.hours if standing else 0.0,
+                members=tuple(sorted(members[project.id], key=lambda m: m[1])),
+            )
+        )
+    holders.sort(key=lambda h: h.organisation)  # stable: projects stay by name within each
+    root = build_share_tree(holders, root="centre", programme_shares=programme_shares)
+    usage, user_usage = _usage(s, now)
+    return FairShare(root, usage, user_usage)
 
+
+def _usage(
+    s: Session, now: datetime
+) -> tuple[dict[ProjectId, float], dict[tuple[ProjectId, UserId], float]]:
+    """Decayed GPU-seconds per project and per (project, user), running jobs included."""
     usage: dict[ProjectId, float] = defaultdict(float)
     user_usage: dict[tuple[ProjectId, UserId], float] = defaultdict(float)
     for row in s.scalars(select(DecayedUsageRow)):
@@ -86,29 +120,4 @@ def load_fair_share(s: Session, now: datetime) -> FairShare:
         value = used * job.gpus_per_node * job.nodes
         usage[ProjectId(job.project_id)] += value
         user_usage[(ProjectId(job.project_id), UserId(job.user_id))] += value
-
-    organisations = []
-    org_rows = s.scalars(select(OrganisationRow).order_by(OrganisationRow.name)).all()
-    projects = s.scalars(select(ProjectRow).order_by(ProjectRow.name)).all()
-    for org in org_rows:
-        children = []
-        for project in projects:
-            if project.organisation_id != org.id:
-                continue
-            users = tuple(
-                ShareAccount(username, 1.0, user_id=UserId(user_id))
-                for user_id, username in sorted(members[project.id], key=lambda m: m[1])
-            )
-            children.append(
-                ShareAccount(
-                    project.name,
-                    shares[project.id],
-                    users,
-                    project_id=ProjectId(project.id),
-                )
-            )
-        if children:
-            total = sum(c.shares for c in children)
-            organisations.append(ShareAccount(org.name, total, tuple(children)))
-    programme = ShareAccount("general", 1.0, tuple(organisations))
-    return FairShare(ShareAccount("centre", 1.0, (programme,)), dict(usage), dict(user_usage))
+    return dict(usage), dict(user_usage)

@@ -33,14 +33,18 @@ core's placement names nodes, and the broker routes a job by them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.config import Settings
+from gpucenter.core import DEFAULT_POLICIES, Policies
+from gpucenter.core.fairshare import FAIR_TREE
+from gpucenter.core.fairshare_classic import CLASSIC
 from gpucenter.dispatch.base import Dispatcher, DispatchError
 from gpucenter.dispatch.broker import SiteBroker
 from gpucenter.domain.clock import Clock, SystemClock
@@ -224,15 +228,25 @@ def combine(runtimes: list[SiteRuntime]) -> tuple[LoadedSite, SiteBroker]:
     return site, broker
 
 
+def policies_from(settings: Settings) -> Policies:
+    """The core's policies as the centre configured them (everything else at its default)."""
+    strategy = CLASSIC if settings.fair_share_policy == "classic" else FAIR_TREE
+    entitlements = MappingProxyType(
+        {p: MappingProxyType(dict(t)) for p, t in settings.programme_entitlements.items()}
+    )
+    return replace(DEFAULT_POLICIES, fair_share=strategy, entitlements=entitlements)
+
+
 def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> AppContext:
     """Wire the configured database and sites (see `build_sites`), or the given dispatcher
     for the one site of `site_file`."""
     engine = make_engine(settings.effective_database_url)
     sessions = session_factory(engine)
     clock = SystemClock()
+    policies = policies_from(settings)
     if dispatcher is not None:
         site = load_site(settings.site_file)
-        return AppContext(settings, engine, sessions, site, dispatcher, clock)
+        return AppContext(settings, engine, sessions, site, dispatcher, clock, policies)
     runtimes = build_sites(settings, sessions, clock)
     if len(runtimes) == 1:
         (one,) = runtimes
@@ -243,6 +257,7 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
             one.loaded,
             one.dispatcher,
             clock,
+            policies,
             site_health=one.health,
             sites=runtimes,
         )
@@ -254,6 +269,7 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
         site,
         broker,
         clock,
+        policies,
         site_health=runtimes[0].health,
         sites=runtimes,
     )

@@ -115,7 +115,7 @@ def test_programme_level_qos_and_holds_in_the_desired_tree(
 ) -> None:
     from gpucenter.persistence.tables_accounting import BudgetPolicyRow
     from gpucenter.persistence.tables_allocation import ProgrammeRow
-    from gpucenter.services.accounting import ledger as accounting_ledger
+    from gpucenter.services import allocations
 
     sessions = _centre(tmp_path)
     now = datetime.now(tz=UTC)
@@ -139,10 +139,10 @@ def test_programme_level_qos_and_holds_in_the_desired_tree(
                 alloc.state = "exhausted"
     programme_of = {"held": 1, "fine": 1, "opp": 2}
 
-    def fake_programme(s: Session, alloc: AllocationRow) -> int | None:
-        return programme_of.get(s.get_one(ProjectRow, alloc.project_id).name)
+    def fake_programmes(s: Session, allocs: list[AllocationRow]) -> dict[int, int | None]:
+        return {a.id: programme_of.get(s.get_one(ProjectRow, a.project_id).name) for a in allocs}
 
-    monkeypatch.setattr(accounting_ledger, "programme_of_allocation", fake_programme)
+    monkeypatch.setattr(allocations, "programme_ids", fake_programmes)
     with sessions() as s:
         state = desired_state(s, "gpucenter", now)
     acc = state.accounts

@@ -95,15 +95,7 @@ def set_enforcement(
 
 def check_budgets(s: Session, now: datetime) -> list[Alert]:
     """Raise each newly crossed threshold once; enforce at 100%. Returns the new alerts."""
-    allocs = list(
-        s.scalars(
-            select(AllocationRow).where(
-                AllocationRow.state.not_in(("suspended", "expired")),
-                AllocationRow.starts_at <= now,
-                AllocationRow.ends_at > now,
-            )
-        )
-    )
+    allocs = list(s.scalars(select(AllocationRow).where(repo.current_allocation(now))))
     if not allocs:
         return []
     used = repo.charged_gpu_seconds(s, [a.id for a in allocs])

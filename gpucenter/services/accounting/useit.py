@@ -85,13 +85,7 @@ def assess_use(s: Session, caller: Caller, at: datetime) -> list[UseAssessment]:
     scope = report_scope(caller)
     allocs = [
         a
-        for a in s.scalars(
-            select(AllocationRow).where(
-                AllocationRow.starts_at <= at,
-                AllocationRow.ends_at > at,
-                AllocationRow.state != "suspended",
-            )
-        )
+        for a in s.scalars(select(AllocationRow).where(repo.current_allocation(at)))
         if scope.programme_ids is None or programme_of_allocation(s, a) in scope.programme_ids
     ]
     ids = [a.id for a in allocs]

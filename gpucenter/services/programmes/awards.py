@@ -33,6 +33,7 @@ from gpucenter.allocation.plan import lease_award, objective
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.core.model import NodeSnapshot
 from gpucenter.core.reservations import AdvanceReservation, choose_nodes
+from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from gpucenter.domain.ids import ProjectId
@@ -56,7 +57,7 @@ from gpucenter.services.identity import accounts
 from gpucenter.services.programmes import applications as apps
 from gpucenter.services.programmes import calls as prog
 
-ALLOCATION_STATES = ("active", "exhausted", "expired", "suspended")
+ALLOCATION_STATES = tuple(state.value for state in AllocationState)
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,7 @@ def _award(
                 site=lease.site,
                 starts_at=lease.start,
                 ends_at=lease.end,
-                state="active",
+                state=AllocationState.ACTIVE,
             )
         )
     for gpu_type, period, hours in body["cells"]:
@@ -339,7 +340,7 @@ def _award(
             created_at=now,
             gpu_type=gpu_type,
             max_concurrent_gpus=concurrent,
-            state="active",
+            state=AllocationState.ACTIVE,
             award_id=award.id,
         )
         s.add(row)
@@ -383,20 +384,21 @@ def _project_for(s: Session, call: CallRow, app: ApplicationRow, now: datetime) 
     return project
 
 
-def allocation_state(row: AllocationRow, used_gpu_seconds: float, now: datetime) -> str:
+def allocation_state(row: AllocationRow, used_gpu_seconds: float, now: datetime) -> AllocationState:
     """Suspension is set by hand; otherwise expired after the end, exhausted when used up."""
-    if row.state == "suspended":
-        return "suspended"
+    if row.state == AllocationState.SUSPENDED:
+        return AllocationState.SUSPENDED
     if as_utc(row.ends_at) <= now:
-        return "expired"
+        return AllocationState.EXPIRED
     if used_gpu_seconds >= row.gpu_seconds:
-        return "exhausted"
-    return "active"
+        return AllocationState.EXHAUSTED
+    return AllocationState.ACTIVE
 
 
 def refresh_allocation_states(s: Session, now: datetime) -> int:
     """Store each allocation's derived state; returns how many changed."""
-    rows = list(s.scalars(select(AllocationRow).where(AllocationRow.state != "suspended")))
+    not_suspended = AllocationRow.state != AllocationState.SUSPENDED
+    rows = list(s.scalars(select(AllocationRow).where(not_suspended)))
     used = repo.charged_gpu_seconds(s, [r.id for r in rows])
     changed = 0
     for r in rows:
@@ -422,7 +424,7 @@ def set_suspended(
         prog.require_manager(caller, prog.call_row(s, award.call_id).programme_id)
     if not reason.strip():
         raise ValidationError("reason", "say why, for the audit log")
-    row.state = "suspended" if suspended else "active"
+    row.state = AllocationState.SUSPENDED if suspended else AllocationState.ACTIVE
     if not suspended:
         used = repo.charged_gpu_seconds(s, [row.id]).get(row.id, 0.0)
         row.state = allocation_state(row, used, now)

@@ -170,11 +170,9 @@ def _project_limits(s: Session, now: datetime) -> dict[ProjectId, dict[str, int]
         select(
             AllocationRow.project_id, AllocationRow.gpu_type, AllocationRow.max_concurrent_gpus
         ).where(
-            AllocationRow.starts_at <= now,
-            AllocationRow.ends_at > now,
+            repo.current_allocation(now),
             AllocationRow.max_concurrent_gpus.is_not(None),
             AllocationRow.gpu_type.is_not(None),
-            AllocationRow.state.not_in(("suspended", "expired")),
         )
     )
     for project_id, gpu_type, cap in rows:
@@ -233,7 +231,7 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
         if not pending:
             return 0, 0
         budgets = _budgets_left(s, running, pending, now)
-        fair_share = load_fair_share(s, now)
+        fair_share = load_fair_share(s, now, ctx.settings.programme_shares)
         snapshot = ClusterSnapshot(
             nodes=tuple(nodes),
             running=tuple(

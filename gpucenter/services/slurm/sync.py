@@ -54,15 +54,16 @@ from gpucenter.accounting import Enforcement
 from gpucenter.dispatch.base import DispatchError, LaunchRequest
 from gpucenter.dispatch.slurm.cli import SlurmCli
 from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, SlurmObserver, SlurmSubmission
+from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import Clock
 from gpucenter.persistence.tables import (
-    AllocationRow,
     JobRow,
     MembershipRow,
     OrganisationRow,
     ProjectRow,
     UserRow,
 )
+from gpucenter.services.allocations import ProjectStanding, project_standings
 from gpucenter.services.sites.slurm_settings import SlurmSettings
 
 __all__ = [
@@ -131,58 +132,20 @@ def programme_account(name: str | None, top: str = "gpucenter") -> str:
     return f"prg_{_slug(name)}" if name else f"{top}_direct"
 
 
-@dataclass(slots=True)
-class _Standing:
-    """A project's current allocations at the site, as the sync needs them."""
-
-    hours: float = 0.0
-    by_programme: dict[str | None, float] = field(default_factory=lambda: defaultdict(float))
-    states: list[tuple[str, Enforcement]] = field(default_factory=list)
-
-    @property
-    def programme(self) -> str | None:
-        if not self.by_programme:
-            return None
-        return max(self.by_programme.items(), key=lambda kv: (kv[1], kv[0] or ""))[0]
-
-    @property
-    def exhausted_as(self) -> Enforcement | None:
-        """How the project is enforced when every current allocation is exhausted."""
-        if not self.states or any(state != "exhausted" for state, _ in self.states):
-            return None
-        actions = {action for _, action in self.states}
-        only = Enforcement.OPPORTUNISTIC
-        return only if actions == {only} else Enforcement.HOLD
-
-
-def _standings(s: Session, now: datetime, gpu_types: Sequence[str]) -> dict[int, _Standing]:
-    from gpucenter.persistence.tables_allocation import ProgrammeRow
+def _exhausted_as(s: Session, standing: ProjectStanding) -> Enforcement | None:
+    """How the project is enforced when every current allocation is exhausted."""
     from gpucenter.services.accounting.budgets import enforcement_for
-    from gpucenter.services.accounting.ledger import programme_of_allocation
 
-    names = {p.id: p.name for p in s.scalars(select(ProgrammeRow))}
-    standings: dict[int, _Standing] = defaultdict(_Standing)
-    stmt = select(AllocationRow).where(
-        AllocationRow.starts_at <= now,
-        AllocationRow.ends_at > now,
-        AllocationRow.state.not_in(("suspended", "expired")),
-    )
-    for alloc in s.scalars(stmt.order_by(AllocationRow.id)):
-        if gpu_types and alloc.gpu_type is not None and alloc.gpu_type not in gpu_types:
-            continue
-        programme_id = programme_of_allocation(s, alloc)
-        standing = standings[alloc.project_id]
-        standing.hours += alloc.gpu_seconds / 3600
-        standing.by_programme[names.get(programme_id) if programme_id else None] += (
-            alloc.gpu_seconds / 3600
-        )
-        standing.states.append((alloc.state, enforcement_for(s, programme_id)))
-    return standings
+    if not standing.states or any(st != AllocationState.EXHAUSTED for st, _ in standing.states):
+        return None
+    actions = {enforcement_for(s, programme_id) for _, programme_id in standing.states}
+    only = Enforcement.OPPORTUNISTIC
+    return only if actions == {only} else Enforcement.HOLD
 
 
 def desired_state(s: Session, top: str, now: datetime, gpu_types: Sequence[str] = ()) -> SiteState:
     """What the site should look like, from organisations, projects, members and allocations."""
-    standings = _standings(s, now, gpu_types)
+    standings = project_standings(s, now, gpu_types)
     state = SiteState()
     orgs = {o.id: o for o in s.scalars(select(OrganisationRow))}
     totals: dict[str, int] = defaultdict(int)
@@ -190,7 +153,7 @@ def desired_state(s: Session, top: str, now: datetime, gpu_types: Sequence[str] 
     both = ",".join(sorted((QOS_NORMAL, QOS_OPPORTUNISTIC)))
     for project in s.scalars(select(ProjectRow).order_by(ProjectRow.name)):
         org = orgs[project.organisation_id]
-        standing = standings.get(project.id) or _Standing()
+        standing = standings.get(project.id) or ProjectStanding()
         programme = standing.programme
         prg = programme_account(programme, top)
         parent = org_account(org.name, programme)
@@ -199,7 +162,7 @@ def desired_state(s: Session, top: str, now: datetime, gpu_types: Sequence[str] 
         totals[prg] += share
         parents[parent] = (prg, org.name)
         parents[prg] = (top, programme or "allocations made by the centre directly")
-        exhausted = standing.exhausted_as
+        exhausted = _exhausted_as(s, standing)
         opportunistic = exhausted is Enforcement.OPPORTUNISTIC
         state.accounts[project.name] = AccountState(
             parent,
