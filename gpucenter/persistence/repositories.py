@@ -106,7 +106,7 @@ def _submit_target_query(with_token: bool) -> Select[Any]:
             or_(AllocationRow.gpu_type.is_(None), AllocationRow.gpu_type == bindparam("gpu")),
         )
         .order_by(
-            AllocationRow.state == "exhausted",
+            AllocationRow.state == AllocationState.EXHAUSTED,
             AllocationRow.gpu_type.is_(None),
             AllocationRow.ends_at,
             AllocationRow.id,
@@ -198,13 +198,3 @@ def jobs_in_states(s: Session, states: Sequence[JobState]) -> Sequence[JobRow]:
     return s.scalars(
         select(JobRow).where(JobRow.state.in_([st.value for st in states])).order_by(JobRow.id)
     ).all()
-
-
-def job_by_id(s: Session, job_id: int, *, for_update: bool = False) -> JobRow:
-    stmt = select(JobRow).where(JobRow.id == job_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = s.scalar(stmt)
-    if row is None:
-        raise NotFound("job", job_id)
-    return row

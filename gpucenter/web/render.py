@@ -98,10 +98,6 @@ class FormState:
         return self.values.get(name, default)
 
 
-def lang_of(request: Request) -> str:
-    return i18n.language_of(request)
-
-
 def t(request: Request, msgid: str) -> str:
     """Translate a message produced in Python (errors, flashes) for this request."""
     return i18n.gettext(i18n.language_of(request), msgid)

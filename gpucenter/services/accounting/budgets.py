@@ -31,6 +31,7 @@ from gpucenter.accounting.budget import (
     used_fraction,
 )
 from gpucenter.auth.permissions import Caller, Role
+from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import NotFound, PermissionDenied, ValidationError
 from gpucenter.domain.jobs import JobState
@@ -166,7 +167,7 @@ def _raise(
 
 def _enforce(s: Session, alloc: AllocationRow, action: Enforcement) -> int:
     """Mark the allocation exhausted; with OPPORTUNISTIC move its pending jobs to that QoS."""
-    alloc.state = "exhausted"
+    alloc.state = AllocationState.EXHAUSTED
     if action is not Enforcement.OPPORTUNISTIC:
         return 0
     result = s.execute(

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpucenter.accounting.useit import UseAssessment, UsePlan, assess
+from gpucenter.allocation.model import LeaseState
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
@@ -109,7 +110,7 @@ def assess_use(s: Session, caller: Caller, at: datetime) -> list[UseAssessment]:
     ]
     for lease in s.scalars(
         select(LeaseRow).where(
-            LeaseRow.starts_at <= at, LeaseRow.ends_at > at, LeaseRow.state == "active"
+            LeaseRow.starts_at <= at, LeaseRow.ends_at > at, LeaseRow.state == LeaseState.ACTIVE
         )
     ):
         if scope.programme_ids is not None:

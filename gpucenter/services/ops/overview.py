@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from gpucenter.accounting.budget import project_exhaustion
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.jobs import JobState
@@ -43,20 +44,6 @@ def burn_rate(
 ) -> float:
     """GPU-hours per day over the window: charges plus what running jobs used in it."""
     return (charged_in_window_s + running_in_window_s) / 3600 / (window.total_seconds() / 86400)
-
-
-def projected_exhaustion(
-    remaining_gpu_hours: float, rate_per_day: float, now: datetime, ends_at: datetime
-) -> datetime | None:
-    """When the budget runs out at `rate_per_day`; None if the allocation ends first."""
-    if remaining_gpu_hours <= 0:
-        return now
-    if rate_per_day <= 0:
-        return None
-    days = remaining_gpu_hours / rate_per_day
-    if now + timedelta(days=min(days, 365_000.0)) >= ends_at:
-        return None
-    return now + timedelta(days=days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +113,7 @@ def _allocation_view(
         as_utc(row.starts_at),
         ends,
         rate,
-        projected_exhaustion(total - used - running_s / 3600, rate, now, ends),
+        project_exhaustion(total - used - running_s / 3600, rate, now, ends),
     )
 
 

@@ -28,6 +28,7 @@ from gpucenter.allocation import (
     normalise,
     weighted_total,
 )
+from gpucenter.allocation.model import ApplicationState
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
@@ -43,11 +44,11 @@ from gpucenter.persistence.tables_allocation import (
 from gpucenter.services.programmes import calls as prog
 
 DRAFT, SUBMITTED, WITHDRAWN, AWARDED, REJECTED = (
-    "draft",
-    "submitted",
-    "withdrawn",
-    "awarded",
-    "rejected",
+    ApplicationState.DRAFT,
+    ApplicationState.SUBMITTED,
+    ApplicationState.WITHDRAWN,
+    ApplicationState.AWARDED,
+    ApplicationState.REJECTED,
 )
 
 

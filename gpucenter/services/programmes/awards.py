@@ -29,6 +29,7 @@ from gpucenter.allocation import (
     solve,
     violations,
 )
+from gpucenter.allocation.model import CallState, LeaseState
 from gpucenter.allocation.plan import lease_award, objective
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.core.model import NodeSnapshot
@@ -187,7 +188,7 @@ def run_round(
     """
     call = prog.call_row(s, call_id)
     prog.require_manager(caller, call.programme_id)
-    if call.state == "decided":
+    if call.state == CallState.DECIDED:
         raise Conflict(f"call {call_id} is already decided")
     rnd = load_round(s, call)
     if policy_changes:
@@ -234,7 +235,7 @@ def decide(
     """
     run = get_run(s, caller, run_id)
     call = prog.call_row(s, run.call_id)
-    if call.state == "decided":
+    if call.state == CallState.DECIDED:
         raise Conflict(f"call {call.id} is already decided")
     result = run.result
     broken = list(result.get("violations", []))
@@ -261,7 +262,7 @@ def decide(
         if app.state == apps.SUBMITTED:
             app.state = apps.REJECTED
     run.decided = True
-    call.state = "decided"
+    call.state = CallState.DECIDED
     s.flush()
     prog.audit_event(
         s,
@@ -320,7 +321,7 @@ def _award(
                 site=lease.site,
                 starts_at=lease.start,
                 ends_at=lease.end,
-                state=AllocationState.ACTIVE,
+                state=LeaseState.ACTIVE,
             )
         )
     for gpu_type, period, hours in body["cells"]:
@@ -449,7 +450,7 @@ def active_leases(s: Session, now: datetime) -> list[AdvanceReservation]:
     scheduler; `refresh_allocation_states` and the manager's view show it.
     """
     leases = list(
-        s.scalars(select(LeaseRow).where(LeaseRow.state == "active").order_by(LeaseRow.id))
+        s.scalars(select(LeaseRow).where(LeaseRow.state == LeaseState.ACTIVE).order_by(LeaseRow.id))
     )
     out: list[AdvanceReservation] = []
     taken: list[tuple[AdvanceReservation, str]] = []

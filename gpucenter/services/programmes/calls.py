@@ -29,6 +29,7 @@ from gpucenter.allocation import (
     ShareRule,
     quarter_bounds,
 )
+from gpucenter.allocation.model import CallState
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
@@ -290,7 +291,7 @@ def create_call(
         title=spec.title or spec.name,
         opens_at=spec.opens_at,
         closes_at=spec.closes_at,
-        state="open",
+        state=CallState.OPEN,
         config=cfg,
         created_at=now,
     )
