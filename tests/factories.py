@@ -18,6 +18,7 @@ from gpucenter.services.context import AppContext
 from gpucenter.services.identity import accounts
 from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.sites.config import LoadedSite
+from gpucenter.services.identity.audit_keys import AuditFiles
 from gpucenter.services.wiring import ensure_site
 
 
@@ -40,7 +41,8 @@ def make_context(settings: Settings, site: LoadedSite | None = None) -> AppConte
         kill_grace_s=settings.kill_grace_s,
         gpu_index_map=loaded.gpu_index_map,
     )
-    ctx = AppContext(settings, engine, session_factory(engine), loaded, dispatcher, clock)
+    sessions = session_factory(engine, {"audit_files": AuditFiles.under(settings.var_dir)})
+    ctx = AppContext(settings, engine, sessions, loaded, dispatcher, clock)
     ensure_site(ctx)
     return ctx
 

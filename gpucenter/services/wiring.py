@@ -53,6 +53,7 @@ from gpucenter.domain.errors import ValidationError
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.context import AppContext
+from gpucenter.services.identity.audit_keys import AuditFiles
 from gpucenter.services.sites.config import LoadedSite, load_site
 from gpucenter.services.sites.health import SiteHealth
 from gpucenter.services.sites.registry import register_sites
@@ -241,7 +242,7 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
     """Wire the configured database and sites (see `build_sites`), or the given dispatcher
     for the one site of `site_file`."""
     engine = make_engine(settings.effective_database_url)
-    sessions = session_factory(engine)
+    sessions = session_factory(engine, {"audit_files": AuditFiles.under(settings.var_dir)})
     clock = SystemClock()
     policies = policies_from(settings)
     if dispatcher is not None:
