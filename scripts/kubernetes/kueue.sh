@@ -91,10 +91,10 @@ if [[ $(cat "$STATE/kueue-manifests.sha256" 2>/dev/null) != "$kueue_key" ]] ||
   say "applied Kueue's CRDs and webhooks in $(elapsed "$t0")s"
 fi
 
-daemon kueue env KUBECONFIG="$STATE/kueue.kubeconfig" "${BIN[kueue]}/kueue" \
+daemon kueue "${BIN[kueue]}/kueue" --kubeconfig="$STATE/kueue.kubeconfig" \
   --config="$STATE/kueue.yaml" --feature-gates=VisibilityOnDemand=false \
   --zap-log-level=info || true
-wait_for 120 "kueue /readyz" curl -fsS --max-time 2 "http://127.0.0.1:${KUEUE_HEALTH_PORT}/readyz"
+wait_up kueue 120 "kueue /readyz" curl -fsS --max-time 2 "http://127.0.0.1:${KUEUE_HEALTH_PORT}/readyz"
 # Ready means its webhooks answer: a server-side dry run goes through them.
 kueue_webhook_answers() {
   kc create --dry-run=server -f - <<'EOF'
@@ -104,4 +104,4 @@ metadata:
   name: gpucenter-setup-probe
 EOF
 }
-wait_for 60 "kueue webhooks" kueue_webhook_answers
+wait_up kueue 60 "kueue webhooks" kueue_webhook_answers

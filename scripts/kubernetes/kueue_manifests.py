@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 #: (API group, resource) pairs whose webhooks are kept; "kueue.x-k8s.io" covers all its kinds.
@@ -83,16 +84,31 @@ def crds(items: list[dict[str, Any]], url_base: str, ca_bundle: str) -> list[dic
     return items
 
 
+def _objects(text: str) -> Iterator[dict[str, Any]]:
+    """The objects of a stream of JSON documents (kubectl prints one per file), Lists opened."""
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return
+        doc, pos = decoder.raw_decode(text, pos)
+        if doc.get("kind") == "List":
+            yield from doc.get("items", [])
+        else:
+            yield doc
+
+
 def main(argv: list[str]) -> int:
-    """Read a List (or one object) as JSON on stdin, write the rewritten List on stdout."""
+    """Read JSON objects or Lists on stdin, write the rewritten List on stdout."""
     if len(argv) != 4 or argv[1] not in ("webhooks", "crds"):
         print(__doc__, file=sys.stderr)
         return 2
     _, what, url_base, ca_file = argv
     with open(ca_file, "rb") as f:
         ca_bundle = base64.b64encode(f.read()).decode("ascii")
-    data = json.load(sys.stdin)
-    items = data["items"] if data.get("kind") == "List" else [data]
+    items = list(_objects(sys.stdin.read()))
     rewrite = webhooks if what == "webhooks" else crds
     json.dump(
         {"apiVersion": "v1", "kind": "List", "items": rewrite(items, url_base, ca_bundle)},

@@ -81,6 +81,25 @@ wait_for() {
   done
 }
 
+# wait_up NAME SECONDS DESCRIPTION COMMAND...: wait_for, but give up at once (with the end of
+# its log) when daemon NAME has exited meanwhile.
+wait_up() {
+  local name=$1 limit=$2 what=$3
+  shift 3
+  local deadline=$(($(date +%s) + limit))
+  until "$@" >/dev/null 2>&1; do
+    # (kill -0, not `running`: right after the start the pid may still be setsid's, before exec)
+    if ! kill -0 "$(cat "$RUN/$name.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
+      tail -n 20 "$LOG/$name.log" >&2
+      die "$name exited while starting (log: $LOG/$name.log)"
+    fi
+    if (($(date +%s) >= deadline)); then
+      die "$what not ready after ${limit}s (log: $LOG/$name.log)"
+    fi
+    sleep 0.2
+  done
+}
+
 # ------------------------------------------------------------------ can we run here at all?
 if [[ $(id -u) -ne 0 ]]; then
   say "needs root (writes $CACHE and $STATE, starts daemons)"
@@ -103,15 +122,22 @@ exec 9>"$STATE/setup.lock"
 flock 9
 
 # ---------------------------------------------------------------------------------- build
-# build NAME LDFLAGS PACKAGE[=BINARY]...: build the packages of tools/NAME into
-# $CACHE/NAME-VERSION/bin unless a build of the same go.mod, go.sum and flags is there already.
-# VERSION is the pinned release of the module that names the tools folder (its require line).
+# pinned DIR MODULE: the version of MODULE that DIR/go.mod requires.
+pinned() {
+  awk -v m="$2" '!/=>/ && !/^\/\// { for (i = 1; i < NF; i++) if ($i == m) { print $(i + 1); exit } }' \
+    "$1/go.mod"
+}
+
+# build NAME MODULE LDFLAGS PACKAGE[=BINARY]...: build the packages of tools/NAME into
+# $CACHE/NAME-VERSION/bin (VERSION: MODULE's pinned release) unless a build of the same go.mod,
+# go.sum and flags is there already.
 declare -A BIN
 build() {
-  local name=$1 ldflags=$2
-  shift 2
+  local name=$1 module=$2 ldflags=$3
+  shift 3
   local dir="$TOOLS/$name" version key out t0 tmp spec pkg exe
-  version=$(awk '/^require / { print $3; exit }' "$dir/go.mod")
+  version=$(pinned "$dir" "$module")
+  [[ -n $version ]] || die "tools/$name/go.mod requires no $module"
   key=$(cat "$dir/go.mod" "$dir/go.sum" <(printf '%s %s' "$ldflags" "$*") | sha256sum | cut -c1-16)
   out="$CACHE/$name-$version"
   BIN[$name]="$out/bin"
@@ -151,7 +177,7 @@ build() {
   say "built $name $version in $(elapsed "$t0")s"
 }
 
-KUBE_VERSION=$(awk '/^require / { print $3; exit }' "$TOOLS/kube/go.mod")
+KUBE_VERSION=$(pinned "$TOOLS/kube" k8s.io/kubernetes)
 KUBE_MINOR=$(cut -d. -f2 <<<"$KUBE_VERSION")
 KUBE_LDFLAGS="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -161,13 +187,13 @@ done
 
 exec 8>"$CACHE/build.lock"
 flock 8
-build kube "$KUBE_LDFLAGS" k8s.io/kubernetes/cmd/kube-apiserver \
+build kube k8s.io/kubernetes "$KUBE_LDFLAGS" k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl
-build etcd "-s -w" go.etcd.io/etcd/server/v3=etcd
-build kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
+build etcd go.etcd.io/etcd/server/v3 "-s -w" go.etcd.io/etcd/server/v3=etcd
+build kwok sigs.k8s.io/kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
 if [[ $KUEUE != 0 ]]; then
-  build kueue "-s -w" sigs.k8s.io/kueue/cmd/kueue
+  build kueue sigs.k8s.io/kueue "-s -w" sigs.k8s.io/kueue/cmd/kueue
 fi
 flock -u 8
 for f in "$CACHE"/*/SHA256SUMS; do
@@ -261,22 +287,29 @@ done
 chmod 640 "$KUBECONFIG_ADMIN"
 
 # ---------------------------------------------------------------------------------- daemons
-alive() { [[ -s $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-
-stop_daemon() { # stop_daemon NAME: TERM, wait up to 15 s, KILL; forget its pid
+# running NAME: NAME's pid file names a live process with the command line we started it with
+# (a pid file left by a machine restart may name an unrelated process by now).
+running() {
   local pid
-  if [[ -s $RUN/$1.pid ]]; then
+  [[ -s $RUN/$1.pid && -s $RUN/$1.cmdline ]] || return 1
+  pid=$(cat "$RUN/$1.pid")
+  # (through a pipe: cmp -s takes a /proc file's size of 0 for its length)
+  # shellcheck disable=SC2002 # the cat is the point: cmp must read a pipe
+  [[ -r /proc/$pid/cmdline ]] && cat "/proc/$pid/cmdline" | cmp -s - "$RUN/$1.cmdline"
+}
+
+stop_daemon() { # stop_daemon NAME: TERM, wait up to 15 s, KILL; forget it
+  local pid
+  if running "$1"; then
     pid=$(cat "$RUN/$1.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$RUN/$1.pid" "$RUN/$1.args"
+  rm -f "$RUN/$1.pid" "$RUN/$1.cmdline"
 }
 
 # daemon NAME BINARY ARGS...: start it in its own session unless it runs with these very
@@ -284,19 +317,20 @@ stop_daemon() { # stop_daemon NAME: TERM, wait up to 15 s, KILL; forget its pid
 daemon() {
   local name=$1
   shift
-  local want
-  want=$(printf '%q ' "$@")
-  if alive "$name" && [[ -f $RUN/$name.args && $(cat "$RUN/$name.args") == "$want" ]]; then
-    return 1
-  fi
-  if alive "$name"; then
+  printf '%s\0' "$@" >"$RUN/$name.cmdline.new"
+  if running "$name"; then
+    if cmp -s "$RUN/$name.cmdline" "$RUN/$name.cmdline.new"; then
+      rm -f "$RUN/$name.cmdline.new"
+      return 1
+    fi
     say "$name: command line changed, restarting"
   fi
   stop_daemon "$name"
   printf '\n=== %s starting %s\n' "$(date -Is)" "$name" >>"$LOG/$name.log"
-  setsid "$@" >>"$LOG/$name.log" 2>&1 </dev/null &
+  # Without our lock descriptors (8, 9): a daemon holding them would block every later run.
+  setsid "$@" >>"$LOG/$name.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$RUN/$name.pid"
-  printf '%s' "$want" >"$RUN/$name.args"
+  mv "$RUN/$name.cmdline.new" "$RUN/$name.cmdline"
   say "started $name (pid $!, log $LOG/$name.log)"
   return 0
 }
@@ -307,7 +341,7 @@ curl_admin() {
 
 # etcd: loopback only; fsync off because this is a throw-away test store on a shared disk.
 ETCD_URL="http://127.0.0.1:${ETCD_PORT}"
-daemon etcd "${BIN[etcd]}/v3" --name gpucenter --data-dir "$STATE/etcd" \
+daemon etcd "${BIN[etcd]}/etcd" --name gpucenter --data-dir "$STATE/etcd" \
   --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
   --listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" \
   --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" \
@@ -315,12 +349,12 @@ daemon etcd "${BIN[etcd]}/v3" --name gpucenter --data-dir "$STATE/etcd" \
   --unsafe-no-fsync --quota-backend-bytes $((4 * 1024 * 1024 * 1024)) \
   --log-level warn || true
 etcd_healthy() { curl -fsS --max-time 2 "$ETCD_URL/health" | grep -q '"health":"true"'; }
-wait_for 60 "etcd" etcd_healthy
+wait_up etcd 60 "etcd" etcd_healthy
 
 # The API server: loopback only; RBAC and Node authorisation, the default admission plugins
 # (ResourceQuota among them). The endpoint reconciler is off: the 'kubernetes' service cannot
 # point at a loopback address, and nothing in the cluster needs to reach the API through it.
-if daemon kube-apiserver "${BIN[kube]}/kube-apiserver" \
+daemon kube-apiserver "${BIN[kube]}/kube-apiserver" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
   --etcd-servers="$ETCD_URL" --client-ca-file="$PKI/ca.crt" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
@@ -330,13 +364,8 @@ if daemon kube-apiserver "${BIN[kube]}/kube-apiserver" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC \
   --endpoint-reconciler-type=none --allow-privileged=true --profiling=false \
-  --event-ttl=1h --v=1; then
-  api_restarted=1
-else
-  api_restarted=0
-fi
-wait_for 120 "kube-apiserver /readyz" curl_admin "$API/readyz"
-: "$api_restarted"
+  --event-ttl=1h --v=1 || true
+wait_up kube-apiserver 120 "kube-apiserver /readyz" curl_admin "$API/readyz"
 
 # Controller manager and scheduler: one instance each, so no leader election; their own
 # identities (system:kube-controller-manager, system:kube-scheduler) with the default RBAC.
@@ -371,12 +400,12 @@ daemon kube-scheduler "${BIN[kube]}/kube-scheduler" --config="$STATE/scheduler.y
   --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --profiling=false --v=1 || true
 
-wait_for 60 "kube-controller-manager /healthz" \
+wait_up kube-controller-manager 60 "kube-controller-manager /healthz" \
   curl -fsSk --max-time 2 "https://127.0.0.1:${KCM_PORT}/healthz"
-wait_for 60 "kube-scheduler /healthz" curl -fsSk --max-time 2 "https://127.0.0.1:${SCHED_PORT}/healthz"
+wait_up kube-scheduler 60 "kube-scheduler /healthz" curl -fsSk --max-time 2 "https://127.0.0.1:${SCHED_PORT}/healthz"
 # The controllers are in when the 'default' service account exists (token controller, SA
 # controller) — without it no pod can be created in a new namespace.
-wait_for 60 "service account default/default" kc get serviceaccount default -n default
+wait_up kube-controller-manager 60 "service account default/default" kc get serviceaccount default -n default
 
 # --------------------------------------------------------------------------------- KWOK
 # Stages: how fake nodes and pods move through their life cycle. Written for gpucenter; the
@@ -385,9 +414,12 @@ cat >"$STATE/kwok.yaml.new" <<'EOF'
 # Written by scripts/kubernetes/setup.sh: KWOK stages for gpucenter's fake GPU nodes.
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
+# Parallelism spelt out: KWOK applies none of its defaults to a configuration file's options.
 options:
   podPlayStageParallelism: 8
   nodePlayStageParallelism: 4
+  nodeLeaseParallelism: 4
+  podsOnNodeSyncParallelism: 2
 ---
 # A new fake node becomes Ready at once and keeps its declared capacity.
 apiVersion: kwok.x-k8s.io/v1alpha1
@@ -572,7 +604,7 @@ daemon kwok "${BIN[kwok]}/kwok" --kubeconfig="$STATE/kwok.kubeconfig" --config="
   --manage-all-nodes=false --manage-nodes-with-label-selector="${NODE_LABEL}=kwok" \
   --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.243.0.1 \
   --server-address="127.0.0.1:${KWOK_PORT}" || true
-wait_for 60 "kwok /healthz" curl -fsS --max-time 2 "http://127.0.0.1:${KWOK_PORT}/healthz"
+wait_up kwok 60 "kwok /healthz" curl -fsS --max-time 2 "http://127.0.0.1:${KWOK_PORT}/healthz"
 
 # ------------------------------------------------------------------------------ fake nodes
 # NODES nodes in blocks of PER_BLOCK (a block: the nodes behind one leaf switch / NVLink
@@ -653,7 +685,7 @@ ready_nodes() {
     grep -c '^True$'
 }
 all_nodes_ready() { [[ $(ready_nodes) -eq $NODES ]]; }
-wait_for 300 "${NODES} fake nodes Ready" all_nodes_ready
+wait_up kwok 300 "${NODES} fake nodes Ready" all_nodes_ready
 
 # ---------------------------------------------------------------------------------- Kueue
 if [[ $KUEUE != 0 ]]; then

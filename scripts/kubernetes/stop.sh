@@ -35,7 +35,10 @@ for name in kueue kwok kube-scheduler kube-controller-manager kube-apiserver etc
   pf="$RUN/$name.pid"
   [[ -s $pf ]] || continue
   pid=$(cat "$pf")
-  if kill -0 "$pid" 2>/dev/null; then
+  # Only the process setup.sh started: same pid and the command line it recorded.
+  # (through a pipe: cmp -s takes a /proc file's size of 0 for its length)
+  # shellcheck disable=SC2002 # the cat is the point: cmp must read a pipe
+  if [[ -r /proc/$pid/cmdline ]] && cat "/proc/$pid/cmdline" | cmp -s - "$RUN/$name.cmdline"; then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 150); do
       kill -0 "$pid" 2>/dev/null || break
@@ -53,7 +56,7 @@ for name in kueue kwok kube-scheduler kube-controller-manager kube-apiserver etc
     fi
     say "stopped $name (pid $pid)"
   fi
-  rm -f "$pf" "$RUN/$name.args"
+  rm -f "$pf" "$RUN/$name.cmdline"
 done
 
 if ((WIPE)) && ((left == 0)); then
