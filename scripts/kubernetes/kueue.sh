@@ -73,7 +73,8 @@ kueue_manifests() {
 kueue_key=$(cat "$TOOLS/kueue/go.sum" "$PKI/ca.crt" "$HERE/kueue_manifests.py" \
   <(echo "$KUEUE_URL") | sha256sum | cut -c1-16)
 if [[ $(cat "$STATE/kueue-manifests.sha256" 2>/dev/null) != "$kueue_key" ]] ||
-  ! kc get crd clusterqueues.kueue.x-k8s.io >/dev/null 2>&1; then
+  ! kc get crd clusterqueues.kueue.x-k8s.io >/dev/null 2>&1 ||
+  ! kc get validatingwebhookconfiguration kueue-validating-webhook-configuration >/dev/null 2>&1; then
   t0=$(date +%s.%N)
   kc get namespace kueue-system >/dev/null 2>&1 || kc create namespace kueue-system >/dev/null
   kueue_manifests crds -f "$KUEUE_SRC/crd" >"$STATE/kueue-crds.json" ||

@@ -369,6 +369,8 @@ wait_up kube-apiserver 120 "kube-apiserver /readyz" curl_admin "$API/readyz"
 
 # Controller manager and scheduler: one instance each, so no leader election; their own
 # identities (system:kube-controller-manager, system:kube-scheduler) with the default RBAC.
+# Node leases last 120 s (KWOK renews each every 30 s) and a node counts as lost after 180 s
+# without one: a kubelet's 40 s would cost 500 fake nodes 50 lease writes a second at idle.
 daemon kube-controller-manager "${BIN[kube]}/kube-controller-manager" \
   --kubeconfig="$STATE/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
@@ -377,7 +379,8 @@ daemon kube-controller-manager "${BIN[kube]}/kube-controller-manager" \
   --use-service-account-credentials=true --service-account-private-key-file="$PKI/sa.key" \
   --root-ca-file="$PKI/ca.crt" --cluster-signing-cert-file="$PKI/ca.crt" \
   --cluster-signing-key-file="$PKI/ca.key" --kube-api-qps="$QPS" \
-  --kube-api-burst=$((QPS * 2)) --concurrent-job-syncs=10 --profiling=false --v=1 || true
+  --kube-api-burst=$((QPS * 2)) --concurrent-job-syncs=10 \
+  --node-monitor-grace-period=180s --profiling=false --v=1 || true
 
 cat >"$STATE/scheduler.yaml.new" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
@@ -602,7 +605,7 @@ else
 fi
 daemon kwok "${BIN[kwok]}/kwok" --kubeconfig="$STATE/kwok.kubeconfig" --config="$STATE/kwok.yaml" \
   --manage-all-nodes=false --manage-nodes-with-label-selector="${NODE_LABEL}=kwok" \
-  --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.243.0.1 \
+  --node-lease-duration-seconds=120 --cidr=10.244.0.0/16 --node-ip=10.243.0.1 \
   --server-address="127.0.0.1:${KWOK_PORT}" || true
 wait_up kwok 60 "kwok /healthz" curl -fsS --max-time 2 "http://127.0.0.1:${KWOK_PORT}/healthz"
 
@@ -692,7 +695,13 @@ if [[ $KUEUE != 0 ]]; then
   # shellcheck source=scripts/kubernetes/kueue.sh
   source "$HERE/kueue.sh"
 else
+  # Its webhooks fail closed: left behind without Kueue they would refuse every Job.
   stop_daemon kueue
+  kc delete mutatingwebhookconfiguration kueue-mutating-webhook-configuration \
+    --ignore-not-found >/dev/null
+  kc delete validatingwebhookconfiguration kueue-validating-webhook-configuration \
+    --ignore-not-found >/dev/null
+  rm -f "$STATE/kueue-manifests.sha256"
 fi
 
 say "up in $(elapsed)s: kube-apiserver ${KUBE_VERSION} at ${API}, ${NODES} fake GPU nodes" \

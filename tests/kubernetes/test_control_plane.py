@@ -21,6 +21,7 @@ from tests.kubernetes.conftest import wait_until
 GPU = "nvidia.com/gpu"
 GPU_TYPE_LABEL = "gpucenter.io/gpu-type"
 FAKE_DURATION = "gpucenter.io/fake-duration"  # KWOK stage: the pod ends after this long
+FAKE_EXIT_CODE = "gpucenter.io/fake-exit-code"  # ... with this exit code ("0": Succeeded)
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
@@ -31,9 +32,12 @@ def gpu_job(
     gpu_type: str | None = None,
     run_for: str | None = None,
     queue: str | None = None,
+    exit_code: int | None = None,
 ) -> client.V1Job:
     """A one-pod batch/v1 Job asking for `gpus` GPUs (small builder for these tests)."""
-    annotations = {FAKE_DURATION: run_for} if run_for else None
+    annotations = {FAKE_DURATION: run_for} if run_for else {}
+    if exit_code is not None:
+        annotations[FAKE_EXIT_CODE] = str(exit_code)
     labels = {QUEUE_LABEL: queue} if queue else None
     container = client.V1Container(
         name="main",
@@ -47,7 +51,7 @@ def gpu_job(
             backoff_limit=0,
             suspend=True if queue else None,
             template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(annotations=annotations),
+                metadata=client.V1ObjectMeta(annotations=annotations or None),
                 spec=client.V1PodSpec(
                     restart_policy="Never",
                     containers=[container],
@@ -104,6 +108,15 @@ def test_gpu_job_lands_on_its_gpu_type_runs_and_completes(k8s_client: Any, names
     assert not job_condition(batch, namespace, "serve", "Complete")
 
 
+def test_a_pod_that_exits_non_zero_fails_its_job(k8s_client: Any, namespace: str) -> None:
+    core, batch = client.CoreV1Api(k8s_client), client.BatchV1Api(k8s_client)
+    batch.create_namespaced_job(namespace, gpu_job("crash", 1, run_for="1s", exit_code=3))
+    wait_until(lambda: job_condition(batch, namespace, "crash", "Failed"), 90, "crash Failed")
+    (pod,) = job_pods(core, namespace, "crash")
+    assert pod.status.phase == "Failed"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+
+
 def test_resource_quota_refuses_gpus_beyond_it(k8s_client: Any, namespace: str) -> None:
     core = client.CoreV1Api(k8s_client)
     core.create_namespaced_resource_quota(
@@ -156,9 +169,10 @@ def kueue_queue(k8s_client: Any, namespace: str) -> Iterator[str]:
 
     Skips where Kueue is not installed (setup.sh with K8S_KUEUE=0).
     """
-    ext = client.ApiextensionsV1Api(k8s_client)
+    # setup.sh installs Kueue's webhooks while Kueue runs and removes them with K8S_KUEUE=0.
+    admission = client.AdmissionregistrationV1Api(k8s_client)
     try:
-        ext.read_custom_resource_definition(f"clusterqueues.{KUEUE_GROUP}")
+        admission.read_validating_webhook_configuration("kueue-validating-webhook-configuration")
     except ApiException as exc:
         if exc.status == 404:
             pytest.skip("Kueue is not installed on the test site (K8S_KUEUE=0)")
