@@ -31,7 +31,9 @@
 #   in turn), K8S_GPUS_PER_NODE (8), K8S_API_PORT (16443), K8S_ETCD_PORT (12379),
 #   K8S_KUEUE (1), K8S_CLIENT_QPS (200: the controllers' and scheduler's API rate, raised from
 #   the defaults so that the benchmark measures scheduling rather than client throttling),
-#   GPUCENTER_K8S_BUILD_JOBS (1: `go build -p`; the build runs under nice -n 10).
+#   GPUCENTER_K8S_BUILD_JOBS (1: `go build -p`; the build runs under nice -n 10),
+#   GPUCENTER_K8S_KEEP_GOCACHE (0: the Go build cache under the cache folder is removed after
+#   a build).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -158,9 +160,9 @@ build() {
     pkg=${spec%%=*}
     exe=${spec#*=}
     [[ $spec == *=* ]] || exe=$(basename "$pkg")
-    # Its own build cache, so that a rebuild after a pin change reuses what it can and other
-    # Go work on the machine neither trims it nor is slowed by it. CGO off: static binaries,
-    # no C compiler in the way. -p and nice keep a shared 2-core machine usable meanwhile.
+    # A build cache of its own: other Go work on the machine neither trims it nor is slowed
+    # by it. CGO off: static binaries, no C compiler in the way. -p and nice keep a shared
+    # 2-core machine usable meanwhile.
     if ! (cd "$dir" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
       GOCACHE="$CACHE/go-build" nice -n 10 go build -p "$BUILD_JOBS" -trimpath \
       -ldflags "$ldflags" -o "$tmp/bin/$exe" "$pkg") >>"$LOG/build-$name.log" 2>&1; then
@@ -172,10 +174,15 @@ build() {
   (cd "$tmp/bin" && sha256sum -- *) >"$tmp/SHA256SUMS"
   printf '%s\n' "$key" >"$tmp/inputs.sha256"
   go version >"$tmp/go-version"
+  # Same folder, new binaries (go.sum or flags changed): what runs the old ones restarts.
+  [[ -d $out ]] && REBUILT+=("$name")
   rm -rf "$out"
   mv "$tmp" "$out"
   say "built $name $version in $(elapsed "$t0")s"
+  BUILT=1
 }
+BUILT=0
+REBUILT=()
 
 KUBE_VERSION=$(pinned "$TOOLS/kube" k8s.io/kubernetes)
 KUBE_MINOR=$(cut -d. -f2 <<<"$KUBE_VERSION")
@@ -194,6 +201,11 @@ build etcd go.etcd.io/etcd/server/v3 "-s -w" go.etcd.io/etcd/server/v3=etcd
 build kwok sigs.k8s.io/kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
 if [[ $KUEUE != 0 ]]; then
   build kueue sigs.k8s.io/kueue "-s -w" sigs.k8s.io/kueue/cmd/kueue
+fi
+# The compiler's cache is some 6 GiB once everything is built; it only speeds up a rebuild
+# after a pin changes, so it goes unless GPUCENTER_K8S_KEEP_GOCACHE=1.
+if ((BUILT)) && [[ ${GPUCENTER_K8S_KEEP_GOCACHE:-0} != 1 ]]; then
+  rm -rf "$CACHE/go-build"
 fi
 flock -u 8
 for f in "$CACHE"/*/SHA256SUMS; do
@@ -338,6 +350,17 @@ daemon() {
 curl_admin() {
   curl -fsS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$@"
 }
+
+for name in "${REBUILT[@]}"; do
+  case $name in
+    kube)
+      stop_daemon kube-scheduler
+      stop_daemon kube-controller-manager
+      stop_daemon kube-apiserver
+      ;;
+    *) stop_daemon "$name" ;;
+  esac
+done
 
 # etcd: loopback only; fsync off because this is a throw-away test store on a shared disk.
 ETCD_URL="http://127.0.0.1:${ETCD_PORT}"
