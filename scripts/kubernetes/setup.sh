@@ -215,9 +215,10 @@ KUBECTL="${BIN[kube]}/kubectl"
 kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
 # -------------------------------------------------------------------- certificates (openssl)
-# cert NAME SUBJECT [SAN]: a key and a certificate signed by the cluster CA, unless present.
+# cert NAME SUBJECT [SAN]: a key and a certificate signed by the CA named by $CA (the cluster
+# CA, "ca", by default), unless present.
 cert() {
-  local name=$1 subj=$2 san=${3:-}
+  local name=$1 subj=$2 san=${3:-} ca=${CA:-ca}
   [[ -s $PKI/$name.crt && -s $PKI/$name.key ]] && return 0
   local ext
   ext=$(mktemp)
@@ -233,18 +234,29 @@ cert() {
   } >"$ext"
   openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" \
     -CAcreateserial -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$ext" "$PKI/$name.csr"
 }
-if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
-  say "generating the cluster CA and certificates in $PKI"
-  rm -f "$PKI"/*.crt "$PKI"/*.key
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
-    -days 3650 -sha256 -subj "/CN=gpucenter-test-ca" \
+# make_ca NAME CN: a self-signed CA, unless present; a new CA drops the certificates it signed
+# before (all of them for the cluster CA, whose certificates are everywhere).
+make_ca() {
+  local name=$1 cn=$2
+  [[ -s $PKI/$name.crt && -s $PKI/$name.key ]] && return 0
+  say "generating the $cn CA and its certificates in $PKI"
+  if [[ $name == ca ]]; then
+    rm -f "$PKI"/*.crt "$PKI"/*.key
+  fi
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -out "$PKI/$name.crt" \
+    -days 3650 -sha256 -subj "/CN=$cn" \
     -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-fi
+}
+make_ca ca gpucenter-test-ca
+# The front proxy's CA: how the API server vouches for users when it forwards a request to an
+# aggregated API server (and what its own components read as the request-header CA).
+make_ca front-proxy-ca gpucenter-test-front-proxy-ca
+[[ -s $PKI/front-proxy-client.crt ]] || CA=front-proxy-ca cert front-proxy-client "/CN=front-proxy-client"
 cert apiserver "/CN=kube-apiserver" \
   "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
@@ -326,6 +338,7 @@ stop_daemon() { # stop_daemon NAME: TERM, wait up to 15 s, KILL; forget it
 
 # daemon NAME BINARY ARGS...: start it in its own session unless it runs with these very
 # arguments already; a changed command line restarts it. Returns 0 when it (re)started.
+# A function before_start_NAME, where defined, runs just before the start.
 daemon() {
   local name=$1
   shift
@@ -338,6 +351,9 @@ daemon() {
     say "$name: command line changed, restarting"
   fi
   stop_daemon "$name"
+  if declare -F "before_start_$name" >/dev/null; then
+    "before_start_$name"
+  fi
   printf '\n=== %s starting %s\n' "$(date -Is)" "$name" >>"$LOG/$name.log"
   # Without our lock descriptors (8, 9): a daemon holding them would block every later run.
   setsid "$@" >>"$LOG/$name.log" 2>&1 </dev/null 8>&- 9>&- &
@@ -383,6 +399,12 @@ daemon kube-apiserver "${BIN[kube]}/kube-apiserver" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
   --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+  --proxy-client-key-file="$PKI/front-proxy-client.key" \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC \
@@ -626,6 +648,17 @@ else
   mv "$STATE/kwok.yaml.new" "$STATE/kwok.yaml"
   stop_daemon kwok
 fi
+# KWOK manages a node only while it holds the node's lease, and each KWOK process has a new
+# identity: a restarted KWOK would leave every node alone until the old leases ran out (two
+# minutes). The leases go first, so that the new process takes the nodes over at once.
+before_start_kwok() {
+  local names
+  names=$(kc get nodes -l "${NODE_LABEL}=kwok" -o name | sed 's|^node/||')
+  if [[ -n $names ]]; then
+    # shellcheck disable=SC2086 # one name a word
+    kc delete lease -n kube-node-lease --ignore-not-found --wait=false $names >/dev/null
+  fi
+}
 daemon kwok "${BIN[kwok]}/kwok" --kubeconfig="$STATE/kwok.kubeconfig" --config="$STATE/kwok.yaml" \
   --manage-all-nodes=false --manage-nodes-with-label-selector="${NODE_LABEL}=kwok" \
   --node-lease-duration-seconds=120 --cidr=10.244.0.0/16 --node-ip=10.243.0.1 \
