@@ -34,7 +34,19 @@
 #   GPUCENTER_K8S_BUILD_JOBS (1: `go build -p`; the build runs under nice -n 10),
 #   GPUCENTER_K8S_KEEP_GOCACHE (0: the Go build cache under the cache folder is removed after
 #   a build).
+#
+# `setup.sh --build-only` builds (or finds in the cache) the binaries and starts nothing.
 set -euo pipefail
+
+BUILD_ONLY=0
+case "${1:-}" in
+  --build-only) BUILD_ONLY=1 ;;
+  "") ;;
+  *)
+    echo "usage: $0 [--build-only]" >&2
+    exit 64
+    ;;
+esac
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS="$HERE/tools"
@@ -211,6 +223,10 @@ flock -u 8
 for f in "$CACHE"/*/SHA256SUMS; do
   sed "s|^|k8s-setup: sha256 $(basename "$(dirname "$f")")/bin/|" "$f" >&2
 done
+if ((BUILD_ONLY)); then
+  say "binaries ready in $(elapsed)s: ${BIN[*]}"
+  exit 0
+fi
 KUBECTL="${BIN[kube]}/kubectl"
 kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
