@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the control plane would otherwise be cut off by the suite-wide limit.
     """
     here = Path(__file__).parent
-    mine = [item for item in items if Path(str(item.fspath)).is_relative_to(here)]
+    mine = [item for item in items if item.path.is_relative_to(here)]
     for item in mine:
         item.add_marker(pytest.mark.kubernetes)
     if mine and not any(CACHE.glob("kube-*/inputs.sha256")):
