@@ -16,9 +16,9 @@ from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import accounts
+from gpucenter.services.identity.audit_keys import AuditFiles
 from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.sites.config import LoadedSite
-from gpucenter.services.identity.audit_keys import AuditFiles
 from gpucenter.services.wiring import ensure_site
 
 
