@@ -275,5 +275,5 @@ def prometheus_metrics(ctx: Ctx, caller: CurrentCaller) -> PlainTextResponse:
     """Prometheus exposition; scrape with a site operator's API token."""
     reports.require_operator(caller)
     with ctx.sessions.begin() as s:
-        body = metrics.render(s, ctx.now())
+        body = metrics.render(s, ctx.now(), shared_dir=metrics.metrics_dir(ctx.settings))
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4")

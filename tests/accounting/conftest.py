@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from gpucenter.accounting.rates import RateCard
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.config import Settings
+from gpucenter.domain.jobs import MAX_TIME_LIMIT_S
 from gpucenter.persistence.tables import AllocationRow, JobRow, SiteRow
 from gpucenter.services.accounting.ledger import set_rate_card
 from gpucenter.services.context import AppContext
@@ -90,7 +91,7 @@ def add_job(
         gpu_type=gpu_type,
         gpus_per_node=gpus,
         nodes=1,
-        time_limit_s=3600,
+        time_limit_s=MAX_TIME_LIMIT_S,  # charges here are up to 100 hours
         env={},
         state=state,
         submitted_at=submitted,

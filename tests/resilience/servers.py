@@ -63,7 +63,7 @@ class Server:
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, timeout=60, step=0.2)
+        wait_until(healthy, timeout=180, step=0.2)  # a generous ceiling: loaded CI machines
         return self
 
     def kill9(self) -> None:

@@ -44,7 +44,7 @@ def _scheduler_process(server: Server) -> int:
     raise AssertionError("no scheduler process")
 
 
-def _setup(db_url: str, tmp_path: Path) -> tuple[Path, str]:
+def _setup(db_url: str, tmp_path: Path, *, admin: bool = False) -> tuple[Path, str]:
     migrate(db_url)
     var = tmp_path / "var"
     var.mkdir()
@@ -52,7 +52,7 @@ def _setup(db_url: str, tmp_path: Path) -> tuple[Path, str]:
     centre = seed_centre(ctx)
     ctx.dispatcher.shutdown()
     ctx.engine.dispose()
-    return var, centre.alice_token
+    return var, centre.admin_token if admin else centre.alice_token
 
 
 def test_workers_poke_the_dedicated_scheduler_and_leave_nothing_behind(
@@ -96,5 +96,36 @@ def test_a_worker_takes_over_when_the_scheduler_process_dies(db_url: str, tmp_pa
         with Client(server.url, token) as api:
             job = api.submit({"project": "alpha", "command": "echo hi", "gpus_per_node": 1})
             wait_until(lambda: api.job(job["id"])["state"] == "COMPLETED", timeout=30, step=0.1)
+    finally:
+        server.stop()
+
+
+def _cycles(text: str) -> int:
+    for line in text.splitlines():
+        if line.startswith("gpucenter_cycle_seconds_count "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no gpucenter_cycle_seconds_count in /metrics")
+
+
+def test_metrics_show_the_scheduler_processs_cycles_from_every_worker(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The process answering /metrics is never the dedicated scheduler: its cycle counts
+    come through the files the scheduler publishes beside its state."""
+    var, token = _setup(db_url, tmp_path, admin=True)
+    server = Server(db_url, var, workers=2, extra_env={"GPUCENTER_SCHEDULER_INTERVAL_S": "0.2"})
+    server.start()
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        seen: list[int] = []
+
+        def counted() -> bool:
+            resp = httpx.get(server.url + "/metrics", headers=auth, timeout=5)
+            assert resp.status_code == 200, resp.text
+            seen.append(_cycles(resp.text))
+            return seen[-1] > 0
+
+        wait_until(counted, timeout=30, step=0.5)
+        wait_until(lambda: counted() and seen[-1] > seen[0], timeout=30, step=0.5)
     finally:
         server.stop()

@@ -3,20 +3,29 @@
 Gauges (queue depth, GPUs busy, ledger lag) are read from the database at scrape time, so
 every server answers the same and nothing has to be kept in step. Counters and the cycle
 time histogram live in the process that runs the scheduler loop: `OPERATOR_METRICS` is the
-one instance it records into (`observe_cycle`, `dispatch_error`).
+one instance it records into (`observe_cycle`, `dispatch_error`). With `serve --workers N`
+that is not the process answering /metrics, so the loop publishes its counters to a small
+file per process under `<var_dir>/metrics/` (atomically replaced, at most once a second) and
+every process adds up the files of the live processes beside its own counters.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import String, cast, exists, func, select
 from sqlalchemy.orm import Session
 
+from gpucenter.config import Settings
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import JobRow, LedgerEntryRow, SiteRow
 
@@ -34,6 +43,7 @@ class OperatorMetrics:
     cycle_count: int = 0
     dispatch_errors: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _published_at: float = 0.0
 
     def observe_cycle(self, seconds: float) -> None:
         with self._lock:
@@ -44,6 +54,43 @@ class OperatorMetrics:
     def dispatch_error(self, site: str) -> None:
         with self._lock:
             self.dispatch_errors[site] = self.dispatch_errors.get(site, 0) + 1
+
+    def to_json(self) -> str:
+        with self._lock:
+            return json.dumps(
+                {
+                    "buckets": list(self.buckets),
+                    "counts": self.counts,
+                    "cycle_sum": self.cycle_sum,
+                    "cycle_count": self.cycle_count,
+                    "dispatch_errors": self.dispatch_errors,
+                }
+            )
+
+    def add(self, text: str) -> None:
+        """Add another process's published counters (same buckets) to these."""
+        other = json.loads(text)
+        if tuple(other["buckets"]) != self.buckets:
+            return
+        with self._lock:
+            self.counts = [a + int(b) for a, b in zip(self.counts, other["counts"], strict=True)]
+            self.cycle_sum += float(other["cycle_sum"])
+            self.cycle_count += int(other["cycle_count"])
+            for site, n in other["dispatch_errors"].items():
+                self.dispatch_errors[site] = self.dispatch_errors.get(site, 0) + int(n)
+
+    def publish(self, directory: Path, *, every_s: float = 1.0) -> None:
+        """Write this process's counters to `directory/<pid>.json` for the other processes
+        (at most every `every_s` seconds; a torn file is never seen: write, then rename)."""
+        now = time.monotonic()
+        if now - self._published_at < every_s:
+            return
+        self._published_at = now
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
 
     def lines(self) -> list[str]:
         with self._lock:
@@ -112,8 +159,49 @@ def ledger_lag(s: Session, now: datetime) -> LedgerLag:
     return LedgerLag(int(n), max((now - as_utc(oldest)).total_seconds(), 0.0))
 
 
-def render(s: Session, now: datetime, process: OperatorMetrics = OPERATOR_METRICS) -> str:
-    """The whole exposition: database gauges, then this process's counters."""
+def gathered(
+    directory: Path | None, process: OperatorMetrics = OPERATOR_METRICS
+) -> OperatorMetrics:
+    """This process's counters plus those the other live processes published."""
+    total = OperatorMetrics(process.buckets)
+    total.add(process.to_json())
+    if directory is None or not directory.is_dir():
+        return total
+    for path in directory.glob("*.json"):
+        if not path.stem.isdigit() or int(path.stem) == os.getpid():
+            continue
+        if not _alive(int(path.stem)):
+            with contextlib.suppress(OSError):
+                path.unlink()  # a process that ended: its counters reset, as Prometheus expects
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            total.add(path.read_text())
+    return total
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where this server's processes publish their counters to each other."""
+    return settings.var_dir / "metrics"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def render(
+    s: Session,
+    now: datetime,
+    process: OperatorMetrics = OPERATOR_METRICS,
+    shared_dir: Path | None = None,
+) -> str:
+    """The whole exposition: database gauges, then the counters of every process of this
+    server (see the module docstring)."""
     depth = s.execute(
         select(JobRow.gpu_type, func.count(JobRow.id))
         .where(JobRow.state == JobState.PENDING.value)
@@ -148,4 +236,4 @@ def render(s: Session, now: datetime, process: OperatorMetrics = OPERATOR_METRIC
         "Ended job runs not yet charged.",
         [({}, lag.uncharged_runs)],
     )
-    return "\n".join(lines + process.lines()) + "\n"
+    return "\n".join(lines + gathered(shared_dir, process).lines()) + "\n"

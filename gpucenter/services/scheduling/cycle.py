@@ -230,7 +230,7 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
         pending = _eligible(s, rows, now)
         if not pending:
             return 0, 0
-        budgets = _budgets_left(s, running, pending, now)
+        budgets = _budgets_left(s, running, pending)
         fair_share = load_fair_share(s, now, ctx.settings.programme_shares)
         snapshot = ClusterSnapshot(
             nodes=tuple(nodes),
@@ -464,9 +464,12 @@ def _running(row: JobRow, grace_s: float) -> RunningJob:
 
 
 def _budgets_left(
-    s: Session, running: Sequence[JobRow], pending: Sequence[Row[Any]], now: datetime
+    s: Session, running: Sequence[JobRow], pending: Sequence[Row[Any]]
 ) -> dict[int, float]:
-    """GPU-seconds each allocation has left after charges and what running jobs use so far."""
+    """GPU-seconds each allocation has left after its charges and the whole time limit of
+    each of its running jobs (reserved at admission, as Slurm's AccountingStorageEnforce=safe
+    does): a job starts only when the balance covers all it may use, so an allocation is
+    never overspent however many of its jobs run at once. Charges stay what was used."""
     ids = sorted(
         {r.allocation_id for r in running if r.allocation_id is not None}
         | {r.allocation_id for r in pending if r.allocation_id is not None}
@@ -478,9 +481,8 @@ def _budgets_left(
     for alloc in s.scalars(select(AllocationRow).where(AllocationRow.id.in_(ids))):
         left[alloc.id] = alloc.gpu_seconds - charged.get(alloc.id, 0.0)
     for r in running:
-        if r.allocation_id is not None and r.started_at is not None:
-            elapsed = max(0.0, (now - as_utc(r.started_at)).total_seconds())
-            left[r.allocation_id] -= elapsed * r.gpus_per_node * r.nodes
+        if r.allocation_id is not None and r.allocation_id in left:
+            left[r.allocation_id] -= r.time_limit_s * r.gpus_per_node * r.nodes
     return left
 
 

@@ -106,13 +106,19 @@ def _requeue(s: Session, row: JobRow, at: datetime) -> None:
 
 
 def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
-    """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per run of a job."""
+    """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per run of a job.
+
+    Never beyond the job's time limit: what a job holds past it is the site's stopping it
+    (the kill grace, the next poll), which the job's owner did not ask for and admission did
+    not reserve."""
     if row.started_at is None or row.allocation_id is None:
         return
     source = f"job:{row.id}:run:{row.runs}"
     if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == source)) is not None:
         return
-    elapsed = max(0.0, (ended_at - as_utc(row.started_at)).total_seconds())
+    elapsed = min(
+        max(0.0, (ended_at - as_utc(row.started_at)).total_seconds()), float(row.time_limit_s)
+    )
     gpu_seconds = elapsed * row.gpus_per_node * row.nodes
     s.add(
         LedgerEntryRow(

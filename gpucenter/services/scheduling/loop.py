@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from gpucenter.services.context import AppContext
-from gpucenter.services.ops.metrics import OPERATOR_METRICS
+from gpucenter.services.ops.metrics import OPERATOR_METRICS, metrics_dir
 from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
 from gpucenter.services.scheduling.leader import LeaderLock, leader_lock_for
 
@@ -200,6 +200,7 @@ class SchedulerLoop:
                     for rt in self._ctx.site_runtimes():
                         if rt.health.failures:
                             OPERATOR_METRICS.dispatch_error(rt.name)
+                    OPERATOR_METRICS.publish(metrics_dir(self._ctx.settings))
                     if began - self._states_refreshed >= STATE_REFRESH_S:
                         self._refresh_allocation_states()
                         self._states_refreshed = began
