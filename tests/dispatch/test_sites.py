@@ -15,7 +15,14 @@ import pytest
 from sqlalchemy import select
 
 from gpucenter.config import Settings
-from gpucenter.dispatch.base import Launched, LaunchRequest, SiteUnavailable, StateChange
+from gpucenter.dispatch.base import (
+    Launched,
+    LaunchRequest,
+    SiteCapabilities,
+    SiteKind,
+    SiteUnavailable,
+    StateChange,
+)
 from gpucenter.dispatch.broker import SiteBroker
 from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Node, Site
@@ -31,6 +38,7 @@ from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.runtime import SiteRuntime
 from gpucenter.services.wiring import build_context, combine, ensure_site, parse_site_specs
+from tests.dispatch.builders import launch_request
 from tests.factories import Centre, seed_centre
 
 
@@ -65,12 +73,23 @@ class FakeSite:
         self.running.discard(job_id)
         self.ending.append(StateChange(job_id, state, SystemClock().now(), 0))
 
+    @property
+    def capabilities(self) -> SiteCapabilities:
+        return SiteCapabilities(SiteKind.SLURM, adopts_after_restart=True)
+
+    @property
+    def unavailable(self) -> str:
+        return ""
+
     def running_job_ids(self) -> frozenset[JobId]:
         return frozenset(self.running)
 
     def adopt(self, job_id: JobId, external_id: str, *_: object) -> bool:
         self.running.add(job_id)
         return True
+
+    def detach(self) -> None:
+        self.running.clear()
 
     def shutdown(self) -> None: ...
 
@@ -99,8 +118,8 @@ def two_sites(tmp_path: Path) -> Iterator[TwoSites]:
     engine = make_engine(url)
     a, b = FakeSite("alpha"), FakeSite("beta")
     runtimes = [
-        SiteRuntime("alpha", "slurm", _site("alpha", ("a1", "h100", 4)), a),
-        SiteRuntime("beta", "slurm", _site("beta", ("b1", "h100", 4), ("b2", "b200", 8)), b),
+        SiteRuntime("alpha", _site("alpha", ("a1", "h100", 4)), a),
+        SiteRuntime("beta", _site("beta", ("b1", "h100", 4), ("b2", "b200", 8)), b),
     ]
     site, broker = combine(runtimes)
     ctx = AppContext(
@@ -195,9 +214,7 @@ def test_broker_refuses_a_placement_over_two_sites() -> None:
     from gpucenter.dispatch.base import DispatchError
 
     broker = SiteBroker({"x": FakeSite("x"), "y": FakeSite("y")}, {"n1": "x", "n2": "y"})
-    request = LaunchRequest(
-        JobId(1), "true", (NodeGpus("n1", (0,)), NodeGpus("n2", (0,))), 60, None
-    )
+    request = launch_request(1, placement=(NodeGpus("n1", (0,)), NodeGpus("n2", (0,))))
     with pytest.raises(DispatchError, match="not on exactly one known site"):
         broker.submit(request)
 
@@ -258,8 +275,8 @@ def test_build_context_from_a_sites_file_registers_every_site(tmp_path: Path) ->
 
 def test_node_names_must_be_unique_over_sites() -> None:
     runtimes = [
-        SiteRuntime("x", "local", _site("x", ("n", "h100", 1)), FakeSite("x")),
-        SiteRuntime("y", "local", _site("y", ("n", "h100", 1)), FakeSite("y")),
+        SiteRuntime("x", _site("x", ("n", "h100", 1)), FakeSite("x")),
+        SiteRuntime("y", _site("y", ("n", "h100", 1)), FakeSite("y")),
     ]
     with pytest.raises(ValidationError, match="unique over all sites"):
         combine(runtimes)
