@@ -179,7 +179,9 @@ class Dispatcher(Protocol):
         ...
 
     def cancel(self, job_id: JobId) -> None:
-        """Ask the job to end; its end comes out of `poll`. Unknown jobs are ignored."""
+        """Ask the job to end; its end (CANCELLED) comes out of `poll`, which is how the
+        server requeues a preempted job. Unknown jobs are ignored. (The simulator's engine
+        requeues preempted jobs itself: a simulated job just stops, reported by nobody.)"""
         ...
 
     def poll(self) -> Sequence[StateChange]:
