@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gpucenter.config import Settings
 from gpucenter.dispatch.base import Dispatcher, DispatchError, SiteKind
 from gpucenter.dispatch.broker import SiteBroker
-from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, SlurmObserver, read_site
+from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, read_site
 from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.errors import ValidationError
@@ -58,6 +58,7 @@ from gpucenter.services.sites.config import LoadedSite, load_site
 from gpucenter.services.sites.registry import register_sites
 from gpucenter.services.sites.runtime import SiteRuntime
 from gpucenter.services.sites.slurm_settings import SlurmSettings
+from gpucenter.services.slurm.usage import DatabaseObserver
 
 __all__ = [
     "SITE_KINDS",
@@ -80,7 +81,7 @@ _NO_ENV = "GPUCENTER_SITES_FILE_ONLY_"
 
 @dataclass(frozen=True, slots=True)
 class SiteSpec:
-    """One configured site. An empty name: the kind's default (a local site's file names it)."""
+    """One configured site. An empty name: the name its site file gives it."""
 
     name: str
     kind: SiteKind
@@ -116,14 +117,17 @@ class SiteKindSupport:
 
     settings: type[BaseSettings] | None
     build: SiteFactory
+    one_site_name: str = ""
+    """The site's name when it is the one site (no sites file); empty: its site file's."""
 
 
 def load_site_specs(settings: Settings) -> list[SiteSpec]:
     """The configured sites, from the sites file or the one-site settings."""
     if settings.sites_file is None:
         kind = SiteKind(settings.dispatcher)
-        own = SITE_KINDS[kind].settings
-        return [SiteSpec("", kind, settings.site_file, own() if own is not None else None)]
+        support = SITE_KINDS[kind]
+        own = support.settings() if support.settings is not None else None
+        return [SiteSpec(support.one_site_name, kind, settings.site_file, own)]
     path = settings.sites_file
     try:
         data = yaml.safe_load(path.read_text())
@@ -195,33 +199,27 @@ def _slurm_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
     """A Slurm cluster: nodes from sinfo (or the site file, or those known last time)."""
     settings = spec.slurm
     assert settings is not None, "a Slurm site always has its settings (SITE_KINDS)"
-    name = spec.name or SiteKind.SLURM.value
-    nodes = _slurm_nodes(name, spec.site_file, settings, wiring.sessions)
+    nodes = _slurm_nodes(spec.name, spec.site_file, settings, wiring.sessions)
     loaded = LoadedSite(
-        Site(name, nodes), {n.name: list(range(n.gpu_count)) for n in nodes}, frozenset()
+        Site(spec.name, nodes), {n.name: list(range(n.gpu_count)) for n in nodes}, frozenset()
     )
     if not settings.gpu_types:
         settings = settings.model_copy(update={"gpu_types": tuple(sorted(loaded.site.gpu_types))})
     dispatcher = make_slurm_dispatcher(wiring.sessions, settings, wiring.clock)
-    return SiteRuntime(name, loaded, dispatcher, settings=settings)
+    return SiteRuntime(spec.name, loaded, dispatcher, settings=settings)
 
 
 def make_slurm_dispatcher(
-    sessions: sessionmaker[Session],
-    settings: SlurmSettings,
-    clock: Clock | None = None,
-    observer: SlurmObserver | None = None,
+    sessions: sessionmaker[Session], settings: SlurmSettings, clock: Clock | None = None
 ) -> SlurmDispatcher:
     """A SlurmDispatcher whose observations (Slurm's start times, why a job waits there)
     are written to the jobs' rows. Everything it submits comes in the requests."""
-    from gpucenter.services.slurm.usage import DatabaseObserver
-
     return SlurmDispatcher(
         settings.log_dir.resolve(),
         cli=settings.cli(),
         partition=settings.partition,
         clock=clock,
-        observer=observer if observer is not None else DatabaseObserver(sessions),
+        observer=DatabaseObserver(sessions),
         run_as_owner=settings.run_as_owner,
     )
 
@@ -252,7 +250,7 @@ def _slurm_nodes(
 
 SITE_KINDS: Mapping[SiteKind, SiteKindSupport] = {
     SiteKind.LOCAL: SiteKindSupport(None, _local_site),
-    SiteKind.SLURM: SiteKindSupport(SlurmSettings, _slurm_site),
+    SiteKind.SLURM: SiteKindSupport(SlurmSettings, _slurm_site, one_site_name="slurm"),
 }
 """The site kinds a server can drive, by the kind named in the settings or sites file."""
 

@@ -27,7 +27,7 @@ from gpucenter.domain.clock import Instant, ManualClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 
-CAPABILITIES = SiteCapabilities(SiteKind.SIMULATED, enforces_time_limit=True)
+_CAPABILITIES = SiteCapabilities(SiteKind.SIMULATED, enforces_time_limit=True)
 
 
 class SimDispatcher:
@@ -42,7 +42,7 @@ class SimDispatcher:
     # -- the Dispatcher protocol ---------------------------------------------------------
     @property
     def capabilities(self) -> SiteCapabilities:
-        return CAPABILITIES
+        return _CAPABILITIES
 
     @property
     def unavailable(self) -> str:

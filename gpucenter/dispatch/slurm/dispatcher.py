@@ -55,7 +55,6 @@ from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 
 __all__ = [
-    "CAPABILITIES",
     "COMMENT_PREFIX",
     "SlurmDispatcher",
     "SlurmObserver",
@@ -71,7 +70,7 @@ _SACCT_FIELDS = ("id", "state", "exit", "start", "end", "reason")
 # Variables a job's own env may not set: they would change how sbatch reads our options.
 _RESERVED_ENV = re.compile(r"^(SBATCH_|SLURM_|SALLOC_|SRUN_|GPUCENTER_)")
 
-CAPABILITIES = SiteCapabilities(
+_CAPABILITIES = SiteCapabilities(
     SiteKind.SLURM,
     containers=False,
     adopts_after_restart=True,  # Slurm jobs outlive gpucenter; found again by job id
@@ -140,7 +139,7 @@ class SlurmDispatcher:
 
     @property
     def capabilities(self) -> SiteCapabilities:
-        return CAPABILITIES
+        return _CAPABILITIES
 
     @property
     def unavailable(self) -> str:
@@ -149,7 +148,6 @@ class SlurmDispatcher:
         return self._unavailable
 
     # ----------------------------------------------------------------- submit
-
     def _environment(self, request: LaunchRequest) -> dict[str, str]:
         env = {k: v for k, v in request.env.items() if not _RESERVED_ENV.match(k)}
         env["GPUCENTER_JOB_ID"] = str(request.job_id)
