@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select
 
 from gpucenter.config import Settings
@@ -37,7 +38,16 @@ from gpucenter.services.jobs.submission import JobForm
 from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.runtime import SiteRuntime
-from gpucenter.services.wiring import build_context, combine, ensure_site, parse_site_specs
+from gpucenter.services.wiring import (
+    SITE_KINDS,
+    SiteKindSupport,
+    SiteSpec,
+    SiteWiring,
+    build_context,
+    combine,
+    ensure_site,
+    parse_site_specs,
+)
 from tests.dispatch.builders import launch_request
 from tests.factories import Centre, seed_centre
 
@@ -48,6 +58,7 @@ class FakeSite:
 
     name: str
     down: bool = False
+    kind: SiteKind = SiteKind.SLURM
     submitted: list[JobId] = field(default_factory=list)
     running: set[JobId] = field(default_factory=set)
     ending: list[StateChange] = field(default_factory=list)
@@ -75,7 +86,7 @@ class FakeSite:
 
     @property
     def capabilities(self) -> SiteCapabilities:
-        return SiteCapabilities(SiteKind.SLURM, adopts_after_restart=True)
+        return SiteCapabilities(self.kind, adopts_after_restart=True)
 
     @property
     def unavailable(self) -> str:
@@ -268,6 +279,54 @@ def test_build_context_from_a_sites_file_registers_every_site(tmp_path: Path) ->
         ensure_site(ctx)
         with ctx.sessions() as s:
             assert sorted(s.scalars(select(SiteRow.name))) == ["one", "two"]
+    finally:
+        ctx.dispatcher.shutdown()
+        ctx.engine.dispose()
+
+
+def test_a_new_site_kind_is_one_entry_in_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring knows kinds only through SITE_KINDS: a kind registered there (here the
+    simulator's kind, with settings of its own) is parsed, built and driven like the others."""
+
+    class SimulatedSettings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="GPUCENTER_SIMULATED_")
+        gpus: int = 1
+
+    def build(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
+        assert isinstance(spec.settings, SimulatedSettings)
+        loaded = _site(spec.name, ("s1", "h100", spec.settings.gpus))
+        site = FakeSite(spec.name, kind=SiteKind.SIMULATED)
+        return SiteRuntime(spec.name, loaded, site, settings=spec.settings)
+
+    monkeypatch.setitem(
+        SITE_KINDS,
+        SiteKind.SIMULATED,
+        SiteKindSupport(SimulatedSettings, build),
+    )
+    (tmp_path / "lab.yaml").write_text(
+        "site: lab\nnodes:\n  - {name: n1, gpus: 2, gpu_type: b200}\n"
+    )
+    (tmp_path / "sites.yaml").write_text(
+        "sites:\n"
+        "  - {name: lab, kind: local, site_file: lab.yaml}\n"
+        "  - {name: twin, kind: simulated, simulated: {gpus: 8}}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'gpucenter.db'}"
+    migrate(url)
+    settings = Settings(
+        var_dir=tmp_path / "var", database_url=url, sites_file=tmp_path / "sites.yaml"
+    )
+    ctx = build_context(settings)
+    try:
+        lab, twin = ctx.site_runtimes()
+        assert (lab.kind, twin.kind) == (SiteKind.LOCAL, SiteKind.SIMULATED)
+        assert twin.loaded.site.nodes[0].gpu_count == 8
+        ensure_site(ctx)
+        with ctx.sessions() as s:
+            kinds = {n: k for n, k in s.execute(select(SiteRow.name, SiteRow.kind))}
+        assert kinds == {"lab": "local", "twin": "simulated"}
     finally:
         ctx.dispatcher.shutdown()
         ctx.engine.dispose()
