@@ -1,33 +1,130 @@
-"""The Dispatcher protocol: the one boundary between the control plane and a cluster."""
+"""The site contract: the one boundary between the control plane and a cluster.
+
+Every site kind (local processes, Slurm, the simulator, Kubernetes later) implements
+`Dispatcher`, and the rest of gpucenter uses nothing else of it. What differs between kinds
+is *declared* in `SiteCapabilities`, which callers read; they never probe a dispatcher for
+members (``getattr``/``hasattr``). An operation a kind cannot perform still exists with a
+defined answer (a kind that cannot adopt returns False from `adopt`), so a new kind is one
+package implementing this protocol plus its settings, registered with the wiring by kind.
+
+`LaunchRequest` carries the whole job: its GPU shape, the owner it runs as, its project and
+the account it is charged to at the site. A dispatcher needs nothing else, and in particular
+never reads gpucenter's database.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
-from gpucenter.core.model import NodeGpus
+from gpucenter.core.model import NORMAL, NodeGpus
 from gpucenter.domain.clock import Instant
-from gpucenter.domain.ids import JobId
-from gpucenter.domain.jobs import JobState
+from gpucenter.domain.ids import JobId, ProjectId
+from gpucenter.domain.jobs import GpuRequest, JobState
+
+__all__ = [
+    "DispatchError",
+    "Dispatcher",
+    "JobOwner",
+    "LaunchRequest",
+    "Launched",
+    "SiteCapabilities",
+    "SiteKind",
+    "SiteUnavailable",
+    "StateChange",
+    "project_account",
+]
+
+
+class SiteKind(StrEnum):
+    """What kind of cluster a dispatcher drives (stored as a site's kind in the database)."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+    SIMULATED = "simulated"
+    BROKER = "broker"
+    """Several sites behind one dispatcher (`SiteBroker`); never a site of its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCapabilities:
+    """What a kind of site can do beyond the operations every dispatcher has.
+
+    Read by the control plane to decide, never found out by trying: the submission refuses a
+    container image where `containers` is False, and recovery after a restart fails (and
+    charges) running jobs of a site that cannot adopt them instead of waiting for them.
+    """
+
+    kind: SiteKind
+    containers: bool = False
+    """`LaunchRequest.image` is run; without it a request with an image is refused."""
+    adopts_after_restart: bool = False
+    """`adopt` re-attaches a job a previous server started, which keeps running meanwhile."""
+    reports_utilisation: bool = False
+    """The final `StateChange` of a measured run carries its mean GPU utilisation."""
+    enforces_time_limit: bool = True
+    """The site ends a job at its time limit and reports it TIMEOUT."""
+
+
+def project_account(project: str) -> str:
+    """The account a project's jobs are charged to at a site: named after the project.
+
+    The one meaning of "account" in a `LaunchRequest`. A Slurm site's accounts sync creates
+    exactly this account for each project (under its organisation and programme), and
+    ``sbatch --account`` names it; a kind without accounts ignores it.
+    """
+    return project
+
+
+@dataclass(frozen=True, slots=True)
+class JobOwner:
+    """Who a job runs as: its owner's gpucenter user name and, where known, Unix ids.
+
+    Dispatchers that run jobs as their owner use the ids when given and the name otherwise
+    (a directory service resolves it at the site). A job never runs as the server.
+    """
+
+    username: str
+    uid: int | None = None
+    gid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LaunchRequest:
-    """What a dispatcher needs to start one job on the GPUs the core chose."""
+    """Everything a dispatcher needs to start one job on the GPUs the core chose.
+
+    `gpu` is the job's shape as submitted (type, GPUs per node, nodes); `placement` is where
+    the core put it (a local site runs it exactly there; Slurm treats it as advice and asks
+    for the shape). Built in one place (`services.scheduling.launch`) from the job's row.
+    """
 
     job_id: JobId
     command: str
+    gpu: GpuRequest
     placement: tuple[NodeGpus, ...]
     time_limit_s: int
-    workdir: str | None
+    owner: JobOwner
+    project_id: ProjectId
+    project: str
+    """The project's name: the account is derived from it (`account`)."""
+    name: str = ""
+    qos: str = NORMAL
+    workdir: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    account: str = ""
     image: str | None = None
-    """Container image, for dispatchers that can start one (submission refuses it elsewhere)."""
+    """Container image, for kinds whose capabilities say `containers`."""
+    array_index: int | None = None
+    """The job's index within its array, for jobs submitted as one."""
     run: int = 1
     """Which start of the job this is (1, then +1 after each requeue). A dispatcher uses it to
     recognise a start it already made for a server that died before recording it."""
+
+    @property
+    def account(self) -> str:
+        """The site-side account the job is charged to (see `project_account`)."""
+        return project_account(self.project)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +164,56 @@ class SiteUnavailable(DispatchError):
     """
 
 
+@runtime_checkable
 class Dispatcher(Protocol):
-    """The only way the control plane touches a cluster."""
+    """The only way the control plane touches a cluster: every operation it uses."""
 
-    def submit(self, request: LaunchRequest) -> Launched: ...
+    @property
+    def capabilities(self) -> SiteCapabilities:
+        """What this site can do beyond the operations below (constant for its lifetime)."""
+        ...
 
-    def cancel(self, job_id: JobId) -> None: ...
+    def submit(self, request: LaunchRequest) -> Launched:
+        """Start (or hand over) the job; DispatchError if it cannot, SiteUnavailable if the
+        site does not answer (the job stays queued)."""
+        ...
 
-    def poll(self) -> Sequence[StateChange]: ...
+    def cancel(self, job_id: JobId) -> None:
+        """Ask the job to end; its end (CANCELLED) comes out of `poll`, which is how the
+        server requeues a preempted job. Unknown jobs are ignored. (The simulator's engine
+        requeues preempted jobs itself: a simulated job just stops, reported by nobody.)"""
+        ...
 
-    def shutdown(self) -> None: ...
+    def poll(self) -> Sequence[StateChange]:
+        """The jobs that ended since the last poll (each reported once)."""
+        ...
+
+    def running_job_ids(self) -> frozenset[JobId]:
+        """The jobs this dispatcher watches: started or adopted, not yet reported ended."""
+        ...
+
+    def adopt(
+        self,
+        job_id: JobId,
+        external_id: str,
+        started_at: Instant,
+        time_limit_s: int,
+        stderr_path: str | None,
+    ) -> bool:
+        """Watch a job an earlier server started; True if it is now watched. A kind without
+        `adopts_after_restart` returns False and watches nothing."""
+        ...
+
+    def detach(self) -> None:
+        """Forget every job without stopping it (another server takes them over)."""
+        ...
+
+    @property
+    def unavailable(self) -> str:
+        """Why the last poll could not reach the site; empty when it could. A kind whose
+        poll raises SiteUnavailable instead always says empty."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop this dispatcher (each kind says what becomes of running jobs)."""
+        ...

@@ -11,7 +11,8 @@ gpucenter did not submit, and what Slurm itself plans, are not part of it.
 The broker only has to route: `submit` to the dispatcher of the placement's site, `cancel`
 to whichever site watches the job, `poll` to all of them. The scheduler loop polls the sites
 one by one itself (so that one site being down does not stop the others); the broker is
-what the rest of the server sees.
+what the rest of the server sees. It is a `Dispatcher` too: its capabilities are those every
+one of its sites has (the core may place a job on any of them).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from gpucenter.dispatch.base import (
     DispatchError,
     Launched,
     LaunchRequest,
+    SiteCapabilities,
+    SiteKind,
     SiteUnavailable,
     StateChange,
 )
@@ -44,6 +47,23 @@ class SiteBroker:
             raise ValueError(f"nodes of sites without a dispatcher: {unknown}")
         self._sites = dict(sites)
         self._node_site = dict(node_site)
+        every = [d.capabilities for d in self._sites.values()]
+        self._capabilities = SiteCapabilities(
+            SiteKind.BROKER,
+            containers=all(c.containers for c in every),
+            adopts_after_restart=False,  # see `adopt`
+            reports_utilisation=all(c.reports_utilisation for c in every),
+            enforces_time_limit=all(c.enforces_time_limit for c in every),
+        )
+
+    @property
+    def capabilities(self) -> SiteCapabilities:
+        return self._capabilities
+
+    @property
+    def unavailable(self) -> str:
+        """The sites whose last poll could not reach them, and why."""
+        return "; ".join(f"{n}: {d.unavailable}" for n, d in self._sites.items() if d.unavailable)
 
     @property
     def sites(self) -> Mapping[str, Dispatcher]:
@@ -60,10 +80,6 @@ class SiteBroker:
         (name,) = names
         assert name is not None
         return name
-
-    @property
-    def supports_images(self) -> bool:
-        return all(getattr(d, "supports_images", False) for d in self._sites.values())
 
     def submit(self, request: LaunchRequest) -> Launched:
         return self._sites[self.site_of(request)].submit(request)
@@ -93,34 +109,26 @@ class SiteBroker:
         started_at: Instant,
         time_limit_s: int,
         stderr_path: str | None,
-        *,
-        site: str | None = None,
     ) -> bool:
-        """Re-attach a running job to its site's dispatcher (the site must be named)."""
-        dispatcher = self._sites.get(site or "")
-        adopt = getattr(dispatcher, "adopt", None)
-        if adopt is None:
-            return False
-        return bool(adopt(job_id, external_id, started_at, time_limit_s, stderr_path))
+        """False: an external id does not say which site it is from. Recovery after a
+        restart adopts through each site's own dispatcher instead (it knows the job's site)."""
+        del job_id, external_id, started_at, time_limit_s, stderr_path
+        return False
 
     def running_job_ids(self) -> frozenset[JobId]:
         ids: set[JobId] = set()
         for dispatcher in self._sites.values():
-            ids |= set(getattr(dispatcher, "running_job_ids", frozenset)())
+            ids |= dispatcher.running_job_ids()
         return frozenset(ids)
 
     def detach(self) -> None:
         for dispatcher in self._sites.values():
-            detach = getattr(dispatcher, "detach", None)
-            if detach is not None:
-                detach()
+            dispatcher.detach()
 
     def shutdown(self) -> None:
         for dispatcher in self._sites.values():
             dispatcher.shutdown()
 
     def _watching(self, job_id: JobId) -> list[Dispatcher]:
-        found = [
-            d for d in self._sites.values() if job_id in getattr(d, "running_job_ids", frozenset)()
-        ]
+        found = [d for d in self._sites.values() if job_id in d.running_job_ids()]
         return found or list(self._sites.values())

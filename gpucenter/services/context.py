@@ -53,7 +53,4 @@ class AppContext:
             self.sites[0].dispatcher = self.dispatcher  # one site: they are the same
         if self.sites:
             return self.sites
-        kind = "slurm" if hasattr(self.dispatcher, "cluster") else "local"
-        return [
-            SiteRuntime(self.site.site.name, kind, self.site, self.dispatcher, self.site_health)
-        ]
+        return [SiteRuntime(self.site.site.name, self.site, self.dispatcher, self.site_health)]

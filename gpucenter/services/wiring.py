@@ -24,29 +24,34 @@ Two ways to say it:
   The settings of a site in the file are only those written there (the environment's
   GPUCENTER_SLURM_* are not mixed in: two sites must never share one by accident).
 
-A Slurm site's nodes are read from ``sinfo`` when the server starts; if the controller does
-not answer then, the nodes registered in the database last time are used (the server starts,
-and the site's jobs wait until it answers). Node names must be unique over all sites: the
-core's placement names nodes, and the broker routes a job by them.
+Each kind is built by its entry in `SITE_KINDS` (its settings type and a factory); adding a
+kind is its package under `gpucenter.dispatch` (a `Dispatcher` declaring its capabilities)
+plus one entry there. A Slurm site's nodes are read from ``sinfo`` when the server starts; if
+the controller does not answer then, the nodes registered in the database last time are used
+(the server starts, and the site's jobs wait until it answers). Node names must be unique
+over all sites: the core's placement names nodes, and the broker routes a job by them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
+from pydantic_settings import BaseSettings
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.config import Settings
 from gpucenter.core import DEFAULT_POLICIES, Policies
 from gpucenter.core.fairshare import FAIR_TREE
 from gpucenter.core.fairshare_classic import CLASSIC
-from gpucenter.dispatch.base import Dispatcher, DispatchError
+from gpucenter.dispatch.base import Dispatcher, DispatchError, SiteKind
 from gpucenter.dispatch.broker import SiteBroker
+from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, read_site
 from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.errors import ValidationError
@@ -55,44 +60,79 @@ from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity.audit_keys import AuditFiles
 from gpucenter.services.sites.config import LoadedSite, load_site
-from gpucenter.services.sites.health import SiteHealth
 from gpucenter.services.sites.registry import register_sites
 from gpucenter.services.sites.runtime import SiteRuntime
 from gpucenter.services.sites.slurm_settings import SlurmSettings
-from gpucenter.services.slurm.sync import make_slurm_dispatcher
+from gpucenter.services.slurm.usage import DatabaseObserver
 
 __all__ = [
+    "SITE_KINDS",
+    "SiteKindSupport",
     "SiteSpec",
+    "SiteWiring",
     "build_context",
     "build_sites",
     "combine",
     "ensure_site",
     "load_site_specs",
-    "slurm_site",
+    "make_slurm_dispatcher",
+    "parse_site_specs",
 ]
 
 log = logging.getLogger(__name__)
-_KINDS = ("local", "slurm")
 # A prefix no environment sets: site settings from a file take nothing from the environment.
 _NO_ENV = "GPUCENTER_SITES_FILE_ONLY_"
 
 
 @dataclass(frozen=True, slots=True)
 class SiteSpec:
-    """One configured site."""
+    """One configured site. An empty name: the name its site file gives it."""
 
     name: str
-    kind: str
+    kind: SiteKind
     site_file: Path | None = None
-    slurm: SlurmSettings | None = None
+    settings: BaseSettings | None = None
+    """The kind's own settings (`SiteKindSupport.settings`); None for kinds without any."""
+
+    @property
+    def slurm(self) -> SlurmSettings | None:
+        """A Slurm site's settings (what the ``gpucenter slurm`` commands work with)."""
+        return self.settings if isinstance(self.settings, SlurmSettings) else None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteWiring:
+    """What every site factory is given besides its spec."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    clock: Clock
+    several: bool
+    """More than one site: each keeps its job logs in a folder of its own."""
+
+
+SiteFactory = Callable[[SiteSpec, SiteWiring], SiteRuntime]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKindSupport:
+    """What the wiring knows of one site kind: the type of its own settings (read from the
+    sites file's mapping named after the kind, or for the one site from the environment) and
+    how to build a site of it. A new kind is its dispatch package plus one entry here."""
+
+    settings: type[BaseSettings] | None
+    build: SiteFactory
+    one_site_name: str = ""
+    """The site's name when it is the one site (no sites file); empty: its site file's."""
 
 
 def load_site_specs(settings: Settings) -> list[SiteSpec]:
     """The configured sites, from the sites file or the one-site settings."""
     if settings.sites_file is None:
-        if settings.dispatcher == "slurm":
-            return [SiteSpec("slurm", "slurm", settings.site_file, SlurmSettings())]
-        return [SiteSpec("", "local", settings.site_file)]
+        kind = SiteKind(settings.dispatcher)
+        support = SITE_KINDS[kind]
+        own = support.settings() if support.settings is not None else None
+        return [SiteSpec(support.one_site_name, kind, settings.site_file, own)]
     path = settings.sites_file
     try:
         data = yaml.safe_load(path.read_text())
@@ -110,100 +150,123 @@ def parse_site_specs(data: Any, base: Path) -> list[SiteSpec]:
         where = f"sites[{i}]"
         if not isinstance(raw, dict) or not raw.get("name"):
             raise ValidationError(where, "each site needs a 'name'")
-        kind = str(raw.get("kind", "local"))
-        if kind not in _KINDS:
-            raise ValidationError(f"{where}.kind", f"use one of {', '.join(_KINDS)}, not {kind!r}")
+        kind = str(raw.get("kind", SiteKind.LOCAL.value))
+        if kind not in SITE_KINDS:
+            kinds = ", ".join(k.value for k in SITE_KINDS)
+            raise ValidationError(f"{where}.kind", f"use one of {kinds}, not {kind!r}")
         site_file = raw.get("site_file")
         path = (base / str(site_file)) if site_file else None
-        slurm = None
-        if kind == "slurm":
-            options = raw.get("slurm") or {}
-            if not isinstance(options, dict):
-                raise ValidationError(f"{where}.slurm", "expected a mapping of settings")
+        own = SITE_KINDS[SiteKind(kind)].settings
+        options = None
+        if own is not None:
+            given = raw.get(kind) or {}
+            if not isinstance(given, dict):
+                raise ValidationError(f"{where}.{kind}", "expected a mapping of settings")
             try:
-                slurm = SlurmSettings(_env_prefix=_NO_ENV, **options)  # type: ignore[call-arg]
+                options = own(_env_prefix=_NO_ENV, **given)
             except ValueError as exc:
-                raise ValidationError(f"{where}.slurm", str(exc)) from exc
-        specs.append(SiteSpec(str(raw["name"]), kind, path, slurm))
+                raise ValidationError(f"{where}.{kind}", str(exc)) from exc
+        specs.append(SiteSpec(str(raw["name"]), SiteKind(kind), path, options))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValidationError("sites_file", f"site names must be unique: {names}")
     return specs
 
 
-def slurm_site(
-    spec: SiteSpec, sessions: sessionmaker[Session], clock: Clock | None = None
-) -> SiteRuntime:
-    """A Slurm site wired to the database: nodes from sinfo (or the file, or last time)."""
-    assert spec.slurm is not None
+# ------------------------------------------------------------------------ site kinds
+def _local_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
+    """Jobs as processes on this machine, on the nodes of the site file."""
+    from gpucenter.dispatch.gpuutil import UtilisationSampler, nvml_reader
+    from gpucenter.dispatch.local.dispatcher import LocalDispatcher
+
+    loaded = load_site(spec.site_file)
+    if spec.name and spec.name != loaded.site.name:
+        loaded = LoadedSite(
+            Site(spec.name, loaded.site.nodes), loaded.gpu_index_map, loaded.virtual_nodes
+        )
+    settings = wiring.settings
+    log_dir = settings.log_dir / loaded.site.name if wiring.several else settings.log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    measured = frozenset(n.name for n in loaded.site.nodes) - loaded.virtual_nodes
+    reader = nvml_reader() if measured else None  # real GPUs: measure their utilisation
+    dispatcher = LocalDispatcher(
+        log_dir.resolve(),
+        clock=wiring.clock,
+        kill_grace_s=settings.kill_grace_s,
+        gpu_index_map=loaded.gpu_index_map,
+        sampler=UtilisationSampler(reader) if reader is not None else None,
+        measured_nodes=measured,
+    )
+    return SiteRuntime(loaded.site.name, loaded, dispatcher)
+
+
+def _slurm_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
+    """A Slurm cluster: nodes from sinfo (or the site file, or those known last time)."""
     settings = spec.slurm
-    nodes = _slurm_nodes(spec, sessions)
+    assert settings is not None, "a Slurm site always has its settings (SITE_KINDS)"
+    nodes = _slurm_nodes(spec.name, spec.site_file, settings, wiring.sessions)
     loaded = LoadedSite(
         Site(spec.name, nodes), {n.name: list(range(n.gpu_count)) for n in nodes}, frozenset()
     )
     if not settings.gpu_types:
         settings = settings.model_copy(update={"gpu_types": tuple(sorted(loaded.site.gpu_types))})
-    dispatcher = make_slurm_dispatcher(sessions, settings, clock)
-    return SiteRuntime(spec.name, "slurm", loaded, dispatcher, SiteHealth(), settings)
+    dispatcher = make_slurm_dispatcher(wiring.sessions, settings, wiring.clock)
+    return SiteRuntime(spec.name, loaded, dispatcher, settings=settings)
 
 
-def _slurm_nodes(spec: SiteSpec, sessions: sessionmaker[Session]) -> tuple[Node, ...]:
-    assert spec.slurm is not None
-    if spec.site_file is not None:
-        return load_site(spec.site_file).site.nodes
-    from gpucenter.dispatch.slurm.dispatcher import read_site
+def make_slurm_dispatcher(
+    sessions: sessionmaker[Session], settings: SlurmSettings, clock: Clock | None = None
+) -> SlurmDispatcher:
+    """A SlurmDispatcher whose observations (Slurm's start times, why a job waits there)
+    are written to the jobs' rows. Everything it submits comes in the requests."""
+    return SlurmDispatcher(
+        settings.log_dir.resolve(),
+        cli=settings.cli(),
+        partition=settings.partition,
+        clock=clock,
+        observer=DatabaseObserver(sessions),
+        run_as_owner=settings.run_as_owner,
+    )
 
+
+def _slurm_nodes(
+    name: str, site_file: Path | None, settings: SlurmSettings, sessions: sessionmaker[Session]
+) -> tuple[Node, ...]:
+    if site_file is not None:
+        return load_site(site_file).site.nodes
     try:
-        nodes = read_site(spec.slurm.cli(), spec.slurm.partition)
+        nodes = read_site(settings.cli(), settings.partition)
     except DispatchError as exc:
         with sessions() as s:
-            row = repo.site_by_name(s, spec.name)
+            row = repo.site_by_name(s, name)
             known = repo.nodes_of(s, row.id) if row is not None else []
             nodes = tuple(
                 Node(n.name, n.gpu_type, n.gpu_count, n.block) for n in known if n.gpu_count > 0
             )
         if not nodes:
             raise ValidationError(
-                f"site {spec.name}", f"Slurm does not answer and no nodes are known: {exc}"
+                f"site {name}", f"Slurm does not answer and no nodes are known: {exc}"
             ) from exc
-        log.warning("site %s: Slurm does not answer (%s); using its known nodes", spec.name, exc)
+        log.warning("site %s: Slurm does not answer (%s); using its known nodes", name, exc)
     if not nodes:
-        raise ValidationError(f"site {spec.name}", "sinfo lists no node with GPUs (gres gpu)")
-    return tuple(Node(n.name, n.gpu_type, n.gpu_count, n.block or spec.name) for n in nodes)
+        raise ValidationError(f"site {name}", "sinfo lists no node with GPUs (gres gpu)")
+    return tuple(Node(n.name, n.gpu_type, n.gpu_count, n.block or name) for n in nodes)
+
+
+SITE_KINDS: Mapping[SiteKind, SiteKindSupport] = {
+    SiteKind.LOCAL: SiteKindSupport(None, _local_site),
+    SiteKind.SLURM: SiteKindSupport(SlurmSettings, _slurm_site, one_site_name="slurm"),
+}
+"""The site kinds a server can drive, by the kind named in the settings or sites file."""
 
 
 def build_sites(
     settings: Settings, sessions: sessionmaker[Session], clock: Clock
 ) -> list[SiteRuntime]:
-    """Every configured site with its dispatcher."""
-    from gpucenter.dispatch.gpuutil import UtilisationSampler, nvml_reader
-    from gpucenter.dispatch.local.dispatcher import LocalDispatcher
-
+    """Every configured site with its dispatcher, each built by its kind's factory."""
     specs = load_site_specs(settings)
-    runtimes: list[SiteRuntime] = []
-    for spec in specs:
-        if spec.kind == "slurm":
-            runtimes.append(slurm_site(spec, sessions, clock))
-            continue
-        loaded = load_site(spec.site_file)
-        if spec.name and spec.name != loaded.site.name:
-            loaded = LoadedSite(
-                Site(spec.name, loaded.site.nodes), loaded.gpu_index_map, loaded.virtual_nodes
-            )
-        log_dir = settings.log_dir if len(specs) == 1 else settings.log_dir / loaded.site.name
-        log_dir.mkdir(parents=True, exist_ok=True)
-        measured = frozenset(n.name for n in loaded.site.nodes) - loaded.virtual_nodes
-        reader = nvml_reader() if measured else None  # real GPUs: measure their utilisation
-        dispatcher = LocalDispatcher(
-            log_dir.resolve(),
-            clock=clock,
-            kill_grace_s=settings.kill_grace_s,
-            gpu_index_map=loaded.gpu_index_map,
-            sampler=UtilisationSampler(reader) if reader is not None else None,
-            measured_nodes=measured,
-        )
-        runtimes.append(SiteRuntime(loaded.site.name, "local", loaded, dispatcher))
-    return runtimes
+    wiring = SiteWiring(settings, sessions, clock, several=len(specs) > 1)
+    return [SITE_KINDS[spec.kind].build(spec, wiring) for spec in specs]
 
 
 def combine(runtimes: list[SiteRuntime]) -> tuple[LoadedSite, SiteBroker]:

@@ -6,6 +6,8 @@ terminal states through `poll`. Instead of running anything it knows each job's 
 (from the trace) and reports completion when the `ManualClock` reaches it, or TIMEOUT when the
 time limit comes first. The engine therefore drives scheduling exactly as the server loop does
 (submit after a pass, poll for state changes); nothing in the core knows it is simulated.
+It implements the whole site contract: a simulated site enforces time limits and nothing
+else (no images, nothing to adopt after a restart, no measured utilisation).
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
-from gpucenter.dispatch.base import DispatchError, Launched, LaunchRequest, StateChange
+from gpucenter.dispatch.base import (
+    DispatchError,
+    Launched,
+    LaunchRequest,
+    SiteCapabilities,
+    SiteKind,
+    StateChange,
+)
 from gpucenter.domain.clock import Instant, ManualClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
+
+_CAPABILITIES = SiteCapabilities(SiteKind.SIMULATED, enforces_time_limit=True)
 
 
 class SimDispatcher:
@@ -29,10 +40,21 @@ class SimDispatcher:
         self._live: dict[JobId, Instant] = {}
 
     # -- the Dispatcher protocol ---------------------------------------------------------
+    @property
+    def capabilities(self) -> SiteCapabilities:
+        return _CAPABILITIES
+
+    @property
+    def unavailable(self) -> str:
+        """Always empty: a simulated site is never down."""
+        return ""
+
     def submit(self, request: LaunchRequest) -> Launched:
         jid = request.job_id
         if jid in self._live:
             raise DispatchError(f"job {jid} is already running")
+        if request.image is not None:
+            raise DispatchError(f"job {jid}: a simulated site runs no container images")
         now = self.clock.now()
         run = self.run_times.get(jid)
         if run is None:
@@ -61,6 +83,25 @@ class SimDispatcher:
             del self._live[jid]
             out.append(StateChange(jid, state, end, 0 if state is JobState.COMPLETED else None))
         return out
+
+    def running_job_ids(self) -> frozenset[JobId]:
+        return frozenset(self._live)
+
+    def adopt(
+        self,
+        job_id: JobId,
+        external_id: str,
+        started_at: Instant,
+        time_limit_s: int,
+        stderr_path: str | None,
+    ) -> bool:
+        """Nothing outlives a simulation: there is never a job to adopt."""
+        del job_id, external_id, started_at, time_limit_s, stderr_path
+        return False
+
+    def detach(self) -> None:
+        """Forget every job; none of them will be reported."""
+        self.shutdown()
 
     def shutdown(self) -> None:
         self._heap.clear()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gpucenter.core import NodeSnapshot, PendingJob
-from gpucenter.dispatch.base import LaunchRequest
+from gpucenter.dispatch.base import JobOwner, LaunchRequest
 from gpucenter.domain.clock import ManualClock
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import GpuRequest
@@ -222,7 +222,20 @@ class Engine:
             for s in outcome.starts:
                 k = int(s.job_id)
                 pj = requests[s.job_id]
-                disp.submit(LaunchRequest(s.job_id, "sim", s.placement, pj.time_limit_s, None))
+                tenant = trace[k].tenant  # a trace names no users: its tenant runs the job
+                disp.submit(
+                    LaunchRequest(
+                        job_id=s.job_id,
+                        command="sim",
+                        gpu=pj.request,
+                        placement=s.placement,
+                        time_limit_s=pj.time_limit_s,
+                        owner=JobOwner(tenant),
+                        project_id=pj.project_id,
+                        project=tenant,
+                        qos=pj.qos,
+                    )
+                )
                 if math.isnan(start[k]):
                     start[k] = t
                 g = sum(len(p.gpus) for p in s.placement)

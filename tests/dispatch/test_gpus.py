@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from gpucenter.core.model import NodeGpus
-from gpucenter.dispatch.base import LaunchRequest
 from gpucenter.dispatch.gpus import DetectedGpu, detect_nvidia_gpus, gpu_type_from_name
 from gpucenter.dispatch.local.dispatcher import LocalDispatcher
-from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
+from tests.dispatch.builders import launch_request
 
 NAMES = {
     "NVIDIA H100 80GB HBM3": "h100",
@@ -70,12 +69,10 @@ for i in range(n.value):
 
 def _run(d: LocalDispatcher, job_id: int, gpus: tuple[int, ...], probe: Path) -> list[str]:
     launched = d.submit(
-        LaunchRequest(
-            job_id=JobId(job_id),
-            command=f"echo $CUDA_VISIBLE_DEVICES; {sys.executable} {probe}",
+        launch_request(
+            job_id,
+            f"echo $CUDA_VISIBLE_DEVICES; {sys.executable} {probe}",
             placement=(NodeGpus("local", gpus),),
-            time_limit_s=60,
-            workdir=None,
         )
     )
     deadline = time.monotonic() + 60

@@ -16,6 +16,7 @@ from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.domain.clock import ManualClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
+from tests.dispatch.builders import launch_request
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs /bin/bash")
 
@@ -31,13 +32,8 @@ def request(
     workdir: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> LaunchRequest:
-    return LaunchRequest(
-        job_id=JobId(job_id),
-        command=command,
-        placement=tuple(placement),
-        time_limit_s=time_limit_s,
-        workdir=workdir,
-        env=dict(env or {}),
+    return launch_request(
+        job_id, command, placement=placement, time_limit_s=time_limit_s, workdir=workdir, env=env
     )
 
 

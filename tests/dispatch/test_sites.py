@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select
 
 from gpucenter.config import Settings
-from gpucenter.dispatch.base import Launched, LaunchRequest, SiteUnavailable, StateChange
+from gpucenter.dispatch.base import (
+    Launched,
+    LaunchRequest,
+    SiteCapabilities,
+    SiteKind,
+    SiteUnavailable,
+    StateChange,
+)
 from gpucenter.dispatch.broker import SiteBroker
 from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Node, Site
@@ -30,7 +38,17 @@ from gpucenter.services.jobs.submission import JobForm
 from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.runtime import SiteRuntime
-from gpucenter.services.wiring import build_context, combine, ensure_site, parse_site_specs
+from gpucenter.services.wiring import (
+    SITE_KINDS,
+    SiteKindSupport,
+    SiteSpec,
+    SiteWiring,
+    build_context,
+    combine,
+    ensure_site,
+    parse_site_specs,
+)
+from tests.dispatch.builders import launch_request
 from tests.factories import Centre, seed_centre
 
 
@@ -40,6 +58,7 @@ class FakeSite:
 
     name: str
     down: bool = False
+    kind: SiteKind = SiteKind.SLURM
     submitted: list[JobId] = field(default_factory=list)
     running: set[JobId] = field(default_factory=set)
     ending: list[StateChange] = field(default_factory=list)
@@ -65,12 +84,23 @@ class FakeSite:
         self.running.discard(job_id)
         self.ending.append(StateChange(job_id, state, SystemClock().now(), 0))
 
+    @property
+    def capabilities(self) -> SiteCapabilities:
+        return SiteCapabilities(self.kind, adopts_after_restart=True)
+
+    @property
+    def unavailable(self) -> str:
+        return ""
+
     def running_job_ids(self) -> frozenset[JobId]:
         return frozenset(self.running)
 
     def adopt(self, job_id: JobId, external_id: str, *_: object) -> bool:
         self.running.add(job_id)
         return True
+
+    def detach(self) -> None:
+        self.running.clear()
 
     def shutdown(self) -> None: ...
 
@@ -99,8 +129,8 @@ def two_sites(tmp_path: Path) -> Iterator[TwoSites]:
     engine = make_engine(url)
     a, b = FakeSite("alpha"), FakeSite("beta")
     runtimes = [
-        SiteRuntime("alpha", "slurm", _site("alpha", ("a1", "h100", 4)), a),
-        SiteRuntime("beta", "slurm", _site("beta", ("b1", "h100", 4), ("b2", "b200", 8)), b),
+        SiteRuntime("alpha", _site("alpha", ("a1", "h100", 4)), a),
+        SiteRuntime("beta", _site("beta", ("b1", "h100", 4), ("b2", "b200", 8)), b),
     ]
     site, broker = combine(runtimes)
     ctx = AppContext(
@@ -195,9 +225,7 @@ def test_broker_refuses_a_placement_over_two_sites() -> None:
     from gpucenter.dispatch.base import DispatchError
 
     broker = SiteBroker({"x": FakeSite("x"), "y": FakeSite("y")}, {"n1": "x", "n2": "y"})
-    request = LaunchRequest(
-        JobId(1), "true", (NodeGpus("n1", (0,)), NodeGpus("n2", (0,))), 60, None
-    )
+    request = launch_request(1, placement=(NodeGpus("n1", (0,)), NodeGpus("n2", (0,))))
     with pytest.raises(DispatchError, match="not on exactly one known site"):
         broker.submit(request)
 
@@ -256,10 +284,58 @@ def test_build_context_from_a_sites_file_registers_every_site(tmp_path: Path) ->
         ctx.engine.dispose()
 
 
+def test_a_new_site_kind_is_one_entry_in_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring knows kinds only through SITE_KINDS: a kind registered there (here the
+    simulator's kind, with settings of its own) is parsed, built and driven like the others."""
+
+    class SimulatedSettings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="GPUCENTER_SIMULATED_")
+        gpus: int = 1
+
+    def build(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
+        assert isinstance(spec.settings, SimulatedSettings)
+        loaded = _site(spec.name, ("s1", "h100", spec.settings.gpus))
+        site = FakeSite(spec.name, kind=SiteKind.SIMULATED)
+        return SiteRuntime(spec.name, loaded, site, settings=spec.settings)
+
+    monkeypatch.setitem(
+        SITE_KINDS,
+        SiteKind.SIMULATED,
+        SiteKindSupport(SimulatedSettings, build),
+    )
+    (tmp_path / "lab.yaml").write_text(
+        "site: lab\nnodes:\n  - {name: n1, gpus: 2, gpu_type: b200}\n"
+    )
+    (tmp_path / "sites.yaml").write_text(
+        "sites:\n"
+        "  - {name: lab, kind: local, site_file: lab.yaml}\n"
+        "  - {name: twin, kind: simulated, simulated: {gpus: 8}}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'gpucenter.db'}"
+    migrate(url)
+    settings = Settings(
+        var_dir=tmp_path / "var", database_url=url, sites_file=tmp_path / "sites.yaml"
+    )
+    ctx = build_context(settings)
+    try:
+        lab, twin = ctx.site_runtimes()
+        assert (lab.kind, twin.kind) == (SiteKind.LOCAL, SiteKind.SIMULATED)
+        assert twin.loaded.site.nodes[0].gpu_count == 8
+        ensure_site(ctx)
+        with ctx.sessions() as s:
+            kinds = {n: k for n, k in s.execute(select(SiteRow.name, SiteRow.kind))}
+        assert kinds == {"lab": "local", "twin": "simulated"}
+    finally:
+        ctx.dispatcher.shutdown()
+        ctx.engine.dispose()
+
+
 def test_node_names_must_be_unique_over_sites() -> None:
     runtimes = [
-        SiteRuntime("x", "local", _site("x", ("n", "h100", 1)), FakeSite("x")),
-        SiteRuntime("y", "local", _site("y", ("n", "h100", 1)), FakeSite("y")),
+        SiteRuntime("x", _site("x", ("n", "h100", 1)), FakeSite("x")),
+        SiteRuntime("y", _site("y", ("n", "h100", 1)), FakeSite("y")),
     ]
     with pytest.raises(ValidationError, match="unique over all sites"):
         combine(runtimes)

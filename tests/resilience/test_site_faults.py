@@ -4,11 +4,18 @@ backs off and retries, and work resumes when the site is back."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from gpucenter.config import Settings
-from gpucenter.dispatch.base import Launched, LaunchRequest, SiteUnavailable, StateChange
+from gpucenter.dispatch.base import (
+    Launched,
+    LaunchRequest,
+    SiteCapabilities,
+    SiteUnavailable,
+    StateChange,
+)
 from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -42,6 +49,24 @@ class FlakySite:
     def poll(self) -> Sequence[StateChange]:
         self._check()
         return self.inner.poll()
+
+    @property
+    def capabilities(self) -> SiteCapabilities:
+        return self.inner.capabilities
+
+    @property
+    def unavailable(self) -> str:
+        return self.inner.unavailable
+
+    def running_job_ids(self) -> frozenset[JobId]:
+        return self.inner.running_job_ids()
+
+    def adopt(self, job_id: JobId, external_id: str, *at: Any) -> bool:
+        self._check()
+        return self.inner.adopt(job_id, external_id, *at)
+
+    def detach(self) -> None:
+        self.inner.detach()
 
     def shutdown(self) -> None:
         self.inner.shutdown()

@@ -25,6 +25,7 @@ import pytest
 
 from gpucenter.auth.permissions import Caller
 from gpucenter.config import Settings
+from gpucenter.dispatch.slurm.accounts import SyncCommand, apply_sync, plan_sync, read_actual
 from gpucenter.dispatch.slurm.cli import SlurmCli
 from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, read_site
 from gpucenter.domain.clock import SystemClock
@@ -37,16 +38,9 @@ from gpucenter.services.identity import accounts
 from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.scheduling.cycle import run_pass
 from gpucenter.services.sites.config import LoadedSite
-from gpucenter.services.slurm.sync import (
-    SlurmSettings,
-    SyncCommand,
-    apply_sync,
-    desired_state,
-    make_slurm_dispatcher,
-    plan_sync,
-    read_actual,
-)
-from gpucenter.services.wiring import ensure_site
+from gpucenter.services.sites.slurm_settings import SlurmSettings
+from gpucenter.services.slurm.sync import desired_state
+from gpucenter.services.wiring import ensure_site, make_slurm_dispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / "scripts" / "slurm" / "setup.sh"
@@ -191,7 +185,7 @@ def _cleanup(world: SlurmWorld) -> None:
 
         s.execute(delete(MembershipRow))
     cli = world.settings.cli()
-    from gpucenter.services.slurm.sync import SiteState
+    from gpucenter.dispatch.slurm.accounts import SiteState
 
     commands = plan_sync(
         SiteState(), read_actual(cli, world.cluster, world.top), world.cluster, world.top

@@ -9,14 +9,14 @@ import subprocess
 import time
 
 from gpucenter.core.model import NodeGpus
-from gpucenter.dispatch.base import LaunchRequest
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs.submission import JobForm
 from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
-from gpucenter.services.slurm.sync import make_slurm_dispatcher
+from gpucenter.services.scheduling.launch import launch_requests
+from gpucenter.services.wiring import make_slurm_dispatcher
 from tests.slurm.conftest import SETUP, SlurmWorld, job_row, project, run_until, slurm, wait_for
 
 
@@ -96,9 +96,9 @@ def test_restart_readopts_and_never_submits_twice(slurm_world: SlurmWorld) -> No
     # A crash between sbatch and the database commit: Slurm has the job, the row is PENDING.
     crashed = jobs.submit(world.ctx, alice, _form(name, 2)).id
     node = world.ctx.site.site.nodes[0].name
-    world.dispatcher.submit(
-        LaunchRequest(JobId(crashed), "sleep 2", (NodeGpus(node, (0,)),), 300, None)
-    )
+    with world.ctx.sessions() as s:
+        requests = launch_requests(s, {JobId(crashed): (NodeGpus(node, (0,)),)})
+    world.dispatcher.submit(requests[JobId(crashed)])
     assert job_row(world, crashed).external_id is None
 
     # gpucenter restarts: a new dispatcher (it knows no job), same database and Slurm.

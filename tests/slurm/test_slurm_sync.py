@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete
 
+from gpucenter.dispatch.slurm.accounts import org_account
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import MembershipRow, ProjectRow
 from gpucenter.services.identity import accounts
-from gpucenter.services.slurm.sync import org_account
 from tests.slurm.conftest import SlurmWorld, slurm
 
 

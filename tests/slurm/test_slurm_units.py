@@ -12,9 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.core.model import NodeGpus
-from gpucenter.dispatch.base import LaunchRequest
+from gpucenter.dispatch.base import JobOwner
+from gpucenter.dispatch.slurm.accounts import SiteState, plan_sync
 from gpucenter.dispatch.slurm.cli import Result, SlurmCli, SlurmUnavailable
-from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, SlurmSubmission
+from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher
 from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.ids import JobId
@@ -22,8 +23,9 @@ from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.db import make_engine, migrate, session_factory
 from gpucenter.persistence.tables import AllocationRow, ProjectRow
 from gpucenter.services.identity import accounts
-from gpucenter.services.slurm.sync import SiteState, desired_state, plan_sync
+from gpucenter.services.slurm.sync import desired_state
 from gpucenter.services.slurm.usage import parse_alloc_tres
+from tests.dispatch.builders import launch_request
 
 STATES = {
     "PENDING": (Phase.WAITING, None),
@@ -74,12 +76,22 @@ def _fake(replies: Mapping[str, Result]) -> SlurmCli:
 
 
 def test_sbatch_arguments(tmp_path: Path) -> None:
-    dispatcher = SlurmDispatcher(tmp_path, cli=_fake({}), partition="gpu")
-    request = LaunchRequest(JobId(7), "train.py", (NodeGpus("n1", (0, 1)),), 90, "/w")
-    args = dispatcher.sbatch_args(request, SlurmSubmission("proj", "h100", 2, 1, "t", "ann"))
+    dispatcher = SlurmDispatcher(tmp_path, cli=_fake({}), partition="gpu", run_as_owner=True)
+    request = launch_request(
+        7,
+        "train.py",
+        placement=(NodeGpus("n1", (0, 1)),),
+        time_limit_s=90,
+        workdir="/w",
+        owner=JobOwner("ann"),
+        project="proj",
+        name="t",
+    )
+    args = dispatcher.sbatch_args(request)
     assert "--account=proj" in args and "--gres=gpu:h100:2" in args
     assert "--time=2" in args and "--comment=gpucenter:7" in args and "--chdir=/w" in args
     assert "--partition=gpu" in args and "--uid=ann" in args and "--job-name=t" in args
+    assert not any(a.startswith("--qos") for a in args)  # normal: the account's default
 
 
 def test_controller_down_keeps_jobs_and_says_why(tmp_path: Path) -> None:
@@ -94,7 +106,7 @@ def test_controller_down_keeps_jobs_and_says_why(tmp_path: Path) -> None:
     down = Result(1, "", "squeue: error: Unable to contact slurm controller (connect failure)")
     cli = _fake({"sbatch": Result(0, "42\n", ""), "squeue": down})
     dispatcher = SlurmDispatcher(tmp_path, cli=cli, observer=Observer())
-    request = LaunchRequest(JobId(1), "true", (NodeGpus("n1", (0,)),), 60, None, account="p")
+    request = launch_request(1, placement=(NodeGpus("n1", (0,)),), project="p")
     assert dispatcher.submit(request).external_id == "42"
     assert dispatcher.poll() == []
     assert notes == [(JobId(1), "SiteUnavailable")] and dispatcher.unavailable
@@ -185,7 +197,7 @@ def test_a_failing_sync_is_logged_and_the_loop_goes_on(
     site = LoadedSite(Site("s", (Node("n", "h100", 1),)), {"n": [0]}, frozenset())
     dispatcher = SlurmDispatcher(tmp_path, cli=_fake({}))
     settings = Settings(var_dir=tmp_path, database_url=url, slurm_sync_interval_s=60)
-    runtime = SiteRuntime("s", "slurm", site, dispatcher, slurm=cli_settings)
+    runtime = SiteRuntime("s", site, dispatcher, settings=cli_settings)
     ctx = AppContext(settings, engine, session_factory(engine), site, dispatcher, sites=[runtime])
     calls: list[str] = []
 

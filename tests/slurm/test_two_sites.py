@@ -17,6 +17,7 @@ import pytest
 
 from gpucenter.config import Settings
 from gpucenter.dispatch.broker import SiteBroker
+from gpucenter.dispatch.slurm.accounts import SiteState, apply_sync, plan_sync, read_actual
 from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import migrate
@@ -27,13 +28,8 @@ from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs.submission import JobForm
 from gpucenter.services.scheduling.cycle import run_pass
-from gpucenter.services.slurm.sync import (
-    SiteState,
-    apply_sync,
-    plan_sync,
-    read_actual,
-    sync_site,
-)
+from gpucenter.services.sites.slurm_settings import SlurmSettings
+from gpucenter.services.slurm.sync import sync_site
 from gpucenter.services.wiring import build_context, ensure_site
 from tests.slurm.conftest import CONF_B, SHARED, slurm, wait_for
 
@@ -127,7 +123,7 @@ def two_clusters(slurm_cluster: str, second_cluster: str, tmp_path: Path) -> Ite
         yield world
     finally:
         for rt in ctx.site_runtimes():
-            assert rt.slurm is not None
+            assert isinstance(rt.settings, SlurmSettings)
             cluster, conf = clusters[rt.name]
             subprocess.run(
                 ["scancel", "-A", project],
@@ -135,7 +131,7 @@ def two_clusters(slurm_cluster: str, second_cluster: str, tmp_path: Path) -> Ite
                 check=False,
                 env={"SLURM_CONF": conf, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
             )
-            cli = rt.slurm.cli()
+            cli = rt.settings.cli()
             apply_sync(cli, plan_sync(SiteState(), read_actual(cli, cluster, top), cluster, top))
             subprocess.run(
                 ["sacctmgr", "-i", "delete", "account", f"name={top}", f"cluster={cluster}"],
@@ -155,8 +151,8 @@ def test_each_job_lands_on_the_cluster_with_its_gpu_type(two_clusters: TwoCluste
     }
     # The accounts sync runs per site: the project's account exists on both clusters.
     for rt in w.ctx.site_runtimes():
-        assert rt.slurm is not None
-        assert sync_site(w.ctx.sessions, rt.slurm, w.ctx.now()), f"{rt.name}: first sync"
+        assert isinstance(rt.settings, SlurmSettings)
+        assert sync_site(w.ctx.sessions, rt.settings, w.ctx.now()), f"{rt.name}: first sync"
         cluster = w.clusters[rt.name][0]
         assocs = slurm(
             *("sacctmgr", "-n", "-P", "show", "assoc", f"cluster={cluster}"),

@@ -41,6 +41,8 @@ from gpucenter.dispatch.base import (
     DispatchError,
     Launched,
     LaunchRequest,
+    SiteCapabilities,
+    SiteKind,
     SiteUnavailable,
     StateChange,
 )
@@ -151,7 +153,23 @@ class LocalDispatcher:
         self._measured_nodes = measured_nodes
         self._sample_every_s = sample_every_s
         self._last_sample: Instant = float("-inf")
+        self._capabilities = SiteCapabilities(
+            SiteKind.LOCAL,
+            containers=False,
+            adopts_after_restart=True,  # by process group and the wrapper's status file
+            reports_utilisation=sampler is not None and bool(measured_nodes),
+            enforces_time_limit=True,
+        )
         become_subreaper()
+
+    @property
+    def capabilities(self) -> SiteCapabilities:
+        return self._capabilities
+
+    @property
+    def unavailable(self) -> str:
+        """Always empty: this machine is the site; a failure to start raises instead."""
+        return ""
 
     # ----------------------------------------------------------------- submit
     def visible_devices(self, request: LaunchRequest) -> str:
@@ -209,6 +227,8 @@ class LocalDispatcher:
     def _start(self, request: LaunchRequest) -> Launched:
         if request.job_id in self._jobs:
             raise DispatchError(f"job {request.job_id} is already running here")
+        if request.image is not None:
+            raise DispatchError(f"job {request.job_id}: this site runs no container images")
         out_path = self._log_dir / f"job-{request.job_id}.out"
         err_path = self._log_dir / f"job-{request.job_id}.err"
         status_path = self._status_path(request.job_id)

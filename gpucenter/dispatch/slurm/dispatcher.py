@@ -1,6 +1,8 @@
 """The Slurm dispatcher: gpucenter hands jobs to a Slurm cluster with its command-line tools.
 
 Same `Dispatcher` protocol as the local one, so the scheduler loop does not know which it has.
+Everything sbatch needs comes in the `LaunchRequest` (the job's shape, its owner, its
+project's account, name and QOS): the dispatcher never reads gpucenter's database.
 
 What changes with Slurm, and how we treat it:
 
@@ -31,12 +33,20 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gpucenter.dispatch.base import DispatchError, Launched, LaunchRequest, StateChange
+from gpucenter.dispatch.base import (
+    DispatchError,
+    Launched,
+    LaunchRequest,
+    SiteCapabilities,
+    SiteKind,
+    StateChange,
+)
+from gpucenter.dispatch.slurm.accounts import QOS_NORMAL
 from gpucenter.dispatch.slurm.cli import SlurmCli, SlurmUnavailable, parse_slurm_time
 from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
 from gpucenter.domain.clock import Clock, Instant, SystemClock
@@ -48,7 +58,6 @@ __all__ = [
     "COMMENT_PREFIX",
     "SlurmDispatcher",
     "SlurmObserver",
-    "SlurmSubmission",
     "cluster_name",
     "read_site",
 ]
@@ -61,20 +70,13 @@ _SACCT_FIELDS = ("id", "state", "exit", "start", "end", "reason")
 # Variables a job's own env may not set: they would change how sbatch reads our options.
 _RESERVED_ENV = re.compile(r"^(SBATCH_|SLURM_|SALLOC_|SRUN_|GPUCENTER_)")
 
-
-@dataclass(frozen=True, slots=True)
-class SlurmSubmission:
-    """What sbatch needs beyond the LaunchRequest, looked up in gpucenter's database."""
-
-    account: str
-    gpu_type: str
-    gpus_per_node: int
-    nodes: int = 1
-    job_name: str = ""
-    user: str | None = None
-    """Unix user the job runs as (sbatch --uid/--gid, root only); None: the calling user."""
-    qos: str | None = None
-    """Slurm QOS (``--qos``); None: the account's default (``normal`` after the sync)."""
+_CAPABILITIES = SiteCapabilities(
+    SiteKind.SLURM,
+    containers=False,
+    adopts_after_restart=True,  # Slurm jobs outlive gpucenter; found again by job id
+    reports_utilisation=False,  # sacct's figures come in with the usage ingest instead
+    enforces_time_limit=True,  # sbatch --time
+)
 
 
 class SlurmObserver(Protocol):
@@ -83,9 +85,6 @@ class SlurmObserver(Protocol):
     def started(self, job_id: JobId, at: Instant) -> None: ...
 
     def waiting(self, job_id: JobId, reason: str, detail: str) -> None: ...
-
-
-Resolver = Callable[[LaunchRequest], SlurmSubmission]
 
 
 @dataclass(slots=True)
@@ -118,66 +117,54 @@ class SlurmDispatcher:
         cli: SlurmCli | None = None,
         partition: str | None = None,
         clock: Clock | None = None,
-        resolver: Resolver | None = None,
         observer: SlurmObserver | None = None,
-        node_gpu_types: Mapping[str, str] | None = None,
+        run_as_owner: bool = False,
         pin_nodes: bool = False,
         missing_polls_before_lost: int = 5,
-        cluster: str | None = None,
     ) -> None:
+        """`run_as_owner`: sbatch --uid/--gid of the request's owner (the server must be
+        root); otherwise jobs run as the calling user."""
         self._log_dir = Path(log_dir)
         self._cli = cli or SlurmCli()
         self._partition = partition
         self._clock: Clock = clock or SystemClock()
-        self._resolver = resolver
         self._observer = observer
-        self._node_types = dict(node_gpu_types or {})
+        self._run_as_owner = run_as_owner
         self._pin = pin_nodes
         self._lost_after = missing_polls_before_lost
-        self._cluster = cluster
         self._jobs: dict[JobId, _Tracked] = {}
         self._orphans: dict[JobId, str] = {}  # live Slurm jobs of ours nobody tracks
         self._lock = threading.Lock()
-        self.unavailable: str = ""
-        """Why the last poll could not reach Slurm; empty when it could."""
+        self._unavailable = ""
 
     @property
-    def cluster(self) -> str:
-        """The Slurm cluster's name (asked once), for ledger sources and messages."""
-        if self._cluster is None:
-            self._cluster = cluster_name(self._cli)
-        return self._cluster
+    def capabilities(self) -> SiteCapabilities:
+        return _CAPABILITIES
+
+    @property
+    def unavailable(self) -> str:
+        """Why the last poll could not reach Slurm; empty when it could (poll does not
+        raise: the jobs stay as they are and say why)."""
+        return self._unavailable
 
     # ----------------------------------------------------------------- submit
-    def _submission(self, request: LaunchRequest) -> SlurmSubmission:
-        if self._resolver is not None:
-            return self._resolver(request)
-        if not request.placement:
-            raise DispatchError(f"job {request.job_id}: no placement to size the request from")
-        first = request.placement[0]
-        return SlurmSubmission(
-            account=request.account,
-            gpu_type=self._node_types.get(first.node, ""),
-            gpus_per_node=len(first.gpus),
-            nodes=len(request.placement),
-        )
-
     def _environment(self, request: LaunchRequest) -> dict[str, str]:
         env = {k: v for k, v in request.env.items() if not _RESERVED_ENV.match(k)}
         env["GPUCENTER_JOB_ID"] = str(request.job_id)
         return env
 
-    def sbatch_args(self, request: LaunchRequest, sub: SlurmSubmission) -> list[str]:
-        """sbatch's arguments for a job (public so tests can check them without Slurm)."""
+    def sbatch_args(self, request: LaunchRequest) -> list[str]:
+        """sbatch's arguments for a job, all from the request (the shape, not the advisory
+        placement, sizes it). Public so tests can check them without Slurm."""
         out = self._log_dir / f"job-{request.job_id}.out"
         err = self._log_dir / f"job-{request.job_id}.err"
-        gres = f"gpu:{sub.gpu_type}:{sub.gpus_per_node}" if sub.gpu_type else None
+        gpu = request.gpu
         args = [
             "--parsable",
-            f"--job-name={sub.job_name or f'gpucenter-{request.job_id}'}",
-            f"--account={sub.account}",
-            f"--nodes={sub.nodes}",
-            f"--gres={gres}" if gres else f"--gpus-per-node={sub.gpus_per_node}",
+            f"--job-name={request.name or f'gpucenter-{request.job_id}'}",
+            f"--account={request.account}",
+            f"--nodes={gpu.nodes}",
+            f"--gres=gpu:{gpu.gpu_type}:{gpu.gpus_per_node}",
             # Slurm counts time limits in whole minutes; round up so a job never gets less.
             f"--time={max(1, math.ceil(request.time_limit_s / 60))}",
             f"--comment={COMMENT_PREFIX}{request.job_id}",
@@ -188,10 +175,15 @@ class SlurmDispatcher:
         ]
         if self._partition:
             args.append(f"--partition={self._partition}")
-        if sub.user:
-            args += [f"--uid={sub.user}", f"--gid={sub.user}"]
-        if sub.qos:
-            args.append(f"--qos={sub.qos}")
+        if self._run_as_owner:
+            owner = request.owner
+            uid = owner.username if owner.uid is None else owner.uid
+            gid = owner.username if owner.gid is None else owner.gid
+            args += [f"--uid={uid}", f"--gid={gid}"]
+        # Only a QOS other than the default is named: a site whose accounts were never
+        # synced has no opportunistic QOS, and normal jobs must still run there.
+        if request.qos and request.qos != QOS_NORMAL:
+            args.append(f"--qos={request.qos}")
         if self._pin:
             args.append("--nodelist=" + ",".join(dict.fromkeys(p.node for p in request.placement)))
         return args
@@ -201,8 +193,9 @@ class SlurmDispatcher:
         with self._lock:
             if request.job_id in self._jobs:
                 raise DispatchError(f"job {request.job_id} is already submitted to Slurm")
-            sub = self._submission(request)
-            args = self.sbatch_args(request, sub)
+            if request.image is not None:
+                raise DispatchError(f"job {request.job_id}: this site runs no container images")
+            args = self.sbatch_args(request)
             existing = self._orphans.pop(request.job_id, None)
             if existing is not None:
                 _log.warning("job %s already in Slurm as %s: adopted", request.job_id, existing)
@@ -254,9 +247,9 @@ class SlurmDispatcher:
             except SlurmUnavailable as exc:
                 self._site_down(str(exc))
                 return []
-            if self.unavailable:
+            if self._unavailable:
                 _log.info("Slurm answers again")
-            self.unavailable = ""
+            self._unavailable = ""
             for job in self._jobs.values():
                 if job.cancel_pending:
                     self._try_cancel(job)
@@ -333,9 +326,9 @@ class SlurmDispatcher:
             self._observer.waiting(job.job_id, reason, detail)
 
     def _site_down(self, message: str) -> None:
-        if not self.unavailable:
+        if not self._unavailable:
             _log.warning("Slurm unreachable: %s", message)
-        self.unavailable = message
+        self._unavailable = message
         for job in self._jobs.values():
             self._note(
                 job,

@@ -185,7 +185,7 @@ def resolve_with(
     if qos not in QOS_NAMES:
         raise ValidationError("qos", f"unknown QoS {qos!r}; use one of {', '.join(QOS_NAMES)}")
     image = merged.get("image")
-    if image and not getattr(ctx.dispatcher, "supports_images", False):
+    if image and not ctx.dispatcher.capabilities.containers:
         raise ValidationError(
             "image",
             f"site {ctx.site.site.name!r} runs jobs as plain processes and cannot start "

@@ -48,6 +48,7 @@ from gpucenter.services.context import AppContext
 from gpucenter.services.fairshare import load_fair_share
 from gpucenter.services.programmes.awards import active_leases
 from gpucenter.services.scheduling.endings import apply_changes, datetime_from, finish_job
+from gpucenter.services.scheduling.launch import launch_requests
 from gpucenter.services.sites.runtime import SiteRuntime
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,7 @@ def _poll_site(
     """Deliver cancels and read what ended at one site; a site that does not answer backs
     off (a dispatcher that reports unavailability instead of raising counts too)."""
     try:
-        tracked = getattr(rt.dispatcher, "running_job_ids", None)
-        mine = set(tracked()) if routed and tracked is not None else set(wanted)
+        mine = rt.dispatcher.running_job_ids() if routed else frozenset(wanted)
         for job_id in wanted:
             if job_id in mine:
                 rt.dispatcher.cancel(job_id)
@@ -101,8 +101,8 @@ def _poll_site(
         rt.health.failed(ctx.now(), str(exc))
         log.warning("site %s unavailable: %s", rt.name, exc)
         return []
-    why = getattr(rt.dispatcher, "unavailable", "")
-    if isinstance(why, str) and why:
+    why = rt.dispatcher.unavailable
+    if why:
         rt.health.failed(ctx.now(), why)
         log.warning("site %s unavailable: %s", rt.name, why)
     return changes
@@ -287,33 +287,13 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
                 changes.setdefault(int(job_id), {}).update(reason_detail=wait.detail)
         if changes:
             s.execute(update(JobRow), [{"id": k, **v} for k, v in changes.items()])
-        starting = {int(st.job_id): st for st in result.starts}
-        order = {job_id: i for i, job_id in enumerate(starting)}
-        full_rows = (
-            s.scalars(select(JobRow).where(JobRow.id.in_(sorted(starting)))).all()
-            if starting
-            else []
-        )
-        launch_requests = [
-            (
-                LaunchRequest(
-                    job_id=JobId(row.id),
-                    command=row.command,
-                    placement=starting[row.id].placement,
-                    time_limit_s=row.time_limit_s,
-                    workdir=row.workdir,
-                    env=dict(row.env or {}),
-                    account=str(row.project_id),
-                    image=row.image,
-                    run=(row.runs or 0) + 1,
-                ),
-                starting[row.id].borrowed,
-            )
-            for row in sorted(full_rows, key=lambda r: order[r.id])
+        requests = launch_requests(s, {st.job_id: st.placement for st in result.starts})
+        to_launch = [
+            (requests[st.job_id], st.borrowed) for st in result.starts if st.job_id in requests
         ]
         _pause_for_tests(ctx)
     started = 0
-    for request, borrowed in launch_requests:
+    for request, borrowed in to_launch:
         rt, site_id = node_site[request.placement[0].node]
         if rt.health.blocked(ctx.now()):
             continue  # failed earlier in this pass: its jobs stay queued
@@ -508,13 +488,16 @@ def recover_after_restart(ctx: AppContext) -> int:
             if rt is None and len(sites) == 1:
                 rt = sites[0]
             dispatcher = rt.dispatcher if rt is not None else None
-            tracked: frozenset[JobId] = getattr(dispatcher, "running_job_ids", frozenset)()
-            if JobId(row.id) in tracked:
+            if dispatcher is not None and JobId(row.id) in dispatcher.running_job_ids():
                 continue
             handled += 1
-            adopt = getattr(dispatcher, "adopt", None)
-            if adopt is not None and row.external_id and row.started_at is not None:
-                adopt(
+            if (
+                dispatcher is not None
+                and dispatcher.capabilities.adopts_after_restart
+                and row.external_id
+                and row.started_at is not None
+            ):
+                dispatcher.adopt(
                     JobId(row.id),
                     row.external_id,
                     as_utc(row.started_at).timestamp(),

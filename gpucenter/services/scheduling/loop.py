@@ -115,9 +115,7 @@ class SchedulerLoop:
         self._wake.set()
         self._thread.join(timeout=30)
         self._unlisten()
-        detach = getattr(self._ctx.dispatcher, "detach", None)
-        if detach is not None:
-            detach()
+        self._ctx.dispatcher.detach()
         if self.is_leader:
             self._lock.release()
             self.is_leader = False
@@ -128,9 +126,7 @@ class SchedulerLoop:
             if self._lock.still_held():
                 return True
             self.is_leader = False
-            detach = getattr(self._ctx.dispatcher, "detach", None)
-            if detach is not None:
-                detach()  # another server leads now: its dispatcher watches these jobs
+            self._ctx.dispatcher.detach()  # another server leads now: it watches these jobs
             return False
         if not self._lock.try_acquire():
             return False
@@ -164,6 +160,7 @@ class SchedulerLoop:
     def sync_slurm_sites(self, now_mono: float) -> int:
         """Apply the account sync to each Slurm site whose interval has passed; returns how
         many sites were synced. Errors are logged (the site may be down) and retried."""
+        from gpucenter.services.sites.slurm_settings import SlurmSettings
         from gpucenter.services.slurm.sync import sync_site
 
         every = self._ctx.settings.slurm_sync_interval_s
@@ -171,11 +168,14 @@ class SchedulerLoop:
             return 0
         done = 0
         for rt in self._ctx.site_runtimes():
-            if rt.slurm is None or now_mono - self._synced.get(rt.name, -every) < every:
+            settings = rt.settings
+            if not isinstance(settings, SlurmSettings):
+                continue
+            if now_mono - self._synced.get(rt.name, -every) < every:
                 continue
             self._synced[rt.name] = now_mono
             try:
-                commands = sync_site(self._ctx.sessions, rt.slurm, self._ctx.now())
+                commands = sync_site(self._ctx.sessions, settings, self._ctx.now())
             except Exception:
                 log.exception("account sync of Slurm site %s failed; retrying later", rt.name)
                 continue

@@ -12,7 +12,7 @@ from gpucenter.services.sites.runtime import SiteRuntime
 
 def register_sites(s: Session, runtimes: list[SiteRuntime]) -> int:
     """Create or update every site's rows from its description; return the first site's id."""
-    ids = [_sync(s, rt.name, rt.loaded, rt.kind) for rt in runtimes]
+    ids = [_sync(s, rt.name, rt.loaded, rt.kind.value) for rt in runtimes]
     return ids[0]
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from gpucenter.dispatch.base import Dispatcher
+from pydantic_settings import BaseSettings
+
+from gpucenter.dispatch.base import Dispatcher, SiteKind
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.health import SiteHealth
-
-if TYPE_CHECKING:
-    from gpucenter.services.sites.slurm_settings import SlurmSettings
 
 
 @dataclass
@@ -18,9 +16,13 @@ class SiteRuntime:
     """One site as the scheduler loop drives it: its nodes, dispatcher and health."""
 
     name: str
-    kind: str  # "local" or "slurm"
     loaded: LoadedSite
     dispatcher: Dispatcher
     health: SiteHealth = field(default_factory=SiteHealth)
-    slurm: SlurmSettings | None = None
-    """A Slurm site's settings (accounts sync, usage); None for other kinds."""
+    settings: BaseSettings | None = None
+    """The kind's own settings (a Slurm site's: for the accounts sync); None: it has none."""
+
+    @property
+    def kind(self) -> SiteKind:
+        """What kind of site this is, as its dispatcher declares it (one source of truth)."""
+        return self.dispatcher.capabilities.kind

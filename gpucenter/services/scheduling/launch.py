@@ -1,0 +1,64 @@
+"""A starting job's `LaunchRequest`, built in one place from its row.
+
+The request carries the whole job (shape, owner, project, account, QOS, name, ...) so that no
+dispatcher reads the database or reconstructs the job from its placement; every site kind
+gets the same request for the same job. Its owner's Unix ids are not recorded by gpucenter
+yet, so the owner is named by user name only (the site resolves it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gpucenter.core import NodeGpus
+from gpucenter.dispatch.base import JobOwner, LaunchRequest
+from gpucenter.domain.ids import JobId, ProjectId
+from gpucenter.domain.jobs import GpuRequest
+from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
+
+__all__ = ["launch_request", "launch_requests"]
+
+
+def launch_request(
+    row: JobRow, project: str, owner: JobOwner, placement: tuple[NodeGpus, ...]
+) -> LaunchRequest:
+    """The request for the next run of the job in `row`, of `project`, on `placement`."""
+    return LaunchRequest(
+        job_id=JobId(row.id),
+        command=row.command,
+        gpu=GpuRequest(row.gpu_type, row.gpus_per_node, row.nodes),
+        placement=placement,
+        time_limit_s=row.time_limit_s,
+        owner=owner,
+        project_id=ProjectId(row.project_id),
+        project=project,
+        name=row.name,
+        qos=row.qos,
+        workdir=row.workdir,
+        env=dict(row.env or {}),
+        image=row.image,
+        array_index=row.array_index,
+        run=(row.runs or 0) + 1,
+    )
+
+
+def launch_requests(
+    s: Session, placements: Mapping[JobId, tuple[NodeGpus, ...]]
+) -> dict[JobId, LaunchRequest]:
+    """The requests of the jobs about to start, by one query (jobs no longer there are
+    left out)."""
+    if not placements:
+        return {}
+    rows = s.execute(
+        select(JobRow, ProjectRow.name, UserRow.username)
+        .join(ProjectRow, ProjectRow.id == JobRow.project_id)
+        .join(UserRow, UserRow.id == JobRow.user_id)
+        .where(JobRow.id.in_(sorted(int(job_id) for job_id in placements)))
+    )
+    return {
+        JobId(row.id): launch_request(row, project, JobOwner(username), placements[JobId(row.id)])
+        for row, project, username in rows
+    }
