@@ -1,7 +1,7 @@
-"""The job-submission fast path (api/fast_submit.py) against the FastAPI route it stands in
-for, on SQLite (thread path) and PostgreSQL (async statements): the same answers to a table
-of good and bad requests, and the same guarantees (one job per key, a dropped connection
-costs a fallback, not an error)."""
+"""The job-submission fast path (api/fast_submit.py, services/jobs/fast_path.py) against
+the FastAPI route it stands in for, on SQLite (thread path) and PostgreSQL (async
+statements): the same answers to a table of good and bad requests, and the same guarantees
+(one job per key, a dropped connection costs a fallback, not an error)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.tables import JobRow
 from gpucenter.services.identity.tokens import issue
-from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs import submit as submitting
 from tests.factories import Centre, make_context, seed_centre
 
 PATH = "/api/v1/jobs"
@@ -145,16 +145,16 @@ def test_fast_path_and_fastapi_route_answer_alike(env) -> None:
 
 
 def _count_async(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Record what each `jobs.submit_async` call answered (None: the general path)."""
+    """Record what each `submit_async` call answered (None: the general path)."""
     answers: list[Any] = []
-    real: Callable[..., Any] = jobs.submit_async
+    real: Callable[..., Any] = submitting.submit_async
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         answer = await real(*args, **kwargs)
         answers.append(answer)
         return answer
 
-    monkeypatch.setattr(jobs, "submit_async", counting)
+    monkeypatch.setattr(submitting, "submit_async", counting)
     return answers
 
 
@@ -164,8 +164,10 @@ def test_on_postgresql_plain_submissions_take_the_async_statements(
     ctx, centre, client, _ = env
     answers = _count_async(monkeypatch)
     general: list[Any] = []
-    real_submit = jobs.submit
-    monkeypatch.setattr(jobs, "submit", lambda *a, **k: general.append(a) or real_submit(*a, **k))
+    real_submit = submitting.submit
+    monkeypatch.setattr(
+        submitting, "submit", lambda *a, **k: general.append(a) or real_submit(*a, **k)
+    )
     headers = _bearer(centre.alice_token)
     body = {"project": "alpha", "command": "true", "gpus_per_node": 1}
     for i in range(5):
@@ -176,7 +178,7 @@ def test_on_postgresql_plain_submissions_take_the_async_statements(
     with ctx.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(JobRow)) == 5
     if db_url.startswith("sqlite"):
-        assert answers == [] and len(general) == 6  # SQLite: jobs.submit in a thread
+        assert answers == [] and len(general) == 6  # SQLite: submit in a thread
     else:
         assert [a is not None for a in answers] == [True] * 5 + [False]
         assert len(general) == 1  # only the repeat reads the job it repeats

@@ -1,7 +1,10 @@
-"""From what a user sent (flags, a script with directives, a template) to validated jobs.
+"""The rules of a submission's form: from what a user sent (flags, a script with directives,
+a template) to the values of a job, each rule a pure function of what it is given.
 
 Precedence, highest first: fields given explicitly, `#GPUCENTER` directives in the script,
-the template's job, then defaults. Everything is validated before anything is written.
+the template's job, then defaults. The ORDER in which these rules run, and the reads they
+need (the template, the jobs named in after_ok), live in `pipeline.py`: one list that the
+REST route, the web form, the CLI and the submission fast path all run.
 """
 
 from __future__ import annotations
@@ -9,13 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from gpucenter.auth.permissions import Caller, can_view_job
 from gpucenter.domain.directives import parse_array, parse_directives
@@ -23,7 +23,6 @@ from gpucenter.domain.durations import parse_duration
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import GpuRequest, JobSpec, JobState
 from gpucenter.domain.templates import JobTemplate, parse_template
-from gpucenter.persistence.tables import JobRow, JobTemplateRow
 from gpucenter.services.context import AppContext
 
 QOS_NAMES = ("normal", "opportunistic")
@@ -64,28 +63,14 @@ class JobForm:
 _FORM_FIELDS = tuple(f.name for f in fields(JobForm))
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedJob:
-    """A fully validated submission: one spec, and the array indices it expands to."""
-
-    project: str
-    spec: JobSpec
-    qos: str
-    image: str | None
-    template: str | None
-    after_ok: tuple[int, ...]
-    array_indices: tuple[int, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
-def load_template(s: Session, name: str) -> JobTemplate:
-    row = s.scalar(select(JobTemplateRow).where(JobTemplateRow.name == name))
-    if row is None:
-        names = s.scalars(select(JobTemplateRow.name).order_by(JobTemplateRow.name)).all()
+def template_of(name: str, body: Any | None, published: Sequence[str]) -> JobTemplate:
+    """The template `name` from its stored body; an unknown one names those published
+    (`published` is read only when the body is missing)."""
+    if body is None:
         raise ValidationError(
-            "template", f"unknown template {name!r}; published: {', '.join(names) or 'none'}"
+            "template", f"unknown template {name!r}; published: {', '.join(published) or 'none'}"
         )
-    return parse_template(row.body)
+    return parse_template(body)
 
 
 def _env_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -98,7 +83,7 @@ def _env_pairs(values: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def _layers(template: JobTemplate | None, form: JobForm) -> dict[str, Any]:
+def layers(template: JobTemplate | None, form: JobForm) -> dict[str, Any]:
     """Merge template, directives and explicit fields (later layers win)."""
     merged: dict[str, Any] = {}
     if template is not None:
@@ -123,99 +108,31 @@ def _layers(template: JobTemplate | None, form: JobForm) -> dict[str, Any]:
     return merged
 
 
-def resolve(ctx: AppContext, s: Session, caller: Caller, form: JobForm) -> ResolvedJob:
-    """Validate `form` in full, reading its template and dependencies through `s`."""
-    template = load_template(s, form.template) if form.template else None
-    return resolve_with(
-        ctx, form, template, lambda after_ok: _check_dependencies(s, caller, after_ok)
-    )
-
-
-class NeedsDatabase(Exception):
-    """Raised by `resolve_offline`: this form names a template or dependencies, which only
-    the database can check; resolve it with `resolve` inside a transaction instead."""
-
-
-def _no_dependencies(after_ok: Sequence[int]) -> None:
-    if after_ok:
-        raise NeedsDatabase("after_ok")
-
-
-def resolve_offline(ctx: AppContext, form: JobForm) -> ResolvedJob:
-    """`resolve` for a form that needs no database (no template, no dependencies): the
-    same checks in the same order, so that the submission fast path gives the same answer
-    (and the same first error) as the general path. Raises NeedsDatabase otherwise."""
-    if form.template:
-        raise NeedsDatabase("template")
-    return resolve_with(ctx, form, None, _no_dependencies)
-
-
-def resolve_with(
-    ctx: AppContext,
-    form: JobForm,
-    template: JobTemplate | None,
-    check_dependencies: Callable[[Sequence[int]], None],
-) -> ResolvedJob:
-    """The one implementation of validation; the template is given already loaded and
-    `check_dependencies` checks the jobs named in after_ok (in its place in the order)."""
-    merged = _layers(template, form)
+def project_of(merged: Mapping[str, Any]) -> str:
     project = merged.get("project")
     if not project:
         raise ValidationError("project", "name the project to charge (-p/--project)")
-    command = str(merged.get("command") or "")
+    return str(project)
+
+
+def time_limit_of(merged: Mapping[str, Any]) -> int:
+    """Seconds, from time_limit_s or a duration; its range is the job spec's rule."""
     if "time_limit_s" in merged:
-        time_limit = int(merged["time_limit_s"])
-    elif "time" in merged:
-        time_limit = parse_duration(str(merged["time"]))
-    else:
-        time_limit = DEFAULT_TIME_LIMIT_S
+        return int(merged["time_limit_s"])
+    if "time" in merged:
+        return parse_duration(str(merged["time"]))
+    return DEFAULT_TIME_LIMIT_S
+
+
+def gpu_request_of(ctx: AppContext, merged: Mapping[str, Any]) -> GpuRequest:
+    """The GPUs asked for, refused unless some state of this site could ever run them."""
     gpu = GpuRequest(
         _resolve_gpu_type(ctx, merged.get("gpu_type")),
         int(merged.get("gpus_per_node", 1)),
         int(merged.get("nodes", 1)),
     )
     ctx.site.site.check_request(gpu)
-    workdir = merged.get("workdir")
-    if workdir is not None:
-        if not os.path.isabs(workdir):
-            raise ValidationError("workdir", "must be an absolute path")
-        if not Path(workdir).is_dir():
-            raise ValidationError("workdir", f"{workdir} is not an existing directory")
-    qos = str(merged.get("qos", "normal"))
-    if qos not in QOS_NAMES:
-        raise ValidationError("qos", f"unknown QoS {qos!r}; use one of {', '.join(QOS_NAMES)}")
-    image = merged.get("image")
-    if image and not ctx.dispatcher.capabilities.containers:
-        raise ValidationError(
-            "image",
-            f"site {ctx.site.site.name!r} runs jobs as plain processes and cannot start "
-            "container images; leave --image out or choose a Kubernetes site",
-        )
-    default_name = command.strip().split()[0][:200] if command.strip() else ""
-    if form.script is not None:
-        default_name = "script"
-    spec = JobSpec(
-        name=str(merged.get("name") or default_name),
-        command=command,
-        gpu=gpu,
-        time_limit_s=time_limit,
-        workdir=workdir,
-        env=dict(merged.get("env") or {}),
-    )
-    after_ok = tuple(int(j) for j in merged.get("after_ok") or ())
-    check_dependencies(after_ok)
-    array = merged.get("array")
-    indices = tuple(parse_array(str(array))) if array else ()
-    return ResolvedJob(
-        project=str(project),
-        spec=spec,
-        qos=qos,
-        image=str(image) if image else None,
-        template=form.template,
-        after_ok=after_ok,
-        array_indices=indices,
-        env=spec.env,
-    )
+    return gpu
 
 
 def _resolve_gpu_type(ctx: AppContext, requested: object) -> str:
@@ -229,15 +146,75 @@ def _resolve_gpu_type(ctx: AppContext, requested: object) -> str:
     )
 
 
-def _check_dependencies(s: Session, caller: Caller, after_ok: Sequence[int]) -> None:
+def workdir_of(merged: Mapping[str, Any]) -> str | None:
+    workdir = merged.get("workdir")
+    if workdir is not None:
+        if not os.path.isabs(workdir):
+            raise ValidationError("workdir", "must be an absolute path")
+        if not Path(workdir).is_dir():
+            raise ValidationError("workdir", f"{workdir} is not an existing directory")
+    return workdir
+
+
+def qos_of(merged: Mapping[str, Any]) -> str:
+    qos = str(merged.get("qos", "normal"))
+    if qos not in QOS_NAMES:
+        raise ValidationError("qos", f"unknown QoS {qos!r}; use one of {', '.join(QOS_NAMES)}")
+    return qos
+
+
+def image_of(ctx: AppContext, merged: Mapping[str, Any]) -> str | None:
+    image = merged.get("image")
+    if image and not ctx.dispatcher.capabilities.containers:
+        raise ValidationError(
+            "image",
+            f"site {ctx.site.site.name!r} runs jobs as plain processes and cannot start "
+            "container images; leave --image out or choose a Kubernetes site",
+        )
+    return str(image) if image else None
+
+
+def spec_of(
+    form: JobForm,
+    merged: Mapping[str, Any],
+    gpu: GpuRequest,
+    time_limit_s: int,
+    workdir: str | None,
+) -> JobSpec:
+    """The job spec; its own rules (command, time limit range, name, env) refuse here."""
+    command = str(merged.get("command") or "")
+    default_name = command.strip().split()[0][:200] if command.strip() else ""
+    if form.script is not None:
+        default_name = "script"
+    return JobSpec(
+        name=str(merged.get("name") or default_name),
+        command=command,
+        gpu=gpu,
+        time_limit_s=time_limit_s,
+        workdir=workdir,
+        env=dict(merged.get("env") or {}),
+    )
+
+
+def after_ok_of(merged: Mapping[str, Any]) -> tuple[int, ...]:
+    after_ok = tuple(int(j) for j in merged.get("after_ok") or ())
     if len(after_ok) > MAX_DEPENDENCIES:
         raise ValidationError("after_ok", f"at most {MAX_DEPENDENCIES} dependencies")
-    for job_id in after_ok:
-        row = s.get(JobRow, job_id)
-        if row is None or not can_view_job(caller, row.user_id, row.project_id):
-            raise ValidationError("after_ok", f"job {job_id} not found")
-        state = JobState(row.state)
-        if state.is_terminal and state is not JobState.COMPLETED:
-            raise ValidationError(
-                "after_ok", f"job {job_id} ended {state}; a job after it could never run"
-            )
+    return after_ok
+
+
+def check_dependency(caller: Caller, job_id: int, found: Sequence[Any] | None) -> None:
+    """One job named in after_ok, as (user_id, project_id, state) or None if missing: it
+    must be visible to the caller and able still to complete."""
+    if found is None or not can_view_job(caller, found[0], found[1]):
+        raise ValidationError("after_ok", f"job {job_id} not found")
+    state = JobState(found[2])
+    if state.is_terminal and state is not JobState.COMPLETED:
+        raise ValidationError(
+            "after_ok", f"job {job_id} ended {state}; a job after it could never run"
+        )
+
+
+def array_of(merged: Mapping[str, Any]) -> tuple[int, ...]:
+    array = merged.get("array")
+    return tuple(parse_array(str(array))) if array else ()

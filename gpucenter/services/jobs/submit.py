@@ -1,0 +1,246 @@
+"""Submitting a job: the pipeline's checks, then the write, on a session or on an async
+connection.
+
+`submit` is the general path (every caller: REST route, web form, CLI, SDK; SQLite and
+PostgreSQL). `submit_async` is the fast path's common case on an async PostgreSQL
+connection (`fast_path.py`). Both run `pipeline.CHECKS`, the one ordered list of checks, so
+they accept and refuse alike by construction; they differ only in what they write:
+`submit_async` writes one job the first time its key is seen, and hands everything else
+(an array, a repeated key, a refusal that a key may turn into a replay) back to `submit`
+having written nothing.
+
+The common case costs two statements: one query answers the project, membership,
+allocation, site and token checks (`repositories.submit_target`) and one INSERT ... ON
+CONFLICT DO NOTHING writes the job, so that a retry racing its original never makes a
+second job and never fails on the unique key; only a retry reads the job it repeats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import TextClause, bindparam, select, text, update
+from sqlalchemy.orm import Session
+
+from gpucenter.auth.permissions import Caller
+from gpucenter.domain.errors import Conflict, ValidationError
+from gpucenter.domain.jobs import JobState, WaitReason
+from gpucenter.persistence.tables import JobRow
+from gpucenter.services.context import AppContext
+from gpucenter.services.jobs.pipeline import (
+    Query,
+    Submission,
+    run_checks,
+    run_checks_async,
+    session_reader,
+)
+from gpucenter.services.jobs.submission import JobForm
+
+SubmitRequest = JobForm
+
+
+def submit(
+    ctx: AppContext, caller: Caller, form: JobForm, idempotency_key: str | None = None
+) -> JobRow:
+    """Run every check, then write the job (or every task of an array) in one transaction.
+
+    Returns the first job; an error writes nothing. A repeated Idempotency-Key with the same
+    body returns the job made the first time; with a different body it is a Conflict.
+    """
+    sub = Submission.start(ctx, caller, form, idempotency_key)
+    try:
+        with ctx.sessions.begin() as s:
+            run_checks(ctx, sub, session_reader(s))
+            return _write(s, sub)
+    except (ValidationError, Conflict):
+        if not sub.replayable:
+            raise
+        # A retry of a job made earlier answers with that job even where the same request
+        # would not be accepted now (the allocation ran out, the workdir went away).
+        with ctx.sessions.begin() as s:
+            previous = s.scalar(
+                select(JobRow).where(
+                    JobRow.user_id == caller.user_id, JobRow.idempotency_key == idempotency_key
+                )
+            )
+        if previous is None or previous.request_hash != sub.fingerprint:
+            raise
+        return previous
+
+
+class SubmitConnection(Protocol):
+    """An async connection for `submit_async`: the pipeline's reads and the one insert
+    (each may commit on its own: the reads write nothing)."""
+
+    async def rows(self, query: Query[Any]) -> list[Sequence[Any]]:
+        """The rows of `query` (only the first where `query.first`)."""
+
+    async def insert(self, values: dict[str, Any], on_conflict: bool) -> int | None:
+        """`insert_statement(on_conflict)` with `values`: the new id, None on a conflict."""
+
+
+async def submit_async(
+    ctx: AppContext,
+    caller: Caller,
+    form: JobForm,
+    idempotency_key: str | None,
+    db: SubmitConnection,
+) -> JobRow | None:
+    """`submit` on an async connection: the same checks, in the same order, with the same
+    errors; then one job written in one statement.
+
+    Returns None where `submit` must answer instead, having written nothing: an array (its
+    rows go in one transaction), a repeated Idempotency-Key (`submit` reads the job it
+    repeats), or a refusal of a request with a key (which may be the retry of a job
+    accepted earlier)."""
+    sub = Submission.start(ctx, caller, form, idempotency_key)
+    try:
+        await run_checks_async(ctx, sub, db.rows)
+        if sub.array_indices:
+            return None
+        values = _first_values(sub)
+        new_id = await db.insert(values, idempotency_key is not None)
+    except (ValidationError, Conflict):
+        if not sub.replayable:
+            raise
+        return None
+    if new_id is None:
+        return None  # the key is taken: `submit` reads the job it repeats
+    return _written(new_id, values)
+
+
+def _write(s: Session, sub: Submission) -> JobRow:
+    """The first (or only) job; then the other tasks of an array."""
+    values = _first_values(sub)
+    new_id = s.execute(_INSERT[sub.key is not None], values).scalar()
+    if new_id is None:
+        assert sub.key is not None
+        return _repeat(s, sub.caller, sub.key, sub.fingerprint)
+    first = _written(new_id, values)
+    if not sub.array_indices:
+        return first
+    base = _job_values(sub)
+    assert sub.spec is not None
+    for index in sub.array_indices[1:]:
+        row = JobRow(**_task(base, sub.spec.name, dict(sub.spec.env), index), array_job_id=new_id)
+        s.add(row)
+    s.execute(update(JobRow).where(JobRow.id == new_id).values(array_job_id=new_id))
+    first.array_job_id = new_id
+    s.flush()
+    return first
+
+
+def _job_values(sub: Submission) -> dict[str, Any]:
+    """The column values every job (or task) of one submission shares."""
+    spec, target = sub.spec, sub.target
+    assert spec is not None and target is not None
+    return {
+        "project_id": target.project_id,
+        "allocation_id": target.allocation_id,
+        "user_id": sub.caller.user_id,
+        "site_id": target.site_id,
+        "command": spec.command,
+        "gpu_type": spec.gpu.gpu_type,
+        "gpus_per_node": spec.gpu.gpus_per_node,
+        "nodes": spec.gpu.nodes,
+        "time_limit_s": spec.time_limit_s,
+        "workdir": spec.workdir,
+        "state": JobState.PENDING.value,
+        "reason": WaitReason.NEW.value,
+        "reason_detail": "submitted; waiting for the next scheduling pass",
+        "submitted_at": sub.now,
+        "request_hash": sub.fingerprint,
+        "qos": sub.qos,
+        "image": sub.image,
+        "template": sub.form.template,
+        "after_ok": list(sub.after_ok),
+        "runs": 0,
+        "borrowed": False,
+    }
+
+
+def _first_values(sub: Submission) -> dict[str, Any]:
+    """The column values of the first (or only) job, its Idempotency-Key included."""
+    assert sub.spec is not None
+    index = sub.array_indices[0] if sub.array_indices else None
+    values = _task(_job_values(sub), sub.spec.name, dict(sub.spec.env), index)
+    return values | {"idempotency_key": sub.key}
+
+
+def _task(
+    base: dict[str, Any], name: str, env: dict[str, str], index: int | None
+) -> dict[str, Any]:
+    """The column values of one job (or one task of an array)."""
+    if index is not None:
+        env = {**env, "GPUCENTER_ARRAY_TASK_ID": str(index)}
+        name = f"{name}[{index}]"
+    return {**base, "name": name[:200], "env": env, "array_index": index}
+
+
+INSERT_COLUMNS = (
+    "project_id",
+    "allocation_id",
+    "user_id",
+    "site_id",
+    "name",
+    "command",
+    "gpu_type",
+    "gpus_per_node",
+    "nodes",
+    "time_limit_s",
+    "workdir",
+    "env",
+    "state",
+    "reason",
+    "reason_detail",
+    "submitted_at",
+    "idempotency_key",
+    "request_hash",
+    "qos",
+    "image",
+    "template",
+    "array_index",
+    "after_ok",
+    "runs",
+    "borrowed",
+)
+
+
+def _insert_statement(on_conflict: bool) -> TextClause:
+    """INSERT ... [ON CONFLICT DO NOTHING] RETURNING id as text, built once.
+
+    SQLAlchemy does not cache the compiled form of an ON CONFLICT insert (its cache key is
+    None), so each submission would compile it again; a text statement with typed
+    parameters is compiled once, and PostgreSQL prepares it once. The same SQL runs on
+    PostgreSQL and SQLite (3.35+)."""
+    jobs = JobRow.__table__
+    conflict = " ON CONFLICT (user_id, idempotency_key) DO NOTHING" if on_conflict else ""
+    sql = (
+        f"INSERT INTO jobs ({', '.join(INSERT_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c for c in INSERT_COLUMNS)}){conflict} RETURNING id"
+    )
+    return text(sql).bindparams(*(bindparam(c, type_=jobs.c[c].type) for c in INSERT_COLUMNS))
+
+
+_INSERT = {False: _insert_statement(False), True: _insert_statement(True)}
+
+
+def insert_statement(on_conflict: bool) -> TextClause:
+    """The INSERT ... [ON CONFLICT DO NOTHING] RETURNING id that writes a job."""
+    return _INSERT[on_conflict]
+
+
+def _written(new_id: int, values: dict[str, Any]) -> JobRow:
+    """A detached copy of what was written: the response needs no second read."""
+    return JobRow(id=new_id, priority=None, priority_factors=None, **values)
+
+
+def _repeat(s: Session, caller: Caller, key: str, fingerprint: str) -> JobRow:
+    previous = s.scalar(
+        select(JobRow).where(JobRow.user_id == caller.user_id, JobRow.idempotency_key == key)
+    )
+    assert previous is not None  # the conflicting row is committed: ON CONFLICT waited for it
+    if previous.request_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was used for a different submission")
+    return previous
