@@ -27,7 +27,9 @@ from gpucenter.allocation.plan import shares, usage_by_cell
 from gpucenter.allocation.synthetic import synthetic_round
 
 
-@pytest.fixture(scope="module")
+# Function-scoped on purpose: mutation testing credits a module-scoped fixture's work to the
+# first test that builds it, so a mutant in the optimiser would meet only that test.
+@pytest.fixture
 def round200() -> tuple[AwardProblem, AwardPlan, AwardPlan, dict[int, list[int]], set]:
     """200 applications, reviewed by 30 reviewers (3 each), then awarded."""
     problem, _ = synthetic_round(200, seed=11)
