@@ -170,6 +170,7 @@ def test_optimiser_finds_what_score_order_misses() -> None:
         assert violations(problem, plan.awards) == []
         assert set(plan.awards) == {2, 3}
         assert plan.objective == pytest.approx(900)
+        assert plan.gap <= 0.01, "branching proves the optimum: the bound is the dual bound"
 
 
 def test_branching_path_also_beats_greedy() -> None:
