@@ -252,7 +252,7 @@ def small_round() -> AwardProblem:
     return AwardProblem(
         {("h100", Q): 100.0, ("h100", Q3): 0.0},
         (
-            cand(1, U, 9, 50, org="big"),
+            cand(1, U, 5.5, 50, org="big"),
             cand(2, U, 8, 50, minimum=50, org="big"),
             cand(3, L, 7, 40, minimum=30),
             Candidate(
@@ -288,7 +288,8 @@ def test_explanations_of_a_small_round() -> None:
     assert "organisation big already holds 50 of its 50 GPU-hour cap" in why.reasons[2]
     assert why.reasons[4] == "30 of 60 GPU-hours: capacity ran out in h100 2026Q3"
     assert why.reasons[5].startswith("capacity: h100 2026Q2 filled by higher-value awards")
-    assert "(awards there scored at least 6.00)" in why.reasons[5]
+    # The lowest score among the awards in that cell, whichever came last.
+    assert "(awards there scored at least 5.50)" in why.reasons[5]
 
 
 def _award(app_id: int, hours: dict[tuple[str, str], float]) -> Award:
@@ -384,3 +385,14 @@ def test_a_seeded_synthetic_round_never_changes_by_accident() -> None:
     assert hashlib.sha256(text.encode()).hexdigest() == (
         "31de4a1359c7ffa746fbaafdfc560e9f1815b220c756bd66a9d267e5cc9259c2"
     )
+
+
+def test_a_lease_takes_every_gpu_its_org_cap_allows_exactly() -> None:
+    """Cap 800 GPU-hours, a 100-hour window: exactly 8 GPUs fit, not 7."""
+    start = datetime(2026, 4, 10, tzinfo=UTC)
+    one = Candidate(
+        1, "o", U, 5.0, AwardKind.LEASE, lease=lease(8, start, start + timedelta(hours=100), 4)
+    )
+    problem = AwardProblem({("h100", Q): 1600.0}, (one,), AwardPolicy(org_cap_share=0.5))
+    plan = greedy_plan(problem)
+    assert plan.awards[1].lease_gpus == 8
