@@ -178,9 +178,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
     ap.add_argument(
         "--only",
-        choices=("all", "survivors"),
+        choices=("all", "survivors", "none"),
         default="all",
-        help="survivors: re-test only the sampled mutants that survived the last run",
+        help="survivors: re-test only the sampled mutants not killed in the last run; "
+        "none: only tally the last run's results",
     )
     args = ap.parse_args()
     os.chdir(ROOT)
@@ -193,6 +194,8 @@ def main() -> None:
     to_run = chosen
     if args.only == "survivors":
         to_run = [n for n in chosen if before.get(n) not in KILLED_STATUSES]
+    elif args.only == "none":
+        to_run = []
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     if to_run:
