@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.submit_load import drop_database, fresh_database, seed  # noqa: E402
 from gpucenter.persistence.db import migrate  # noqa: E402
-from gpucenter.services.jobs import encode_cursor  # noqa: E402
+from gpucenter.services.jobs.manage import encode_cursor  # noqa: E402
 from tests.resilience.servers import Server  # noqa: E402
 
 # Share of the project's jobs in each state, in a fixed repeating pattern of 1,000 ids.

@@ -33,8 +33,8 @@ from sqlalchemy.engine.url import make_url
 from gpucenter.accounting.report import Dimension
 from gpucenter.auth.permissions import Caller
 from gpucenter.persistence.db import make_engine, migrate, session_factory
-from gpucenter.services.accounting_ledger import UsageCharge, ingest_usage
-from gpucenter.services.accounting_reports import usage_report
+from gpucenter.services.accounting.ledger import UsageCharge, ingest_usage
+from gpucenter.services.accounting.reports import usage_report
 
 ADMIN = Caller(user_id=0, username="bench", is_admin=True, project_ids=frozenset())
 KINDS = ("university", "startup", "sme", "public_research_institute", "large_enterprise")

@@ -72,7 +72,7 @@ def drop_database(base: str, name: str) -> None:
 def seed(url: str, var: Path, tenants: int) -> list[tuple[str, str]]:
     from datetime import UTC, datetime
 
-    from gpucenter.services import accounts
+    from gpucenter.services.identity import accounts
 
     ctx = make_context(Settings(var_dir=var, database_url=url))
     now = datetime.now(tz=UTC)

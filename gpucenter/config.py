@@ -40,6 +40,21 @@ class Settings(BaseSettings):
         description="how often the scheduler leader applies the account sync to each Slurm "
         "site; 0: never (run 'gpucenter slurm sync --apply' by hand)",
     )
+    fair_share_policy: Literal["fair-tree", "classic"] = Field(
+        default="fair-tree",
+        description="how the share tree ranks projects: Slurm's Fair Tree, or its classic "
+        "2^(-usage/shares) formula",
+    )
+    programme_shares: dict[str, float] = Field(
+        default_factory=dict,
+        description='fair-share weight per programme (JSON, e.g. {"foundation": 40}); a '
+        "programme not named weighs the GPU-hours of its projects' current allocations",
+    )
+    programme_entitlements: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='GPUs each programme owns per GPU type (JSON, e.g. {"foundation": '
+        '{"h100": 4096}}); beyond them its jobs borrow, preemptibly. Empty: no borrowing',
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     scheduler_interval_s: float = Field(default=1.0, gt=0)

@@ -78,6 +78,18 @@ def pg_problem() -> str | None:
     return _PG_PROBLEM
 
 
+@pytest.fixture(autouse=True)
+def _own_default_var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Code that falls back to the configured settings (the audit log's key ring, the CLI in
+    process) finds a state directory of this test's own, never the checkout's ./var."""
+    from gpucenter.config import get_settings
+
+    monkeypatch.setenv("GPUCENTER_VAR_DIR", str(tmp_path / "default-var"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     problem = pg_problem()

@@ -9,16 +9,17 @@ from datetime import UTC, datetime
 
 from gpucenter.auth.permissions import Caller
 from gpucenter.config import Settings
-from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
-from gpucenter.services import accounts
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity import caller_for
-from gpucenter.services.site_config import LoadedSite
-from gpucenter.services.site_registry import ensure_site
+from gpucenter.services.identity import accounts
+from gpucenter.services.identity.audit_keys import AuditFiles
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.sites.config import LoadedSite
+from gpucenter.services.wiring import ensure_site
 
 
 def one_node_site(gpus: int = 4, gpu_type: str = "vgpu") -> LoadedSite:
@@ -40,7 +41,8 @@ def make_context(settings: Settings, site: LoadedSite | None = None) -> AppConte
         kill_grace_s=settings.kill_grace_s,
         gpu_index_map=loaded.gpu_index_map,
     )
-    ctx = AppContext(settings, engine, session_factory(engine), loaded, dispatcher, clock)
+    sessions = session_factory(engine, {"audit_files": AuditFiles.under(settings.var_dir)})
+    ctx = AppContext(settings, engine, sessions, loaded, dispatcher, clock)
     ensure_site(ctx)
     return ctx
 

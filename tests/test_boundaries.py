@@ -53,5 +53,5 @@ def test_pure_layers_import_nothing_from_outer_layers(layer: str) -> None:
 
 def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from sqlalchemy.orm import Session\nimport gpucenter.api.app\n")
-    assert _imports(bad) == ["sqlalchemy.orm", "gpucenter.api.app"]
+    bad.write_text("from sqlalchemy.orm import Session\nimport gpucenter.app\n")
+    assert _imports(bad) == ["sqlalchemy.orm", "gpucenter.app"]

@@ -45,6 +45,31 @@ SECTOR_OF: Mapping[ApplicantType, Sector] = {
 }
 
 
+class CallState(StrEnum):
+    """A call's stored state: open for applications (until its closing time, when the portal
+    shows it closed and in review), then decided once its awards are made."""
+
+    OPEN = "open"
+    DECIDED = "decided"
+
+
+class ApplicationState(StrEnum):
+    """An application's life: a draft, submitted for review, then awarded or not selected;
+    the applicant may withdraw it before the decision."""
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    WITHDRAWN = "withdrawn"
+    AWARDED = "awarded"
+    REJECTED = "rejected"
+
+
+class LeaseState(StrEnum):
+    """A dedicated lease's state (a lease is active over its window; its end is its time)."""
+
+    ACTIVE = "active"
+
+
 class AwardKind(StrEnum):
     """GPU-hours for batch jobs, or a dedicated lease of N GPUs of a type for a window."""
 

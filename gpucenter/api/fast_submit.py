@@ -42,18 +42,18 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from gpucenter.api import errors
-from gpucenter.api.deps import bearer_token, caller_for_token
-from gpucenter.api.permissions import check_permission
 from gpucenter.api.routes_jobs import job_response
 from gpucenter.api.schemas import JobIn
-from gpucenter.api.security import ASGIApp, Message, Receive, Scope, Send
 from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import DomainError
+from gpucenter.http import errors
+from gpucenter.http.deps import bearer_token, caller_for_token
+from gpucenter.http.permissions import check_permission
+from gpucenter.http.security import ASGIApp, Message, Receive, Scope, Send
 from gpucenter.persistence.tables import JobRow
-from gpucenter.services import jobs
 from gpucenter.services.context import AppContext
-from gpucenter.services.submission import JobForm
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.submission import JobForm
 
 log = logging.getLogger(__name__)
 PATH = "/api/v1/jobs"

@@ -18,14 +18,11 @@ from pydantic import BaseModel, Field
 from gpucenter.accounting.export import MEDIA_TYPES, Format, render
 from gpucenter.accounting.rates import RateCard
 from gpucenter.accounting.report import parse_dimensions
-from gpucenter.api.deps import Ctx, CurrentCaller
-from gpucenter.api.permissions import requires
 from gpucenter.auth.permissions import Permission
-from gpucenter.services import accounting_budgets as budgets
-from gpucenter.services import accounting_ledger as ledger
-from gpucenter.services import accounting_metrics as metrics
-from gpucenter.services import accounting_reports as reports
-from gpucenter.services import accounting_useit as useit
+from gpucenter.http.deps import Ctx, CurrentCaller
+from gpucenter.http.permissions import requires
+from gpucenter.services.accounting import budgets, ledger, reports, useit
+from gpucenter.services.ops import metrics
 
 router = APIRouter(tags=["accounting"], dependencies=[requires(Permission.AUTHENTICATED)])
 P = "/api/v1/accounting"

@@ -9,13 +9,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from gpucenter.api.deps import Ctx, CurrentCaller
-from gpucenter.api.permissions import requires
 from gpucenter.api.schemas import MAX_ID, AuditEntryOut, AuditVerifyOut, RoleGrantIn, RoleOut
 from gpucenter.auth.permissions import Permission, Role, can_assign_role
+from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import PermissionDenied, ValidationError
-from gpucenter.services import accounts, audit
-from gpucenter.services.context import as_utc
+from gpucenter.http.deps import Ctx, CurrentCaller
+from gpucenter.http.permissions import requires
+from gpucenter.services.identity import accounts, audit
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 

@@ -10,8 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from gpucenter.api.deps import Ctx, CurrentCaller, Guard, client_address
-from gpucenter.api.permissions import public, requires
 from gpucenter.api.schemas import (
     MAX_ID,
     CodeIn,
@@ -23,7 +21,10 @@ from gpucenter.api.schemas import (
     TotpSetupOut,
 )
 from gpucenter.auth.permissions import Permission
-from gpucenter.services import identity, mfa, tokens
+from gpucenter.http.deps import Ctx, CurrentCaller, Guard, client_address
+from gpucenter.http.permissions import public, requires
+from gpucenter.services.identity import mfa, tokens
+from gpucenter.services.identity import signin as identity
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 

@@ -8,16 +8,16 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from gpucenter.api.deps import Ctx, CurrentCaller
-from gpucenter.api.permissions import requires
 from gpucenter.api.schemas import JobIn, JobOut, JobPageOut
 from gpucenter.auth.permissions import Permission
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import JobState
+from gpucenter.http.deps import Ctx, CurrentCaller
+from gpucenter.http.permissions import requires
 from gpucenter.persistence.tables import JobRow
-from gpucenter.services import jobs
-from gpucenter.services.events import job_events
-from gpucenter.services.submission import JobForm
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.events import job_events
+from gpucenter.services.jobs.submission import JobForm
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 

@@ -8,8 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from sqlalchemy import text
 
-from gpucenter.api.deps import Ctx, CurrentCaller
-from gpucenter.api.permissions import public, requires
 from gpucenter.api.schemas import (
     AllocationOut,
     MeOut,
@@ -22,7 +20,10 @@ from gpucenter.api.schemas import (
 )
 from gpucenter.auth.permissions import Permission
 from gpucenter.domain.templates import JobTemplate
-from gpucenter.services import overview, templates
+from gpucenter.http.deps import Ctx, CurrentCaller
+from gpucenter.http.permissions import public, requires
+from gpucenter.services.jobs import templates
+from gpucenter.services.ops import overview
 
 router = APIRouter()
 

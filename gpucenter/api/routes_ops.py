@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gpucenter.api.deps import Ctx
-from gpucenter.api.permissions import public
-from gpucenter.services.readiness import check_readiness
+from gpucenter.http.deps import Ctx
+from gpucenter.http.permissions import public
+from gpucenter.services.ops.readiness import check_readiness
 
 router = APIRouter(tags=["health"])
 

@@ -16,9 +16,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from gpucenter.api.deps import Ctx, CurrentCaller
-from gpucenter.api.permissions import requires
 from gpucenter.auth.permissions import Permission
+from gpucenter.http.deps import Ctx, CurrentCaller
+from gpucenter.http.permissions import requires
 from gpucenter.persistence.tables_allocation import (
     ApplicationRow,
     AwardRow,
@@ -26,10 +26,10 @@ from gpucenter.persistence.tables_allocation import (
     CallRow,
     ReviewRow,
 )
-from gpucenter.services import programmes as prog
-from gpucenter.services import programmes_applications as apps
-from gpucenter.services import programmes_awards as awards
 from gpucenter.services.context import AppContext
+from gpucenter.services.programmes import applications as apps
+from gpucenter.services.programmes import awards
+from gpucenter.services.programmes import calls as prog
 
 router = APIRouter(
     prefix="/api/v1/programmes",

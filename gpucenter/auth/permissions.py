@@ -165,10 +165,6 @@ def check_scopes(caller: Caller, requested: Iterable[str]) -> frozenset[str]:
     return wanted
 
 
-def can_submit(caller: Caller, project_id: int) -> bool:
-    return caller.is_admin or project_id in caller.project_ids
-
-
 def can_view_job(caller: Caller, owner_id: int, project_id: int) -> bool:
     """Members of a job's project see it; so do admins. Nobody else, not even its existence."""
     return caller.is_admin or caller.user_id == owner_id or project_id in caller.project_ids

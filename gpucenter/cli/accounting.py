@@ -97,7 +97,7 @@ def report(
     """GPU-hours and KRW by month, programme, call, applicant_type, organisation,
     strategic_field, site, gpu_type or project."""
     from gpucenter.accounting.report import parse_dimensions
-    from gpucenter.services import accounting_reports as reports
+    from gpucenter.services.accounting import reports
 
     with friendly_errors():
         dims = parse_dimensions(by.split(","))
@@ -113,7 +113,7 @@ def statement(
     out: OutOpt = None,
 ) -> None:
     """A site's (supplier's) monthly statement: GPU-hours delivered by type, for settlement."""
-    from gpucenter.services import accounting_reports as reports
+    from gpucenter.services.accounting import reports
 
     lines = run_as(as_user, lambda s, c: reports.supplier_statement(s, c, month))
     _output([{"month": month, **asdict(x)} for x in lines], fmt, out, f"statement-{month}")
@@ -122,7 +122,7 @@ def statement(
 @app.command("use")
 def use(as_user: AsUser, flagged_only: Annotated[bool, typer.Option("--flagged")] = False) -> None:
     """Use it or lose it: each active allocation and lease against its pro-rata plan."""
-    from gpucenter.services import accounting_useit as useit
+    from gpucenter.services.accounting import useit
 
     rows = run_as(as_user, lambda s, c: useit.assess_use(s, c, utc_now()))
     _output([asdict(r) for r in rows if r.flagged or not flagged_only], "table", None, "use")
@@ -137,7 +137,7 @@ def reclaim(
     offer_to: Annotated[int | None, typer.Option("--offer-to", help="application id")] = None,
 ) -> None:
     """Take unused GPU-hours back from an allocation (audited), optionally offering them."""
-    from gpucenter.services import accounting_useit as useit
+    from gpucenter.services.accounting import useit
 
     done = run_as(
         as_user,
@@ -158,7 +158,7 @@ def refund(
     run: Annotated[int | None, typer.Option("--run")] = None,
 ) -> None:
     """Refund what a job run was charged (a node failed under it); once per run."""
-    from gpucenter.services import accounting_ledger as ledger
+    from gpucenter.services.accounting import ledger
 
     done = run_as(as_user, lambda s, c: ledger.refund_job_run(s, c, job, run, reason, utc_now()))
     verb = "refunded" if done.created else "already refunded"
@@ -175,7 +175,7 @@ def rate(
 ) -> None:
     """Set the rate card of one GPU type for one fiscal year (centre admins)."""
     from gpucenter.accounting.rates import RateCard
-    from gpucenter.services import accounting_ledger as ledger
+    from gpucenter.services.accounting import ledger
 
     def action(s: Session, c: Caller) -> None:
         ledger.set_rate_card(
@@ -191,7 +191,7 @@ def rate(
 def check_budgets() -> None:
     """Raise due budget alerts and enforce at 100% now (the scheduler loop does this too)."""
     from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services import accounting_budgets as budgets
+    from gpucenter.services.accounting import budgets
 
     engine = make_engine(get_settings().effective_database_url)
     try:

@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 
 def _accounts() -> Any:
-    from gpucenter.services import accounts
+    from gpucenter.services.identity import accounts
 
     return accounts
 
@@ -156,7 +156,7 @@ def template_publish(path: Path) -> None:
     import yaml
 
     from gpucenter.domain.errors import ValidationError
-    from gpucenter.services import templates
+    from gpucenter.services.jobs import templates
 
     try:
         body = yaml.safe_load(path.read_text())
@@ -172,7 +172,7 @@ def _cli_actor() -> Any:
     """Who the admin CLI acts as in the audit log: the operating-system account on the host."""
     import getpass
 
-    from gpucenter.services.audit import Actor
+    from gpucenter.services.identity.audit import Actor
 
     try:
         name = getpass.getuser()
@@ -213,7 +213,7 @@ def user_link_sso(
     issuer: Annotated[str | None, typer.Option("--issuer")] = None,
 ) -> None:
     """Let an identity at the single sign-on provider sign in as USERNAME."""
-    from gpucenter.services import oidc
+    from gpucenter.services.identity import oidc
 
     iss = issuer or get_settings().oidc_issuer
     if not iss:

@@ -11,7 +11,7 @@ from gpucenter.cli.common import console, err_console, friendly_errors
 from gpucenter.config import get_settings
 
 app = typer.Typer(
-    help="The audit log: list entries, verify the hash chain.",
+    help="The audit log: list entries, verify the keyed hash chain, rotate its key.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -19,9 +19,10 @@ app = typer.Typer(
 
 @app.command("verify")
 def verify() -> None:
-    """Walk the hash chain; exit 1 and name the first entry altered or removed."""
+    """Walk the keyed hash chain and the head file kept outside the database; exit 1 and
+    name the first entry altered or removed."""
     from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services import audit
+    from gpucenter.services.identity import audit
 
     engine = make_engine(get_settings().effective_database_url)
     try:
@@ -42,7 +43,7 @@ def verify() -> None:
 def list_entries(limit: Annotated[int, typer.Option("--limit", "-n")] = 50) -> None:
     """The newest entries first."""
     from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services import audit
+    from gpucenter.services.identity import audit
 
     engine = make_engine(get_settings().effective_database_url)
     table = Table("Id", "At", "Actor", "Action", "Target", "Details")
@@ -60,3 +61,21 @@ def list_entries(limit: Annotated[int, typer.Option("--limit", "-n")] = 50) -> N
     finally:
         engine.dispose()
     console.print(table)
+
+
+@app.command("rotate-key")
+def rotate_key() -> None:
+    """Take a new audit key into use (old ones stay, to verify what they signed); the change
+    is recorded in the log. Run on the server host, as the server's user."""
+    from datetime import UTC, datetime
+
+    from gpucenter.persistence.db import make_engine, session_factory
+    from gpucenter.services.identity import audit
+
+    engine = make_engine(get_settings().effective_database_url)
+    try:
+        with friendly_errors(), session_factory(engine).begin() as s:
+            key_id = audit.rotate_key(s, audit.SYSTEM, datetime.now(tz=UTC))
+    finally:
+        engine.dispose()
+    console.print(f"audit key {key_id} in use", highlight=False)

@@ -115,7 +115,7 @@ def run_as(username: str, action: Callable[[Session, Caller], T]) -> T:
     """Run `action` in one transaction as `username` (roles and all), on the server host."""
     from gpucenter.persistence import repositories as repo
     from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services.identity import caller_for
+    from gpucenter.services.identity.signin import caller_for
 
     engine = make_engine(get_settings().effective_database_url)
     try:

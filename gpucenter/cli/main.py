@@ -38,7 +38,7 @@ app.add_typer(accounting.app, name="accounting")
 @demo_app.command("load")
 def demo_load() -> None:
     """Create a demo organisation, project, allocation and user (idempotent)."""
-    from gpucenter.services.demo import load_demo
+    from gpucenter.services.ops.demo import load_demo
 
     settings = get_settings()
     with friendly_errors():
@@ -64,8 +64,8 @@ def serve(
     """Run the API, the web page and the scheduler loop."""
     import uvicorn
 
-    from gpucenter.api.app import create_app
-    from gpucenter.services.context import build_context
+    from gpucenter.app import create_app
+    from gpucenter.services.wiring import build_context
 
     settings = get_settings()
     with friendly_errors():
@@ -73,17 +73,17 @@ def serve(
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"gpucenter serving on http://{bind_host}:{bind_port}/", highlight=False)
-    from gpucenter.services.accounting_logging import configure_json_logging
+    from gpucenter.logs import configure_json_logging
 
     configure_json_logging()  # structured logs with the request id, on stderr
     if workers == 1:
-        from gpucenter.api.app import freeze_startup_heap
+        from gpucenter.app import freeze_startup_heap
 
         app = create_app(ctx)
         freeze_startup_heap()
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
         return
-    from gpucenter.services.site_registry import ensure_site
+    from gpucenter.services.wiring import ensure_site
 
     # Register the site once here, so that the workers do not race to create its rows.
     ensure_site(ctx)
@@ -92,7 +92,7 @@ def serve(
     scheduler = _start_dedicated_scheduler() if settings.scheduler_enabled else None
     try:
         uvicorn.run(
-            "gpucenter.api.app:app_from_settings",
+            "gpucenter.app:app_from_settings",
             factory=True,
             host=bind_host,
             port=bind_port,
@@ -112,7 +112,7 @@ def _start_dedicated_scheduler() -> Any:
     as it runs. The workers' own loops stay followers, ready to take over."""
     import multiprocessing
 
-    from gpucenter.services.loop import run_dedicated
+    from gpucenter.services.scheduling.loop import run_dedicated
 
     spawn = multiprocessing.get_context("spawn")
     ready = spawn.Event()

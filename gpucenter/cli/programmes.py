@@ -54,7 +54,7 @@ def create(
     title: Annotated[str, typer.Option("--title")] = "",
 ) -> None:
     """Create a programme owned by a ministry or agency (centre admins)."""
-    from gpucenter.services import programmes as prog
+    from gpucenter.services.programmes import calls as prog
 
     pid = run_as(
         as_user, lambda s, c: prog.create_programme(s, c, name, owner, utc_now(), title).id
@@ -70,7 +70,7 @@ def assign_role(
     as_user: AsUser,
 ) -> None:
     """Make a user a programme manager (admins) or reviewer (admins or managers)."""
-    from gpucenter.services import programmes as prog
+    from gpucenter.services.programmes import calls as prog
 
     run_as(as_user, lambda s, c: prog.assign_role(s, c, programme_id, username, role, utc_now()))
     console.print(f"{username} is now {role} of programme {programme_id}", highlight=False)
@@ -79,7 +79,7 @@ def assign_role(
 @app.command("open-call")
 def open_call(programme_id: int, path: Path, as_user: AsUser) -> None:
     """Open a call from YAML: name, opens_at, closes_at, capacity{type:{quarter:GPU-h}}, config."""
-    from gpucenter.services import programmes as prog
+    from gpucenter.services.programmes import calls as prog
 
     d = _load(path)
     spec = prog.CallSpec(
@@ -112,7 +112,7 @@ def apply(
     submit: Annotated[bool, typer.Option("--submit/--draft")] = True,
 ) -> None:
     """Create an application from YAML (title, region, kind, requests or lease, ...)."""
-    from gpucenter.services import programmes_applications as apps
+    from gpucenter.services.programmes import applications as apps
 
     form = apps.ApplicationForm(**_load(path))
 
@@ -129,7 +129,7 @@ def apply(
 @app.command("assign-reviews")
 def assign_reviews(call_id: int, as_user: AsUser) -> None:
     """Give each submitted application k conflict-free reviewers, balancing their load."""
-    from gpucenter.services import programmes_applications as apps
+    from gpucenter.services.programmes import applications as apps
 
     plan = run_as(as_user, lambda s, c: apps.assign_reviews(s, c, call_id, utc_now()))
     console.print(f"{len(plan)} applications have reviewers", highlight=False)
@@ -143,7 +143,7 @@ def review(
     comment: Annotated[str, typer.Option("--comment")] = "",
 ) -> None:
     """Score an assigned application against the call's rubric."""
-    from gpucenter.services import programmes_applications as apps
+    from gpucenter.services.programmes import applications as apps
 
     try:
         scores = {k: float(v) for k, v in (x.split("=", 1) for x in score)}
@@ -170,7 +170,7 @@ def optimise(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run the award optimiser as a what-if (nothing is decided); prints why it chose so."""
-    from gpucenter.services import programmes_awards as awards
+    from gpucenter.services.programmes import awards
 
     try:
         overrides = {int(k): float(v) for k, v in (x.split("=", 1) for x in override or [])}
@@ -209,7 +209,7 @@ def decide(
     run_id: int, as_user: AsUser, reason: Annotated[str, typer.Option("--reason")] = ""
 ) -> None:
     """Decide a run: awards become projects with allocations (and leases)."""
-    from gpucenter.services import programmes_awards as awards
+    from gpucenter.services.programmes import awards
 
     n = run_as(as_user, lambda s, c: len(awards.decide(s, c, run_id, utc_now(), reason)))
     console.print(f"run {run_id} decided: {n} awards", highlight=False)
@@ -223,7 +223,7 @@ def suspend(
     resume: Annotated[bool, typer.Option("--resume")] = False,
 ) -> None:
     """Suspend (or --resume) an awarded allocation; the reason goes to the audit log."""
-    from gpucenter.services import programmes_awards as awards
+    from gpucenter.services.programmes import awards
 
     state = run_as(
         as_user,

@@ -18,7 +18,7 @@ from gpucenter.config import get_settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from gpucenter.services.slurm_sync import SlurmSettings
+    from gpucenter.services.sites.slurm_settings import SlurmSettings
 
 SiteOption = Annotated[
     str | None, typer.Option("--site", help="a Slurm site of the sites file (default: env)")
@@ -27,8 +27,8 @@ SiteOption = Annotated[
 
 def _slurm_settings(site: str | None) -> SlurmSettings:
     """The named Slurm site's settings from the sites file, or GPUCENTER_SLURM_*."""
-    from gpucenter.services.slurm_sites import load_site_specs
-    from gpucenter.services.slurm_sync import SlurmSettings
+    from gpucenter.services.sites.slurm_settings import SlurmSettings
+    from gpucenter.services.wiring import load_site_specs
 
     if site is None:
         return SlurmSettings()
@@ -65,8 +65,8 @@ def sync(
     Prints the exact sacctmgr commands that would make Slurm match; --apply runs them.
     """
     from gpucenter.dispatch.base import DispatchError
-    from gpucenter.dispatch.slurm import cluster_name
-    from gpucenter.services.slurm_sync import (
+    from gpucenter.dispatch.slurm.dispatcher import cluster_name
+    from gpucenter.services.slurm.sync import (
         apply_sync,
         desired_state,
         plan_sync,
@@ -105,7 +105,7 @@ def usage(
 ) -> None:
     """Charge ended Slurm jobs (allocated GPUs x elapsed) to the ledger; safe to repeat."""
     from gpucenter.dispatch.base import DispatchError
-    from gpucenter.services.slurm_usage import ingest_usage, read_usage
+    from gpucenter.services.slurm.usage import ingest_usage, read_usage
 
     now = datetime.now(tz=UTC)
     with friendly_errors():
@@ -132,7 +132,7 @@ def site(
     import yaml
 
     from gpucenter.dispatch.base import DispatchError
-    from gpucenter.dispatch.slurm import read_site
+    from gpucenter.dispatch.slurm.dispatcher import read_site
 
     settings = _slurm_settings(site)
     try:

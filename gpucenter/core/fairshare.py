@@ -10,6 +10,11 @@ goes to A's organisations first" means.
 
 Usage decays by a half-life so that old usage matters less: `decay` is the pure helper the
 accounting side (or a replay) applies between passes.
+
+The scheduler does not call Fair Tree by name: it asks the `FairShareStrategy` of its
+`Policies` (Fair Tree by default; `ClassicFairShare` in `fairshare_classic` is Slurm's
+earlier formula) to turn the tree and usage into factors. The tree itself is built by
+`share_tree.build_share_tree`, the same for the server and the simulator.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gpucenter.domain.ids import ProjectId, UserId
 
 DEFAULT_HALF_LIFE_S = 7 * 24 * 3600.0
+"""How fast usage is forgotten: the one half-life the server's usage table and the simulator
+decay with (Slurm's PriorityDecayHalfLife defaults to 7 days too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +143,26 @@ def compute_factors(fair_share: FairShare | None) -> FairShareFactors:
     for proj, i in first_leaf_of_project.items():
         by_project[proj] = (n - i) / n
     return FairShareFactors(by_project, by_user, programme_of)
+
+
+class FairShareStrategy(Protocol):
+    """How a share tree and its decayed usage become per-project (and per-user) factors in
+    (0, 1]. One implementation per policy, chosen in `Policies.fair_share`."""
+
+    @property
+    def name(self) -> str: ...
+
+    def factors(self, fair_share: FairShare) -> FairShareFactors: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FairTree:
+    """Slurm's Fair Tree: leaves ranked level by level by S/U (see the module docstring)."""
+
+    name: str = "fair-tree"
+
+    def factors(self, fair_share: FairShare) -> FairShareFactors:
+        return compute_factors(fair_share)
+
+
+FAIR_TREE = FairTree()

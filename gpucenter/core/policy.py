@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from gpucenter.core.fairshare import FAIR_TREE, FairShareStrategy
 from gpucenter.core.model import NORMAL, OPPORTUNISTIC
 from gpucenter.domain.ids import ProjectId
 
@@ -42,7 +43,8 @@ class Policies:
     start that lower jobs must not delay (every job is still considered for starting now).
     `entitlements` gives, per programme (top-level account of the share tree) and GPU type, the
     GPUs it owns; a programme running beyond them borrows, preemptibly. Empty: nobody borrows.
-    `project_gpu_limits` caps concurrent GPUs per project and type.
+    `project_gpu_limits` caps concurrent GPUs per project and type. `fair_share` turns the
+    share tree and usage into factors (Fair Tree unless a centre chooses otherwise).
     """
 
     weights: PriorityWeights = field(default_factory=PriorityWeights)
@@ -60,6 +62,7 @@ class Policies:
     # How many jobs a quick pass (`Scheduler.run_pass(backfill=False)`) looks at, as
     # Slurm's `default_queue_depth` bounds its main scheduler.
     quick_depth: int = 100
+    fair_share: FairShareStrategy = FAIR_TREE
 
 
 DEFAULT_POLICIES = Policies()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 
-from gpucenter.core.fairshare import FairShare, compute_factors
+from gpucenter.core.fairshare import NO_FAIR_SHARE, FairShare, FairShareFactors
 from gpucenter.core.model import (
     NodeGpus,
     NodeSnapshot,
@@ -74,7 +74,7 @@ class Scheduler:
         self.policy = policy
         self.state = ClusterState(nodes, indexed=False)
         self.reservations = tuple(reservations)
-        self.factors = compute_factors(fair_share)
+        self.factors = self._factors(fair_share)
         self.running: dict[JobId, RunRec] = {}
         self.queue = JobQueue(policy, self.state.total_gpus)
         self.planner = Planner(self.state)
@@ -225,9 +225,14 @@ class Scheduler:
         """A pending job left the queue (cancelled, or started outside this scheduler)."""
         self.queue.withdraw(job_id)
 
+    def _factors(self, fair_share: FairShare | None) -> FairShareFactors:
+        if fair_share is None:
+            return NO_FAIR_SHARE
+        return self.policy.fair_share.factors(fair_share)
+
     def set_fair_share(self, fair_share: FairShare | None) -> None:
         """New decayed usage: priorities are recomputed at the next pass."""
-        self.factors = compute_factors(fair_share)
+        self.factors = self._factors(fair_share)
         self.queue.prio_at = None
 
     def set_reservations(self, reservations: Sequence[AdvanceReservation]) -> None:

@@ -7,6 +7,7 @@ Unix epoch, as a float) by whoever drives it: the server loop, a test, or the si
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 Instant = float
@@ -43,3 +44,9 @@ class ManualClock:
         if instant < self._now:
             raise ValueError("a clock never runs backwards")
         self._now = instant
+
+
+def as_utc(value: datetime) -> datetime:
+    """A datetime with its zone: one without (as SQLite hands them back) is UTC, which is
+    how everything is stored."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

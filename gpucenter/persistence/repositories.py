@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, exists, func, or_, select, true
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
+from gpucenter.domain.allocations import CURRENT_STATES, AllocationState
 from gpucenter.domain.errors import NotFound
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import (
@@ -23,6 +24,17 @@ from gpucenter.persistence.tables import (
     SiteRow,
     UserRow,
 )
+
+
+def current_allocation(at: Any) -> ColumnElement[bool]:
+    """The one condition for "a current allocation at `at`" (a datetime or a bind parameter):
+    inside its period and in a current state (`gpucenter.domain.allocations.CURRENT_STATES`).
+    Charging, budgets, fair share, site sync and reports all select allocations with it."""
+    return and_(
+        AllocationRow.starts_at <= at,
+        AllocationRow.ends_at > at,
+        AllocationRow.state.in_([state.value for state in CURRENT_STATES]),
+    )
 
 
 def org_by_name(s: Session, name: str) -> OrganisationRow:
@@ -66,9 +78,7 @@ def active_allocation(
     """
     stmt = select(AllocationRow).where(
         AllocationRow.project_id == project_id,
-        AllocationRow.starts_at <= at,
-        AllocationRow.ends_at > at,
-        AllocationRow.state.not_in(("suspended", "expired")),
+        current_allocation(at),
     )
     if gpu_type is not None:
         stmt = stmt.where((AllocationRow.gpu_type.is_(None)) | (AllocationRow.gpu_type == gpu_type))
@@ -78,7 +88,7 @@ def active_allocation(
     return min(
         candidates,
         key=lambda a: (
-            a.state == "exhausted",
+            a.state == AllocationState.EXHAUSTED,
             a.gpu_type is None,
             a.ends_at,
             a.id,
@@ -92,13 +102,11 @@ def _submit_target_query(with_token: bool) -> Select[Any]:
         select(AllocationRow.id)
         .where(
             AllocationRow.project_id == ProjectRow.id,
-            AllocationRow.starts_at <= at,
-            AllocationRow.ends_at > at,
-            AllocationRow.state.not_in(("suspended", "expired")),
+            current_allocation(at),
             or_(AllocationRow.gpu_type.is_(None), AllocationRow.gpu_type == bindparam("gpu")),
         )
         .order_by(
-            AllocationRow.state == "exhausted",
+            AllocationRow.state == AllocationState.EXHAUSTED,
             AllocationRow.gpu_type.is_(None),
             AllocationRow.ends_at,
             AllocationRow.id,
@@ -190,13 +198,3 @@ def jobs_in_states(s: Session, states: Sequence[JobState]) -> Sequence[JobRow]:
     return s.scalars(
         select(JobRow).where(JobRow.state.in_([st.value for st in states])).order_by(JobRow.id)
     ).all()
-
-
-def job_by_id(s: Session, job_id: int, *, for_update: bool = False) -> JobRow:
-    stmt = select(JobRow).where(JobRow.id == job_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = s.scalar(stmt)
-    if row is None:
-        raise NotFound("job", job_id)
-    return row

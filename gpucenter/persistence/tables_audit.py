@@ -25,6 +25,8 @@ class AuditEntryRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    """The key ring's key the HMAC was made with; None for entries from before keys."""
 
 
 class RoleAssignmentRow(Base):

@@ -1,6 +1,7 @@
-"""The running system's parts, wired once: settings, database, the sites and their dispatchers.
+"""What every use case is handed: settings, database, the sites and their dispatchers.
 
-One site (the embedded default, or one Slurm cluster) or several (a sites file): each site
+`gpucenter.services.wiring.build_context` builds it from the settings (tests build it with
+fakes). One site (the embedded default, or one Slurm cluster) or several (a sites file): each site
 has its own dispatcher and its own health, so that one cluster being down never stops the
 others. `AppContext.site` and `AppContext.dispatcher` are what the rest of the server sees:
 for several sites, all their nodes as one site and a `SiteBroker` that routes each job to
@@ -12,7 +13,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,25 +21,9 @@ from gpucenter.config import Settings
 from gpucenter.core import DEFAULT_POLICIES, Policies
 from gpucenter.dispatch.base import Dispatcher
 from gpucenter.domain.clock import Clock, SystemClock
-from gpucenter.persistence.db import make_engine, session_factory
-from gpucenter.services.site_config import LoadedSite, load_site
-from gpucenter.services.site_health import SiteHealth
-
-if TYPE_CHECKING:
-    from gpucenter.services.slurm_sync import SlurmSettings
-
-
-@dataclass
-class SiteRuntime:
-    """One site as the scheduler loop drives it: its nodes, dispatcher and health."""
-
-    name: str
-    kind: str  # "local" or "slurm"
-    loaded: LoadedSite
-    dispatcher: Dispatcher
-    health: SiteHealth = field(default_factory=SiteHealth)
-    slurm: SlurmSettings | None = None
-    """A Slurm site's settings (accounts sync, usage); None for other kinds."""
+from gpucenter.services.sites.config import LoadedSite
+from gpucenter.services.sites.health import SiteHealth
+from gpucenter.services.sites.runtime import SiteRuntime
 
 
 @dataclass
@@ -73,45 +57,3 @@ class AppContext:
         return [
             SiteRuntime(self.site.site.name, kind, self.site, self.dispatcher, self.site_health)
         ]
-
-
-def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> AppContext:
-    """Wire the configured database and sites (see `slurm_sites`), or the given dispatcher
-    for the one site of `site_file`."""
-    engine = make_engine(settings.effective_database_url)
-    sessions = session_factory(engine)
-    clock = SystemClock()
-    if dispatcher is not None:
-        site = load_site(settings.site_file)
-        return AppContext(settings, engine, sessions, site, dispatcher, clock)
-    from gpucenter.services.slurm_sites import build_sites, combine
-
-    runtimes = build_sites(settings, sessions, clock)
-    if len(runtimes) == 1:
-        (one,) = runtimes
-        return AppContext(
-            settings,
-            engine,
-            sessions,
-            one.loaded,
-            one.dispatcher,
-            clock,
-            site_health=one.health,
-            sites=runtimes,
-        )
-    site, broker = combine(runtimes)
-    return AppContext(
-        settings,
-        engine,
-        sessions,
-        site,
-        broker,
-        clock,
-        site_health=runtimes[0].health,
-        sites=runtimes,
-    )
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -13,12 +13,12 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import CENTRE_ROLES, Caller, Permission, Role, can_assign_role
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from gpucenter.services import accounts, audit
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
+from gpucenter.services.identity import accounts, audit
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (

@@ -17,16 +17,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Caller, Permission
+from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
 from gpucenter.persistence.tables import OrganisationRow, UserRow
 from gpucenter.persistence.tables_allocation import CallRow
-from gpucenter.services import programmes as prog
-from gpucenter.services import programmes_applications as apps
-from gpucenter.services import programmes_awards as awards
-from gpucenter.services.context import AppContext, as_utc
+from gpucenter.services.context import AppContext
+from gpucenter.services.programmes import applications as apps
+from gpucenter.services.programmes import awards
+from gpucenter.services.programmes import calls as prog
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (

@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from gpucenter.api.deps import SESSION_COOKIE
-from gpucenter.services import sessions
+from gpucenter.http.deps import SESSION_COOKIE
+from gpucenter.services.identity import sessions
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 

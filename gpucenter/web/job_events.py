@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Permission
-from gpucenter.services import jobs
-from gpucenter.services.events import job_events
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.events import job_events
 
 router = APIRouter(include_in_schema=False)
 

@@ -16,17 +16,20 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Caller, Permission, can_cancel_job
 from gpucenter.domain.durations import parse_duration
 from gpucenter.domain.errors import Conflict, ValidationError
 from gpucenter.domain.jobs import JobState
 from gpucenter.domain.templates import JobTemplate
-from gpucenter.services import jobs, portal_queries, templates
+from gpucenter.http import csrf
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
-from gpucenter.services.submission import QOS_NAMES, JobForm
-from gpucenter.web import csrf, job_labels, render
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs import templates
+from gpucenter.services.jobs.submission import QOS_NAMES, JobForm
+from gpucenter.services.ops import portal_queries
+from gpucenter.web import job_labels, render
 from gpucenter.web.i18n import N_
 
 router = APIRouter(include_in_schema=False)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Permission
-from gpucenter.services import portal_queries
-from gpucenter.services.accounting_reports import require_operator
-from gpucenter.services.readiness import check_readiness
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
+from gpucenter.services.accounting.reports import require_operator
+from gpucenter.services.ops import portal_queries
+from gpucenter.services.ops.readiness import check_readiness
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 

@@ -10,14 +10,17 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gpucenter.api.deps import SESSION_COOKIE, Ctx, Guard, WebCaller, client_address
-from gpucenter.api.permissions import public, requires_web
 from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Unauthenticated
-from gpucenter.services import identity, overview, portal_queries, sessions
+from gpucenter.http import csrf
+from gpucenter.http.deps import SESSION_COOKIE, Ctx, Guard, WebCaller, client_address
+from gpucenter.http.permissions import public, requires_web
 from gpucenter.services.context import AppContext
-from gpucenter.services.ratelimit import TooManyRequests
-from gpucenter.web import csrf, i18n, render
+from gpucenter.services.identity import sessions
+from gpucenter.services.identity import signin as identity
+from gpucenter.services.identity.ratelimit import TooManyRequests
+from gpucenter.services.ops import overview, portal_queries
+from gpucenter.web import i18n, render
 
 router = APIRouter(include_in_schema=False)
 

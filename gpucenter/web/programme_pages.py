@@ -18,8 +18,9 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
+from gpucenter.http import csrf
 from gpucenter.services.context import AppContext
-from gpucenter.web import csrf, render
+from gpucenter.web import render
 from gpucenter.web.i18n import N_
 
 # Longest value kept from any form field: a plan is long, everything else is short.

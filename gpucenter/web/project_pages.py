@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Permission
-from gpucenter.services import overview, portal_queries
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
+from gpucenter.services.ops import overview, portal_queries
 from gpucenter.web import charts, i18n, job_labels, render
 
 router = APIRouter(include_in_schema=False)

@@ -20,8 +20,9 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gpucenter.auth.permissions import Caller, Role
+from gpucenter.http import csrf
 from gpucenter.services.context import AppContext
-from gpucenter.web import charts, csrf, i18n
+from gpucenter.web import charts, i18n
 from gpucenter.web.i18n import N_
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -95,10 +96,6 @@ class FormState:
 
     def value(self, name: str, default: str = "") -> str:
         return self.values.get(name, default)
-
-
-def lang_of(request: Request) -> str:
-    return i18n.language_of(request)
 
 
 def t(request: Request, msgid: str) -> str:

@@ -19,12 +19,12 @@ from sqlalchemy import select
 from gpucenter.accounting.export import MEDIA_TYPES, Format, render
 from gpucenter.accounting.rates import month_range
 from gpucenter.accounting.report import Dimension, parse_dimensions
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Caller, Permission, Role
 from gpucenter.domain.errors import PermissionDenied
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
 from gpucenter.persistence.tables_allocation import CallRow, ProgrammeRow
-from gpucenter.services import accounting_reports as reports
+from gpucenter.services.accounting import reports
 from gpucenter.web import charts
 from gpucenter.web import render as pages
 from gpucenter.web.i18n import N_

@@ -13,14 +13,14 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from gpucenter.allocation import Criterion
-from gpucenter.api.deps import Ctx, WebCaller
-from gpucenter.api.permissions import requires_web
 from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.http.deps import Ctx, WebCaller
+from gpucenter.http.permissions import requires_web
 from gpucenter.persistence.tables_allocation import ApplicationRow, ReviewRow
-from gpucenter.services import programmes as prog
-from gpucenter.services import programmes_applications as apps
 from gpucenter.services.context import AppContext
+from gpucenter.services.programmes import applications as apps
+from gpucenter.services.programmes import calls as prog
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (

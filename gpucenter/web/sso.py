@@ -18,12 +18,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from joserfc.errors import JoseError
 
-from gpucenter.api.deps import Ctx, client_address
-from gpucenter.api.permissions import public
 from gpucenter.auth.permissions import Permission
 from gpucenter.config import Settings
 from gpucenter.domain.errors import NotFound, Unauthenticated
-from gpucenter.services import oidc
+from gpucenter.http.deps import Ctx, client_address
+from gpucenter.http.permissions import public
+from gpucenter.services.identity import oidc
 from gpucenter.web.pages import page, signed_in
 
 router = APIRouter(include_in_schema=False)

@@ -14,10 +14,10 @@ from gpucenter.accounting.rates import RateCard
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.config import Settings
 from gpucenter.persistence.tables import AllocationRow, JobRow, SiteRow
-from gpucenter.services import accounts
-from gpucenter.services.accounting_ledger import set_rate_card
+from gpucenter.services.accounting.ledger import set_rate_card
 from gpucenter.services.context import AppContext
-from gpucenter.services.job_endings import charge_job
+from gpucenter.services.identity import accounts
+from gpucenter.services.scheduling.endings import charge_job
 from tests.factories import Centre, make_context, seed_centre
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.db import migrate
 from tests.accounting.conftest import T0, World, add_job, run_and_charge
@@ -98,7 +98,8 @@ def test_request_ids_reach_the_json_log_and_the_response() -> None:
 
     from fastapi import FastAPI
 
-    from gpucenter.services.accounting_logging import JsonFormatter, RequestIdMiddleware
+    from gpucenter.http.request_ids import RequestIdMiddleware
+    from gpucenter.logs import JsonFormatter
 
     app = FastAPI()
     records: list[str] = []

@@ -23,10 +23,9 @@ from gpucenter.persistence.tables import (
     SiteRow,
 )
 from gpucenter.persistence.tables_accounting import BudgetAlertRow, NotificationRow
-from gpucenter.services import accounting_budgets as budgets
-from gpucenter.services import accounting_reports as reports
-from gpucenter.services.accounting_ledger import refund_job_run
-from gpucenter.services.accounting_useit import assess_use, reclaim
+from gpucenter.services.accounting import budgets, reports
+from gpucenter.services.accounting.ledger import refund_job_run
+from gpucenter.services.accounting.useit import assess_use, reclaim
 from tests.accounting.conftest import (
     ADMIN,
     T0,

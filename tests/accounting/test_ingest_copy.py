@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from gpucenter.domain.errors import ValidationError
 from gpucenter.persistence.tables import LedgerEntryRow
-from gpucenter.services.accounting_ledger import UsageCharge, ingest_usage
+from gpucenter.services.accounting.ledger import UsageCharge, ingest_usage
 from tests.accounting.conftest import T0, World
 
 AWKWARD = ["plain", "tab\there", "back\\slash", "line\nend", "cr\rend", "ünïcode", "\\N"]

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from gpucenter.domain.errors import PermissionDenied, ValidationError
 from gpucenter.persistence.tables import JobRow, LedgerEntryRow
 from gpucenter.persistence.tables_accounting import LedgerAdjustmentRow, LedgerMonthlyRow
-from gpucenter.services.accounting_ledger import (
+from gpucenter.services.accounting.ledger import (
     AdjustmentKind,
     UsageCharge,
     adjust,

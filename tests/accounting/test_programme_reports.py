@@ -19,7 +19,7 @@ from gpucenter.persistence.tables_allocation import (
     CallRow,
     ProgrammeRow,
 )
-from gpucenter.services import accounting_reports as reports
+from gpucenter.services.accounting import reports
 from tests.accounting.conftest import T0, World, add_job, run_and_charge
 
 SHARES = [{"name": "startups_smes", "applicant_types": ["startup", "sme"], "min_share": 0.3}]

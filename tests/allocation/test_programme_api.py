@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
-from gpucenter.services import accounts
+from gpucenter.services.identity import accounts
 from tests.factories import make_context
 
 

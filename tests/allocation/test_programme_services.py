@@ -15,12 +15,12 @@ from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.persistence.tables import AllocationRow, NodeRow, SiteRow
 from gpucenter.persistence.tables_audit import AuditEntryRow
-from gpucenter.services import accounts
-from gpucenter.services import programmes as prog
-from gpucenter.services import programmes_applications as apps
-from gpucenter.services import programmes_awards as awards
-from gpucenter.services.audit import verify
-from gpucenter.services.identity import caller_for
+from gpucenter.services.identity import accounts
+from gpucenter.services.identity.audit import verify
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.programmes import applications as apps
+from gpucenter.services.programmes import awards
+from gpucenter.services.programmes import calls as prog
 
 NOW = datetime(2026, 1, 10, tzinfo=UTC)
 KINDS = [

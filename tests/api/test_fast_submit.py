@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.tables import JobRow
-from gpucenter.services import jobs
-from gpucenter.services.tokens import issue
+from gpucenter.services.identity.tokens import issue
+from gpucenter.services.jobs import manage as jobs
 from tests.factories import Centre, make_context, seed_centre
 
 PATH = "/api/v1/jobs"
@@ -235,8 +235,8 @@ def test_concurrent_misses_of_one_token_resolve_it_once(env, monkeypatch) -> Non
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from gpucenter.api import deps
-    from gpucenter.services.token_cache import clear_all
+    from gpucenter.http import deps
+    from gpucenter.services.identity.token_cache import clear_all
 
     _, centre, client, _ = env
     resolutions: list[str] = []

@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.tables import JobRow
-from gpucenter.services import templates
-from gpucenter.services.demo import builtin_templates
-from gpucenter.services.scheduling import run_pass
+from gpucenter.services.jobs import templates
+from gpucenter.services.ops.demo import builtin_templates
+from gpucenter.services.scheduling.cycle import run_pass
 from tests.factories import make_context, seed_centre, wait_until
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from fastapi.routing import APIRoute
 
-from gpucenter.api.app import create_app
-from gpucenter.api.permissions import declared_permission, iter_api_routes
+from gpucenter.app import create_app
 from gpucenter.auth.permissions import Permission
 from gpucenter.config import Settings
+from gpucenter.http.permissions import declared_permission, iter_api_routes
 from tests.factories import make_context
 
 # Health checks, the ways to sign in and the language switch (it only sets a cookie and

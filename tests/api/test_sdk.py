@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.client import ApiError, Client
 from gpucenter.config import Settings
-from gpucenter.services.scheduling import run_pass
+from gpucenter.services.scheduling.cycle import run_pass
 from tests.factories import make_context, seed_centre, wait_until
 
 

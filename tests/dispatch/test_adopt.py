@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gpucenter.dispatch.local import LocalDispatcher
-from gpucenter.dispatch.process_groups import group_gone
+from gpucenter.dispatch.local.dispatcher import LocalDispatcher
+from gpucenter.dispatch.local.process_groups import group_gone
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 from tests.dispatch.test_local import eventually, read, request, wait_end

@@ -11,7 +11,7 @@ import pytest
 from gpucenter.core.model import NodeGpus
 from gpucenter.dispatch.base import LaunchRequest
 from gpucenter.dispatch.gpus import DetectedGpu, detect_nvidia_gpus, gpu_type_from_name
-from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 

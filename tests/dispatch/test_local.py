@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gpucenter.core.model import NodeGpus
-from gpucenter.dispatch import local
 from gpucenter.dispatch.base import DispatchError, LaunchRequest, StateChange
-from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.dispatch.local import dispatcher as local
+from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.domain.clock import ManualClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState

@@ -24,13 +24,13 @@ from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence.db import make_engine, migrate, session_factory
 from gpucenter.persistence.tables import JobRow, SiteRow
-from gpucenter.services import jobs
-from gpucenter.services.context import AppContext, SiteRuntime, build_context
-from gpucenter.services.scheduling import recover_after_restart, run_pass
-from gpucenter.services.site_config import LoadedSite
-from gpucenter.services.site_registry import ensure_site
-from gpucenter.services.slurm_sites import combine, parse_site_specs
-from gpucenter.services.submission import JobForm
+from gpucenter.services.context import AppContext
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.submission import JobForm
+from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
+from gpucenter.services.sites.config import LoadedSite
+from gpucenter.services.sites.runtime import SiteRuntime
+from gpucenter.services.wiring import build_context, combine, ensure_site, parse_site_specs
 from tests.factories import Centre, seed_centre
 
 

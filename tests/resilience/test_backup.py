@@ -14,7 +14,7 @@ from gpucenter.config import Settings
 from gpucenter.domain.errors import ValidationError
 from gpucenter.persistence import backup
 from gpucenter.persistence.tables import JobRow, ProjectRow
-from gpucenter.services import jobs
+from gpucenter.services.jobs import manage as jobs
 from tests.factories import make_context, seed_centre
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from gpucenter.config import Settings
 from gpucenter.persistence.db import make_engine, migrate, session_factory
 from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
-from gpucenter.services import accounts
+from gpucenter.services.identity import accounts
 from tests.factories import make_context, wait_until
 from tests.resilience.servers import Server
 

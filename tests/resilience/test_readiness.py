@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.db import migrate
 from tests.factories import make_context

@@ -9,12 +9,12 @@ import pytest
 
 from gpucenter.config import Settings
 from gpucenter.dispatch.base import Launched, LaunchRequest, SiteUnavailable, StateChange
-from gpucenter.dispatch.local import LocalDispatcher
+from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import JobRow
-from gpucenter.services import jobs
-from gpucenter.services.scheduling import run_pass
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.scheduling.cycle import run_pass
 from tests.factories import make_context, seed_centre, wait_until
 
 
@@ -95,7 +95,7 @@ def test_jobs_wait_visibly_while_the_site_is_down_and_run_when_it_is_back(flaky)
 def test_backoff_grows_and_is_capped() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from gpucenter.services.site_health import MAX_BACKOFF_S, SiteHealth
+    from gpucenter.services.sites.health import MAX_BACKOFF_S, SiteHealth
 
     health = SiteHealth()
     now = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.services.context import AppContext
 from tests.factories import Centre, make_context, seed_centre

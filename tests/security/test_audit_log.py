@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from gpucenter.config import Settings
-from gpucenter.services import audit
+from gpucenter.services.identity import audit
 from tests.factories import make_context, seed_centre
 
 
@@ -27,7 +27,11 @@ def _drop_guard(conn: object, dialect: str) -> None:
 
 def _cli_verify(settings: Settings) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCENTER_")}
-    env |= {"GPUCENTER_DATABASE_URL": settings.effective_database_url, "COLUMNS": "200"}
+    env |= {
+        "GPUCENTER_DATABASE_URL": settings.effective_database_url,
+        "GPUCENTER_VAR_DIR": str(settings.var_dir),
+        "COLUMNS": "200",
+    }
     return subprocess.run(
         [sys.executable, "-m", "gpucenter.cli", "audit", "verify"],
         env=env,

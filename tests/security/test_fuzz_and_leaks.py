@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.db import migrate
 from tests.factories import make_context, seed_centre

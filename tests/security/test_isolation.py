@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gpucenter.api.permissions import iter_api_routes
+from gpucenter.http.permissions import iter_api_routes
 from tests.security.conftest import Env, auth
 from tests.security.test_isolation_accounting import ACCOUNTING_ROUTES
 from tests.security.test_isolation_programmes import MANAGER_ROUTES

@@ -13,10 +13,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.tables import AllocationRow
-from gpucenter.services import accounts
+from gpucenter.services.identity import accounts
 from tests.factories import make_context
 
 # Every programme route with an id that belongs to a programme's managers.

@@ -12,8 +12,8 @@ from gpucenter.auth.credentials import hash_password
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import JobRow, LedgerEntryRow
 from gpucenter.persistence.tables_audit import RoleAssignmentRow
-from gpucenter.services import jobs
-from gpucenter.services.submission import JobForm
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.submission import JobForm
 from tests.security.conftest import Env
 from tests.security.web import csrf_of, web_session
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from gpucenter.persistence import repositories as repo
-from gpucenter.services import programmes_applications as apps
-from gpucenter.services import programmes_awards as awards
-from gpucenter.services.identity import caller_for
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.programmes import applications as apps
+from gpucenter.services.programmes import awards
 from gpucenter.web.apply_pages import application_of
 from gpucenter.web.render import FormState
 from tests.security.conftest import Env

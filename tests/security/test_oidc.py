@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.tables_audit import AuditEntryRow
-from gpucenter.services import oidc
 from gpucenter.services.context import AppContext
+from gpucenter.services.identity import oidc
 from tests.factories import make_context, seed_centre
 from tests.security.oidc_provider import Provider, RunningProvider
 

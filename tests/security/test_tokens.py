@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from gpucenter.auth import totp
 from gpucenter.persistence.tables_audit import AuditEntryRow
-from gpucenter.services import audit
+from gpucenter.services.identity import audit
 from tests.security.conftest import Env, auth
 
 

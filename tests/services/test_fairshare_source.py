@@ -8,7 +8,7 @@ import pytest
 
 from gpucenter.config import Settings
 from gpucenter.core import decay
-from gpucenter.services.fairshare_source import HALF_LIFE_S, add_decayed_usage, load_fair_share
+from gpucenter.services.fairshare import HALF_LIFE_S, add_decayed_usage, load_fair_share
 from tests.factories import make_context, seed_centre
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -17,9 +17,9 @@ from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import JobRow, LedgerEntryRow
-from gpucenter.services import jobs
 from gpucenter.services.context import AppContext
-from gpucenter.services.scheduling import run_pass
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.scheduling.cycle import run_pass
 from tests.factories import Centre, make_context, seed_centre, wait_until
 
 
@@ -185,7 +185,7 @@ def test_a_restarted_server_re_adopts_a_running_job_without_restarting_it(
     ctx.dispatcher.detach()  # the old server process is gone; its job is not
     restarted = make_context(settings)
     try:
-        from gpucenter.services.scheduling import recover_after_restart
+        from gpucenter.services.scheduling.cycle import recover_after_restart
 
         assert recover_after_restart(restarted) == 1
         done = _run_until(restarted, job_id, {JobState.COMPLETED})
@@ -204,7 +204,7 @@ def test_a_job_that_died_while_the_server_was_down_is_failed_and_frees_its_gpus(
     ctx.dispatcher.shutdown()  # killed while nobody watched
     restarted = make_context(settings)
     try:
-        from gpucenter.services.scheduling import recover_after_restart
+        from gpucenter.services.scheduling.cycle import recover_after_restart
 
         recover_after_restart(restarted)
         row = _run_until(restarted, job_id, {JobState.FAILED, JobState.CANCELLED})
@@ -217,7 +217,7 @@ def test_a_job_that_died_while_the_server_was_down_is_failed_and_frees_its_gpus(
 
 
 def test_the_scheduler_loop_thread_runs_jobs_by_itself(ctx: AppContext, centre: Centre) -> None:
-    from gpucenter.services.loop import SchedulerLoop
+    from gpucenter.services.scheduling.loop import SchedulerLoop
 
     loop = SchedulerLoop(ctx, interval_s=0.1)
     loop.start()
@@ -291,8 +291,8 @@ def test_a_start_the_server_died_before_recording_runs_once(
 ) -> None:
     """Killed between the dispatcher's start and the commit of RUNNING: the job is still
     PENDING in the database, and the next leader must adopt the process, not start another."""
-    from gpucenter.dispatch.local import LocalDispatcher
-    from gpucenter.services.scheduling import recover_after_restart
+    from gpucenter.dispatch.local.dispatcher import LocalDispatcher
+    from gpucenter.services.scheduling.cycle import recover_after_restart
 
     real_submit = LocalDispatcher.submit
     died = []
@@ -326,7 +326,7 @@ def test_measured_gpu_utilisation_is_kept_for_the_run_that_ended(
 ) -> None:
     from gpucenter.dispatch.base import StateChange
     from gpucenter.persistence.tables_accounting import GpuUtilisationRow
-    from gpucenter.services.job_endings import apply_changes
+    from gpucenter.services.scheduling.endings import apply_changes
 
     job_id = _submit(ctx, centre, "sleep 30", gpus=2)
     running = _run_until(ctx, job_id, {JobState.RUNNING})

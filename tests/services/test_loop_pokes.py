@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gpucenter.config import Settings
-from gpucenter.services.loop import SchedulerLoop, poke_address
+from gpucenter.services.scheduling.loop import SchedulerLoop, poke_address
 from tests.factories import make_context, wait_until
 
 pytestmark = pytest.mark.skipif(

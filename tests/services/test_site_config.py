@@ -8,7 +8,7 @@ import pytest
 
 from gpucenter.dispatch.gpus import DetectedGpu
 from gpucenter.domain.errors import ValidationError
-from gpucenter.services.site_config import load_site, parse_site
+from gpucenter.services.sites.config import load_site, parse_site
 
 
 def _none() -> list[DetectedGpu]:

@@ -25,20 +25,19 @@ import pytest
 
 from gpucenter.auth.permissions import Caller
 from gpucenter.config import Settings
-from gpucenter.dispatch.slurm import SlurmDispatcher, read_site
-from gpucenter.dispatch.slurm_cli import SlurmCli
+from gpucenter.dispatch.slurm.cli import SlurmCli
+from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, read_site
 from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Site
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, migrate, session_factory
 from gpucenter.persistence.tables import JobRow
-from gpucenter.services import accounts
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity import caller_for
-from gpucenter.services.scheduling import run_pass
-from gpucenter.services.site_config import LoadedSite
-from gpucenter.services.site_registry import ensure_site
-from gpucenter.services.slurm_sync import (
+from gpucenter.services.identity import accounts
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.scheduling.cycle import run_pass
+from gpucenter.services.sites.config import LoadedSite
+from gpucenter.services.slurm.sync import (
     SlurmSettings,
     SyncCommand,
     apply_sync,
@@ -47,6 +46,7 @@ from gpucenter.services.slurm_sync import (
     plan_sync,
     read_actual,
 )
+from gpucenter.services.wiring import ensure_site
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / "scripts" / "slurm" / "setup.sh"
@@ -86,7 +86,7 @@ def slurm_cluster() -> str:
             pwd.getpwnam(name)
         except KeyError:
             subprocess.run(["useradd", "-M", "-s", "/bin/bash", name], check=True)
-    from gpucenter.dispatch.slurm import cluster_name
+    from gpucenter.dispatch.slurm.dispatcher import cluster_name
 
     return cluster_name(SlurmCli())
 
@@ -95,7 +95,7 @@ def slurm_cluster() -> str:
 def second_cluster(slurm_cluster: str) -> str:
     """Cluster B (setup.sh starts it too, by setup_second.sh); its name."""
     from gpucenter.dispatch.base import DispatchError
-    from gpucenter.dispatch.slurm import cluster_name
+    from gpucenter.dispatch.slurm.dispatcher import cluster_name
 
     if not Path(CONF_B).exists():
         _unavailable(f"no second cluster: {CONF_B} is missing (SLURM_SECOND_CLUSTER=0?)")
@@ -191,7 +191,7 @@ def _cleanup(world: SlurmWorld) -> None:
 
         s.execute(delete(MembershipRow))
     cli = world.settings.cli()
-    from gpucenter.services.slurm_sync import SiteState
+    from gpucenter.services.slurm.sync import SiteState
 
     commands = plan_sync(
         SiteState(), read_actual(cli, world.cluster, world.top), world.cluster, world.top

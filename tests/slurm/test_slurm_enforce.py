@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from gpucenter.persistence.tables import AllocationRow, LedgerEntryRow
-from gpucenter.services.programmes_awards import refresh_allocation_states
+from gpucenter.services.programmes.awards import refresh_allocation_states
 from tests.slurm.conftest import SlurmWorld, project, slurm
 
 

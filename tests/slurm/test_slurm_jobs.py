@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import LedgerEntryRow
-from gpucenter.services import jobs
-from gpucenter.services.slurm_usage import IngestReport, ingest_usage, read_usage
-from gpucenter.services.submission import JobForm
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.submission import JobForm
+from gpucenter.services.slurm.usage import IngestReport, ingest_usage, read_usage
 from tests.slurm.conftest import SlurmWorld, slurm, wait_for
 from tests.slurm.conftest import project as _project
 from tests.slurm.conftest import run_until as _run_until

@@ -12,11 +12,11 @@ from gpucenter.core.model import NodeGpus
 from gpucenter.dispatch.base import LaunchRequest
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState, WaitReason
-from gpucenter.services import jobs
 from gpucenter.services.context import AppContext
-from gpucenter.services.scheduling import recover_after_restart, run_pass
-from gpucenter.services.slurm_sync import make_slurm_dispatcher
-from gpucenter.services.submission import JobForm
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.submission import JobForm
+from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
+from gpucenter.services.slurm.sync import make_slurm_dispatcher
 from tests.slurm.conftest import SETUP, SlurmWorld, job_row, project, run_until, slurm, wait_for
 
 

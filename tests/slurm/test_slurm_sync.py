@@ -9,8 +9,8 @@ from sqlalchemy import delete
 
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import MembershipRow, ProjectRow
-from gpucenter.services import accounts
-from gpucenter.services.slurm_sync import org_account
+from gpucenter.services.identity import accounts
+from gpucenter.services.slurm.sync import org_account
 from tests.slurm.conftest import SlurmWorld, slurm
 
 

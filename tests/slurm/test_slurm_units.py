@@ -13,17 +13,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.core.model import NodeGpus
 from gpucenter.dispatch.base import LaunchRequest
-from gpucenter.dispatch.slurm import SlurmDispatcher, SlurmSubmission
-from gpucenter.dispatch.slurm_cli import Result, SlurmCli, SlurmUnavailable
-from gpucenter.dispatch.slurm_states import Phase, describe_reason, exit_status, map_state
+from gpucenter.dispatch.slurm.cli import Result, SlurmCli, SlurmUnavailable
+from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, SlurmSubmission
+from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.db import make_engine, migrate, session_factory
 from gpucenter.persistence.tables import AllocationRow, ProjectRow
-from gpucenter.services import accounts
-from gpucenter.services.slurm_sync import SiteState, desired_state, plan_sync
-from gpucenter.services.slurm_usage import parse_alloc_tres
+from gpucenter.services.identity import accounts
+from gpucenter.services.slurm.sync import SiteState, desired_state, plan_sync
+from gpucenter.services.slurm.usage import parse_alloc_tres
 
 STATES = {
     "PENDING": (Phase.WAITING, None),
@@ -115,7 +115,7 @@ def test_programme_level_qos_and_holds_in_the_desired_tree(
 ) -> None:
     from gpucenter.persistence.tables_accounting import BudgetPolicyRow
     from gpucenter.persistence.tables_allocation import ProgrammeRow
-    from gpucenter.services import accounting_ledger
+    from gpucenter.services import allocations
 
     sessions = _centre(tmp_path)
     now = datetime.now(tz=UTC)
@@ -139,10 +139,10 @@ def test_programme_level_qos_and_holds_in_the_desired_tree(
                 alloc.state = "exhausted"
     programme_of = {"held": 1, "fine": 1, "opp": 2}
 
-    def fake_programme(s: Session, alloc: AllocationRow) -> int | None:
-        return programme_of.get(s.get_one(ProjectRow, alloc.project_id).name)
+    def fake_programmes(s: Session, allocs: list[AllocationRow]) -> dict[int, int | None]:
+        return {a.id: programme_of.get(s.get_one(ProjectRow, a.project_id).name) for a in allocs}
 
-    monkeypatch.setattr(accounting_ledger, "programme_of_allocation", fake_programme)
+    monkeypatch.setattr(allocations, "programme_ids", fake_programmes)
     with sessions() as s:
         state = desired_state(s, "gpucenter", now)
     acc = state.accounts
@@ -171,10 +171,11 @@ def test_a_failing_sync_is_logged_and_the_loop_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from gpucenter.config import Settings
-    from gpucenter.services.context import AppContext, SiteRuntime
-    from gpucenter.services.loop import SchedulerLoop
-    from gpucenter.services.site_config import LoadedSite
-    from gpucenter.services.slurm_sync import SlurmSettings
+    from gpucenter.services.context import AppContext
+    from gpucenter.services.scheduling.loop import SchedulerLoop
+    from gpucenter.services.sites.config import LoadedSite
+    from gpucenter.services.sites.runtime import SiteRuntime
+    from gpucenter.services.sites.slurm_settings import SlurmSettings
 
     down = Result(1, "", "sacctmgr: error: Problem talking to the database: Connection refused")
     cli_settings = SlurmSettings(cluster="c1", _env_prefix="NONE_")  # type: ignore[call-arg]
@@ -204,7 +205,7 @@ def test_a_failing_sync_is_logged_and_the_loop_goes_on(
 def test_gpu_utilisation_comes_from_the_busiest_step_where_the_cluster_gathers_it() -> None:
     """sacct as a cluster with gres/gpuutil gathering prints it (the test clusters have fake
     GPUs and no NVML plugin, so this path is checked against recorded output)."""
-    from gpucenter.services.slurm_usage import read_usage
+    from gpucenter.services.slurm.usage import read_usage
 
     allocations = (
         "41|alpha|proj|ana|COMPLETED|cpu=2,gres/gpu:h100=2,gres/gpu=2,node=1|600|"
@@ -233,7 +234,7 @@ def test_gpu_utilisation_comes_from_the_busiest_step_where_the_cluster_gathers_i
 
 
 def test_no_utilisation_figure_when_sacct_refuses_the_step_query() -> None:
-    from gpucenter.services.slurm_usage import read_usage
+    from gpucenter.services.slurm.usage import read_usage
 
     def runner(argv, stdin, env, timeout):  # type: ignore[no-untyped-def]
         if "-X" in argv:

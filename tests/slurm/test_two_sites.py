@@ -21,13 +21,20 @@ from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import migrate
 from gpucenter.persistence.tables import JobRow, SiteRow
-from gpucenter.services import accounts, jobs
-from gpucenter.services.context import AppContext, build_context
-from gpucenter.services.identity import caller_for
-from gpucenter.services.scheduling import run_pass
-from gpucenter.services.site_registry import ensure_site
-from gpucenter.services.slurm_sync import SiteState, apply_sync, plan_sync, read_actual, sync_site
-from gpucenter.services.submission import JobForm
+from gpucenter.services.context import AppContext
+from gpucenter.services.identity import accounts
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.submission import JobForm
+from gpucenter.services.scheduling.cycle import run_pass
+from gpucenter.services.slurm.sync import (
+    SiteState,
+    apply_sync,
+    plan_sync,
+    read_actual,
+    sync_site,
+)
+from gpucenter.services.wiring import build_context, ensure_site
 from tests.slurm.conftest import CONF_B, SHARED, slurm, wait_for
 
 CONF_A = "/etc/slurm/slurm.conf"

@@ -22,7 +22,7 @@ import pytest
 
 from gpucenter.config import Settings
 from gpucenter.services.context import AppContext
-from gpucenter.services.site_config import load_site
+from gpucenter.services.sites.config import load_site
 from tests.conftest import IN_CI
 from tests.factories import make_context
 from tests.live import server_env, serving

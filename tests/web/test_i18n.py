@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from jinja2 import Environment
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.web import catalogue_check, i18n
 from tests.factories import make_context, seed_centre

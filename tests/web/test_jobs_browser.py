@@ -10,9 +10,11 @@ from typing import Any
 
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence import repositories as repo
-from gpucenter.services import accounts, jobs, templates
-from gpucenter.services.identity import caller_for
-from gpucenter.services.submission import JobForm
+from gpucenter.services.identity import accounts
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs import templates
+from gpucenter.services.jobs.submission import JobForm
 from tests.factories import wait_until
 from tests.web.conftest import Portal, shoot, sign_in
 

@@ -13,14 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.auth.credentials import hash_password
 from gpucenter.config import Settings
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import migrate
 from gpucenter.persistence.tables import JobRow, LedgerEntryRow
-from gpucenter.services import accounts, templates
 from gpucenter.services.context import AppContext
+from gpucenter.services.identity import accounts
+from gpucenter.services.jobs import templates
 from gpucenter.web import job_labels
 from tests.factories import make_context, seed_centre
 from tests.security.web import csrf_of, web_session

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from gpucenter.services import accounts
+from gpucenter.services.identity import accounts
 from tests.web.conftest import Portal, shoot, sign_in
 
 

@@ -9,8 +9,8 @@ import re
 from datetime import UTC, datetime
 
 from gpucenter.persistence import repositories as repo
-from gpucenter.services import programmes_applications as apps
-from gpucenter.services.identity import caller_for
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.programmes import applications as apps
 from gpucenter.web.apply_pages import application_of
 from gpucenter.web.render import FormState
 from tests.web.conftest import Portal, shoot, sign_in

@@ -15,16 +15,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from gpucenter.api.app import create_app
+from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, UserRow
 from gpucenter.persistence.tables_allocation import ApplicationRow, ReviewRow
-from gpucenter.services import accounts
-from gpucenter.services import programmes as prog
-from gpucenter.services import programmes_applications as apps
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity import caller_for
+from gpucenter.services.identity import accounts
+from gpucenter.services.identity.signin import caller_for
+from gpucenter.services.programmes import applications as apps
+from gpucenter.services.programmes import calls as prog
 from tests.factories import make_context
 from tests.security.web import csrf_of, web_session
 

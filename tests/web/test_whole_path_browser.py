@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gpucenter.services import templates
+from gpucenter.services.jobs import templates
 from tests.web.conftest import Portal, shoot, sign_in
 from tests.web.test_jobs_browser import STEPS
 from tests.web.test_programmes_browser import CRITERIA, _assign_and_score, _submitted

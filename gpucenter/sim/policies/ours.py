@@ -1,10 +1,11 @@
 """Our policy: the real scheduling core (`gpucenter.core.Scheduler`) with fair share.
 
-The share tree is root -> applicant type (programme, with the policy's entitled share) ->
-tenant (project). Usage is GPU-seconds, decayed with the core's half-life and pushed to the
-scheduler every `fair_share_period_s` of simulated time, as the accounting side does in
-production. A reservation for an applicant type becomes a core `AdvanceReservation` over whole
-blocks (`choose_nodes`), exactly what a programme manager would configure.
+The share tree is the server's (`gpucenter.core.share_tree`): root -> applicant type
+(programme, with the policy's entitled share) -> tenant (an organisation of one project).
+Usage is GPU-seconds, decayed with the core's half-life and pushed to the scheduler every
+`fair_share_period_s` of simulated time, as the accounting side does in production. A
+reservation for an applicant type becomes a core `AdvanceReservation` over whole blocks
+(`choose_nodes`), exactly what a programme manager would configure.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gpucenter.core import (
     choose_nodes,
     decay_all,
 )
+from gpucenter.core.share_tree import ShareHolder, build_share_tree
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.sim.policies.base import PassOutcome, Workload
@@ -66,17 +68,19 @@ class CorePolicy:
         by_type: dict[str, list[ProjectId]] = {}
         for p, kind in sorted(workload.applicant_of.items()):
             by_type.setdefault(kind, []).append(p)
+        # The server's tree (centre -> programme -> organisation -> project), built by the
+        # same function: an applicant type is a programme with the policy's entitled share,
+        # each tenant an organisation of one project.
         shares = workload.shares
-        self.root = ShareAccount(
-            "root",
-            children=tuple(
-                ShareAccount(
-                    kind,
-                    shares=shares.get(kind, 1.0 / max(1, len(by_type))) if shares else 1.0,
-                    children=tuple(ShareAccount(f"{kind}/{p}", project_id=p) for p in projects),
-                )
+        even = 1.0 / max(1, len(by_type))
+        self.root = build_share_tree(
+            (
+                ShareHolder(kind, f"{kind}/{p}", f"{kind}/{p}", p, 1.0)
                 for kind, projects in sorted(by_type.items())
+                for p in projects
             ),
+            root="root",
+            programme_shares={k: shares.get(k, even) if shares else 1.0 for k in by_type},
         )
         reservations: list[AdvanceReservation] = []
         taken: list[str] = []

@@ -1,0 +1,1 @@
+"""The local site kind: jobs as process groups on this machine."""

@@ -1,0 +1,1 @@
+"""The Slurm site kind: sbatch/squeue/sacct/sacctmgr."""

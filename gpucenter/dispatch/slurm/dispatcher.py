@@ -1,0 +1,453 @@
+"""The Slurm dispatcher: gpucenter hands jobs to a Slurm cluster with its command-line tools.
+
+Same `Dispatcher` protocol as the local one, so the scheduler loop does not know which it has.
+
+What changes with Slurm, and how we treat it:
+
+- **Slurm places the job.** gpucenter's core still runs on a snapshot of the site (its nodes
+  and GPUs, read from ``sinfo`` by `read_site`, written to the site file with
+  ``gpucenter slurm site``) and submits a job when the core says it fits; the placement it
+  picked is *advisory*. We ask Slurm for the shape (``--nodes``, ``--gres=gpu:<type>:<n>``),
+  not for the GPU indices, and Slurm's own scheduler and limits (GrpTRESMins, fair share)
+  decide where and when. ``pin_nodes=True`` also passes ``--nodelist`` from the placement.
+- **Submitted is not started.** `submit` returns as soon as Slurm accepted the job (gpucenter
+  then shows it RUNNING, i.e. dispatched). While Slurm keeps it queued, `poll` tells the
+  `SlurmObserver` Slurm's pending reason (``AssocGrpGRESMinutes``...) so that the user sees
+  why it waits; when Slurm starts it, the observer gets the real start time, which is what
+  the charge is computed from (allocated GPUs x the time Slurm ran it, not time in the queue).
+- **The controller may be down.** Every call that cannot reach Slurm raises `SlurmUnavailable`
+  (a `DispatchError`). In `poll` that is not an error: jobs are left as they are, the observer
+  marks them ``SiteUnavailable`` with Slurm's message, and the next poll reads them again.
+  Cancels that could not be delivered are retried on each poll.
+- **Restarts.** Slurm jobs outlive gpucenter. `adopt` re-attaches a job the database says is
+  running; every job carries ``--comment=gpucenter:<job id>``, and a submit for a job Slurm
+  already runs under that comment (a crash between sbatch and the database commit) adopts
+  that Slurm job instead of submitting it twice. `shutdown` and `detach` leave jobs running.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from gpucenter.dispatch.base import DispatchError, Launched, LaunchRequest, StateChange
+from gpucenter.dispatch.slurm.cli import SlurmCli, SlurmUnavailable, parse_slurm_time
+from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
+from gpucenter.domain.clock import Clock, Instant, SystemClock
+from gpucenter.domain.cluster import Node
+from gpucenter.domain.ids import JobId
+from gpucenter.domain.jobs import JobState
+
+__all__ = [
+    "COMMENT_PREFIX",
+    "SlurmDispatcher",
+    "SlurmObserver",
+    "SlurmSubmission",
+    "cluster_name",
+    "read_site",
+]
+
+_log = logging.getLogger(__name__)
+
+COMMENT_PREFIX = "gpucenter:"
+_SQUEUE_FIELDS = ("id", "state", "reason", "start", "end", "comment")
+_SACCT_FIELDS = ("id", "state", "exit", "start", "end", "reason")
+# Variables a job's own env may not set: they would change how sbatch reads our options.
+_RESERVED_ENV = re.compile(r"^(SBATCH_|SLURM_|SALLOC_|SRUN_|GPUCENTER_)")
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmSubmission:
+    """What sbatch needs beyond the LaunchRequest, looked up in gpucenter's database."""
+
+    account: str
+    gpu_type: str
+    gpus_per_node: int
+    nodes: int = 1
+    job_name: str = ""
+    user: str | None = None
+    """Unix user the job runs as (sbatch --uid/--gid, root only); None: the calling user."""
+    qos: str | None = None
+    """Slurm QOS (``--qos``); None: the account's default (``normal`` after the sync)."""
+
+
+class SlurmObserver(Protocol):
+    """Told what `poll` learns about jobs Slurm holds but has not ended (see services)."""
+
+    def started(self, job_id: JobId, at: Instant) -> None: ...
+
+    def waiting(self, job_id: JobId, reason: str, detail: str) -> None: ...
+
+
+Resolver = Callable[[LaunchRequest], SlurmSubmission]
+
+
+@dataclass(slots=True)
+class _Tracked:
+    job_id: JobId
+    external_id: str
+    note: tuple[str, str] | None = None  # last (reason, detail) told to the observer
+    started: bool = False
+    missing: int = 0  # polls in a row in which neither squeue nor sacct knew the job
+    cancel_pending: bool = False
+
+
+@dataclass(slots=True)
+class _Seen:
+    state: str
+    reason: str = ""
+    start: Instant | None = None
+    end: Instant | None = None
+    exit: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class SlurmDispatcher:
+    """Hands jobs to one Slurm cluster; implements the `Dispatcher` protocol."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        cli: SlurmCli | None = None,
+        partition: str | None = None,
+        clock: Clock | None = None,
+        resolver: Resolver | None = None,
+        observer: SlurmObserver | None = None,
+        node_gpu_types: Mapping[str, str] | None = None,
+        pin_nodes: bool = False,
+        missing_polls_before_lost: int = 5,
+        cluster: str | None = None,
+    ) -> None:
+        self._log_dir = Path(log_dir)
+        self._cli = cli or SlurmCli()
+        self._partition = partition
+        self._clock: Clock = clock or SystemClock()
+        self._resolver = resolver
+        self._observer = observer
+        self._node_types = dict(node_gpu_types or {})
+        self._pin = pin_nodes
+        self._lost_after = missing_polls_before_lost
+        self._cluster = cluster
+        self._jobs: dict[JobId, _Tracked] = {}
+        self._orphans: dict[JobId, str] = {}  # live Slurm jobs of ours nobody tracks
+        self._lock = threading.Lock()
+        self.unavailable: str = ""
+        """Why the last poll could not reach Slurm; empty when it could."""
+
+    @property
+    def cluster(self) -> str:
+        """The Slurm cluster's name (asked once), for ledger sources and messages."""
+        if self._cluster is None:
+            self._cluster = cluster_name(self._cli)
+        return self._cluster
+
+    # ----------------------------------------------------------------- submit
+    def _submission(self, request: LaunchRequest) -> SlurmSubmission:
+        if self._resolver is not None:
+            return self._resolver(request)
+        if not request.placement:
+            raise DispatchError(f"job {request.job_id}: no placement to size the request from")
+        first = request.placement[0]
+        return SlurmSubmission(
+            account=request.account,
+            gpu_type=self._node_types.get(first.node, ""),
+            gpus_per_node=len(first.gpus),
+            nodes=len(request.placement),
+        )
+
+    def _environment(self, request: LaunchRequest) -> dict[str, str]:
+        env = {k: v for k, v in request.env.items() if not _RESERVED_ENV.match(k)}
+        env["GPUCENTER_JOB_ID"] = str(request.job_id)
+        return env
+
+    def sbatch_args(self, request: LaunchRequest, sub: SlurmSubmission) -> list[str]:
+        """sbatch's arguments for a job (public so tests can check them without Slurm)."""
+        out = self._log_dir / f"job-{request.job_id}.out"
+        err = self._log_dir / f"job-{request.job_id}.err"
+        gres = f"gpu:{sub.gpu_type}:{sub.gpus_per_node}" if sub.gpu_type else None
+        args = [
+            "--parsable",
+            f"--job-name={sub.job_name or f'gpucenter-{request.job_id}'}",
+            f"--account={sub.account}",
+            f"--nodes={sub.nodes}",
+            f"--gres={gres}" if gres else f"--gpus-per-node={sub.gpus_per_node}",
+            # Slurm counts time limits in whole minutes; round up so a job never gets less.
+            f"--time={max(1, math.ceil(request.time_limit_s / 60))}",
+            f"--comment={COMMENT_PREFIX}{request.job_id}",
+            f"--output={out}",
+            f"--error={err}",
+            f"--chdir={request.workdir or self._log_dir}",
+            "--export=ALL",
+        ]
+        if self._partition:
+            args.append(f"--partition={self._partition}")
+        if sub.user:
+            args += [f"--uid={sub.user}", f"--gid={sub.user}"]
+        if sub.qos:
+            args.append(f"--qos={sub.qos}")
+        if self._pin:
+            args.append("--nodelist=" + ",".join(dict.fromkeys(p.node for p in request.placement)))
+        return args
+
+    def submit(self, request: LaunchRequest) -> Launched:
+        """Hand the job to Slurm; raises DispatchError (SlurmUnavailable when unreachable)."""
+        with self._lock:
+            if request.job_id in self._jobs:
+                raise DispatchError(f"job {request.job_id} is already submitted to Slurm")
+            sub = self._submission(request)
+            args = self.sbatch_args(request, sub)
+            existing = self._orphans.pop(request.job_id, None)
+            if existing is not None:
+                _log.warning("job %s already in Slurm as %s: adopted", request.job_id, existing)
+                external_id = existing
+            else:
+                self._log_dir.mkdir(parents=True, exist_ok=True)
+                script = f"#!/bin/bash\n{request.command}\n"
+                env = self._environment(request)
+                out = self._cli.run("sbatch", args, stdin=script, env=env)
+                external_id = out.strip().split(";", 1)[0]
+                if not external_id.isdigit():
+                    raise DispatchError(f"sbatch printed no job id: {out.strip()!r}")
+            self._jobs[request.job_id] = _Tracked(request.job_id, external_id)
+        _log.info("job %s submitted to Slurm as %s", request.job_id, external_id)
+        return Launched(
+            job_id=request.job_id,
+            external_id=external_id,
+            stdout_path=str(self._log_dir / f"job-{request.job_id}.out"),
+            stderr_path=str(self._log_dir / f"job-{request.job_id}.err"),
+            started_at=self._clock.now(),
+        )
+
+    # ----------------------------------------------------------------- cancel
+    def cancel(self, job_id: JobId) -> None:
+        """scancel the job; if Slurm cannot be reached, poll() retries until it can."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return
+            job.cancel_pending = True
+            self._try_cancel(job)
+
+    def _try_cancel(self, job: _Tracked) -> None:
+        try:
+            self._cli.run("scancel", [job.external_id])
+        except SlurmUnavailable as exc:
+            _log.warning("cannot cancel job %s yet: %s", job.job_id, exc)
+            return
+        except DispatchError as exc:  # e.g. already ended: poll() reports how
+            _log.info("scancel of job %s: %s", job.job_id, exc)
+        job.cancel_pending = False
+
+    # ------------------------------------------------------------------- poll
+    def poll(self) -> Sequence[StateChange]:
+        """Read squeue (and sacct for jobs squeue no longer shows); return the jobs that ended."""
+        with self._lock:
+            try:
+                live = self._read_squeue()
+            except SlurmUnavailable as exc:
+                self._site_down(str(exc))
+                return []
+            if self.unavailable:
+                _log.info("Slurm answers again")
+            self.unavailable = ""
+            for job in self._jobs.values():
+                if job.cancel_pending:
+                    self._try_cancel(job)
+            by_ext = {job.external_id: job for job in self._jobs.values()}
+            self._orphans = {
+                JobId(int(seen.extra["comment"][len(COMMENT_PREFIX) :])): ext
+                for ext, seen in live.items()
+                if ext not in by_ext
+                and seen.extra.get("comment", "").removeprefix(COMMENT_PREFIX).isdigit()
+                and map_state(seen.state).phase is not Phase.ENDED
+            }
+            ask_sacct = [
+                job.external_id
+                for job in self._jobs.values()
+                if job.external_id not in live
+                or map_state(live[job.external_id].state).phase is Phase.ENDED
+            ]
+            final = self._read_sacct(ask_sacct) if ask_sacct else {}
+            changes: list[StateChange] = []
+            for job in list(self._jobs.values()):
+                change = self._step(job, live.get(job.external_id), final.get(job.external_id))
+                if change is not None:
+                    changes.append(change)
+                    del self._jobs[job.job_id]
+            return changes
+
+    def _step(self, job: _Tracked, live: _Seen | None, final: _Seen | None) -> StateChange | None:
+        seen = final or live
+        if seen is None:
+            job.missing += 1
+            if job.missing < self._lost_after:
+                return None
+            return StateChange(
+                job.job_id,
+                JobState.FAILED,
+                self._clock.now(),
+                None,
+                f"Slurm has no record of job {job.external_id} any more",
+            )
+        job.missing = 0
+        mapped = map_state(seen.state, seen.exit)
+        if mapped.phase is Phase.WAITING:
+            reason = seen.reason if seen.reason and seen.reason != "None" else mapped.slurm
+            words = describe_reason(reason) or mapped.detail
+            detail = f"queued at Slurm as job {job.external_id}, {mapped.detail}: {words}"
+            self._note(job, reason, detail)
+            return None
+        if seen.start is not None and not job.started:
+            self._tell_started(job, seen.start)
+        if mapped.phase is Phase.RUNNING:
+            self._note(job, "", "" if mapped.slurm == "RUNNING" else mapped.detail)
+            return None
+        exit_code = seen.exit
+        if final is None and mapped.slurm != "COMPLETED":
+            exit_code = self._scontrol_exit(job.external_id)  # squeue prints no exit codes
+            mapped = map_state(seen.state, exit_code)
+        end = seen.end if seen.end is not None else self._clock.now()
+        if not job.started:  # never ran (cancelled while queued): nothing to charge
+            self._tell_started(job, end)
+        assert mapped.state is not None
+        detail = f"Slurm job {job.external_id}: {mapped.detail}"
+        return StateChange(job.job_id, mapped.state, end, exit_status(exit_code), detail)
+
+    def _tell_started(self, job: _Tracked, at: Instant) -> None:
+        job.started = True
+        if self._observer is not None:
+            self._observer.started(job.job_id, at)
+
+    def _note(self, job: _Tracked, reason: str, detail: str) -> None:
+        if job.note == (reason, detail):
+            return
+        job.note = (reason, detail)
+        if self._observer is not None:
+            self._observer.waiting(job.job_id, reason, detail)
+
+    def _site_down(self, message: str) -> None:
+        if not self.unavailable:
+            _log.warning("Slurm unreachable: %s", message)
+        self.unavailable = message
+        for job in self._jobs.values():
+            self._note(
+                job,
+                "SiteUnavailable",
+                f"the Slurm site does not answer ({message}); the job is kept and its state "
+                "read again when the site is back",
+            )
+
+    def _read_squeue(self) -> dict[str, _Seen]:
+        rows = self._cli.parsable(
+            "squeue", ["-h", "-t", "all", "-o", "%i|%T|%r|%S|%e|%k"], _SQUEUE_FIELDS
+        )
+        return {
+            r["id"]: _Seen(
+                r["state"],
+                r["reason"],
+                parse_slurm_time(r["start"]),
+                parse_slurm_time(r["end"]),
+                extra={"comment": r["comment"]},
+            )
+            for r in rows
+        }
+
+    def _scontrol_exit(self, external_id: str) -> str:
+        """ExitCode from slurmctld's memory, for a job that ended but is not in sacct yet."""
+        try:
+            text = self._cli.run("scontrol", ["-o", "show", "job", external_id])
+        except DispatchError:
+            return ""
+        match = re.search(r"(?:^| )ExitCode=(\S+)", text)
+        return match.group(1) if match else ""
+
+    def _read_sacct(self, external_ids: Sequence[str]) -> dict[str, _Seen]:
+        try:
+            rows = self._cli.parsable(
+                "sacct",
+                [
+                    "-X",
+                    "-n",
+                    "-P",
+                    "-a",
+                    "-j",
+                    ",".join(external_ids),
+                    "--format=JobIDRaw,State,ExitCode,Start,End,Reason",
+                ],
+                _SACCT_FIELDS,
+            )
+        except SlurmUnavailable as exc:  # accounting down: squeue still tells a lot
+            _log.warning("sacct unavailable: %s", exc)
+            return {}
+        found: dict[str, _Seen] = {}
+        for r in rows:
+            # A job that has not started yet is reported by sacct with Start "Unknown".
+            start = parse_slurm_time(r["start"])
+            end = parse_slurm_time(r["end"])
+            found[r["id"]] = _Seen(r["state"], r["reason"], start, end, r["exit"])
+        return found
+
+    # ------------------------------------------------------ restart and stop
+    def adopt(
+        self,
+        job_id: JobId,
+        external_id: str,
+        started_at: Instant,
+        time_limit_s: int,
+        stderr_path: str | None,
+    ) -> bool:
+        """Watch a job an earlier server submitted; the next poll reports where it is."""
+        del started_at, time_limit_s, stderr_path  # Slurm keeps these itself
+        if not external_id.isdigit():
+            return False
+        with self._lock:
+            self._jobs.setdefault(job_id, _Tracked(job_id, external_id))
+        return True
+
+    def detach(self) -> None:
+        """Forget every job without touching it in Slurm: a later server adopts them."""
+        with self._lock:
+            self._jobs.clear()
+
+    def running_job_ids(self) -> frozenset[JobId]:
+        with self._lock:
+            return frozenset(self._jobs)
+
+    def shutdown(self) -> None:
+        """Stop watching. Slurm jobs keep running (they are adopted on the next start)."""
+        self.detach()
+
+
+def cluster_name(cli: SlurmCli) -> str:
+    """The ClusterName of the cluster `cli` talks to."""
+    for line in cli.run("scontrol", ["show", "config"]).splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ClusterName":
+            return value.strip()
+    raise DispatchError("scontrol show config printed no ClusterName")
+
+
+_GRES_GPU = re.compile(r"gpu:(?P<type>[A-Za-z0-9_.-]+):(?P<count>\d+)")
+
+
+def read_site(cli: SlurmCli, partition: str | None = None) -> tuple[Node, ...]:
+    """The cluster's GPU nodes from sinfo: name, GPU type and count (the core's snapshot)."""
+    args = ["-h", "-N", "-o", "%N|%G|%P"]
+    if partition:
+        args += ["-p", partition]
+    nodes: dict[str, Node] = {}
+    for r in cli.parsable("sinfo", args, ("node", "gres", "partition")):
+        match = _GRES_GPU.search(r["gres"])
+        if match is None or r["node"] in nodes:
+            continue
+        nodes[r["node"]] = Node(
+            r["node"], match["type"].lower(), int(match["count"]), r["partition"].rstrip("*")
+        )
+    return tuple(nodes[name] for name in sorted(nodes))

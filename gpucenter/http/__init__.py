@@ -1,0 +1,1 @@
+"""What api/ and web/ share: auth dependencies, permissions, errors, CSRF, headers."""

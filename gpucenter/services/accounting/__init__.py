@@ -1,0 +1,1 @@
+"""Accounting use cases: the ledger, budgets, reports, use-it-or-lose-it."""

@@ -1,0 +1,1 @@
+"""Identity use cases: accounts, sign-in, tokens, MFA, single sign-on, audit."""

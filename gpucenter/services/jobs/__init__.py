@@ -1,0 +1,1 @@
+"""Job use cases: submission, listing, cancelling, logs, events, templates."""

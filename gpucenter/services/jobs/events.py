@@ -1,0 +1,52 @@
+"""A job's life as server-sent events: state changes and log output until it ends."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import time
+from collections.abc import Iterator
+
+from gpucenter.auth.permissions import Caller
+from gpucenter.domain.jobs import JobState
+from gpucenter.services.context import AppContext
+from gpucenter.services.jobs import manage as jobs
+
+POLL_S = 0.3
+HEARTBEAT_S = 15.0
+MAX_STREAM_S = 24 * 3600.0
+
+
+def _event(name: str, data: str) -> bytes:
+    lines = data.split("\n")
+    return (f"event: {name}\n" + "".join(f"data: {line}\n" for line in lines) + "\n").encode()
+
+
+def job_events(
+    ctx: AppContext, caller: Caller, job_id: int, stream: str = "stdout", offset: int = 0
+) -> Iterator[bytes]:
+    """Yield SSE frames. Log data is JSON-encoded text so that any byte sequence survives."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    last_state = ""
+    last_beat = time.monotonic()
+    deadline = last_beat + MAX_STREAM_S
+    while time.monotonic() < deadline:
+        row = jobs.get_visible(ctx, caller, job_id)
+        if row.state != last_state:
+            last_state = row.state
+            payload = {"state": row.state, "reason": row.reason, "detail": row.reason_detail}
+            yield _event("state", json.dumps(payload))
+        ended = JobState(row.state).is_terminal
+        chunk, offset, finished = jobs.read_log(ctx, caller, job_id, stream, offset)
+        if chunk:
+            text = decoder.decode(chunk)
+            yield _event("log", json.dumps({"text": text, "offset": offset}))
+            last_beat = time.monotonic()
+            continue
+        if ended and finished:
+            yield _event("end", json.dumps({"state": row.state, "exit_code": row.exit_code}))
+            return
+        if time.monotonic() - last_beat > HEARTBEAT_S:
+            yield b": keep-alive\n\n"
+            last_beat = time.monotonic()
+        time.sleep(POLL_S)

@@ -1,0 +1,1 @@
+"""Operations: overview figures, portal queries, readiness, metrics, demo data."""

@@ -1,0 +1,151 @@
+"""Operator metrics in the Prometheus text format, without a client library.
+
+Gauges (queue depth, GPUs busy, ledger lag) are read from the database at scrape time, so
+every server answers the same and nothing has to be kept in step. Counters and the cycle
+time histogram live in the process that runs the scheduler loop: `OPERATOR_METRICS` is the
+one instance it records into (`observe_cycle`, `dispatch_error`).
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import String, cast, exists, func, select
+from sqlalchemy.orm import Session
+
+from gpucenter.domain.jobs import JobState
+from gpucenter.persistence.tables import JobRow, LedgerEntryRow, SiteRow
+
+CYCLE_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_WINDOW = timedelta(days=7)
+
+
+@dataclass
+class OperatorMetrics:
+    """Process-local counters: the scheduler loop's pass times and dispatch errors."""
+
+    buckets: tuple[float, ...] = CYCLE_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(CYCLE_BUCKETS) + 1))
+    cycle_sum: float = 0.0
+    cycle_count: int = 0
+    dispatch_errors: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe_cycle(self, seconds: float) -> None:
+        with self._lock:
+            self.counts[bisect_left(self.buckets, seconds)] += 1
+            self.cycle_sum += seconds
+            self.cycle_count += 1
+
+    def dispatch_error(self, site: str) -> None:
+        with self._lock:
+            self.dispatch_errors[site] = self.dispatch_errors.get(site, 0) + 1
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            out = [
+                "# HELP gpucenter_cycle_seconds Scheduler pass duration.",
+                "# TYPE gpucenter_cycle_seconds histogram",
+            ]
+            running = 0
+            for bound, n in zip(self.buckets, self.counts, strict=False):
+                running += n
+                out.append(f'gpucenter_cycle_seconds_bucket{{le="{bound}"}} {running}')
+            out.append(f'gpucenter_cycle_seconds_bucket{{le="+Inf"}} {self.cycle_count}')
+            out.append(f"gpucenter_cycle_seconds_sum {self.cycle_sum}")
+            out.append(f"gpucenter_cycle_seconds_count {self.cycle_count}")
+            out += [
+                "# HELP gpucenter_dispatch_errors_total Failed dispatcher calls.",
+                "# TYPE gpucenter_dispatch_errors_total counter",
+            ]
+            out += [
+                f'gpucenter_dispatch_errors_total{{site="{_esc(k)}"}} {v}'
+                for k, v in sorted(self.dispatch_errors.items())
+            ]
+            return out
+
+
+OPERATOR_METRICS = OperatorMetrics()
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _gauge(name: str, help_text: str, samples: Iterable[tuple[dict[str, str], float]]) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    for labels, v in samples:
+        text = ",".join(f'{k}="{_esc(str(val))}"' for k, val in labels.items())
+        out.append(f"{name}{{{text}}} {v}" if text else f"{name} {v}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLag:
+    """Ended job runs not yet charged (within LAG_WINDOW), and the age of the oldest."""
+
+    uncharged_runs: int
+    oldest_s: float
+
+
+def ledger_lag(s: Session, now: datetime) -> LedgerLag:
+    source = "job:" + cast(JobRow.id, String) + ":run:" + cast(JobRow.runs, String)
+    charged = exists().where(LedgerEntryRow.source == source)
+    terminal = [st.value for st in JobState if st.is_terminal]
+    n, oldest = s.execute(
+        select(func.count(JobRow.id), func.min(JobRow.ended_at)).where(
+            JobRow.state.in_(terminal),
+            JobRow.started_at.is_not(None),
+            JobRow.allocation_id.is_not(None),
+            JobRow.ended_at >= now - LAG_WINDOW,
+            ~charged,
+        )
+    ).one()
+    if not n or oldest is None:
+        return LedgerLag(0, 0.0)
+    from gpucenter.domain.clock import as_utc
+
+    return LedgerLag(int(n), max((now - as_utc(oldest)).total_seconds(), 0.0))
+
+
+def render(s: Session, now: datetime, process: OperatorMetrics = OPERATOR_METRICS) -> str:
+    """The whole exposition: database gauges, then this process's counters."""
+    depth = s.execute(
+        select(JobRow.gpu_type, func.count(JobRow.id))
+        .where(JobRow.state == JobState.PENDING.value)
+        .group_by(JobRow.gpu_type)
+        .order_by(JobRow.gpu_type)
+    )
+    busy = s.execute(
+        select(SiteRow.name, JobRow.gpu_type, func.sum(JobRow.gpus_per_node * JobRow.nodes))
+        .join(SiteRow, SiteRow.id == JobRow.site_id)
+        .where(JobRow.state == JobState.RUNNING.value)
+        .group_by(SiteRow.name, JobRow.gpu_type)
+        .order_by(SiteRow.name, JobRow.gpu_type)
+    )
+    lag = ledger_lag(s, now)
+    lines = _gauge(
+        "gpucenter_queue_depth",
+        "Pending jobs by GPU type.",
+        (({"gpu_type": t}, n) for t, n in depth),
+    )
+    lines += _gauge(
+        "gpucenter_gpus_busy",
+        "GPUs held by running jobs, by site and GPU type.",
+        (({"site": site, "gpu_type": t}, int(n or 0)) for site, t, n in busy),
+    )
+    lines += _gauge(
+        "gpucenter_ledger_lag_seconds",
+        "Age of the oldest ended job run not yet charged.",
+        [({}, lag.oldest_s)],
+    )
+    lines += _gauge(
+        "gpucenter_ledger_uncharged_runs",
+        "Ended job runs not yet charged.",
+        [({}, lag.uncharged_runs)],
+    )
+    return "\n".join(lines + process.lines()) + "\n"

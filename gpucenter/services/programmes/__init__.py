@@ -1,0 +1,1 @@
+"""Programme use cases: calls, applications, reviews, awards."""

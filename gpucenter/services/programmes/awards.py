@@ -1,0 +1,509 @@
+"""Award rounds: optimise (what-if or for a decision), override, decide, and turn awards into
+allocations and leases on projects; allocation states; the leases the scheduler honours.
+
+A decision is one transaction: awards, projects with their PI and team, allocations (one per
+GPU type and quarter), leases, application states and the audit entries commit together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gpucenter.allocation import (
+    ApplicantType,
+    Award,
+    AwardKind,
+    AwardPlan,
+    AwardProblem,
+    Candidate,
+    explain,
+    greedy_plan,
+    quarter_bounds,
+    solve,
+    violations,
+)
+from gpucenter.allocation.model import CallState, LeaseState
+from gpucenter.allocation.plan import lease_award, objective
+from gpucenter.auth.permissions import Caller, Role
+from gpucenter.core.model import NodeSnapshot
+from gpucenter.core.reservations import AdvanceReservation, choose_nodes
+from gpucenter.domain.allocations import AllocationState
+from gpucenter.domain.clock import as_utc
+from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.ids import ProjectId
+from gpucenter.persistence import repositories as repo
+from gpucenter.persistence.tables import (
+    AllocationRow,
+    NodeRow,
+    OrganisationRow,
+    ProjectRow,
+    SiteRow,
+    UserRow,
+)
+from gpucenter.persistence.tables_allocation import (
+    ApplicationRow,
+    AwardRow,
+    AwardRunRow,
+    CallRow,
+    LeaseRow,
+)
+from gpucenter.services.identity import accounts
+from gpucenter.services.programmes import applications as apps
+from gpucenter.services.programmes import calls as prog
+
+ALLOCATION_STATES = tuple(state.value for state in AllocationState)
+
+
+@dataclass(frozen=True)
+class Round:
+    """A call loaded for the optimiser: the problem and the rows behind its candidates."""
+
+    call: CallRow
+    problem: AwardProblem
+    rows: Mapping[int, ApplicationRow]
+
+
+def load_round(s: Session, call: CallRow) -> Round:
+    cfg = call.config
+    policy = prog.policy_of(cfg)
+    scores = apps.normalised_scores(s, call.id)
+    rows = {
+        a.id: a
+        for a in s.scalars(
+            select(ApplicationRow).where(
+                ApplicationRow.call_id == call.id, ApplicationRow.state == apps.SUBMITTED
+            )
+        )
+    }
+    cands: list[Candidate] = []
+    for a in sorted(rows.values(), key=lambda r: r.id):
+        org = s.get(OrganisationRow, a.organisation_id)
+        assert org is not None
+        kind = AwardKind(a.kind)
+        cands.append(
+            Candidate(
+                a.id,
+                org.name,
+                ApplicantType(org.kind),
+                policy.final_score(scores.get(a.id, 0.0), a.region),
+                kind,
+                batch=apps.batch_items(s, a) if kind is AwardKind.GPU_HOURS else (),
+                lease=apps._lease_item(a.lease),
+                min_gpu_hours=a.min_gpu_hours,
+            )
+        )
+    gpus = {str(t): int(n) for t, n in cfg.get("gpus", {}).items()}
+    return Round(call, AwardProblem(prog.capacity_of(s, call.id), tuple(cands), policy, gpus), rows)
+
+
+def _apply_overrides(
+    rnd: Round, plan: AwardPlan, overrides: Mapping[int, float]
+) -> dict[int, Award]:
+    """Set chosen applications' totals (GPU-hours; leases: GPUs), scaling cells pro rata."""
+    awards = dict(plan.awards)
+    index = {c.app_id: i for i, c in enumerate(rnd.problem.candidates)}
+    for app_id, amount in overrides.items():
+        if app_id not in index:
+            raise ValidationError("overrides", f"application {app_id} is not in this round")
+        cand = rnd.problem.candidates[index[app_id]]
+        if amount <= 0:
+            awards.pop(app_id, None)
+        elif cand.lease is not None:
+            awards[app_id] = lease_award(rnd.problem, index[app_id], int(amount))
+        else:
+            asked = {(b.gpu_type, b.period): b.gpu_hours for b in cand.batch}
+            scale = amount / cand.requested_gpu_hours
+            awards[app_id] = Award(app_id, {c: h * scale for c, h in asked.items()})
+    return awards
+
+
+def _result(rnd: Round, plan: AwardPlan, greedy: AwardPlan) -> dict[str, Any]:
+    why = explain(rnd.problem, plan)
+    return {
+        "method": plan.method,
+        "status": plan.status,
+        "gap": plan.gap,
+        "seconds": plan.seconds,
+        "objective": plan.objective,
+        "greedy_objective": greedy.objective,
+        "binding": why.binding,
+        "cutoff_score": why.cutoff_score,
+        "best_rejected_score": why.best_rejected_score,
+        "cells": [_cell(c) for c in why.cells],
+        "shares": [_share(x) for x in why.shares],
+        "awards": {
+            str(a): {
+                "gpu_hours": w.total,
+                "lease_gpus": w.lease_gpus,
+                "cells": [[t, p, h] for (t, p), h in sorted(w.gpu_hours.items())],
+            }
+            for a, w in plan.awards.items()
+        },
+        "scores": {str(c.app_id): c.score for c in rnd.problem.candidates},
+        "reasons": {str(a): r for a, r in why.reasons.items()},
+        "violations": violations(rnd.problem, plan.awards),
+    }
+
+
+def _cell(c: Any) -> dict[str, Any]:
+    return {
+        "gpu_type": c.gpu_type,
+        "period": c.period,
+        "used": c.used,
+        "capacity": c.capacity,
+        "binding": c.binding,
+    }
+
+
+def _share(x: Any) -> dict[str, Any]:
+    return {
+        "name": x.name,
+        "share": x.share,
+        "min_share": x.min_share,
+        "max_share": x.max_share,
+        "binding": x.binding,
+    }
+
+
+def run_round(
+    s: Session,
+    caller: Caller,
+    call_id: int,
+    now: datetime,
+    *,
+    overrides: Mapping[int, float] | None = None,
+    policy_changes: Mapping[str, Any] | None = None,
+) -> AwardRunRow:
+    """Optimise the call and store the run; decides nothing (a what-if until `decide`).
+
+    `policy_changes` replaces call settings for this run only (e.g. another share floor), so a
+    manager can compare scenarios; `overrides` pins chosen applications' awards.
+    """
+    call = prog.call_row(s, call_id)
+    prog.require_manager(caller, call.programme_id)
+    if call.state == CallState.DECIDED:
+        raise Conflict(f"call {call_id} is already decided")
+    rnd = load_round(s, call)
+    if policy_changes:
+        cfg = prog.parse_config({**call.config, **policy_changes})
+        rnd = replace(rnd, problem=replace(rnd.problem, policy=prog.policy_of(cfg)))
+    plan = solve(rnd.problem)
+    if overrides:
+        awards = _apply_overrides(rnd, plan, overrides)
+        plan = AwardPlan(awards, objective(rnd.problem, awards), "override", plan.status, plan.gap)
+    result = _result(rnd, plan, greedy_plan(rnd.problem))
+    result["policy_changes"] = dict(policy_changes or {})
+    result["overrides"] = {str(a): v for a, v in (overrides or {}).items()}
+    run = AwardRunRow(
+        call_id=call_id,
+        created_by=caller.user_id,
+        created_at=now,
+        method=plan.method,
+        gap=plan.gap,
+        objective=plan.objective,
+        greedy_objective=result["greedy_objective"],
+        decided=False,
+        result=result,
+    )
+    s.add(run)
+    s.flush()
+    return run
+
+
+def get_run(s: Session, caller: Caller, run_id: int) -> AwardRunRow:
+    run = s.get(AwardRunRow, run_id)
+    if run is None:
+        raise NotFound("award run", run_id)
+    prog.require_manager(caller, prog.call_row(s, run.call_id).programme_id)
+    return run
+
+
+def decide(
+    s: Session, caller: Caller, run_id: int, now: datetime, reason: str = ""
+) -> list[AwardRow]:
+    """Turn a run into awards, projects, allocations and leases. Overridden runs need a reason.
+
+    A run that breaks capacity is refused; one that departs from a share or cap (only possible
+    through overrides) is accepted with the reason, and the audit entry lists the departures.
+    """
+    run = get_run(s, caller, run_id)
+    call = prog.call_row(s, run.call_id)
+    if call.state == CallState.DECIDED:
+        raise Conflict(f"call {call.id} is already decided")
+    result = run.result
+    broken = list(result.get("violations", []))
+    if any(v.startswith("capacity") or "leases of" in v for v in broken):
+        raise ValidationError("overrides", "the awards exceed capacity: " + "; ".join(broken))
+    overridden = bool(result.get("overrides"))
+    if overridden and not reason.strip():
+        raise ValidationError("reason", "an overridden award needs a reason for the audit log")
+    rows = {
+        a.id: a
+        for a in s.scalars(
+            select(ApplicationRow).where(
+                ApplicationRow.call_id == call.id, ApplicationRow.state == apps.SUBMITTED
+            )
+        )
+    }
+    awarded: list[AwardRow] = []
+    for key, body in sorted(result["awards"].items(), key=lambda kv: int(kv[0])):
+        app = rows.get(int(key))
+        if app is None:
+            raise Conflict(f"application {key} changed since the run; run the round again")
+        awarded.append(_award(s, caller, call, run, app, body, reason if overridden else None, now))
+    for app in rows.values():
+        if app.state == apps.SUBMITTED:
+            app.state = apps.REJECTED
+    run.decided = True
+    call.state = CallState.DECIDED
+    s.flush()
+    prog.audit_event(
+        s,
+        caller,
+        "call.decide",
+        now,
+        "call",
+        call.id,
+        {
+            "run_id": run.id,
+            "awards": len(awarded),
+            "method": run.method,
+            "gap": run.gap,
+            "overrides": result.get("overrides", {}),
+            "reason": reason,
+            "policy_departures": broken,
+        },
+    )
+    return awarded
+
+
+def _award(
+    s: Session,
+    caller: Caller,
+    call: CallRow,
+    run: AwardRunRow,
+    app: ApplicationRow,
+    body: Mapping[str, Any],
+    override_reason: str | None,
+    now: datetime,
+) -> AwardRow:
+    project = _project_for(s, call, app, now)
+    award = AwardRow(
+        call_id=call.id,
+        application_id=app.id,
+        run_id=run.id,
+        project_id=project.id,
+        gpu_hours=float(body["gpu_hours"]),
+        cells=body["cells"],
+        lease_gpus=int(body["lease_gpus"]),
+        override_reason=override_reason,
+        decided_by=caller.user_id,
+        decided_at=now,
+    )
+    s.add(award)
+    s.flush()
+    if app.kind == AwardKind.LEASE.value and app.lease is not None:
+        lease = apps._lease_item(app.lease)
+        assert lease is not None
+        s.add(
+            LeaseRow(
+                award_id=award.id,
+                project_id=project.id,
+                gpu_type=lease.gpu_type,
+                gpus=award.lease_gpus,
+                site=lease.site,
+                starts_at=lease.start,
+                ends_at=lease.end,
+                state=LeaseState.ACTIVE,
+            )
+        )
+    for gpu_type, period, hours in body["cells"]:
+        start, end = quarter_bounds(period)
+        if app.kind == AwardKind.LEASE.value and app.lease is not None:
+            lease = apps._lease_item(app.lease)
+            assert lease is not None
+            start, end = max(start, lease.start), min(end, lease.end)
+            concurrent = award.lease_gpus
+        else:
+            concurrent = math.ceil(hours / ((end - start).total_seconds() / 3600))
+        row = AllocationRow(
+            project_id=project.id,
+            gpu_seconds=round(hours * 3600),
+            starts_at=start,
+            ends_at=end,
+            created_at=now,
+            gpu_type=gpu_type,
+            max_concurrent_gpus=concurrent,
+            state=AllocationState.ACTIVE,
+            award_id=award.id,
+        )
+        s.add(row)
+    app.state = apps.AWARDED
+    s.flush()
+    prog.audit_event(
+        s,
+        caller,
+        "award.decide",
+        now,
+        "award",
+        award.id,
+        {
+            "application_id": app.id,
+            "project": project.name,
+            "gpu_hours": award.gpu_hours,
+            "lease_gpus": award.lease_gpus,
+            "override_reason": override_reason,
+        },
+    )
+    return award
+
+
+def _project_for(s: Session, call: CallRow, app: ApplicationRow, now: datetime) -> ProjectRow:
+    """The project an award lands on: the parent award's for supplements, else a new one."""
+    if app.parent_award_id is not None:
+        parent = s.get(AwardRow, app.parent_award_id)
+        if parent is None:
+            raise NotFound("award", app.parent_award_id)
+        project = s.get(ProjectRow, parent.project_id)
+        assert project is not None
+        return project
+    org = s.get(OrganisationRow, app.organisation_id)
+    pi = s.get(UserRow, app.applicant_id)
+    assert org is not None and pi is not None
+    project = accounts.create_project(s, f"{call.name}-a{app.id}", org.name, now, app.title[:300])
+    accounts.add_member(s, project.name, pi.username, "pi")
+    for username in app.team:
+        if username != pi.username:
+            accounts.add_member(s, project.name, username)
+    return project
+
+
+def allocation_state(row: AllocationRow, used_gpu_seconds: float, now: datetime) -> AllocationState:
+    """Suspension is set by hand; otherwise expired after the end, exhausted when used up."""
+    if row.state == AllocationState.SUSPENDED:
+        return AllocationState.SUSPENDED
+    if as_utc(row.ends_at) <= now:
+        return AllocationState.EXPIRED
+    if used_gpu_seconds >= row.gpu_seconds:
+        return AllocationState.EXHAUSTED
+    return AllocationState.ACTIVE
+
+
+def refresh_allocation_states(s: Session, now: datetime) -> int:
+    """Store each allocation's derived state; returns how many changed."""
+    not_suspended = AllocationRow.state != AllocationState.SUSPENDED
+    rows = list(s.scalars(select(AllocationRow).where(not_suspended)))
+    used = repo.charged_gpu_seconds(s, [r.id for r in rows])
+    changed = 0
+    for r in rows:
+        new = allocation_state(r, used.get(r.id, 0.0), now)
+        if new != r.state:
+            r.state, changed = new, changed + 1
+    s.flush()
+    return changed
+
+
+def set_suspended(
+    s: Session, caller: Caller, allocation_id: int, suspended: bool, reason: str, now: datetime
+) -> AllocationRow:
+    """Suspend or resume an awarded allocation (its programme's managers, or admins)."""
+    row = s.get(AllocationRow, allocation_id)
+    if row is None:
+        raise NotFound("allocation", allocation_id)
+    award = s.get(AwardRow, row.award_id) if row.award_id is not None else None
+    if award is None:
+        if not caller.is_admin:
+            raise PermissionDenied("only admins change allocations that came from no award")
+    else:
+        prog.require_manager(caller, prog.call_row(s, award.call_id).programme_id)
+    if not reason.strip():
+        raise ValidationError("reason", "say why, for the audit log")
+    row.state = AllocationState.SUSPENDED if suspended else AllocationState.ACTIVE
+    if not suspended:
+        used = repo.charged_gpu_seconds(s, [row.id]).get(row.id, 0.0)
+        row.state = allocation_state(row, used, now)
+    s.flush()
+    prog.audit_event(
+        s,
+        caller,
+        "allocation.suspend" if suspended else "allocation.resume",
+        now,
+        "allocation",
+        row.id,
+        {"reason": reason, "state": row.state},
+    )
+    return row
+
+
+def active_leases(s: Session, now: datetime) -> list[AdvanceReservation]:
+    """Leases whose window has not ended, as reservations on whole nodes of their site.
+
+    Nodes are chosen deterministically (lease id order, `choose_nodes`, no node twice among
+    overlapping leases). A lease its site cannot hold is left out rather than failing the
+    scheduler; `refresh_allocation_states` and the manager's view show it.
+    """
+    leases = list(
+        s.scalars(select(LeaseRow).where(LeaseRow.state == LeaseState.ACTIVE).order_by(LeaseRow.id))
+    )
+    out: list[AdvanceReservation] = []
+    taken: list[tuple[AdvanceReservation, str]] = []
+    for lease in leases:
+        start, end = as_utc(lease.starts_at), as_utc(lease.ends_at)
+        if end <= now:
+            continue
+        site = s.scalar(select(SiteRow).where(SiteRow.name == lease.site)) if lease.site else None
+        stmt = select(NodeRow)
+        if site is not None:
+            stmt = stmt.where(NodeRow.site_id == site.id)
+        nodes = [NodeSnapshot(n.name, n.gpu_type, n.gpu_count, n.block) for n in s.scalars(stmt)]
+        busy = [
+            name
+            for r, _ in taken
+            if r.start < end.timestamp() and start.timestamp() < r.end
+            for name in r.nodes
+        ]
+        try:
+            chosen = choose_nodes(nodes, lease.gpu_type, lease.gpus, busy)
+        except ValidationError:
+            continue
+        res = AdvanceReservation(
+            f"lease-{lease.id}",
+            chosen,
+            frozenset({ProjectId(lease.project_id)}),
+            start.timestamp(),
+            end.timestamp(),
+            lease=True,
+        )
+        taken.append((res, lease.gpu_type))
+        out.append(res)
+    return out
+
+
+def awards_of_call(s: Session, caller: Caller, call_id: int) -> list[AwardRow]:
+    call = prog.call_row(s, call_id)
+    stmt = select(AwardRow).where(AwardRow.call_id == call_id).order_by(AwardRow.id)
+    rows = list(s.scalars(stmt))
+    if caller.has_role(Role.PROGRAMME_MANAGER, call.programme_id):
+        return rows
+    return [r for r in rows if r.project_id in caller.project_ids]
+
+
+def award_of_application(s: Session, caller: Caller, app_id: int) -> AwardRow | None:
+    """The award an application won, for whoever may see the application."""
+    apps.visible_application(s, caller, app_id)
+    return s.scalar(select(AwardRow).where(AwardRow.application_id == app_id))
+
+
+def runs_of_call(s: Session, caller: Caller, call_id: int) -> list[AwardRunRow]:
+    """The call's optimiser runs, newest first; its programme's managers only."""
+    call = prog.call_row(s, call_id)
+    prog.require_manager(caller, call.programme_id)
+    stmt = select(AwardRunRow).where(AwardRunRow.call_id == call_id)
+    return list(s.scalars(stmt.order_by(AwardRunRow.id.desc())))

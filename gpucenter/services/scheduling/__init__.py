@@ -1,0 +1,1 @@
+"""The scheduling cycle: load, decide with the core, persist, dispatch."""

@@ -1,0 +1,269 @@
+"""The in-process scheduler loop: a thread that runs a pass every few seconds until stopped.
+
+Several servers may share one database; only the leader (see leader.py) runs passes. A
+server that becomes leader first re-adopts the jobs the database says are running, so a
+failover or restart never starts a job twice nor forgets one. Stopping the loop leaves
+running jobs alone (they are adopted by the next leader); only tests kill them.
+
+The leader also keeps each Slurm site's accounts, limits and QOS in step with the database
+(`sync_site`, every ``slurm_sync_interval_s``): awards, top-ups and exhausted allocations
+reach the site without an operator. A sync that fails is logged and retried next time; it
+never stops scheduling.
+
+A poke (a job was submitted: run a pass now) reaches the leader wherever it runs on this
+host: a follower forwards it as one datagram to the leader's abstract Unix socket, named
+after the database. With `gpucenter serve --workers N` the leader is a process of its own
+(`run_dedicated`), so that a pass never holds the GIL of a process that answers requests.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from gpucenter.services.context import AppContext
+from gpucenter.services.ops.metrics import OPERATOR_METRICS
+from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
+from gpucenter.services.scheduling.leader import LeaderLock, leader_lock_for
+
+log = logging.getLogger(__name__)
+MIN_PASS_GAP_S = 0.1
+PASS_DUTY_REST = 1.0
+STATE_REFRESH_S = 60.0
+
+
+class SchedulerLoop:
+    def __init__(self, ctx: AppContext, interval_s: float, lock: LeaderLock | None = None) -> None:
+        self._ctx = ctx
+        self._interval = interval_s
+        self._lock = lock if lock is not None else leader_lock_for(ctx.engine, ctx.settings.var_dir)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpucenter-scheduler", daemon=True)
+        self.passes = 0
+        self.is_leader = False
+        self._states_refreshed = -STATE_REFRESH_S
+        self._synced: dict[str, float] = {}  # Slurm site -> monotonic time of its last sync
+        self.tried = threading.Event()  # set after the first attempt to lead
+        self._poke_address = poke_address(ctx.engine.url.render_as_string(hide_password=True))
+        self._poke_out: socket.socket | None = None
+        self._poke_in: socket.socket | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def poke(self) -> None:
+        """Run the next pass now (after a submission) instead of at the next tick; where
+        another process on this host leads, tell it (one datagram, never blocks)."""
+        self._wake.set()
+        if self.is_leader or self._poke_address is None:
+            return
+        try:
+            if self._poke_out is None:
+                self._poke_out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._poke_out.setblocking(False)
+            self._poke_out.sendto(b"!", self._poke_address)
+        except OSError:
+            pass  # no leader listening here (or its queue is full: it is awake anyway)
+
+    def _listen(self) -> None:
+        """As leader: take pokes from this host's followers (best effort: if the address
+        is still held by a leader that has not noticed it lost, try again next pass)."""
+        if self._poke_in is not None or self._poke_address is None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(self._poke_address)
+        except OSError:
+            sock.close()
+            return
+        sock.settimeout(0.5)
+        self._poke_in = sock
+        threading.Thread(
+            target=self._take_pokes, args=(sock,), name="gpucenter-pokes", daemon=True
+        ).start()
+
+    def _take_pokes(self, sock: socket.socket) -> None:
+        while self._poke_in is sock and not self._stop.is_set():
+            try:
+                sock.recv(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._wake.set()
+
+    def _unlisten(self) -> None:
+        sock, self._poke_in = self._poke_in, None
+        if sock is not None:
+            sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self._unlisten()
+        detach = getattr(self._ctx.dispatcher, "detach", None)
+        if detach is not None:
+            detach()
+        if self.is_leader:
+            self._lock.release()
+            self.is_leader = False
+
+    def _lead(self) -> bool:
+        """Keep or take the leadership; on taking it, adopt what the last leader ran."""
+        if self.is_leader:
+            if self._lock.still_held():
+                return True
+            self.is_leader = False
+            detach = getattr(self._ctx.dispatcher, "detach", None)
+            if detach is not None:
+                detach()  # another server leads now: its dispatcher watches these jobs
+            return False
+        if not self._lock.try_acquire():
+            return False
+        self.is_leader = True
+        adopted = recover_after_restart(self._ctx)
+        log.info("this server now runs the scheduler (re-adopted %d running jobs)", adopted)
+        return True
+
+    def _refresh_allocation_states(self) -> None:
+        """Mark allocations exhausted or expired (and back) as usage and time move on, raise
+        budget alerts (each threshold once) and send the e-mails SMTP is configured for."""
+        from gpucenter.services.accounting.budgets import (
+            SmtpMailer,
+            check_budgets,
+            deliver_email,
+        )
+        from gpucenter.services.programmes.awards import refresh_allocation_states
+
+        with self._ctx.sessions.begin() as s:
+            changed = refresh_allocation_states(s, self._ctx.now())
+        if changed:
+            log.info("%d allocation states changed", changed)
+        with self._ctx.sessions.begin() as s:
+            alerts = check_budgets(s, self._ctx.now())
+        if alerts:
+            log.info("%d budget alerts raised", len(alerts))
+        mailer = SmtpMailer.from_env()
+        if mailer is not None:
+            deliver_email(self._ctx.sessions, mailer, self._ctx.now(), mailer.domain)
+
+    def sync_slurm_sites(self, now_mono: float) -> int:
+        """Apply the account sync to each Slurm site whose interval has passed; returns how
+        many sites were synced. Errors are logged (the site may be down) and retried."""
+        from gpucenter.services.slurm.sync import sync_site
+
+        every = self._ctx.settings.slurm_sync_interval_s
+        if every <= 0:
+            return 0
+        done = 0
+        for rt in self._ctx.site_runtimes():
+            if rt.slurm is None or now_mono - self._synced.get(rt.name, -every) < every:
+                continue
+            self._synced[rt.name] = now_mono
+            try:
+                commands = sync_site(self._ctx.sessions, rt.slurm, self._ctx.now())
+            except Exception:
+                log.exception("account sync of Slurm site %s failed; retrying later", rt.name)
+                continue
+            done += 1
+            if commands:
+                log.info("Slurm site %s: applied %d account change(s)", rt.name, len(commands))
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                leading = self._lead()
+                self.tried.set()
+                if not leading:
+                    self._unlisten()
+                else:
+                    self._listen()
+                    run_pass(self._ctx)
+                    self.passes += 1
+                    OPERATOR_METRICS.observe_cycle(time.monotonic() - began)
+                    for rt in self._ctx.site_runtimes():
+                        if rt.health.failures:
+                            OPERATOR_METRICS.dispatch_error(rt.name)
+                    if began - self._states_refreshed >= STATE_REFRESH_S:
+                        self._refresh_allocation_states()
+                        self._states_refreshed = began
+                    self.sync_slurm_sites(began)
+            except Exception:
+                # A failed pass must not kill the loop; the next pass retries from the database.
+                log.exception("scheduling pass failed")
+            pass_s = time.monotonic() - began
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            # Under a storm of submissions every request pokes; passes still keep a minimum
+            # spacing so that they batch the arrivals instead of starving the API, and the
+            # spacing grows with the pass's cost: a pass of d seconds is followed by at
+            # least PASS_DUTY_REST x d of rest, so the loop takes at most 1/(1+PASS_DUTY_REST)
+            # of a core however long the queue is (a poke does not cut the rest short).
+            earliest = began + max(MIN_PASS_GAP_S, (1 + PASS_DUTY_REST) * pass_s)
+            rest = earliest - time.monotonic()
+            if rest > 0 and not self._stop.is_set():
+                self._stop.wait(rest)
+
+
+def poke_address(database: str) -> str | None:
+    """The abstract Unix socket (Linux) of the leader of `database` on this host; None
+    where there are no abstract sockets (pokes then stay within a process)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return "\0gpucenter-poke-" + hashlib.sha256(database.encode()).hexdigest()[:24]
+
+
+def run_dedicated(ready: Any) -> None:
+    """The scheduler loop as a process of its own (`gpucenter serve --workers N`): API
+    workers then never share a GIL with a pass, whose CPU-bound stretches would otherwise
+    hold up every request of the worker that leads. Sets `ready` (a multiprocessing Event)
+    after its first attempt to lead; runs until SIGTERM/SIGINT or its parent dies. The API
+    workers keep their own loops as followers: if this process dies, one of them leads."""
+    from gpucenter.config import get_settings
+    from gpucenter.logs import configure_json_logging
+    from gpucenter.services.wiring import build_context
+
+    parent = os.getppid()
+    _die_with_parent()
+    configure_json_logging()
+    ctx = build_context(get_settings())
+    gc.collect()
+    gc.freeze()  # start-up objects out of the collector's walks (see api.app for why)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    loop = SchedulerLoop(ctx, ctx.settings.scheduler_interval_s)
+    loop.start()
+    loop.tried.wait(60)
+    ready.set()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            break  # the server went away without telling us (no PDEATHSIG here)
+    loop.stop()  # running jobs stay up; the next leader re-adopts them
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent dies, even by SIGKILL (no orphan leader)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

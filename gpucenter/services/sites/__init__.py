@@ -1,0 +1,1 @@
+"""Sites: their configuration, health, registry and wiring; Slurm sync and usage."""

@@ -1,0 +1,1 @@
+"""Slurm sites: accounts and limits synced from allocations, usage read back from sacct."""
