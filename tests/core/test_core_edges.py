@@ -203,3 +203,28 @@ def test_share_request_refusals_say_why(args: tuple[int, int, int, int], message
     with pytest.raises(ValueError) as err:
         ShareRequest(*args)
     assert str(err.value) == message
+
+
+def test_classic_fair_share_gives_each_member_their_part_of_the_project() -> None:
+    """2^(-U/S) for users too: one project, two members with a share each; the member who
+    used all of it has U = 1, S = 1/2, so 2^-2; the other 2^0."""
+    from gpucenter.core.fairshare_classic import CLASSIC
+    from gpucenter.core.share_tree import ShareHolder, build_share_tree
+
+    root = build_share_tree(
+        [
+            ShareHolder(
+                "prog", "org", "p1", ProjectId(1), 10.0, ((UserId(1), "u1"), (UserId(2), "u2"))
+            )
+        ]
+    )
+    got = CLASSIC.factors(
+        FairShare(
+            root,
+            usage={ProjectId(1): 100.0},
+            user_usage={(ProjectId(1), UserId(1)): 100.0},
+        )
+    )
+    assert got.by_project[ProjectId(1)] == pytest.approx(0.5)
+    assert got.by_user[(ProjectId(1), UserId(1))] == pytest.approx(0.25)
+    assert got.by_user[(ProjectId(1), UserId(2))] == pytest.approx(1.0)
