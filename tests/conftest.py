@@ -14,11 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine.url import make_url
 
 from gpucenter.config import Settings
 from gpucenter.persistence.db import migrate
+
+# For mutation testing (bench/mutation.py, `--hypothesis-profile=mutation`): the same examples
+# for every mutant and no example database, so that whether a mutant is killed depends on the
+# mutant alone, not on the seed or on which mutant ran before it; no shrinking, since only
+# whether a test fails counts there.
+hypothesis_settings.register_profile(
+    "mutation", derandomize=True, database=None, phases=(Phase.explicit, Phase.generate)
+)
 
 PG_ADMIN_URL = os.environ.get(
     "GPUCENTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -105,7 +105,8 @@ class FillState:
         gpus = lease.gpus
         for cell, h in lease_cells(self.problem, cand):
             gpus = min(gpus, floor(self.room.get(cell, 0.0) / h + _EPS))
-        gpus = min(gpus, floor(limit / lease.hours + _EPS))
+        if limit < float("inf"):  # no org cap nor ceiling: floor(inf) would raise
+            gpus = min(gpus, floor(limit / lease.hours + _EPS))
         physical = self.problem.gpus.get(lease.gpu_type)
         if physical is not None:
             for t in self.instants.get(lease.gpu_type, []):

@@ -169,14 +169,3 @@ class Pool:
                 members[n] = None
                 return n
         return -1
-
-    def blocks_with_whole(self, site: int | None, site_of_block: list[int]) -> list[int]:
-        """Blocks that have whole nodes, most whole nodes first (ties by block index)."""
-        out: list[int] = []
-        for c in range(len(self.bucket) - 1, 0, -1):
-            blocks = self.bucket[c]
-            if blocks:
-                for b in sorted(blocks):
-                    if site is None or site_of_block[b] == site:
-                        out.append(b)
-        return out

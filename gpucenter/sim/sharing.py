@@ -68,7 +68,7 @@ def arrivals(
         return order
     while True:
         r = requests[rng.randrange(len(requests))]
-        if demand + r.milli_gpu > target:
+        if demand + r.total_milli_gpu > target:
             break
         demand += r.total_milli_gpu
         order.append(r)

@@ -127,7 +127,9 @@ def _same(a: PassResult, b: PassResult) -> None:
     assert a.fragmentation == b.fragmentation
 
 
-@pytest.mark.parametrize("seed", range(12))
+# 40 seeds (a few seconds): fewer missed a kept plan that dropped its nodes' GPU changes
+# whenever its pool's holds changed too (seeds 29, 30, 33, 38 catch it).
+@pytest.mark.parametrize("seed", range(40))
 def test_kept_and_recomputed_plans_decide_the_same(seed: int) -> None:
     """Two schedulers fed the same deltas over many passes (early completions, time-limit
     ends, preemptions, new and withdrawn jobs, a reservation added midway), one keeping

@@ -6,13 +6,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpucenter.core import (
+    OPPORTUNISTIC,
     AdvanceReservation,
     ClusterSnapshot,
     PassResult,
     PendingJob,
+    Start,
     schedule_pass,
 )
-from gpucenter.domain.ids import ProjectId
+from gpucenter.domain.ids import JobId, ProjectId
 from tests.core.builders import T0, cluster, job
 
 TYPES = ("h100", "b200")
@@ -175,3 +177,98 @@ def test_same_input_same_decisions(scenario: tuple[ClusterSnapshot, list[Pending
     assert dict(a.waits) == dict(b.waits)
     assert a.planned == b.planned
     assert a.preemptions == b.preemptions
+
+
+def _fits(
+    snapshot: ClusterSnapshot,
+    job: PendingJob,
+    t: float,
+    running_end: dict[JobId, float],
+    starts: list[Start],
+    limits: dict[JobId, int],
+) -> bool:
+    """Whether `job` could start at instant t, given what still holds GPUs then.
+
+    Stated from the job's shape alone: a single-node job needs one node of an acceptable
+    type with enough idle GPUs; a gang needs that many wholly idle nodes of one type.
+    """
+    use: dict[str, int] = {}
+    for r in snapshot.running:
+        if running_end[r.job_id] > t:
+            for p in r.placement:
+                use[p.node] = use.get(p.node, 0) + len(p.gpus)
+    for s in starts:
+        if T0 + limits[s.job_id] > t:
+            for p in s.placement:
+                use[p.node] = use.get(p.node, 0) + len(p.gpus)
+    req = job.request
+    for gpu_type in req.acceptable_types:
+        nodes = [
+            n for n in snapshot.nodes if n.gpu_type == gpu_type and n.gpu_count >= req.gpus_per_node
+        ]
+        if req.nodes == 1:
+            if any(n.gpu_count - use.get(n.name, 0) >= req.gpus_per_node for n in nodes):
+                return True
+        elif sum(1 for n in nodes if use.get(n.name, 0) == 0) >= req.nodes:
+            return True
+    return False
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_lower_jobs_never_delay_the_top_blocked_job(
+    scenario: tuple[ClusterSnapshot, list[PendingJob]],
+) -> None:
+    """EASY backfill's promise, checked from the outside.
+
+    Take the highest-priority job that waits although it could run on this cluster. From
+    the running jobs (less those preempted for it or for jobs above it) and the jobs above
+    it that started, work out the earliest instant it could start. Whatever lower jobs were
+    started around it, it must still fit then, and the pass must have planned it no later.
+    """
+    snapshot, queue = scenario
+    result = schedule_pass(snapshot, queue, T0)
+    limits = {j.job_id: j.time_limit_s for j in queue}
+
+    def key(j: PendingJob) -> tuple[bool, float, float, int]:
+        prio = result.priorities[j.job_id].total
+        return (j.qos == OPPORTUNISTIC, -prio, j.submitted_at, j.job_id)
+
+    def ends(preempted_for: set[JobId] | None) -> dict[JobId, float]:
+        """When each running job lets go of its GPUs, counting the preemptions made for
+        `preempted_for` (all of them: None)."""
+        requeue = {
+            p.job_id: p.requeue_at
+            for p in result.preemptions
+            if preempted_for is None or p.for_job in preempted_for
+        }
+        return {
+            r.job_id: min(r.ends_by, requeue.get(r.job_id, r.ends_by)) for r in snapshot.running
+        }
+
+    ordered = sorted(queue, key=key)
+    top = next(
+        (
+            j
+            for j in ordered
+            if j.job_id in result.waits
+            and j.qos != OPPORTUNISTIC
+            and _fits(snapshot, j, float("inf"), ends(None), [], limits)
+        ),
+        None,
+    )
+    if top is None:
+        return
+    above = {j.job_id for j in ordered[: ordered.index(top)]}
+    higher = [s for s in result.starts if s.job_id in above]
+    before = ends(above | {top.job_id})
+    instants = sorted({T0, *before.values(), *(T0 + limits[s.job_id] for s in higher)})
+    earliest = next(
+        t for t in instants if t >= T0 and _fits(snapshot, top, t, before, higher, limits)
+    )
+    assert _fits(snapshot, top, earliest, ends(None), list(result.starts), limits), (
+        f"job {top.job_id} could start at {earliest - T0:+.0f}s but lower jobs took its GPUs"
+    )
+    planned = {p.job_id: p.start_at for p in result.planned}
+    assert top.job_id in planned, f"job {top.job_id} waits with no planned start"
+    assert planned[top.job_id] <= earliest
