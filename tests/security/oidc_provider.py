@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import socket
 import threading
@@ -40,6 +41,7 @@ class Provider:
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     token_requests: int = 0
     forge_with: RSAKey | None = None  # sign ID tokens with a key the JWKS does not publish
+    unsigned: bool = False  # send an ID token with "alg": "none" and no signature
 
     @property
     def issuer(self) -> str:
@@ -107,7 +109,12 @@ class Provider:
             "preferred_username": "sso-user",
             **self.claims,
         }
-        id_token = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, self.forge_with or self.key)
+        if self.unsigned:
+            id_token = ".".join((_b64({"alg": "none", "typ": "JWT"}), _b64(claims), ""))
+        else:
+            id_token = jwt.encode(
+                {"alg": "RS256", "kid": "k1"}, claims, self.forge_with or self.key
+            )
         return JSONResponse(
             {
                 "access_token": secrets.token_urlsafe(16),
@@ -119,6 +126,11 @@ class Provider:
 
     async def jwks(self, _: Request) -> Response:
         return JSONResponse({"keys": [self.key.as_dict(private=False)]})
+
+
+def _b64(value: dict[str, Any]) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 class RunningProvider:

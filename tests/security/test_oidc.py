@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from gpucenter.app import create_app
 from gpucenter.config import Settings
+from gpucenter.persistence.db import migrate
 from gpucenter.persistence.tables_audit import AuditEntryRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import oidc
@@ -89,3 +91,67 @@ def test_a_token_signed_by_another_key_is_refused(sso, provider: Provider) -> No
     done = client.get(back.headers["location"], follow_redirects=False)
     assert done.status_code == 401
     assert client.get("/", follow_redirects=False).status_code == 303
+
+
+@pytest.fixture
+def sso_one_db(tmp_path: Path, provider: Provider) -> Iterator[tuple[AppContext, TestClient]]:
+    """The SSO set-up on SQLite only: the token checks do not touch the database's kind."""
+    url = f"sqlite:///{tmp_path / 'sso.db'}"
+    migrate(url)
+    configured = Settings(
+        var_dir=tmp_path / "var",
+        database_url=url,
+        oidc_issuer=provider.issuer,
+        oidc_client_id=provider.client_id,
+        oidc_client_secret=provider.client_secret,
+    )
+    ctx = make_context(configured)
+    seed_centre(ctx)
+    with ctx.sessions.begin() as s:
+        oidc.link(s, "alice", provider.issuer, provider.subject, ctx.now())
+    with TestClient(create_app(ctx, run_scheduler=False), base_url="https://testserver") as c:
+        yield ctx, c
+    ctx.dispatcher.shutdown()
+    ctx.engine.dispose()
+
+
+def _refused(client: TestClient, done: httpx.Response) -> None:
+    assert done.status_code == 401, (done.status_code, done.text[:300])
+    assert client.get("/", follow_redirects=False).status_code == 303  # not signed in
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"nonce": "not-the-one-sent"}, id="wrong-nonce"),
+        pytest.param({"iss": "http://127.0.0.1:1/evil"}, id="wrong-issuer"),
+        pytest.param({"aud": "another-client"}, id="wrong-audience"),
+        pytest.param({"exp": 1_000_000_000, "iat": 999_999_000}, id="expired"),
+    ],
+)
+def test_an_id_token_with_a_bad_claim_is_refused(
+    sso_one_db, provider: Provider, claims: dict[str, object]
+) -> None:
+    _, client = sso_one_db
+    provider.claims = dict(claims)
+    _refused(client, _round_trip(client))
+    # The same set-up with honest claims signs in: the refusal was the claim's doing.
+    provider.claims = {}
+    assert _round_trip(client).status_code == 303
+
+
+def test_an_unsigned_id_token_is_refused(sso_one_db, provider: Provider) -> None:
+    _, client = sso_one_db
+    provider.unsigned = True
+    _refused(client, _round_trip(client))
+
+
+def test_a_callback_with_a_wrong_state_is_refused(sso_one_db, provider: Provider) -> None:
+    _, client = sso_one_db
+    start = client.get("/auth/sso", follow_redirects=False)
+    back = httpx.get(start.headers["location"], follow_redirects=False)
+    url = urlparse(back.headers["location"])
+    query = parse_qs(url.query)
+    forged = f"{url.path}?code={query['code'][0]}&state=forged-state"
+    _refused(client, client.get(forged, follow_redirects=False))
+    assert provider.token_requests == 0  # refused before the code was even exchanged
