@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from gpucenter import __version__
@@ -18,6 +18,7 @@ from gpucenter.api.routes_misc import router as misc_router
 from gpucenter.api.routes_ops import router as ops_router
 from gpucenter.api.routes_programmes import router as programmes_router
 from gpucenter.http import errors
+from gpucenter.http.plain_text import refuse_control_characters
 from gpucenter.http.request_ids import RequestIdMiddleware
 from gpucenter.http.security import SecurityMiddleware
 from gpucenter.services.context import AppContext
@@ -69,6 +70,7 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
         version=__version__,
         description="Control plane of a national AI computing centre.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_control_characters)],
     )
     app.state.ctx = ctx
     app.state.loop = None

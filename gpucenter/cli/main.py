@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from gpucenter.cli import accounting, admin, audit, db, jobs, programmes, sim, slurm, tokens
-from gpucenter.cli.common import api_client, console, emit, fail, friendly_errors, token_file
+from gpucenter.cli.common import (
+    api_client,
+    console,
+    emit,
+    err_console,
+    fail,
+    friendly_errors,
+    token_file,
+)
 from gpucenter.config import get_settings
+from gpucenter.domain.text import control_character
 
 app = typer.Typer(
     help="gpucenter: the control plane of a national AI computing centre.",
@@ -195,6 +205,16 @@ def usage(
 
 
 def main() -> None:
+    for n, argument in enumerate(sys.argv[1:], start=1):
+        char = control_character(argument)
+        if char is not None:
+            shown = argument.encode("unicode_escape").decode()[:60]
+            err_console.print(
+                f"[bold red]error:[/] argument {n} ({shown}) contains the control character "
+                f"{char}; only printable text, tabs and line ends are accepted",
+                highlight=False,
+            )
+            raise SystemExit(2)
     try:
         app()
     except KeyboardInterrupt:

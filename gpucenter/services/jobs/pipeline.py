@@ -27,7 +27,7 @@ hands a submission it cannot finish to the general path, which starts again).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -38,6 +38,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Conflict, Unauthenticated, ValidationError
 from gpucenter.domain.jobs import GpuRequest, JobSpec
 from gpucenter.domain.templates import JobTemplate
+from gpucenter.domain.text import refuse_control
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import JobRow, JobTemplateRow
 from gpucenter.services.context import AppContext
@@ -45,6 +46,7 @@ from gpucenter.services.jobs import submission as rules
 from gpucenter.services.jobs.submission import JobForm
 
 T = TypeVar("T")
+_FORM_TEXT = tuple(f.name for f in fields(JobForm))
 Rows = list[Sequence[Any]]
 
 
@@ -162,6 +164,14 @@ def target_query(ctx: AppContext, sub: Submission) -> Query[Target | None]:
 # --- the steps, in order ---------------------------------------------------------------
 
 
+def plain_text(ctx: AppContext, sub: Submission) -> None:
+    """No NUL or other control character anywhere in the form (see `domain.text`)."""
+    if sub.key is not None:
+        refuse_control(sub.key, "Idempotency-Key")
+    for name in _FORM_TEXT:
+        refuse_control(getattr(sub.form, name), name)
+
+
 def check_key(ctx: AppContext, sub: Submission) -> None:
     if sub.key is not None and not 1 <= len(sub.key) <= 200:
         raise ValidationError("Idempotency-Key", "must be 1-200 characters")
@@ -257,6 +267,7 @@ def site_registered(ctx: AppContext, sub: Submission) -> None:
 
 
 CHECKS: tuple[Step, ...] = (
+    Step("plain text", plain_text),
     Step("idempotency key", check_key),
     Step("template", load_template),
     Step("form layers", merge_layers),
