@@ -37,25 +37,33 @@ def server_env(db_url: str, var_dir: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def serving(env: dict[str, str]) -> Iterator[str]:
-    """Start the server with `env`, yield its base URL once /healthz answers, stop it."""
+    """Start the server with `env`, yield its base URL once /healthz answers, stop it.
+
+    Its output goes to a file in its state directory (a pipe nobody reads would stall a
+    server that logs much), and readiness is waited for with a generous ceiling: a loaded
+    CI machine can take tens of seconds to start Python and the app."""
+    var = Path(env["GPUCENTER_VAR_DIR"])
+    var.mkdir(parents=True, exist_ok=True)
+    log_path = var / "server.log"
+    log = open(log_path, "ab")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "gpucenter.cli", "serve"],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
+    log.close()
     base = env["GPUCENTER_API_URL"]
 
     def healthy() -> bool:
         try:
             return httpx.get(base + "/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            assert server.poll() is None, log_path.read_text()[-3000:]
             return False
 
     try:
-        wait_until(healthy, timeout=30, step=0.2)
+        wait_until(healthy, timeout=180, step=0.2)
         yield base
     finally:
         server.terminate()

@@ -6,6 +6,7 @@ token."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -106,13 +107,22 @@ def login_submit(
     return signed_in(ctx, caller, "password")
 
 
+def on_site(target: str) -> bool:
+    """A path on this site: no scheme or host, and nothing a browser would read as one
+    ("//evil", "/\\evil" and "/\tevil" all lead elsewhere in some browser)."""
+    if not target.startswith("/") or any(c in target for c in "\\\t\r\n"):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc and not target.startswith("//")
+
+
 @router.get("/lang/{code}", dependencies=[public()])
 def switch_language(code: str, next: str = "/") -> Response:
     """Remember the chosen language for a year and go back to the page the reader was on."""
     if code not in i18n.LANGUAGES:
         code = i18n.DEFAULT_LANGUAGE
     # Only paths on this site: never an open redirect to another one.
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    target = next if on_site(next) else "/"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         i18n.LANG_COOKIE, code, max_age=365 * 86400, samesite="lax", path="/", httponly=True

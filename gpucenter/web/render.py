@@ -22,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.http import csrf
 from gpucenter.services.context import AppContext
-from gpucenter.web import charts, i18n
+from gpucenter.web import charts, flashes, i18n
 from gpucenter.web.i18n import N_
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -125,7 +125,7 @@ def page(
         nav=navigation(caller),
         path=request.url.path,
         here=quote(here, safe=""),
-        flash=request.query_params.get("flash", ""),
+        flash=flashes.shown(request.query_params.get("flash", "")),
         **values,
     )
     response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
