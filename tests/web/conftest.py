@@ -67,7 +67,9 @@ def portal(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
         site_file = tmp_path / "site.yaml"
         site_file.write_text(marker.args[0])
         env["GPUCENTER_SITE_FILE"] = str(site_file)
-    settings = Settings(database_url=db_url, var_dir=tmp_path / "seed", cookie_secure=False)
+    # The server's own state directory: seeding writes audit entries, signed with the key
+    # ring kept there, which the server's `audit verify` must find.
+    settings = Settings(database_url=db_url, var_dir=tmp_path / "var", cookie_secure=False)
     # The seeding context describes the same site as the server, so that it registers the
     # same inventory.
     site_path = Path(env["GPUCENTER_SITE_FILE"]) if "GPUCENTER_SITE_FILE" in env else None
