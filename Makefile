@@ -1,6 +1,6 @@
 # gpucenter: two commands on a fresh Debian/Ubuntu machine with Python 3.11+.
 #   make run   - set up .venv, migrate, load demo data, serve on http://127.0.0.1:8000/
-#   make test  - set up .venv with dev extras; ruff, mypy, and the whole test suite
+#   make test  - set up .venv with dev extras; ruff, import rules, mypy, the whole test suite
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -35,6 +35,7 @@ run: $(STAMP_RUN)
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check gpucenter tests bench
 	$(BIN)/ruff format --check gpucenter tests bench
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP_DEV)
 	$(BIN)/mypy gpucenter

@@ -15,7 +15,7 @@ from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import PermissionDenied, ValidationError
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import requires
-from gpucenter.services.identity import accounts, audit
+from gpucenter.services.identity import admin
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -31,8 +31,7 @@ def _role(value: str) -> Role:
     "/roles", response_model=list[RoleOut], dependencies=[requires(Permission.ROLES_MANAGE)]
 )
 def list_roles(ctx: Ctx) -> list[RoleOut]:
-    with ctx.sessions.begin() as s:
-        return [RoleOut(username=u, role=r) for u, r in accounts.centre_roles(s)]
+    return [RoleOut(username=u, role=r) for u, r in admin.centre_roles(ctx)]
 
 
 @router.post(
@@ -45,8 +44,7 @@ def grant_role(body: RoleGrantIn, ctx: Ctx, caller: CurrentCaller) -> RoleOut:
     """Give a user a centre-wide role (centre_admin, site_operator, programme_manager)."""
     if not can_assign_role(caller, _role(body.role)):
         raise PermissionDenied(f"you cannot grant {body.role!r}")
-    with ctx.sessions.begin() as s:
-        accounts.grant_role(s, body.username, body.role, ctx.now(), by=audit.Actor.of(caller))
+    admin.grant_role(ctx, caller, body.username, body.role)
     return RoleOut(username=body.username, role=body.role)
 
 
@@ -61,8 +59,7 @@ def revoke_role(
 ) -> None:
     if not can_assign_role(caller, _role(role)):
         raise PermissionDenied(f"you cannot revoke {role!r}")
-    with ctx.sessions.begin() as s:
-        accounts.revoke_role(s, username, role, ctx.now(), by=audit.Actor.of(caller))
+    admin.revoke_role(ctx, caller, username, role)
 
 
 @router.get(
@@ -74,19 +71,18 @@ def audit_log(
     before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[AuditEntryOut]:
     """The newest entries first; pass the smallest id seen as `before_id` for older ones."""
-    with ctx.sessions.begin() as s:
-        return [
-            AuditEntryOut(
-                id=e.id,
-                at=as_utc(e.at),
-                actor=e.actor,
-                action=e.action,
-                target_type=e.target_type,
-                target_id=e.target_id,
-                details=e.details,
-            )
-            for e in audit.entries(s, limit=limit, before_id=before_id)
-        ]
+    return [
+        AuditEntryOut(
+            id=e.id,
+            at=as_utc(e.at),
+            actor=e.actor,
+            action=e.action,
+            target_type=e.target_type,
+            target_id=e.target_id,
+            details=e.details,
+        )
+        for e in admin.audit_entries(ctx, limit=limit, before_id=before_id)
+    ]
 
 
 @router.get(
@@ -94,8 +90,7 @@ def audit_log(
 )
 def audit_verify(ctx: Ctx) -> AuditVerifyOut:
     """Walk the hash chain; name the first entry that was altered or removed."""
-    with ctx.sessions.begin() as s:
-        result = audit.verify(s)
+    result = admin.verify_audit(ctx)
     return AuditVerifyOut(
         ok=result.ok, entries=result.entries, broken_at=result.broken_at, problem=result.problem
     )

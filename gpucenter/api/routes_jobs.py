@@ -14,10 +14,10 @@ from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import JobState
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import requires
-from gpucenter.persistence.tables import JobRow
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs.events import job_events
 from gpucenter.services.jobs.submission import JobForm
+from gpucenter.services.jobs.views import AnyJob, job_view
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -55,9 +55,9 @@ def submit_job(
     return job_response(row, tasks)
 
 
-def job_response(row: JobRow, tasks: list[int] | None) -> Response:
+def job_response(job: AnyJob, tasks: list[int] | None) -> Response:
     """201 with the job made (or repeated): this route's answer and the fast path's."""
-    return _json(JobOut.of(row, tasks), 201)
+    return _json(JobOut.of(job_view(job), tasks), 201)
 
 
 @router.get("", response_model=JobPageOut, dependencies=[requires(Permission.JOBS_READ)])

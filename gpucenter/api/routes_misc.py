@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from sqlalchemy import text
 
 from gpucenter.api.schemas import (
     AllocationOut,
@@ -23,15 +22,14 @@ from gpucenter.domain.templates import JobTemplate
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import public, requires
 from gpucenter.services.jobs import templates
-from gpucenter.services.ops import overview
+from gpucenter.services.ops import overview, readiness
 
 router = APIRouter()
 
 
 @router.get("/healthz", tags=["health"], dependencies=[public()])
 def health(ctx: Ctx) -> dict[str, str]:
-    with ctx.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+    readiness.ping_database(ctx)
     return {"status": "ok", "site": ctx.site.site.name}
 
 

@@ -1,47 +1,38 @@
 """Programme routes: calls, applications, review and awards. Parse, call a service, render.
 
 Every route needs a signed-in caller; who may do what to which programme, call or
-application is decided in services/programmes*.py (which answer NotFound rather than
-reveal another applicant's data).
+application is decided in services/programmes/ (which answer NotFound rather than reveal
+another applicant's data). The services return views; the dicts below are the API's shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 from gpucenter.auth.permissions import Permission
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import requires
-from gpucenter.persistence.tables_allocation import (
-    ApplicationRow,
-    AwardRow,
-    AwardRunRow,
-    CallRow,
-    ReviewRow,
-)
-from gpucenter.services.context import AppContext
+from gpucenter.services.programmes import actions
 from gpucenter.services.programmes import applications as apps
-from gpucenter.services.programmes import awards
 from gpucenter.services.programmes import calls as prog
+from gpucenter.services.programmes.views import (
+    ApplicationView,
+    AwardRunView,
+    AwardView,
+    CallView,
+    ProgrammeView,
+    ReviewView,
+)
 
 router = APIRouter(
     prefix="/api/v1/programmes",
     tags=["programmes"],
     dependencies=[requires(Permission.AUTHENTICATED)],
 )
-
-
-@contextmanager
-def _tx(ctx: AppContext) -> Iterator[Session]:
-    with ctx.sessions.begin() as s:
-        yield s
 
 
 class ProgrammeIn(BaseModel):
@@ -95,7 +86,11 @@ class ReasonIn(BaseModel):
     reason: str = Field(default="", max_length=2_000)
 
 
-def _call(c: CallRow) -> dict[str, Any]:
+def _programme(p: ProgrammeView) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "owner": p.owner, "title": p.title}
+
+
+def _call(c: CallView) -> dict[str, Any]:
     return {
         "id": c.id,
         "programme_id": c.programme_id,
@@ -108,7 +103,7 @@ def _call(c: CallRow) -> dict[str, Any]:
     }
 
 
-def _app(a: ApplicationRow) -> dict[str, Any]:
+def _app(a: ApplicationView) -> dict[str, Any]:
     return {
         "id": a.id,
         "call_id": a.call_id,
@@ -124,7 +119,7 @@ def _app(a: ApplicationRow) -> dict[str, Any]:
     }
 
 
-def _review(r: ReviewRow) -> dict[str, Any]:
+def _review(r: ReviewView) -> dict[str, Any]:
     return {
         "application_id": r.application_id,
         "reviewer_id": r.reviewer_id,
@@ -135,7 +130,7 @@ def _review(r: ReviewRow) -> dict[str, Any]:
     }
 
 
-def _run(r: AwardRunRow) -> dict[str, Any]:
+def _run(r: AwardRunView) -> dict[str, Any]:
     return {
         "id": r.id,
         "call_id": r.call_id,
@@ -148,7 +143,7 @@ def _run(r: AwardRunRow) -> dict[str, Any]:
     }
 
 
-def _award(a: AwardRow) -> dict[str, Any]:
+def _award(a: AwardView) -> dict[str, Any]:
     return {
         "id": a.id,
         "application_id": a.application_id,
@@ -163,31 +158,23 @@ def _award(a: AwardRow) -> dict[str, Any]:
 
 @router.get("")
 def list_programmes(ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    with _tx(ctx) as s:
-        return [
-            {"id": p.id, "name": p.name, "owner": p.owner, "title": p.title}
-            for p in prog.list_programmes(s)
-        ]
+    return [_programme(p) for p in actions.list_programmes(ctx)]
 
 
 @router.post("", status_code=201)
 def create_programme(body: ProgrammeIn, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        p = prog.create_programme(s, caller, body.name, body.owner, ctx.now(), body.title)
-        return {"id": p.id, "name": p.name, "owner": p.owner, "title": p.title}
+    return _programme(actions.create_programme(ctx, caller, body.name, body.owner, body.title))
 
 
 @router.post("/{programme_id}/roles", status_code=201)
 def assign_role(programme_id: int, body: RoleIn, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        prog.assign_role(s, caller, programme_id, body.username, body.role, ctx.now())
-        return {"programme_id": programme_id, "username": body.username, "role": body.role}
+    actions.assign_role(ctx, caller, programme_id, body.username, body.role)
+    return {"programme_id": programme_id, "username": body.username, "role": body.role}
 
 
 @router.get("/{programme_id}/calls")
 def list_calls(programme_id: int, ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    with _tx(ctx) as s:
-        return [_call(c) for c in prog.list_calls(s, programme_id)]
+    return [_call(c) for c in actions.list_calls(ctx, programme_id)]
 
 
 @router.post("/{programme_id}/calls", status_code=201)
@@ -195,14 +182,12 @@ def create_call(programme_id: int, body: CallIn, ctx: Ctx, caller: CurrentCaller
     spec = prog.CallSpec(
         body.name, body.opens_at, body.closes_at, body.capacity, body.title, body.config
     )
-    with _tx(ctx) as s:
-        return _call(prog.create_call(s, caller, programme_id, spec, ctx.now()))
+    return _call(actions.create_call(ctx, caller, programme_id, spec))
 
 
 @router.get("/calls/{call_id}/applications")
 def list_applications(call_id: int, ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    with _tx(ctx) as s:
-        return [_app(a) for a in apps.list_applications(s, caller, call_id)]
+    return [_app(a) for a in actions.list_applications(ctx, caller, call_id)]
 
 
 @router.post("/calls/{call_id}/applications", status_code=201)
@@ -210,103 +195,83 @@ def create_application(
     call_id: int, body: ApplicationIn, ctx: Ctx, caller: CurrentCaller
 ) -> dict[str, Any]:
     form = apps.ApplicationForm(**body.model_dump())
-    with _tx(ctx) as s:
-        return _app(apps.create_application(s, caller, call_id, form, ctx.now()))
+    return _app(actions.create_application(ctx, caller, call_id, form))
 
 
 @router.get("/applications/{app_id}")
 def get_application(app_id: int, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        return _app(apps.visible_application(s, caller, app_id))
+    return _app(actions.get_application(ctx, caller, app_id))
 
 
 @router.post("/applications/{app_id}/submit")
 def submit_application(app_id: int, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        return _app(apps.submit_application(s, caller, app_id, ctx.now()))
+    return _app(actions.submit_application(ctx, caller, app_id))
 
 
 @router.post("/applications/{app_id}/withdraw")
 def withdraw_application(app_id: int, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        return _app(apps.withdraw_application(s, caller, app_id, ctx.now()))
+    return _app(actions.withdraw_application(ctx, caller, app_id))
 
 
 @router.post("/applications/{app_id}/conflicts", status_code=201)
 def declare_conflict(
     app_id: int, body: ConflictIn, ctx: Ctx, caller: CurrentCaller
 ) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        apps.declare_conflict(s, caller, app_id, body.reason, ctx.now())
-        return {"application_id": app_id, "declared": True}
+    actions.declare_conflict(ctx, caller, app_id, body.reason)
+    return {"application_id": app_id, "declared": True}
 
 
 @router.post("/calls/{call_id}/review-assignments")
 def assign_reviews(call_id: int, ctx: Ctx, caller: CurrentCaller) -> dict[str, list[int]]:
-    with _tx(ctx) as s:
-        return {str(a): r for a, r in apps.assign_reviews(s, caller, call_id, ctx.now()).items()}
+    return {str(a): r for a, r in actions.assign_reviews(ctx, caller, call_id).items()}
 
 
 @router.get("/reviews/mine")
 def my_reviews(ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    with _tx(ctx) as s:
-        return [_review(r) for r in apps.my_reviews(s, caller)]
+    return [_review(r) for r in actions.my_reviews(ctx, caller)]
 
 
 @router.get("/applications/{app_id}/reviews")
 def reviews_of(app_id: int, ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    with _tx(ctx) as s:
-        return [_review(r) for r in apps.reviews_of(s, caller, app_id)]
+    return [_review(r) for r in actions.reviews_of(ctx, caller, app_id)]
 
 
 @router.put("/applications/{app_id}/review")
 def submit_review(app_id: int, body: ReviewIn, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        return _review(apps.submit_review(s, caller, app_id, body.scores, body.comment, ctx.now()))
+    return _review(actions.submit_review(ctx, caller, app_id, body.scores, body.comment))
 
 
 @router.post("/calls/{call_id}/award-runs", status_code=201)
 def run_round(call_id: int, body: RunIn, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
     """Optimise (a what-if: nothing is decided); overrides and policy changes optional."""
-    with _tx(ctx) as s:
-        run = awards.run_round(
-            s,
-            caller,
-            call_id,
-            ctx.now(),
-            overrides=body.overrides,
-            policy_changes=body.policy_changes,
-        )
-        return _run(run)
+    run = actions.run_round(
+        ctx, caller, call_id, overrides=body.overrides, policy_changes=body.policy_changes
+    )
+    return _run(run)
 
 
 @router.get("/award-runs/{run_id}")
 def get_run(run_id: int, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        return _run(awards.get_run(s, caller, run_id))
+    return _run(actions.get_run(ctx, caller, run_id))
 
 
 @router.post("/award-runs/{run_id}/decide")
 def decide(run_id: int, body: ReasonIn, ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    with _tx(ctx) as s:
-        return [_award(a) for a in awards.decide(s, caller, run_id, ctx.now(), body.reason)]
+    return [_award(a) for a in actions.decide(ctx, caller, run_id, body.reason)]
 
 
 @router.get("/calls/{call_id}/awards")
 def list_awards(call_id: int, ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    with _tx(ctx) as s:
-        return [_award(a) for a in awards.awards_of_call(s, caller, call_id)]
+    return [_award(a) for a in actions.awards_of_call(ctx, caller, call_id)]
 
 
 @router.post("/allocations/{allocation_id}/suspend")
 def suspend(allocation_id: int, body: ReasonIn, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        row = awards.set_suspended(s, caller, allocation_id, True, body.reason, ctx.now())
-        return {"id": row.id, "state": row.state}
+    row = actions.set_suspended(ctx, caller, allocation_id, True, body.reason)
+    return {"id": row.id, "state": row.state}
 
 
 @router.post("/allocations/{allocation_id}/resume")
 def resume(allocation_id: int, body: ReasonIn, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
-    with _tx(ctx) as s:
-        row = awards.set_suspended(s, caller, allocation_id, False, body.reason, ctx.now())
-        return {"id": row.id, "state": row.state}
+    row = actions.set_suspended(ctx, caller, allocation_id, False, body.reason)
+    return {"id": row.id, "state": row.state}

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpucenter.persistence.tables import JobRow
+from gpucenter.services.jobs.views import JobView
 
 
 class JobIn(BaseModel):
@@ -65,34 +65,34 @@ class JobOut(BaseModel):
     placement: list[dict[str, Any]] | None
 
     @classmethod
-    def of(cls, row: JobRow, array_task_ids: list[int] | None = None) -> JobOut:
+    def of(cls, job: JobView, array_task_ids: list[int] | None = None) -> JobOut:
         return cls(
-            id=row.id,
-            name=row.name,
-            project_id=row.project_id,
-            user_id=row.user_id,
-            state=row.state,
-            reason=row.reason,
-            reason_detail=row.reason_detail,
-            command=row.command,
-            gpu_type=row.gpu_type,
-            gpus_per_node=row.gpus_per_node,
-            nodes=row.nodes,
-            time_limit_s=row.time_limit_s,
-            qos=row.qos,
-            image=row.image,
-            template=row.template,
-            array_job_id=row.array_job_id,
-            array_index=row.array_index,
+            id=job.id,
+            name=job.name,
+            project_id=job.project_id,
+            user_id=job.user_id,
+            state=job.state,
+            reason=job.reason,
+            reason_detail=job.reason_detail,
+            command=job.command,
+            gpu_type=job.gpu_type,
+            gpus_per_node=job.gpus_per_node,
+            nodes=job.nodes,
+            time_limit_s=job.time_limit_s,
+            qos=job.qos,
+            image=job.image,
+            template=job.template,
+            array_job_id=job.array_job_id,
+            array_index=job.array_index,
             array_task_ids=array_task_ids,
-            after_ok=list(row.after_ok or []),
-            priority=row.priority,
-            priority_factors=row.priority_factors,
-            submitted_at=row.submitted_at,
-            started_at=row.started_at,
-            ended_at=row.ended_at,
-            exit_code=row.exit_code,
-            placement=row.placement,
+            after_ok=list(job.after_ok or []),
+            priority=job.priority,
+            priority_factors=job.priority_factors,
+            submitted_at=job.submitted_at,
+            started_at=job.started_at,
+            ended_at=job.ended_at,
+            exit_code=job.exit_code,
+            placement=job.placement,
         )
 
 

@@ -113,14 +113,13 @@ def utc_now() -> datetime:
 
 def run_as(username: str, action: Callable[[Session, Caller], T]) -> T:
     """Run `action` in one transaction as `username` (roles and all), on the server host."""
-    from gpucenter.persistence import repositories as repo
     from gpucenter.persistence.db import make_engine, session_factory
-    from gpucenter.services.identity.signin import caller_for
+    from gpucenter.services.identity.signin import caller_named
 
     engine = make_engine(get_settings().effective_database_url)
     try:
         with friendly_errors(), session_factory(engine).begin() as s:
-            return action(s, caller_for(s, repo.user_by_name(s, username)))
+            return action(s, caller_named(s, username))
     finally:
         engine.dispose()
     raise AssertionError("unreachable")  # friendly_errors exits on failure

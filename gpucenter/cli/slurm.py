@@ -64,26 +64,14 @@ def sync(
 
     Prints the exact sacctmgr commands that would make Slurm match; --apply runs them.
     """
-    from gpucenter.dispatch.base import DispatchError
-    from gpucenter.dispatch.slurm.dispatcher import cluster_name
-    from gpucenter.services.slurm.sync import (
-        apply_sync,
-        desired_state,
-        plan_sync,
-        read_actual,
-    )
+    from gpucenter.domain.errors import SiteError
+    from gpucenter.services.slurm.operator import apply_site_sync, plan_site_sync
 
     settings = _slurm_settings(site)
-    cli = settings.cli()
     with friendly_errors():
         try:
-            cluster = settings.cluster or cluster_name(cli)
-            with _sessions()() as s:
-                desired = desired_state(
-                    s, settings.top_account, datetime.now(tz=UTC), settings.gpu_types
-                )
-            actual = read_actual(cli, cluster, settings.top_account)
-            commands = plan_sync(desired, actual, cluster, settings.top_account)
+            plan = plan_site_sync(_sessions(), settings, datetime.now(tz=UTC))
+            cluster, commands = plan.cluster, plan.commands
             if not commands:
                 console.print(f"Slurm cluster {cluster} is in sync: nothing to change")
                 return
@@ -92,8 +80,8 @@ def sync(
             if not apply:
                 console.print(f"{len(commands)} change(s); run with --apply to make them")
                 return
-            apply_sync(cli, commands)
-        except DispatchError as exc:
+            apply_site_sync(settings, plan)
+        except SiteError as exc:
             fail(str(exc))
     console.print(f"applied {len(commands)} change(s) to {cluster}")
 
@@ -104,15 +92,15 @@ def usage(
     site: SiteOption = None,
 ) -> None:
     """Charge ended Slurm jobs (allocated GPUs x elapsed) to the ledger; safe to repeat."""
-    from gpucenter.dispatch.base import DispatchError
-    from gpucenter.services.slurm.usage import ingest_usage, read_usage
+    from gpucenter.domain.errors import SiteError
+    from gpucenter.services.slurm.operator import ingest_site_usage
 
     now = datetime.now(tz=UTC)
     with friendly_errors():
         try:
-            records = read_usage(_slurm_settings(site).cli(), now - timedelta(hours=hours), now)
-            report = ingest_usage(_sessions(), records, now)
-        except DispatchError as exc:
+            since = now - timedelta(hours=hours)
+            report = ingest_site_usage(_sessions(), _slurm_settings(site), since, now)
+        except SiteError as exc:
             fail(str(exc))
     console.print(
         f"charged {len(report.charged)} job(s), corrected {len(report.corrected)}, "
@@ -131,19 +119,12 @@ def site(
     """Print a site file (YAML) for GPUCENTER_SITE_FILE from the cluster's nodes (sinfo)."""
     import yaml
 
-    from gpucenter.dispatch.base import DispatchError
-    from gpucenter.dispatch.slurm.dispatcher import read_site
+    from gpucenter.domain.errors import SiteError
+    from gpucenter.services.slurm.operator import describe_site
 
     settings = _slurm_settings(site)
     try:
-        nodes = read_site(settings.cli(), settings.partition)
-    except DispatchError as exc:
+        data = describe_site(settings, name)
+    except SiteError as exc:
         fail(str(exc))
-    data = {
-        "site": name,
-        "nodes": [
-            {"name": n.name, "gpus": n.gpu_count, "gpu_type": n.gpu_type, "block": n.block}
-            for n in nodes
-        ],
-    }
     console.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)

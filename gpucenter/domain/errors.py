@@ -39,3 +39,16 @@ class Unauthenticated(DomainError):
 
 class Conflict(DomainError):
     """The request clashes with the current state (a duplicate name, a finished job, ...)."""
+
+
+class OutOfRange(DomainError):
+    """A value the store cannot hold (an id past 2**31, a number past its column's range).
+
+    Raised by the persistence layer in place of the driver's data error, so that every
+    interface can refuse the input without knowing which database said no."""
+
+
+class SiteError(DomainError):
+    """A site could not do what was asked: its tools failed, or answered what we cannot
+    read. The message says which command and why; nothing about the site was changed by
+    gpucenter's side of the failed step."""

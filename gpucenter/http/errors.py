@@ -9,13 +9,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpucenter.domain.errors import (
     Conflict,
     InvalidTransition,
     NotFound,
+    OutOfRange,
     PermissionDenied,
     Unauthenticated,
     ValidationError,
@@ -116,7 +116,7 @@ _RENDERERS: dict[type[Exception], Callable[[Any], Response]] = {
     InvalidTransition: _conflict,
     StarletteHTTPException: _http,
     OverflowError: _out_of_range,
-    DataError: _out_of_range,
+    OutOfRange: _out_of_range,  # the database's data errors, raised as this (persistence.db)
 }
 
 

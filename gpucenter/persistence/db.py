@@ -8,8 +8,12 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
+
+from gpucenter.domain.errors import OutOfRange
 
 _HERE = Path(__file__).parent
 
@@ -20,8 +24,39 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
 
 
+class DataOutOfRange(DataError, OutOfRange):
+    """The database refused a value (SQLSTATE class 22: a number out of range, ...).
+
+    Still a SQLAlchemy `DataError` (code that expects one, such as a savepoint around a
+    setting that may be refused, keeps working) and also the domain's `OutOfRange`, which
+    is all the HTTP layer maps: routes and pages never import the database's errors."""
+
+
+def _data_errors_as_domain(context: ExceptionContext) -> BaseException | None:
+    exc = context.sqlalchemy_exception
+    if not isinstance(exc, DataError) or isinstance(exc, DataOutOfRange) or exc.orig is None:
+        return None
+    return DataOutOfRange(
+        exc.statement,
+        exc.params,
+        exc.orig,
+        hide_parameters=exc.hide_parameters,
+        connection_invalidated=exc.connection_invalidated,
+        code=exc.code,
+        ismulti=exc.ismulti,
+    )
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets foreign keys, WAL and a busy timeout for the server loop."""
+    """Create an engine; SQLite gets foreign keys, WAL and a busy timeout for the server loop.
+
+    Every engine raises the database's data errors as `DataOutOfRange`."""
+    engine = _make_engine(url)
+    event.listen(engine, "handle_error", _data_errors_as_domain, retval=True)
+    return engine
+
+
+def _make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _ensure_sqlite_dir(url)

@@ -18,7 +18,7 @@ from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, Valida
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity import accounts, audit
+from gpucenter.services.identity import admin
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (
@@ -29,7 +29,6 @@ from gpucenter.web.programme_pages import (
     done,
     label,
     options,
-    tx,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -46,10 +45,8 @@ def _admin_page(
     org_form: render.FormState | None = None,
     role_form: render.FormState | None = None,
 ) -> HTMLResponse:
-    with tx(ctx) as s:
-        users = accounts.list_users(s)
-        orgs = accounts.list_organisations(s)
-        roles = accounts.centre_roles(s)
+    found = admin.directory(ctx)
+    users, orgs, roles = found.users, found.organisations, found.roles
     org_choices = [("", render.t(request, "No organisation"))] + [(o.name, o.name) for o in orgs]
     return render.page(
         request,
@@ -98,16 +95,14 @@ def create_user(ctx: Ctx, request: Request, caller: WebCaller, fields: FormField
         form.error("password", render.t(request, "Use a password of at least 12 characters."))
     if form.ok:
         try:
-            with tx(ctx) as s:
-                accounts.create_user(
-                    s,
-                    form.value("username"),
-                    ctx.now(),
-                    organisation=form.value("organisation") or None,
-                    password=password,
-                    display_name=form.value("display_name").strip(),
-                    by=audit.Actor.of(caller),
-                )
+            admin.create_user(
+                ctx,
+                caller,
+                form.value("username"),
+                organisation=form.value("organisation") or None,
+                password=password,
+                display_name=form.value("display_name").strip(),
+            )
         except Conflict:
             form.error("username", render.t(request, "This username is taken."))
         except NotFound:
@@ -134,10 +129,7 @@ def create_organisation(
         form.error("kind", render.t(request, "Choose the kind of organisation."))
     if form.ok:
         try:
-            with tx(ctx) as s:
-                accounts.create_organisation(
-                    s, name, form.value("kind"), ctx.now(), by=audit.Actor.of(caller)
-                )
+            admin.create_organisation(ctx, caller, name, form.value("kind"))
         except Conflict:
             form.error("name", render.t(request, "An organisation with this name exists."))
     if not form.ok:
@@ -157,9 +149,8 @@ def _role_change(
         raise PermissionDenied(f"you cannot grant or revoke {role!r}")
     if form.ok:
         try:
-            with tx(ctx) as s:
-                change = accounts.grant_role if grant else accounts.revoke_role
-                change(s, form.value("username"), role, ctx.now(), by=audit.Actor.of(caller))
+            change = admin.grant_role if grant else admin.revoke_role
+            change(ctx, caller, form.value("username"), role)
         except NotFound as exc:
             message = (
                 N_("No user has this username.")
@@ -187,7 +178,5 @@ def revoke_role(ctx: Ctx, request: Request, caller: WebCaller, fields: FormField
 )
 def audit_page(ctx: Ctx, request: Request, caller: WebCaller, verify: bool = False) -> HTMLResponse:
     """The newest entries; with ?verify=1, the whole hash chain is checked first."""
-    with tx(ctx) as s:
-        result = audit.verify(s) if verify else None
-        entries = audit.entries(s, limit=100)
+    result, entries = admin.audit_page(ctx, verify=verify, limit=100)
     return render.page(request, ctx, "admin/audit.html", caller, entries=entries, result=result)

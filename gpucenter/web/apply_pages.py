@@ -10,24 +10,19 @@ submission happen in one transaction: a submission the call refuses leaves nothi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy.orm import Session
 
 from gpucenter.auth.permissions import Caller, Permission
-from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
-from gpucenter.persistence.tables import OrganisationRow, UserRow
-from gpucenter.persistence.tables_allocation import CallRow
 from gpucenter.services.context import AppContext
+from gpucenter.services.programmes import actions, portal
 from gpucenter.services.programmes import applications as apps
-from gpucenter.services.programmes import awards
-from gpucenter.services.programmes import calls as prog
+from gpucenter.services.programmes.views import CallOverview
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (
@@ -43,7 +38,6 @@ from gpucenter.web.programme_pages import (
     label,
     number,
     options,
-    tx,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -81,69 +75,11 @@ _FIELD_OF = {
 }
 
 
-@dataclass(frozen=True)
-class CallView:
-    """A call as the applicant reads it: what it offers, until when, and to whom."""
-
-    id: int
-    programme: str
-    owner: str
-    title: str
-    opens_at: datetime
-    closes_at: datetime
-    state: str
-    gpu_types: list[str]
-    periods: list[str]
-    eligible: list[str]
-    kinds: list[str]
-    taxonomy: list[str]
-    max_gpu_hours: float | None
-    capacity: dict[tuple[str, str], float]
-
-
-def call_state(call: CallRow, now: datetime) -> str:
-    if call.state == "decided":
-        return "decided"
-    if now < as_utc(call.opens_at):
-        return "upcoming"
-    return "open" if now < as_utc(call.closes_at) else "closed"
-
-
-def call_view(s: Session, call: CallRow, now: datetime) -> CallView:
-    p = prog.programme(s, call.programme_id)
-    cap = prog.capacity_of(s, call.id)
-    cfg = call.config
-    return CallView(
-        call.id,
-        p.title or p.name,
-        p.owner,
-        call.title or call.name,
-        as_utc(call.opens_at),
-        as_utc(call.closes_at),
-        call_state(call, now),
-        sorted({t for t, _ in cap}),
-        sorted({q for _, q in cap}),
-        list(cfg["eligible_types"]),
-        list(cfg["award_kinds"]),
-        list(cfg["taxonomy"]),
-        cfg["max_gpu_hours"],
-        cap,
-    )
-
-
-def _applicant_type(s: Session, caller: Caller) -> str:
-    user = s.get(UserRow, caller.user_id)
-    org = s.get(OrganisationRow, user.organisation_id) if user and user.organisation_id else None
-    return org.kind if org else ""
-
-
 @router.get(
     "/programmes", response_class=HTMLResponse, dependencies=[requires_web(Permission.PROGRAMMES)]
 )
 def programmes_page(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
-    now = ctx.now()
-    with tx(ctx) as s:
-        calls = [call_view(s, c, now) for c in prog.list_calls(s)]
+    calls = portal.call_overviews(ctx)
     open_calls = [c for c in calls if c.state in ("open", "upcoming")]
     other = [c for c in calls if c.state not in ("open", "upcoming")]
     return render.page(
@@ -164,23 +100,15 @@ def programmes_page(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLRespon
     dependencies=[requires_web(Permission.PROGRAMMES)],
 )
 def call_page(call_id: int, ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
-    now = ctx.now()
-    with tx(ctx) as s:
-        call = call_view(s, prog.call_row(s, call_id), now)
-        mine = [
-            (a, apps.display_state(s, a))
-            for a in apps.my_applications(s, caller)
-            if a.call_id == call_id
-        ]
-        kind = _applicant_type(s, caller)
+    page = portal.applicant_call(ctx, caller, call_id)
     return render.page(
         request,
         ctx,
         "programmes/call.html",
         caller,
-        call=call,
-        mine=mine,
-        applicant_type=kind,
+        call=page.call,
+        mine=page.mine,
+        applicant_type=page.applicant_type,
         types=APPLICANT_TYPES,
         states=APPLICATION_STATES,
         call_states=CALL_STATES,
@@ -197,9 +125,7 @@ def _form_page(
     form: render.FormState,
     status: int = 200,
 ) -> HTMLResponse:
-    with tx(ctx) as s:
-        call = call_view(s, prog.call_row(s, call_id), ctx.now())
-        kind = _applicant_type(s, caller)
+    call, kind = portal.apply_form(ctx, caller, call_id)
     return render.page(
         request,
         ctx,
@@ -229,7 +155,7 @@ def apply_form(call_id: int, ctx: Ctx, request: Request, caller: WebCaller) -> H
     return _form_page(ctx, request, caller, call_id, form)
 
 
-def check_form(request: Request, call: CallView, form: render.FormState) -> None:
+def check_form(request: Request, call: CallOverview, form: render.FormState) -> None:
     """The checks a person can fix by looking at the form, in the reader's language."""
     v = form.value
     t = render.t
@@ -316,18 +242,16 @@ def apply_submit(
 ) -> Response:
     check_csrf(request, fields)
     form = render.FormState.of({k: fields.get(k, "") for k in FIELDS})
-    with tx(ctx) as s:
-        call = call_view(s, prog.call_row(s, call_id), ctx.now())
+    call = portal.call_overview(ctx, call_id)
     check_form(request, call, form)
     submit = fields.get("action") == "submit"
     app_id = 0
     if form.ok:
         try:
-            with tx(ctx) as s:
-                row = apps.create_application(s, caller, call_id, application_of(form), ctx.now())
-                if submit:
-                    apps.submit_application(s, caller, row.id, ctx.now())
-                app_id = row.id
+            made = actions.create_application(
+                ctx, caller, call_id, application_of(form), submit=submit
+            )
+            app_id = made.id
         except ValidationError as exc:
             form.error(_FIELD_OF.get(exc.field, "call"), render.t(request, exc.message))
         except NotFound as exc:
@@ -346,11 +270,7 @@ def apply_submit(
     "/applications", response_class=HTMLResponse, dependencies=[requires_web(Permission.PROGRAMMES)]
 )
 def my_applications(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
-    with tx(ctx) as s:
-        rows = [
-            (a, apps.display_state(s, a), prog.call_row(s, a.call_id))
-            for a in apps.my_applications(s, caller)
-        ]
+    rows = portal.my_applications(ctx, caller)
     return render.page(
         request,
         ctx,
@@ -370,26 +290,20 @@ def _detail(
     error: str = "",
     status: int = 200,
 ) -> HTMLResponse:
-    with tx(ctx) as s:
-        row = apps.visible_application(s, caller, app_id)
-        state = apps.display_state(s, row)
-        call = call_view(s, prog.call_row(s, row.call_id), ctx.now())
-        items = apps.batch_items(s, row)
-        award = awards.award_of_application(s, caller, app_id)
-        org = s.get(OrganisationRow, row.organisation_id)
+    page = portal.application_page(ctx, caller, app_id)
     return render.page(
         request,
         ctx,
         "programmes/application.html",
         caller,
         status,
-        app=row,
-        state=state,
-        call=call,
-        items=items,
-        award=award,
-        organisation=org,
-        is_applicant=row.applicant_id == caller.user_id,
+        app=page.app,
+        state=page.state,
+        call=page.call,
+        items=page.items,
+        award=page.award,
+        organisation=page.organisation,
+        is_applicant=page.app.applicant_id == caller.user_id,
         error=error,
         states=APPLICATION_STATES,
         types=APPLICANT_TYPES,
@@ -415,8 +329,7 @@ def submit_application(
 ) -> Response:
     check_csrf(request, fields)
     try:
-        with tx(ctx) as s:
-            apps.submit_application(s, caller, app_id, ctx.now())
+        actions.submit_application(ctx, caller, app_id)
     except ValidationError as exc:
         return _detail(ctx, request, caller, app_id, render.t(request, exc.message), 422)
     except Conflict as exc:
@@ -430,8 +343,7 @@ def withdraw_application(
 ) -> Response:
     check_csrf(request, fields)
     try:
-        with tx(ctx) as s:
-            apps.withdraw_application(s, caller, app_id, ctx.now())
+        actions.withdraw_application(ctx, caller, app_id)
     except Conflict as exc:
         return _detail(ctx, request, caller, app_id, render.t(request, str(exc)), 409)
     return done(f"/applications/{app_id}", N_("Your application was withdrawn."))

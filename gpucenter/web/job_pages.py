@@ -9,7 +9,6 @@ next to the field it names. Nothing is written unless everything is valid.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
@@ -251,16 +250,7 @@ def job_detail(ctx: Ctx, request: Request, caller: WebCaller, job_id: int) -> HT
     """The job as it is now, with its log so far; a script then follows it live."""
     row = jobs.get_visible(ctx, caller, job_id)
     state = JobState(row.state)
-    size = 0
-    if row.stdout_path:
-        try:
-            size = Path(row.stdout_path).stat().st_size
-        except OSError:
-            size = 0
-    start = max(0, size - LOG_TAIL_BYTES)
-    chunk, offset, _ = jobs.read_log(ctx, caller, job_id, "stdout", start)
-    chunk = chunk[:LOG_TAIL_BYTES]
-    offset = start + len(chunk)
+    tail = jobs.log_tail(ctx, caller, job_id, LOG_TAIL_BYTES)
     factors = row.priority_factors or {}
     names = portal_queries.project_name_map(ctx, [row.project_id])
     return render.page(
@@ -280,9 +270,9 @@ def job_detail(ctx: Ctx, request: Request, caller: WebCaller, job_id: int) -> HT
             if key in factors
         ],
         priority=factors.get("priority"),
-        log=chunk.decode("utf-8", errors="replace"),
-        log_truncated=start > 0,
-        log_offset=offset,
+        log=tail.chunk.decode("utf-8", errors="replace"),
+        log_truncated=tail.start > 0,
+        log_offset=tail.next_offset,
         charge=portal_queries.job_charge_gpu_hours(ctx, caller, row),
         can_cancel=not state.is_terminal and can_cancel_job(caller, row.user_id, row.project_id),
         live_labels={

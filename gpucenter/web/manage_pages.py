@@ -10,24 +10,17 @@ route checks the manager role for the call's programme in the services.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy.orm import Session
 
-from gpucenter.auth.permissions import Caller, Permission, Role
+from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Conflict, ValidationError
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
-from gpucenter.persistence.tables import OrganisationRow, UserRow
-from gpucenter.persistence.tables_allocation import ApplicationRow
 from gpucenter.services.context import AppContext
-from gpucenter.services.programmes import applications as apps
-from gpucenter.services.programmes import awards
-from gpucenter.services.programmes import calls as prog
+from gpucenter.services.programmes import actions, portal
 from gpucenter.web import render
-from gpucenter.web.apply_pages import call_view
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (
     APPLICANT_TYPES,
@@ -38,71 +31,16 @@ from gpucenter.web.programme_pages import (
     done,
     label,
     number,
-    tx,
 )
 
 router = APIRouter(include_in_schema=False)
-
-
-@dataclass(frozen=True)
-class AppLine:
-    """One application as the manager's tables show it."""
-
-    row: ApplicationRow
-    state: str
-    organisation: str
-    applicant_type: str
-    requested: float
-    reviews_assigned: int
-    reviews_done: int
-    mean_total: float | None
-    score: float | None
-
-
-def requested_hours(s: Session, row: ApplicationRow) -> float:
-    """GPU-hours asked for: the batch requests, or a lease's GPUs times its hours."""
-    if row.lease:
-        lease = apps._lease_item(row.lease)
-        return 0.0 if lease is None else lease.gpus * lease.hours
-    return sum(i.gpu_hours for i in apps.batch_items(s, row))
-
-
-def _lines(s: Session, caller: Caller, call_id: int) -> list[AppLine]:
-    scores = apps.normalised_scores(s, call_id)
-    out = []
-    for a in apps.list_applications(s, caller, call_id):
-        if a.state == apps.DRAFT:
-            continue  # a draft is the applicant's own business until submitted
-        org = s.get(OrganisationRow, a.organisation_id)
-        reviews = apps.reviews_of(s, caller, a.id)
-        totals = [r.total for r in reviews if r.total is not None and r.submitted_at]
-        out.append(
-            AppLine(
-                a,
-                apps.display_state(s, a),
-                org.name if org else "",
-                org.kind if org else "",
-                requested_hours(s, a),
-                len(reviews),
-                len(totals),
-                sum(totals) / len(totals) if totals else None,
-                scores.get(a.id),
-            )
-        )
-    return out
 
 
 @router.get(
     "/manage", response_class=HTMLResponse, dependencies=[requires_web(Permission.PROGRAMMES)]
 )
 def manage_home(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
-    now = ctx.now()
-    with tx(ctx) as s:
-        managed = [
-            (p, [call_view(s, c, now) for c in prog.list_calls(s, p.id)])
-            for p in prog.list_programmes(s)
-            if caller.has_role(Role.PROGRAMME_MANAGER, p.id)
-        ]
+    managed = portal.managed_calls(ctx, caller)
     return render.page(
         request,
         ctx,
@@ -122,29 +60,18 @@ def _call_page(
     error: str = "",
     status: int = 200,
 ) -> HTMLResponse:
-    with tx(ctx) as s:
-        call = prog.call_row(s, call_id)
-        prog.require_manager(caller, call.programme_id)
-        view = call_view(s, call, ctx.now())
-        lines = _lines(s, caller, call_id)
-        runs = awards.runs_of_call(s, caller, call_id)
-        reviewers = [
-            u.username
-            for u in (s.get(UserRow, i) for i in prog.reviewer_ids(s, call.programme_id))
-            if u is not None
-        ]
-        k = int(call.config["reviewers_per_application"])
+    page = portal.managed_call(ctx, caller, call_id)
     return render.page(
         request,
         ctx,
         "programmes/manage_call.html",
         caller,
         status,
-        call=view,
-        lines=lines,
-        runs=runs,
-        reviewers=reviewers,
-        per_application=k,
+        call=page.call,
+        lines=page.lines,
+        runs=page.runs,
+        reviewers=page.reviewers,
+        per_application=page.per_application,
         error=error,
         types=APPLICANT_TYPES,
         states=APPLICATION_STATES,
@@ -167,8 +94,7 @@ def assign(
 ) -> Response:
     check_csrf(request, fields)
     try:
-        with tx(ctx) as s:
-            apps.assign_reviews(s, caller, call_id, ctx.now())
+        actions.assign_reviews(ctx, caller, call_id)
     except ValidationError as exc:
         return _call_page(ctx, request, caller, call_id, render.t(request, exc.message), 422)
     return done(f"/manage/calls/{call_id}", N_("Reviewers were assigned."))
@@ -189,9 +115,7 @@ def run(
             return _call_page(ctx, request, caller, call_id, message, 422)
         changes["min_score"] = value
     try:
-        with tx(ctx) as s:
-            row = awards.run_round(s, caller, call_id, ctx.now(), policy_changes=changes)
-            run_id = row.id
+        run_id = actions.run_round(ctx, caller, call_id, policy_changes=changes).id
     except (ValidationError, Conflict) as exc:
         return _call_page(ctx, request, caller, call_id, render.t(request, str(exc)), 409)
     return done(f"/manage/runs/{run_id}", N_("The optimiser ran. Nothing is decided yet."))
@@ -216,17 +140,9 @@ def _run_page(
     error: str = "",
     status: int = 200,
 ) -> HTMLResponse:
-    with tx(ctx) as s:
-        row = awards.get_run(s, caller, run_id)
-        call = prog.call_row(s, row.call_id)
-        view = call_view(s, call, ctx.now())
-        result = row.result
-        lines = {}
-        for key in result.get("scores", {}):
-            app = s.get(ApplicationRow, int(key))
-            if app is not None:
-                org = s.get(OrganisationRow, app.organisation_id)
-                lines[int(key)] = (app, org.kind if org else "", requested_hours(s, app))
+    page = portal.run_page(ctx, caller, run_id)
+    row, view, lines = page.run, page.call, page.lines
+    result = row.result
     by_type_asked: dict[str, float] = defaultdict(float)
     by_type_won: dict[str, float] = defaultdict(float)
     for app_id, (_app, kind, asked) in lines.items():
@@ -276,9 +192,8 @@ def decide(
 ) -> Response:
     check_csrf(request, fields)
     try:
-        with tx(ctx) as s:
-            call_id = awards.get_run(s, caller, run_id).call_id
-            awards.decide(s, caller, run_id, ctx.now(), fields.get("reason", "")[:2000])
+        call_id = actions.get_run(ctx, caller, run_id).call_id
+        actions.decide(ctx, caller, run_id, fields.get("reason", "")[:2000])
     except (ValidationError, Conflict) as exc:
         return _run_page(ctx, request, caller, run_id, render.t(request, str(exc)), 409)
     return done(

@@ -9,17 +9,14 @@ admin_pages; each stays small and declares its own permissions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
 
 from gpucenter.http import csrf
-from gpucenter.services.context import AppContext
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 
@@ -119,13 +116,6 @@ def options(
     """(value, translated label) pairs for a select, in the order given (all by default)."""
     chosen = list(labels) if values is None else values
     return [(v, render.t(request, label(labels, v))) for v in chosen]
-
-
-@contextmanager
-def tx(ctx: AppContext) -> Iterator[Session]:
-    """One transaction per page action: an error anywhere rolls everything back."""
-    with ctx.sessions.begin() as s:
-        yield s
 
 
 async def _form_fields(request: Request) -> dict[str, str]:

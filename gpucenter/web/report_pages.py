@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 
 from gpucenter.accounting.export import MEDIA_TYPES, Format, render
 from gpucenter.accounting.rates import month_range
@@ -23,7 +22,6 @@ from gpucenter.auth.permissions import Caller, Permission, Role
 from gpucenter.domain.errors import PermissionDenied
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
-from gpucenter.persistence.tables_allocation import CallRow, ProgrammeRow
 from gpucenter.services.accounting import reports
 from gpucenter.web import charts
 from gpucenter.web import render as pages
@@ -60,19 +58,6 @@ def _default_range(ctx: Any) -> tuple[str, str]:
     if month < 1:
         year, month = year - 1, month + 12
     return f"{year:04d}-{month:02d}", last
-
-
-def _calls(s: Any, caller: Caller) -> list[tuple[int, str]]:
-    """Calls whose share report the caller may read (every call for admins)."""
-    scope = reports.report_scope(caller)
-    stmt = select(CallRow.id, ProgrammeRow.name, CallRow.name, CallRow.programme_id).join(
-        ProgrammeRow, ProgrammeRow.id == CallRow.programme_id
-    )
-    return [
-        (int(cid), f"{p}/{c}")
-        for cid, p, c, pid in s.execute(stmt.order_by(CallRow.id))
-        if scope.programme_ids is None or pid in scope.programme_ids
-    ]
 
 
 @router.get(
@@ -116,7 +101,7 @@ def reports_page(
                 [(pages.t(request, "GPU-hours"), hours)],
             )
             values["delays"] = reports.queue_delay(s, caller, month)
-            values["calls"] = _calls(s, caller)
+            values["calls"] = reports.report_calls(s, caller)
             if call is not None:
                 values["shares"] = reports.share_report(s, caller, call, first, last)
         if site_ok:

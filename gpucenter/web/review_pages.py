@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy.orm import Session
 
 from gpucenter.allocation import Criterion
 from gpucenter.auth.permissions import Caller, Permission
-from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.errors import Conflict, PermissionDenied, ValidationError
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
-from gpucenter.persistence.tables_allocation import ApplicationRow, ReviewRow
 from gpucenter.services.context import AppContext
-from gpucenter.services.programmes import applications as apps
-from gpucenter.services.programmes import calls as prog
+from gpucenter.services.programmes import actions, portal
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (
@@ -32,35 +29,16 @@ from gpucenter.web.programme_pages import (
     done,
     label,
     number,
-    tx,
 )
 
 router = APIRouter(include_in_schema=False)
-
-
-def _queue(s: Session, caller: Caller) -> list[tuple[ReviewRow, ApplicationRow]]:
-    """Assigned reviews, leaving out any application the caller is conflicted with."""
-    out = []
-    for review in apps.my_reviews(s, caller):
-        app = s.get(ApplicationRow, review.application_id)
-        if app is not None and not apps.is_conflicted(s, caller.user_id, app):
-            out.append((review, app))
-    return out
-
-
-def _mine(s: Session, caller: Caller, app_id: int) -> tuple[ReviewRow, ApplicationRow]:
-    for review, app in _queue(s, caller):
-        if app.id == app_id:
-            return review, app
-    raise NotFound("review assignment", app_id)
 
 
 @router.get(
     "/reviews", response_class=HTMLResponse, dependencies=[requires_web(Permission.PROGRAMMES)]
 )
 def review_queue(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
-    with tx(ctx) as s:
-        rows = [(r, a, prog.call_row(s, a.call_id)) for r, a in _queue(s, caller)]
+    rows = portal.review_queue(ctx, caller)
     return render.page(request, ctx, "programmes/reviews.html", caller, rows=rows)
 
 
@@ -73,19 +51,9 @@ def _review_page(
     status: int = 200,
     error: str = "",
 ) -> HTMLResponse:
-    with tx(ctx) as s:
-        mine, app = _mine(s, caller, app_id)
-        call = prog.call_row(s, app.call_id)
-        rubric = prog.rubric_of(call.config)
-        items = apps.batch_items(s, app)
-        # Others' scores only once this reviewer has submitted: never before, whoever asks.
-        others = []
-        if mine.submitted_at is not None:
-            others = [
-                r
-                for r in apps.reviews_of(s, caller, app_id)
-                if r.reviewer_id != caller.user_id and r.submitted_at is not None
-            ]
+    # Others' scores only once this reviewer has submitted: the service sees to that.
+    page = portal.review_page(ctx, caller, app_id)
+    mine = page.mine
     if form is None:
         values: dict[str, object] = {f"score_{k}": v for k, v in (mine.scores or {}).items()}
         values["comment"] = mine.comment
@@ -96,12 +64,12 @@ def _review_page(
         "programmes/review.html",
         caller,
         status,
-        app=app,
-        call=call,
+        app=page.app,
+        call=page.call,
         mine=mine,
-        rubric=rubric,
-        items=items,
-        others=others,
+        rubric=page.rubric,
+        items=page.items,
+        others=page.others,
         form=form,
         error=error,
         criteria=CRITERIA,
@@ -143,16 +111,13 @@ def review_submit(
     app_id: int, ctx: Ctx, request: Request, caller: WebCaller, fields: FormFields
 ) -> Response:
     check_csrf(request, fields)
-    with tx(ctx) as s:
-        _, app = _mine(s, caller, app_id)
-        rubric = prog.rubric_of(prog.call_row(s, app.call_id).config)
+    rubric = portal.review_rubric(ctx, caller, app_id)
     names = [f"score_{c.name}" for c in rubric] + ["comment"]
     form = render.FormState.of({k: fields.get(k, "") for k in names})
     scores = check_scores(request, rubric, form)
     if form.ok:
         try:
-            with tx(ctx) as s:
-                apps.submit_review(s, caller, app_id, scores, form.value("comment"), ctx.now())
+            actions.submit_review(ctx, caller, app_id, scores, form.value("comment"))
         except ValidationError as exc:
             field = exc.field.replace("scores.", "score_")
             form.error(field if field in names else "comment", render.t(request, exc.message))
@@ -167,9 +132,8 @@ def declare_conflict(
 ) -> Response:
     check_csrf(request, fields)
     try:
-        with tx(ctx) as s:
-            _mine(s, caller, app_id)
-            apps.declare_conflict(s, caller, app_id, fields.get("reason", "")[:2000], ctx.now())
+        reason = fields.get("reason", "")[:2000]
+        portal.declare_queued_conflict(ctx, caller, app_id, reason)
     except (Conflict, PermissionDenied) as exc:
         return _review_page(ctx, request, caller, app_id, None, 409, render.t(request, str(exc)))
     return done("/reviews", N_("Conflict of interest declared; the application left your queue."))

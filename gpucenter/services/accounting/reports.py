@@ -287,6 +287,20 @@ def share_report(s: Session, caller: Caller, call_id: int, first: str, last: str
     return shares(delivered, rules)
 
 
+def report_calls(s: Session, caller: Caller) -> list[tuple[int, str]]:
+    """(id, "programme/call") of the calls whose share report the caller may read, by id
+    (every call for centre admins); the report page offers these."""
+    scope = report_scope(caller)
+    stmt = select(CallRow.id, ProgrammeRow.name, CallRow.name, CallRow.programme_id).join(
+        ProgrammeRow, ProgrammeRow.id == CallRow.programme_id
+    )
+    return [
+        (int(cid), f"{p}/{c}")
+        for cid, p, c, pid in s.execute(stmt.order_by(CallRow.id))
+        if scope.programme_ids is None or pid in scope.programme_ids
+    ]
+
+
 def now_month(now: datetime) -> str:
     return f"{now.year:04d}-{now.month:02d}"
 

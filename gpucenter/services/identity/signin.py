@@ -59,6 +59,13 @@ def caller_for(
     )
 
 
+def caller_named(s: Session, username: str) -> Caller:
+    """The Caller for `username` with all its roles, for commands run on the server host
+    (`gpucenter ... --as NAME`): the operator is trusted, no credential is asked.
+    NotFound where no such user exists."""
+    return caller_for(s, repo.user_by_name(s, username))
+
+
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 

@@ -25,11 +25,12 @@ from gpucenter.persistence.tables import JobRow, ProjectRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs.submit import SubmitRequest as SubmitRequest
 from gpucenter.services.jobs.submit import submit as submit
+from gpucenter.services.jobs.views import AnyJob, JobView, job_view
 
 MAX_LOG_CHUNK = 1024 * 1024
 
 
-def array_task_ids(ctx: AppContext, leader: JobRow) -> list[int]:
+def array_task_ids(ctx: AppContext, leader: AnyJob) -> list[int]:
     if leader.array_job_id is None:
         return [leader.id]
     with ctx.sessions.begin() as s:
@@ -42,7 +43,12 @@ def array_task_ids(ctx: AppContext, leader: JobRow) -> list[int]:
         )
 
 
-def get_visible(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
+def get_visible(ctx: AppContext, caller: Caller, job_id: int) -> JobView:
+    """The job, if the caller may see it; NotFound otherwise (whether it exists or not)."""
+    return job_view(_visible_row(ctx, caller, job_id))
+
+
+def _visible_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
     with ctx.sessions.begin() as s:
         row = s.get(JobRow, job_id)
         if row is None or not can_view_job(caller, row.user_id, row.project_id):
@@ -52,7 +58,7 @@ def get_visible(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
-    items: list[JobRow]
+    items: list[JobView]
     next_cursor: str | None
 
 
@@ -115,16 +121,17 @@ def list_page(
         rows = list(s.scalars(stmt).all())
     more = len(rows) > limit
     rows = rows[:limit]
-    return JobPage(rows, encode_cursor(rows[-1].id) if more and rows else None)
+    cursor_out = encode_cursor(rows[-1].id) if more and rows else None
+    return JobPage([job_view(r) for r in rows], cursor_out)
 
 
 def list_visible(
     ctx: AppContext, caller: Caller, *, states: Sequence[JobState] = (), limit: int = 100
-) -> Sequence[JobRow]:
+) -> Sequence[JobView]:
     return list_page(ctx, caller, states=states, limit=limit).items
 
 
-def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
+def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobView:
     """Cancel a pending job at once; a running one is stopped by the scheduler leader.
 
     The request is recorded in the database rather than sent to this process's dispatcher:
@@ -161,7 +168,7 @@ def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
                 target_id=row.id,
                 details={"owner_id": row.user_id, "project_id": row.project_id, "state": state},
             )
-        return row
+        return job_view(row)
 
 
 def read_log(
@@ -172,7 +179,7 @@ def read_log(
         raise ValidationError("stream", "must be 'stdout' or 'stderr'")
     if offset < 0:
         raise ValidationError("offset", "must not be negative")
-    row = get_visible(ctx, caller, job_id)
+    row = _visible_row(ctx, caller, job_id)
     path = row.stdout_path if stream == "stdout" else row.stderr_path
     finished = JobState(row.state).is_terminal
     if not path or not Path(path).exists():
@@ -181,3 +188,28 @@ def read_log(
         fh.seek(offset)
         chunk = fh.read(MAX_LOG_CHUNK)
     return chunk, offset + len(chunk), finished and len(chunk) < MAX_LOG_CHUNK
+
+
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """The end of a job's stdout: `chunk` starts at byte `start`; follow from `next_offset`."""
+
+    chunk: bytes
+    start: int
+    next_offset: int
+
+
+def log_tail(ctx: AppContext, caller: Caller, job_id: int, max_bytes: int) -> LogTail:
+    """The last `max_bytes` of the job's stdout as it is now (the portal's first screen;
+    the log's place on disk stays in here)."""
+    row = _visible_row(ctx, caller, job_id)
+    size = 0
+    if row.stdout_path:
+        try:
+            size = Path(row.stdout_path).stat().st_size
+        except OSError:
+            size = 0
+    start = max(0, size - max_bytes)
+    chunk, _, _ = read_log(ctx, caller, job_id, "stdout", start)
+    chunk = chunk[:max_bytes]
+    return LogTail(chunk, start, start + len(chunk))

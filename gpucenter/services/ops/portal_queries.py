@@ -29,6 +29,7 @@ from gpucenter.persistence.tables import (
     UserRow,
 )
 from gpucenter.services.context import AppContext
+from gpucenter.services.jobs.views import JobView, job_view
 from gpucenter.services.ops import overview
 
 BURN_POINTS = 12
@@ -58,7 +59,7 @@ class ProjectPage:
     project: overview.ProjectView
     gpu_types: dict[int, str]  # allocation id -> GPU type ('' for any)
     members: list[Member]
-    recent_jobs: list[JobRow]
+    recent_jobs: list[JobView]
     burn: list[BurnSeries]
 
 
@@ -85,14 +86,15 @@ def project_page(ctx: AppContext, caller: Caller, project_id: int, jobs: int = 1
                 .order_by(MembershipRow.role.desc(), UserRow.username)
             )
         ]
-        recent = list(
-            s.scalars(
+        recent = [
+            job_view(j)
+            for j in s.scalars(
                 select(JobRow)
                 .where(JobRow.project_id == project_id)
                 .order_by(JobRow.id.desc())
                 .limit(jobs)
             )
-        )
+        ]
         allocs = list(
             s.scalars(select(AllocationRow).where(AllocationRow.project_id == project_id))
         )
@@ -125,7 +127,7 @@ def _burn_series(s: Session, alloc: AllocationRow, now: datetime) -> BurnSeries:
     return BurnSeries(alloc.id, instants, remaining, plan)
 
 
-def job_charge_gpu_hours(ctx: AppContext, caller: Caller, job: JobRow) -> float | None:
+def job_charge_gpu_hours(ctx: AppContext, caller: Caller, job: JobView) -> float | None:
     """GPU-hours charged for `job` (None before anything was charged). The caller must
     already have been allowed to see the job (jobs.get_visible)."""
     with ctx.sessions.begin() as s:
@@ -264,16 +266,17 @@ def site_states(ctx: AppContext) -> list[SiteState]:
 
 @dataclass(frozen=True, slots=True)
 class Dashboard:
-    running: list[JobRow]
-    pending: list[JobRow]
+    running: list[JobView]
+    pending: list[JobView]
     projects: list[overview.ProjectView]
 
 
 def dashboard(ctx: AppContext, caller: Caller, limit: int = 10) -> Dashboard:
     """A member's own running and pending jobs and their projects' budgets."""
     with ctx.sessions.begin() as s:
-        mine = list(
-            s.scalars(
+        mine = [
+            job_view(j)
+            for j in s.scalars(
                 select(JobRow)
                 .where(
                     JobRow.user_id == caller.user_id,
@@ -282,7 +285,7 @@ def dashboard(ctx: AppContext, caller: Caller, limit: int = 10) -> Dashboard:
                 .order_by(JobRow.id.desc())
                 .limit(limit * 2)
             )
-        )
+        ]
     running = [j for j in mine if j.state == JobState.RUNNING.value][:limit]
     pending = [j for j in mine if j.state == JobState.PENDING.value][:limit]
     projects = [p for p in overview.my_projects(ctx, caller) if p.id in caller.project_ids]

@@ -20,6 +20,13 @@ class Check:
     detail: str
 
 
+def ping_database(ctx: AppContext) -> None:
+    """One round trip to the database (`SELECT 1`); raises whatever reaching it raised, so
+    that liveness fails loudly rather than answering "ok" without a database."""
+    with ctx.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 def check_readiness(ctx: AppContext, scheduler_role: str) -> list[Check]:
     checks: list[Check] = []
     try:

@@ -1,0 +1,88 @@
+"""A job as the API, the portal and the CLI read it: a frozen copy made inside the services.
+
+Why: a row is a live ORM object; handed to a route or a template it carries the database
+with it (lazy loads, flushes, columns nobody outside should read, such as log paths and
+idempotency keys). The services copy what readers need into a `JobView` before the
+transaction ends, and everything above them reads only that. Field names are the row's, so
+templates and the API's schema read the same attributes as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from gpucenter.persistence.tables import JobRow
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """One job (or one task of an array) as it stands."""
+
+    id: int
+    name: str
+    project_id: int
+    user_id: int
+    state: str
+    reason: str
+    reason_detail: str
+    command: str
+    gpu_type: str
+    gpus_per_node: int
+    nodes: int
+    time_limit_s: int
+    qos: str
+    image: str | None
+    template: str | None
+    array_job_id: int | None
+    array_index: int | None
+    after_ok: tuple[int, ...]
+    priority: float | None
+    priority_factors: dict[str, float] | None
+    submitted_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    placement: list[dict[str, Any]] | None
+
+
+# What a submission answers with today: the row it wrote (`jobs.submit`, the fast path) or a
+# view. Readers convert with `job_view`, which takes either.
+AnyJob: TypeAlias = JobRow | JobView
+
+
+def job_view(job: AnyJob) -> JobView:
+    """The view of `job` (a view is returned as it is)."""
+    if isinstance(job, JobView):
+        return job
+    return JobView(
+        id=job.id,
+        name=job.name,
+        project_id=job.project_id,
+        user_id=job.user_id,
+        state=job.state,
+        reason=job.reason,
+        reason_detail=job.reason_detail,
+        command=job.command,
+        gpu_type=job.gpu_type,
+        gpus_per_node=job.gpus_per_node,
+        nodes=job.nodes,
+        time_limit_s=job.time_limit_s,
+        qos=job.qos,
+        image=job.image,
+        template=job.template,
+        array_job_id=job.array_job_id,
+        array_index=job.array_index,
+        after_ok=tuple(job.after_ok or ()),
+        priority=job.priority,
+        priority_factors=job.priority_factors,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        exit_code=job.exit_code,
+        placement=job.placement,
+    )
+
+
+__all__ = ["AnyJob", "JobView", "job_view"]

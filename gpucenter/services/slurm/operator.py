@@ -1,0 +1,97 @@
+"""What an operator runs by hand against a Slurm site (`gpucenter slurm ...`): the account
+sync's plan and its application, a usage ingest, and a site file read from the cluster.
+
+Why here and not in the CLI: the CLI never touches a cluster itself (an import-linter
+contract), so that every way of talking to Slurm goes through the services, with the same
+settings and the same errors. A failure of the cluster's tools is raised as the domain's
+`SiteError` with the tool's own message, so the CLI says it without knowing dispatch/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from gpucenter.dispatch.base import DispatchError
+from gpucenter.dispatch.slurm.accounts import SyncCommand, apply_sync, plan_sync, read_actual
+from gpucenter.domain.errors import SiteError
+from gpucenter.services.sites.slurm_settings import SlurmSettings
+from gpucenter.services.slurm.sync import desired_state
+from gpucenter.services.slurm.usage import IngestReport, ingest_usage, read_usage
+
+
+@contextmanager
+def _site_errors() -> Iterator[None]:
+    """The cluster's failures as `SiteError`, message unchanged."""
+    try:
+        yield
+    except DispatchError as exc:
+        raise SiteError(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """The sacctmgr commands that make `cluster` match gpucenter's database, in order."""
+
+    cluster: str
+    commands: tuple[SyncCommand, ...]
+
+
+def plan_site_sync(
+    sessions: sessionmaker[Session], settings: SlurmSettings, now: datetime
+) -> SyncPlan:
+    """Desired state from the database, actual state from sacctmgr, and the difference."""
+    from gpucenter.dispatch.slurm.dispatcher import cluster_name
+
+    cli = settings.cli()
+    with _site_errors():
+        cluster = settings.cluster or cluster_name(cli)
+        with sessions() as s:
+            desired = desired_state(s, settings.top_account, now, settings.gpu_types)
+        actual = read_actual(cli, cluster, settings.top_account)
+        commands = plan_sync(desired, actual, cluster, settings.top_account)
+    return SyncPlan(cluster, tuple(commands))
+
+
+def apply_site_sync(settings: SlurmSettings, plan: SyncPlan) -> list[str]:
+    """Run the plan's commands in order; stops at the first that fails (`SiteError`)."""
+    with _site_errors():
+        return apply_sync(settings.cli(), plan.commands)
+
+
+def ingest_site_usage(
+    sessions: sessionmaker[Session], settings: SlurmSettings, since: datetime, now: datetime
+) -> IngestReport:
+    """Charge the jobs that ended in [since, now] (sacct) to the ledger; safe to repeat."""
+    with _site_errors():
+        records = read_usage(settings.cli(), since, now)
+        return ingest_usage(sessions, records, now)
+
+
+def describe_site(settings: SlurmSettings, name: str) -> dict[str, Any]:
+    """A site file (the mapping GPUCENTER_SITE_FILE holds) from the cluster's GPU nodes."""
+    from gpucenter.dispatch.slurm.dispatcher import read_site
+
+    with _site_errors():
+        nodes = read_site(settings.cli(), settings.partition)
+    return {
+        "site": name,
+        "nodes": [
+            {"name": n.name, "gpus": n.gpu_count, "gpu_type": n.gpu_type, "block": n.block}
+            for n in nodes
+        ],
+    }
+
+
+__all__ = [
+    "SyncPlan",
+    "apply_site_sync",
+    "describe_site",
+    "ingest_site_usage",
+    "plan_site_sync",
+]
