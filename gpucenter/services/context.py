@@ -54,3 +54,8 @@ class AppContext:
         if self.sites:
             return self.sites
         return [SiteRuntime(self.site.site.name, self.site, self.dispatcher, self.site_health)]
+
+
+__all__ = [
+    "AppContext",
+]

@@ -121,3 +121,11 @@ def _usage(
         usage[ProjectId(job.project_id)] += value
         user_usage[(ProjectId(job.project_id), UserId(job.user_id))] += value
     return dict(usage), dict(user_usage)
+
+
+__all__ = [
+    "DIRECT",
+    "HALF_LIFE_S",
+    "add_decayed_usage",
+    "load_fair_share",
+]

@@ -351,3 +351,15 @@ def budgets(
         )
         for a, name in rows
     ]
+
+
+__all__ = [
+    "SmtpMailer",
+    "budgets",
+    "check_budgets",
+    "deliver_email",
+    "enforcement_for",
+    "mark_read",
+    "notifications",
+    "set_enforcement",
+]

@@ -420,3 +420,18 @@ def rate_book(s: Session) -> dict[tuple[int, str], RateCard]:
         )
         for r in s.scalars(select(RateCardRow))
     }
+
+
+__all__ = [
+    "AdjustmentKind",
+    "UsageCharge",
+    "adjust",
+    "ingest_usage",
+    "ledger_totals",
+    "programme_of_allocation",
+    "rate_book",
+    "refund_job_run",
+    "require_accountant",
+    "set_rate_card",
+    "transfer",
+]

@@ -336,3 +336,21 @@ def share_records(
         {**asdict(r), "applicant_types": ",".join(r.applicant_types), "within": r.within}
         for r in share_report(s, caller, call_id, first, last)
     ]
+
+
+__all__ = [
+    "now_month",
+    "queue_delay",
+    "queue_delay_records",
+    "report_calls",
+    "report_scope",
+    "require_operator",
+    "share_records",
+    "share_report",
+    "site_utilisation",
+    "statement_records",
+    "supplier_statement",
+    "usage_records",
+    "usage_report",
+    "utilisation_records",
+]

@@ -242,3 +242,11 @@ def reclaim(
         },
     )
     return Reclaim(row.id, alloc.id, secs / 3600, alloc.gpu_seconds / 3600, offer_to_application)
+
+
+__all__ = [
+    "assess_use",
+    "reclaim",
+    "record_utilisation",
+    "waitlisted",
+]

@@ -292,3 +292,17 @@ def list_users(s: Session, limit: int = 500) -> list[tuple[UserRow, str]]:
         .limit(limit)
     )
     return [(u, name or "") for u, name in rows]
+
+
+__all__ = [
+    "add_member",
+    "centre_roles",
+    "create_allocation",
+    "create_organisation",
+    "create_project",
+    "create_user",
+    "grant_role",
+    "list_organisations",
+    "list_users",
+    "revoke_role",
+]

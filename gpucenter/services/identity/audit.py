@@ -342,3 +342,17 @@ def entries(s: Session, *, limit: int = 100, before_id: int | None = None) -> li
     if before_id is not None:
         stmt = stmt.where(AuditEntryRow.id < before_id)
     return list(s.scalars(stmt))
+
+
+__all__ = [
+    "GENESIS",
+    "ROTATED",
+    "SYSTEM",
+    "Actor",
+    "VerifyResult",
+    "entries",
+    "entry_hash",
+    "record",
+    "rotate_key",
+    "verify",
+]

@@ -65,3 +65,10 @@ def disable(ctx: AppContext, caller: Caller, code: str) -> None:
         _check(row, code, ctx.clock.now())
         s.delete(row)
         audit.log(s, "auth.totp_disable", audit.Actor.of(caller), now, "user", caller.user_id)
+
+
+__all__ = [
+    "begin",
+    "disable",
+    "enable",
+]

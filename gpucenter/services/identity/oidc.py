@@ -108,3 +108,9 @@ def sign_in(ctx: AppContext, issuer: str, claims: Mapping[str, Any], address: st
             {"method": "oidc", "issuer": issuer, "address": address},
         )
     raise Unauthenticated(NOT_REGISTERED)
+
+
+__all__ = [
+    "link",
+    "sign_in",
+]

@@ -92,3 +92,9 @@ class SignInGuard:
     def _trim(table: dict[str, Any]) -> None:
         while len(table) > MAX_TRACKED:
             table.pop(next(iter(table)))
+
+
+__all__ = [
+    "SignInGuard",
+    "TooManyRequests",
+]

@@ -61,3 +61,10 @@ def end(ctx: AppContext, value: str | None) -> None:
             user = s.get(UserRow, row.user_id)
             name = user.username if user else ""
             audit.log(s, "auth.sign_out", audit.Actor(row.user_id, name), now, "user", row.user_id)
+
+
+__all__ = [
+    "end",
+    "resolve",
+    "start",
+]

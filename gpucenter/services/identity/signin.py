@@ -180,3 +180,12 @@ def login(
             s, "token.create", audit.Actor.of(caller), now, "api_token", row.id, {"name": "login"}
         )
         return token
+
+
+__all__ = [
+    "authenticate_token",
+    "caller_for",
+    "caller_named",
+    "login",
+    "password_sign_in",
+]

@@ -126,3 +126,9 @@ def _bulk_writes(state: Any) -> None:
     table = getattr(state.statement, "table", None)
     if getattr(table, "name", None) in _WATCHED_TABLES:
         clear_all()
+
+
+__all__ = [
+    "cache_for",
+    "clear_all",
+]

@@ -129,3 +129,12 @@ def revoke(ctx: AppContext, caller: Caller, token_id: int) -> TokenView:
             )
         scope_row = s.get(TokenScopeRow, row.id)
         return _view(row, list(scope_row.scopes) if scope_row else None)
+
+
+__all__ = [
+    "TokenView",
+    "create",
+    "issue",
+    "list_mine",
+    "revoke",
+]

@@ -50,3 +50,8 @@ def job_events(
             yield b": keep-alive\n\n"
             last_beat = time.monotonic()
         time.sleep(POLL_S)
+
+
+__all__ = [
+    "job_events",
+]

@@ -207,3 +207,9 @@ async def submit(
             return row
     general: Callable[[AppContext, Caller, JobForm, str | None], JobRow] = submitting.submit
     return await anyio.to_thread.run_sync(general, ctx, caller, form, key)
+
+
+__all__ = [
+    "SubmitPool",
+    "submit",
+]

@@ -213,3 +213,15 @@ def log_tail(ctx: AppContext, caller: Caller, job_id: int, max_bytes: int) -> Lo
     chunk, _, _ = read_log(ctx, caller, job_id, "stdout", start)
     chunk = chunk[:max_bytes]
     return LogTail(chunk, start, start + len(chunk))
+
+
+__all__ = [
+    "array_task_ids",
+    "cancel",
+    "encode_cursor",
+    "get_visible",
+    "list_page",
+    "list_visible",
+    "log_tail",
+    "read_log",
+]

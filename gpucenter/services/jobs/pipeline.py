@@ -342,3 +342,20 @@ async def run_checks_async(
                 query = loads.send(rows)
             except StopIteration:
                 break
+
+
+__all__ = [
+    "CHECKS",
+    "Query",
+    "Step",
+    "Submission",
+    "array",
+    "dependencies",
+    "image",
+    "qos",
+    "run_checks",
+    "run_checks_async",
+    "session_reader",
+    "steps",
+    "workdir",
+]

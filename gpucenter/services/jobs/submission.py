@@ -218,3 +218,21 @@ def check_dependency(caller: Caller, job_id: int, found: Sequence[Any] | None) -
 def array_of(merged: Mapping[str, Any]) -> tuple[int, ...]:
     array = merged.get("array")
     return tuple(parse_array(str(array))) if array else ()
+
+
+__all__ = [
+    "QOS_NAMES",
+    "JobForm",
+    "after_ok_of",
+    "array_of",
+    "check_dependency",
+    "gpu_request_of",
+    "image_of",
+    "layers",
+    "project_of",
+    "qos_of",
+    "spec_of",
+    "template_of",
+    "time_limit_of",
+    "workdir_of",
+]

@@ -244,3 +244,12 @@ def _repeat(s: Session, caller: Caller, key: str, fingerprint: str) -> JobRow:
     if previous.request_hash != fingerprint:
         raise Conflict("this Idempotency-Key was used for a different submission")
     return previous
+
+
+__all__ = [
+    "SubmitConnection",
+    "SubmitRequest",
+    "insert_statement",
+    "submit",
+    "submit_async",
+]

@@ -47,3 +47,10 @@ def list_templates(ctx: AppContext) -> list[JobTemplate]:
     with ctx.sessions.begin() as s:
         rows = s.scalars(select(JobTemplateRow).order_by(JobTemplateRow.name)).all()
         return [parse_template(r.body) for r in rows]
+
+
+__all__ = [
+    "list_templates",
+    "publish",
+    "publish_as",
+]

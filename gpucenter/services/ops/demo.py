@@ -103,3 +103,9 @@ def load_demo(settings: Settings) -> DemoResult:
         f"demo data loaded: user {DEMO_USER!r} (password {DEMO_PASSWORD!r}) in project "
         f"{DEMO_PROJECT!r} with 1000 GPU-hours; the CLI is signed in as {DEMO_USER}",
     )
+
+
+__all__ = [
+    "builtin_templates",
+    "load_demo",
+]

@@ -237,3 +237,10 @@ def render(
         [({}, lag.uncharged_runs)],
     )
     return "\n".join(lines + gathered(shared_dir, process).lines()) + "\n"
+
+
+__all__ = [
+    "OPERATOR_METRICS",
+    "metrics_dir",
+    "render",
+]

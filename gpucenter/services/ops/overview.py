@@ -202,3 +202,12 @@ def site_overview(ctx: AppContext) -> SiteView:
             int(counts.get(JobState.PENDING.value, 0)),
             int(counts.get(JobState.RUNNING.value, 0)),
         )
+
+
+__all__ = [
+    "NodeView",
+    "ProjectView",
+    "my_projects",
+    "site_overview",
+    "usage",
+]

@@ -57,3 +57,9 @@ def check_readiness(ctx: AppContext, scheduler_role: str) -> list[Check]:
     )
     checks.append(Check("scheduler", scheduler_role != "stopped", scheduler_role))
     return checks
+
+
+__all__ = [
+    "check_readiness",
+    "ping_database",
+]

@@ -398,3 +398,23 @@ def display_state(s: Session, row: ApplicationRow) -> str:
         if assigned is not None:
             return "under_review"
     return row.state
+
+
+__all__ = [
+    "ApplicationForm",
+    "assign_reviews",
+    "batch_items",
+    "create_application",
+    "declare_conflict",
+    "display_state",
+    "is_conflicted",
+    "list_applications",
+    "my_applications",
+    "my_reviews",
+    "normalised_scores",
+    "reviews_of",
+    "submit_application",
+    "submit_review",
+    "visible_application",
+    "withdraw_application",
+]

@@ -507,3 +507,16 @@ def runs_of_call(s: Session, caller: Caller, call_id: int) -> list[AwardRunRow]:
     prog.require_manager(caller, call.programme_id)
     stmt = select(AwardRunRow).where(AwardRunRow.call_id == call_id)
     return list(s.scalars(stmt.order_by(AwardRunRow.id.desc())))
+
+
+__all__ = [
+    "active_leases",
+    "award_of_application",
+    "awards_of_call",
+    "decide",
+    "get_run",
+    "refresh_allocation_states",
+    "run_round",
+    "runs_of_call",
+    "set_suspended",
+]

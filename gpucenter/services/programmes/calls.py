@@ -329,3 +329,23 @@ def list_calls(s: Session, programme_id: int | None = None) -> list[CallRow]:
     if programme_id is not None:
         stmt = stmt.where(CallRow.programme_id == programme_id)
     return list(s.scalars(stmt))
+
+
+__all__ = [
+    "CallSpec",
+    "assign_role",
+    "audit_event",
+    "call_row",
+    "capacity_of",
+    "create_call",
+    "create_programme",
+    "list_calls",
+    "list_programmes",
+    "parse_config",
+    "policy_of",
+    "programme",
+    "require_manager",
+    "reviewer_ids",
+    "rubric_of",
+    "rules_of",
+]

@@ -125,3 +125,9 @@ def leader_lock_for(engine: Engine, var_dir: Path) -> LeaderLock:
         return FileLeaderLock(var_dir / "memory.scheduler.lock")
     db_path = Path(database)
     return FileLeaderLock(db_path.parent / f"{db_path.name}.scheduler.lock")
+
+
+__all__ = [
+    "LeaderLock",
+    "leader_lock_for",
+]

@@ -268,3 +268,10 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+__all__ = [
+    "SchedulerLoop",
+    "poke_address",
+    "run_dedicated",
+]

@@ -78,3 +78,10 @@ def _positive_int(value: Any, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValidationError(field, f"must be a positive whole number, got {value!r}")
     return value
+
+
+__all__ = [
+    "LoadedSite",
+    "load_site",
+    "parse_site",
+]

@@ -41,3 +41,9 @@ class SiteHealth:
             f"site {site!r} is unavailable since {since} ({self.last_error}); "
             f"retrying at {retry} (attempt {self.failures})"
         )
+
+
+__all__ = [
+    "MAX_BACKOFF_S",
+    "SiteHealth",
+]

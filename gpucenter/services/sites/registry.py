@@ -38,3 +38,8 @@ def _sync(s: Session, name: str, loaded: LoadedSite, kind: str = "local") -> int
         gone.gpu_count = 0
     s.flush()
     return site.id
+
+
+__all__ = [
+    "register_sites",
+]

@@ -26,3 +26,8 @@ class SiteRuntime:
     def kind(self) -> SiteKind:
         """What kind of site this is, as its dispatcher declares it (one source of truth)."""
         return self.dispatcher.capabilities.kind
+
+
+__all__ = [
+    "SiteRuntime",
+]

@@ -28,3 +28,8 @@ class SlurmSettings(BaseSettings):
 
     def cli(self) -> SlurmCli:
         return SlurmCli(slurm_conf=self.conf, timeout_s=self.timeout_s)
+
+
+__all__ = [
+    "SlurmSettings",
+]
