@@ -29,12 +29,13 @@ SynthOpt = Annotated[int, typer.Option("--synthetic", help="Generate N synthetic
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the synthetic generator.")]
 LoadOpt = Annotated[float, typer.Option("--load", help="Synthetic offered load (x capacity).")]
 BackfillOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--backfill-interval",
         min=0.0,
         help="Policy ours: simulated seconds between backfill passes, quick passes in "
-        "between (Slurm's bf_interval); 0 = a backfill pass at every event.",
+        "between (Slurm's bf_interval); default: the core policy's, as the server runs it "
+        "(0 = a backfill pass at every pass).",
     ),
 ]
 
@@ -73,7 +74,7 @@ def _run(
     synthetic: int,
     seed: int,
     load: float,
-    backfill_interval_s: float,
+    backfill_interval_s: float | None,
 ) -> None:
     from gpucenter.sim.cluster import ClusterSpecError, load_cluster
     from gpucenter.sim.engine import RefusedJobsWarning, refusals, simulate
@@ -140,7 +141,7 @@ def run(
     synthetic: SynthOpt = 0,
     seed: SeedOpt = 0,
     load: LoadOpt = 0.9,
-    backfill_interval: BackfillOpt = 30.0,
+    backfill_interval: BackfillOpt = None,
 ) -> None:
     """Replay one trace under one policy and write the report."""
     _run([policy], trace, fmt, cluster, out, reserve, synthetic, seed, load, backfill_interval)
@@ -151,13 +152,13 @@ def compare(
     cluster: ClusterOpt,
     trace: TraceOpt = None,
     fmt: FormatOpt = "csv",
-    policies: Annotated[str, typer.Option("--policies")] = "ours,fifo,slurm,las",
+    policies: Annotated[str, typer.Option("--policies")] = "ours,fifo,easy,las",
     out: OutOpt = Path("sim-compare"),
     reserve: ReserveOpt = None,
     synthetic: SynthOpt = 0,
     seed: SeedOpt = 0,
     load: LoadOpt = 0.9,
-    backfill_interval: BackfillOpt = 30.0,
+    backfill_interval: BackfillOpt = None,
 ) -> None:
     """Replay one trace under several policies in one run; one report side by side."""
     _run(

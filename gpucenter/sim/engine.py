@@ -65,6 +65,8 @@ class SimResult:
     frag_gpu_s: list[float] = field(default_factory=list)
     frag_gpu_s_total: float = 0.0
     busy_gpu_s_arriving: float = 0.0  # busy GPU-seconds up to the last submission
+    # Busy GPU-seconds per applicant type (programme) and timeline bin: who got what when.
+    kind_gpu_s: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -206,6 +208,9 @@ class _Replay:
         self.frag_total = 0.0
         self.last_submit = eng.trace[-1].submit_s if n else 0.0
         self.busy_arriving = 0.0
+        self.kind = [j.applicant_type.value for j in eng.trace]
+        self.busy_kind: dict[str, int] = dict.fromkeys(sorted(set(self.kind)), 0)
+        self.kind_bins: dict[str, list[float]] = {k: [] for k in self.busy_kind}
 
     def account(self, t: float) -> None:
         """Integrate busy GPUs, queued jobs and fragmentation from the last instant to `t`:
@@ -224,6 +229,8 @@ class _Replay:
             self.busy_bins.append(0.0)
             self.queue_bins.append(0.0)
             self.frag_bins.append(0.0)
+            for bins in self.kind_bins.values():
+                bins.append(0.0)
         for b in range(b0, b1 + 1):
             lo = max(a, b * bin_s)
             hi = min(t, (b + 1) * bin_s)
@@ -231,12 +238,16 @@ class _Replay:
                 self.busy_bins[b] += busy * (hi - lo)
                 self.queue_bins[b] += queued * (hi - lo)
                 self.frag_bins[b] += frag * (hi - lo)
+                for kind, g in self.busy_kind.items():
+                    if g:
+                        self.kind_bins[kind][b] += g * (hi - lo)
         self.last_t = t
 
     def _stopped(self, k: int, t: float) -> None:
         """Job k's current run ended at `t` (completion, timeout or preemption)."""
         self.run_gpu_s[k] += self.gpus_of[k] * (t - self.run_start[k])
         self.busy -= self.gpus_of[k]
+        self.busy_kind[self.kind[k]] -= self.gpus_of[k]
         for part in self.placement.pop(k):
             self.meter.change(part.node, len(part.gpus))
 
@@ -251,6 +262,7 @@ class _Replay:
             self.meter.change(part.node, -len(part.gpus))
         self.gpus_of[k] = g
         self.busy += g
+        self.busy_kind[self.kind[k]] += g
         self.queued -= 1
 
     def run(self) -> SimResult:
@@ -358,6 +370,7 @@ class _Replay:
             frag_gpu_s=self.frag_bins,
             frag_gpu_s_total=self.frag_total,
             busy_gpu_s_arriving=self.busy_arriving,
+            kind_gpu_s=self.kind_bins,
         )
 
 

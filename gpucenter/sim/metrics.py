@@ -35,6 +35,24 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def work_not_conserved(res: SimResult, rel_tol: float = 1e-9) -> list[int]:
+    """Indices of finished jobs whose GPU-seconds, summed over all their runs, differ from
+    what they needed: GPUs held x run time (the trace's duration, or the time limit when
+    that is shorter and the job was stopped at it). Empty for a correct replay, however
+    often jobs were preempted and requeued."""
+    bad: list[int] = []
+    for k, job in enumerate(res.jobs):
+        if math.isnan(res.end[k]):
+            continue
+        need = job.duration_s
+        if job.time_limit_s is not None:
+            need = min(need, float(max(1, math.ceil(job.time_limit_s))))
+        want = res.gpus[k] * need
+        if abs(res.run_gpu_s[k] - want) > rel_tol * max(1.0, want) + 1e-6:
+            bad.append(k)
+    return bad
+
+
 def jain(values: Sequence[float]) -> float:
     """Jain's fairness index: 1 when all equal, 1/n when one takes everything."""
     vals = [x for x in values if x >= 0]
@@ -120,6 +138,7 @@ def compute_metrics(res: SimResult, shares: Mapping[str, float] | None = None) -
             "finish_time_fairness": summary(ftf),
         },
         "shares": share_rows,
+        "shares_arriving": _shares_arriving(res, entitled, norm),
         "timeline": {
             "bin_s": res.bin_s,
             "utilisation": util,
@@ -133,6 +152,36 @@ def compute_metrics(res: SimResult, shares: Mapping[str, float] | None = None) -
             "wall_s": res.wall_s,
             "events_per_s": res.events_per_s,
         },
+    }
+
+
+def _shares_arriving(res: SimResult, entitled: Mapping[str, float], norm: float) -> dict[str, Any]:
+    """Delivered shares while every programme still submits (time 0 to the last
+    submission). Over the whole replay every job finishes, so each programme's GPU-hours
+    are its demand whatever the policy; only this window shows what the scheduler gave
+    whom. It is also what fair share steers: decayed usage since the start. Summed over
+    timeline bins (their width is the resolution)."""
+    last = max((j.submit_s for j in res.jobs), default=0.0)
+    b0, b1 = 0, int(last // res.bin_s)
+    got = {k: sum(v[b0:b1]) for k, v in res.kind_gpu_s.items()}
+    total = sum(got.values())
+    rows = {
+        k: {
+            "delivered_share": got.get(k, 0.0) / total if total else 0.0,
+            "entitled_share": entitled.get(k, 0.0) / norm,
+        }
+        for k in sorted(set(got) | set(entitled))
+    }
+    dev = [
+        abs(r["delivered_share"] / r["entitled_share"] - 1.0)
+        for r in rows.values()
+        if r["entitled_share"] > 0
+    ]
+    return {
+        "from_h": b0 * res.bin_s / 3600.0,
+        "to_h": b1 * res.bin_s / 3600.0,
+        "by_type": rows,
+        "max_relative_deviation": max(dev, default=0.0),
     }
 
 

@@ -2,10 +2,12 @@
 
 Baselines, each in its own module: `fifo` (strict FIFO), `easy` (FIFO + one reservation +
 backfill, Slurm's backfill at reservation depth 1), `las` (Tiresias' discretised 2D-LAS,
-preemptive), `slurm` (Slurm-like multifactor priority + backfill). `ours` is the core.
+preemptive), `slurm` (Slurm-like multifactor priority + backfill). `ours` (also called
+`default`) is the core with the default policy of `default.py`.
 """
 
 from gpucenter.sim.policies.base import PassOutcome, SimPolicy, Workload
+from gpucenter.sim.policies.default import default_policies
 from gpucenter.sim.policies.easy import EasyPolicy
 from gpucenter.sim.policies.fifo import FifoPolicy
 from gpucenter.sim.policies.las import LasPolicy
@@ -15,11 +17,11 @@ from gpucenter.sim.policies.slurm import SlurmLikePolicy
 POLICY_NAMES = ("ours", "fifo", "easy", "las", "slurm")
 
 
-def make_policy(name: str, *, backfill_interval_s: float = 30.0) -> SimPolicy:
+def make_policy(name: str, *, backfill_interval_s: float | None = None) -> SimPolicy:
     """A fresh policy by name (see the module docstring). `backfill_interval_s` applies
-    to ours (see `CorePolicy`)."""
-    if name == "ours":
-        return CorePolicy(backfill_interval_s=backfill_interval_s)
+    to ours (see `CorePolicy`; None: the policy's own, which the server uses too)."""
+    if name in ("ours", "default"):
+        return CorePolicy(default_policies(), backfill_interval_s=backfill_interval_s)
     if name == "fifo":
         return FifoPolicy()
     if name == "easy":
@@ -41,5 +43,6 @@ __all__ = [
     "SimPolicy",
     "SlurmLikePolicy",
     "Workload",
+    "default_policies",
     "make_policy",
 ]
