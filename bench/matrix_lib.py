@@ -24,11 +24,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpucenter.core import Policies, PriorityWeights  # noqa: E402
 from gpucenter.sim.calibrate import TARGETS, choose, fifo_curve, replay  # noqa: E402
 from gpucenter.sim.cluster import uniform_cluster  # noqa: E402
 from gpucenter.sim.engine import refusals  # noqa: E402
 from gpucenter.sim.metrics import compute_metrics, work_not_conserved  # noqa: E402
-from gpucenter.sim.policies import SimPolicy, make_policy  # noqa: E402
+from gpucenter.sim.policies import (  # noqa: E402
+    CorePolicy,
+    SimPolicy,
+    default_policies,
+    make_policy,
+)
 from gpucenter.sim.traces import (  # noqa: E402
     TraceJob,
     gavel_throughputs,
@@ -102,7 +108,7 @@ SCORED: dict[str, tuple[Loader, int]] = {
 # For choosing weights: other virtual clusters of another Gavel seed, and a later Philly
 # stretch. Nothing here is in SCORED.
 TUNING: dict[str, tuple[Loader, int]] = {
-    "philly-50000": (philly(50_000, 8000), 8),
+    "philly-50000": (philly(50_000, 4000), 8),
     "gavel-s1-0e4a51": (gavel(1, "0e4a51"), 8),
     "gavel-s1-103959": (gavel(1, "103959"), 8),
     "gavel-s1-7f04ca": (gavel(1, "7f04ca"), 8),
@@ -146,7 +152,28 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def policy(name: str) -> SimPolicy:
-    return make_policy("ours" if name == "default" else name)
+    """A baseline or the default by name, or one of the ablation variants below."""
+    variant = VARIANTS.get(name)
+    return variant() if variant is not None else make_policy(name)
+
+
+# Ablations (what each idea is worth): the core as it was before issue 19, and the default
+# with one idea taken out at a time. Not part of the acceptance matrix.
+VARIANTS: dict[str, Callable[[], SimPolicy]] = {
+    # Core defaults (size factor favours big jobs), hourly usage, backfill every 30 s.
+    "before": lambda: CorePolicy(Policies(priority_recalc_s=300.0), backfill_interval_s=30.0),
+    # ... without the size factor at all (what the issue found helped on two clusters).
+    "no-size": lambda: CorePolicy(
+        Policies(weights=PriorityWeights(job_size=0.0), priority_recalc_s=300.0),
+        backfill_interval_s=30.0,
+    ),
+    # The default, but backfilling every 30 s with quick passes between (Slurm's cadence).
+    "default-bf30": lambda: make_policy("ours", backfill_interval_s=30.0),
+    # The default with usage pushed hourly (as before) instead of every 300 s.
+    "default-fs3600": lambda: CorePolicy(
+        default_policies(), fair_share_period_s=3600.0, backfill_interval_s=None
+    ),
+}
 
 
 def refused_jobs(jobs: Sequence[TraceJob], gpus: int, gpn: int) -> list[str]:

@@ -7,7 +7,7 @@ preemptive), `slurm` (Slurm-like multifactor priority + backfill). `ours` (also 
 """
 
 from gpucenter.sim.policies.base import PassOutcome, SimPolicy, Workload
-from gpucenter.sim.policies.default import default_policies
+from gpucenter.sim.policies.default import FAIR_SHARE_PERIOD_S, default_policies
 from gpucenter.sim.policies.easy import EasyPolicy
 from gpucenter.sim.policies.fifo import FifoPolicy
 from gpucenter.sim.policies.las import LasPolicy
@@ -21,7 +21,11 @@ def make_policy(name: str, *, backfill_interval_s: float | None = None) -> SimPo
     """A fresh policy by name (see the module docstring). `backfill_interval_s` applies
     to ours (see `CorePolicy`; None: the policy's own, which the server uses too)."""
     if name in ("ours", "default"):
-        return CorePolicy(default_policies(), backfill_interval_s=backfill_interval_s)
+        return CorePolicy(
+            default_policies(),
+            fair_share_period_s=FAIR_SHARE_PERIOD_S,
+            backfill_interval_s=backfill_interval_s,
+        )
     if name == "fifo":
         return FifoPolicy()
     if name == "easy":

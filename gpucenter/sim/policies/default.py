@@ -21,6 +21,11 @@ from gpucenter.core import Policies, PriorityWeights
 
 SMALL_WORK_WEIGHT = 2_000.0
 PRIORITY_RECALC_S = 300.0  # the simulator's recalculation period (Slurm: PriorityCalcPeriod)
+# Usage is pushed to the scheduler at each priority recalculation. The server reads usage
+# (running jobs included) at every pass; pushing it only hourly, as the simulator did, let
+# a programme drift 7% off its share on contended workloads (the rank-based Fair Tree
+# factor flips whole programmes, and an hour of flipped order is many jobs).
+FAIR_SHARE_PERIOD_S = PRIORITY_RECALC_S
 
 
 def default_policies(small_work_weight: float = SMALL_WORK_WEIGHT) -> Policies:
