@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from gpucenter.core import Policies, PriorityWeights
 
-SMALL_WORK_WEIGHT = 2_000.0
+SMALL_WORK_WEIGHT = 8_000.0
 PRIORITY_RECALC_S = 300.0  # the simulator's recalculation period (Slurm: PriorityCalcPeriod)
 # Usage is pushed to the scheduler at each priority recalculation. The server reads usage
 # (running jobs included) at every pass; pushing it only hourly, as the simulator did, let
