@@ -30,7 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--gpus", type=int, default=64)
-    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--jobs", type=int, default=4000)
     a = ap.parse_args()
     t0 = time.perf_counter()
     nodes = uniform_cluster(a.gpus).nodes()
