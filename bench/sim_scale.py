@@ -32,6 +32,12 @@ def main() -> None:
     ap.add_argument("--load", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progress", action="store_true", help="print progress to stderr")
+    ap.add_argument(
+        "--backfill-interval",
+        type=float,
+        default=None,
+        help="seconds between backfill passes (default: the policy's, as the server runs it)",
+    )
     a = ap.parse_args()
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -51,7 +57,8 @@ def main() -> None:
                 flush=True,
             )
 
-    res = simulate(jobs, nodes, make_policy(a.policy), progress=progress if a.progress else None)
+    policy = make_policy(a.policy, backfill_interval_s=a.backfill_interval)
+    res = simulate(jobs, nodes, policy, progress=progress if a.progress else None)
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
@@ -59,6 +66,7 @@ def main() -> None:
                 "jobs": a.jobs,
                 "gpus": a.gpus,
                 "policy": a.policy,
+                "backfill_interval_s": a.backfill_interval,
                 "generate_s": round(gen_s, 1),
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "cpu_s": round(time.process_time() - c0, 1),

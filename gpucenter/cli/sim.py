@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,12 +29,13 @@ SynthOpt = Annotated[int, typer.Option("--synthetic", help="Generate N synthetic
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the synthetic generator.")]
 LoadOpt = Annotated[float, typer.Option("--load", help="Synthetic offered load (x capacity).")]
 BackfillOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--backfill-interval",
         min=0.0,
         help="Policy ours: simulated seconds between backfill passes, quick passes in "
-        "between (Slurm's bf_interval); 0 = a backfill pass at every event.",
+        "between (Slurm's bf_interval); default: the core policy's, as the server runs it "
+        "(0 = a backfill pass at every pass).",
     ),
 ]
 
@@ -72,10 +74,10 @@ def _run(
     synthetic: int,
     seed: int,
     load: float,
-    backfill_interval_s: float,
+    backfill_interval_s: float | None,
 ) -> None:
     from gpucenter.sim.cluster import ClusterSpecError, load_cluster
-    from gpucenter.sim.engine import simulate
+    from gpucenter.sim.engine import RefusedJobsWarning, refusals, simulate
     from gpucenter.sim.metrics import compute_metrics
     from gpucenter.sim.policies import make_policy
     from gpucenter.sim.report import summary_rows, write_report
@@ -89,6 +91,14 @@ def _run(
     jobs = _load(trace, fmt, synthetic, seed, load, spec.total_gpus)
     nodes = spec.nodes()
     res_kw = _reserve(reserve)
+    refused = refusals(jobs, nodes)
+    if refused:
+        console.print(
+            f"[yellow]warning:[/yellow] {len(refused)} job(s) can never run on "
+            f"{spec.name} ({spec.total_gpus} GPUs) and are refused:"
+        )
+        for _, reason in refused:
+            console.print(f"  {reason}", highlight=False)
     runs = []
     with Progress(
         TextColumn("{task.description}"),
@@ -103,9 +113,13 @@ def _run(
             def tick(done: int, total: int, task: Any = task) -> None:
                 bar.update(task, completed=done)
 
-            res = simulate(jobs, nodes, pol, shares=spec.shares, reserve=res_kw, progress=tick)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RefusedJobsWarning)  # said once, above
+                res = simulate(jobs, nodes, pol, shares=spec.shares, reserve=res_kw, progress=tick)
             runs.append(compute_metrics(res, spec.shares))
     title = f"{spec.name}: {len(jobs)} jobs, {spec.total_gpus} GPUs"
+    if refused:
+        title += f", {len(refused)} refused"
     if res_kw:
         title += ", reserved " + ", ".join(f"{k}={v}" for k, v in res_kw.items())
     path = write_report(runs, out, title)
@@ -119,13 +133,15 @@ def run(
     cluster: ClusterOpt,
     trace: TraceOpt = None,
     fmt: FormatOpt = "csv",
-    policy: Annotated[str, typer.Option("--policy", help="ours, fifo, slurm or las.")] = "ours",
+    policy: Annotated[
+        str, typer.Option("--policy", help="ours, fifo, easy, las or slurm.")
+    ] = "ours",
     out: OutOpt = Path("sim-report"),
     reserve: ReserveOpt = None,
     synthetic: SynthOpt = 0,
     seed: SeedOpt = 0,
     load: LoadOpt = 0.9,
-    backfill_interval: BackfillOpt = 30.0,
+    backfill_interval: BackfillOpt = None,
 ) -> None:
     """Replay one trace under one policy and write the report."""
     _run([policy], trace, fmt, cluster, out, reserve, synthetic, seed, load, backfill_interval)
@@ -136,13 +152,13 @@ def compare(
     cluster: ClusterOpt,
     trace: TraceOpt = None,
     fmt: FormatOpt = "csv",
-    policies: Annotated[str, typer.Option("--policies")] = "ours,fifo,slurm,las",
+    policies: Annotated[str, typer.Option("--policies")] = "ours,fifo,easy,las",
     out: OutOpt = Path("sim-compare"),
     reserve: ReserveOpt = None,
     synthetic: SynthOpt = 0,
     seed: SeedOpt = 0,
     load: LoadOpt = 0.9,
-    backfill_interval: BackfillOpt = 30.0,
+    backfill_interval: BackfillOpt = None,
 ) -> None:
     """Replay one trace under several policies in one run; one report side by side."""
     _run(

@@ -6,6 +6,7 @@ simulator. Modules: priority, fairshare, placement/pools, timeline (backfill), p
 reservations, policy; scheduler.py runs a pass over them.
 """
 
+from gpucenter.core.cadence import PassCadence
 from gpucenter.core.fairshare import FairShare, ShareAccount, compute_factors, decay, decay_all
 from gpucenter.core.model import (
     NORMAL,
@@ -38,6 +39,7 @@ __all__ = [
     "Fragmentation",
     "NodeGpus",
     "NodeSnapshot",
+    "PassCadence",
     "PassResult",
     "PendingJob",
     "PlannedStart",

@@ -21,6 +21,12 @@ class PriorityWeights:
 
     Fair share dominates by default so that, under saturation, delivered GPU-hours follow
     entitlements; age and size only break near-ties and keep big jobs from starving.
+
+    `favor_small` turns the job-size factor around, as Slurm's `PriorityFavorSmall` with
+    `PriorityFlags=SMALL_RELATIVE_TO_TIME`: it then favours jobs that ask for little work
+    (GPUs x time limit, log-scaled; `priority.small_factor`), which is what cuts mean
+    completion time and queueing delay (shortest expected work first, bounded by age and
+    fair share). Only the requested time limit is used, never the true run time.
     """
 
     fair_share: float = 10_000.0
@@ -28,6 +34,7 @@ class PriorityWeights:
     job_size: float = 500.0
     qos: float = 2_000.0
     max_age_s: float = 7 * 24 * 3600.0
+    favor_small: bool = False
 
 
 DEFAULT_QOS_FACTORS: Mapping[str, float] = MappingProxyType(
@@ -63,6 +70,10 @@ class Policies:
     # Slurm's `default_queue_depth` bounds its main scheduler.
     quick_depth: int = 100
     fair_share: FairShareStrategy = FAIR_TREE
+    # Seconds between backfill passes, quick passes in between (Slurm's `bf_interval`);
+    # 0: every pass is a backfill pass. The server loop and the simulator both decide by
+    # it (`cadence.PassCadence`), so the planner replays the centre's own cadence.
+    backfill_interval_s: float = 0.0
 
 
 DEFAULT_POLICIES = Policies()

@@ -29,6 +29,21 @@ def size_factor(total_gpus: int, cluster_gpus: int) -> float:
     return min(1.0, math.log1p(total_gpus) / math.log1p(cluster_gpus))
 
 
+def small_factor(total_gpus: int, limit_s: float, cluster_gpus: int, max_age_s: float) -> float:
+    """Slurm's PriorityFavorSmall relative to time, log-scaled into [0, 1]: 1 for the least
+    requested work (GPUs x time limit), 0 at the cluster's GPUs for `max_age_s` or more."""
+    top = math.log1p(max(1, cluster_gpus) * max_age_s)
+    return max(0.0, 1.0 - math.log1p(total_gpus * limit_s) / top)
+
+
+def _job_size(total_gpus: int, limit_s: float, cluster_gpus: int, policies: Policies) -> float:
+    """The job-size factor the queue ordered by (see `PriorityWeights.favor_small`)."""
+    w = policies.weights
+    if w.favor_small:
+        return small_factor(total_gpus, limit_s, cluster_gpus, w.max_age_s)
+    return size_factor(total_gpus, cluster_gpus)
+
+
 def age_factor(submitted_at: Instant, now: Instant, max_age_s: float) -> float:
     waited = now - submitted_at
     if waited <= 0:
@@ -80,7 +95,7 @@ class Breakdowns(Mapping[JobId, PriorityBreakdown]):
                 fair_share=factors.factor(src.project_id, src.user_id),
                 submitted_at=src.submitted_at,
                 now=at,
-                job_size=size_factor(q.shape.total, cluster_gpus),
+                job_size=_job_size(q.shape.total, q.limit, cluster_gpus, policies),
                 qos=policies.qos_factors.get(src.qos, 0.0),
                 policies=policies,
             )
@@ -115,7 +130,9 @@ class Breakdowns(Mapping[JobId, PriorityBreakdown]):
                 fair_share=factors.factor(src.project_id, src.user_id),
                 submitted_at=src.submitted_at,
                 now=at,
-                job_size=size_factor(req.gpus_per_node * req.nodes, cluster_gpus),
+                job_size=_job_size(
+                    req.gpus_per_node * req.nodes, src.time_limit_s, cluster_gpus, policies
+                ),
                 qos=policies.qos_factors.get(src.qos, 0.0),
                 policies=policies,
             )
@@ -168,4 +185,11 @@ def breakdown(
     )
 
 
-__all__ = ["Breakdowns", "FairShareFactors", "age_factor", "breakdown", "size_factor"]
+__all__ = [
+    "Breakdowns",
+    "FairShareFactors",
+    "age_factor",
+    "breakdown",
+    "size_factor",
+    "small_factor",
+]

@@ -17,6 +17,7 @@ from itertools import filterfalse
 
 from gpucenter.core.model import OPPORTUNISTIC, PendingJob
 from gpucenter.core.policy import Policies
+from gpucenter.core.priority import small_factor
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId, ProjectId, UserId
@@ -52,6 +53,7 @@ class QueuedJob:
 
     __slots__ = (
         "budget",
+        "const",
         "done",
         "gone",
         "id",
@@ -75,6 +77,7 @@ class QueuedJob:
         self.sid = shape.sid
         self.opp = shape.opp
         self.prio = 0.0
+        self.const = shape.const  # the constant part of the priority (+ the job's own)
         self.rank = 0.0  # increasing along `JobQueue.order`: a cheap queue position
         self.done = False
         self.gone = 1 << 62  # the pass in which the job started, or left before
@@ -206,6 +209,12 @@ class JobQueue:
                 members = groups.setdefault((q.sid, q.limit), [])
                 bisect.insort(members, q, key=_by_rank)
 
+    def _own_const(self, q: QueuedJob) -> None:
+        """Add the constant priority part that is the job's own rather than its shape's:
+        with `favor_small`, the size factor of its requested work (GPUs x time limit)."""
+        w = self.policy.weights
+        q.const += w.job_size * small_factor(q.shape.total, q.limit, self.cluster_gpus, w.max_age_s)
+
     def size_factor(self, total: int) -> float:
         if self.cluster_gpus <= 1:
             return 1.0
@@ -223,7 +232,7 @@ class JobQueue:
             opp = job.qos == OPPORTUNISTIC
             shape = Shape(types, req.gpus_per_node, req.nodes, job.max_blocks, opp)
             w = self.policy.weights
-            shape.const = w.job_size * self.size_factor(shape.total)
+            shape.const = 0.0 if w.favor_small else w.job_size * self.size_factor(shape.total)
             shape.const += w.qos * self.policy.qos_factors.get(job.qos, 0.0)
             sig = (types, shape.gpn, shape.nodes, shape.max_blocks, opp)
             sid = self._sids.get(sig)
@@ -239,6 +248,8 @@ class JobQueue:
         if job.job_id in self.pending:
             raise ValidationError("job_id", f"job {job.job_id} is already pending")
         q = QueuedJob(job, self._shape(job))
+        if self.policy.weights.favor_small:
+            self._own_const(q)
         self.pending[job.job_id] = q
         if self.prio_at is not None:
             self._prioritise([q], self.prio_at, fair_share)
@@ -251,6 +262,7 @@ class JobQueue:
         pending = self.pending
         shapes = self._shapes
         shape_of = self._shape
+        own = self._own_const if self.policy.weights.favor_small else None
         for job in jobs:
             jid = job.job_id
             if jid in pending:
@@ -266,7 +278,10 @@ class JobQueue:
                     job.qos,
                 )
             )
-            pending[jid] = QueuedJob(job, shape if shape is not None else shape_of(job))
+            q = QueuedJob(job, shape if shape is not None else shape_of(job))
+            if own is not None:
+                own(q)
+            pending[jid] = q
 
     def withdraw(self, job_id: JobId) -> None:
         q = self.pending.pop(job_id, None)
@@ -304,7 +319,7 @@ class JobQueue:
                 age = w_age
             else:
                 age = w_age * waited / max_age
-            q.prio = fs + age + q.shape.const
+            q.prio = fs + age + q.const
 
     def reprioritise(
         self,

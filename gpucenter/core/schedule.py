@@ -46,9 +46,11 @@ def schedule_pass(
     policy: Policies | None = None,
     fair_share: FairShare | None = None,
     reservations: Sequence[AdvanceReservation] = (),
+    backfill: bool = True,
 ) -> PassResult:
     """Decide which pending jobs start now, which running jobs to preempt, and why the rest
-    wait. Pure: same inputs, same result; `snapshot` and `queue` are not mutated."""
+    wait. Pure: same inputs, same result; `snapshot` and `queue` are not mutated. With
+    `backfill` false, a quick pass (see `Scheduler.run_pass` and `cadence.PassCadence`)."""
     with paused_gc():
         sched = build_scheduler(
             snapshot,
@@ -58,7 +60,7 @@ def schedule_pass(
             reservations=reservations,
         )
         sched.throwaway = True
-        result = sched.run_pass(now)
+        result = sched.run_pass(now, backfill=backfill)
         # Freed here, by reference counting, rather than left for the collector to trace
         # once it is re-enabled: the result does not refer to the scheduler.
         del sched

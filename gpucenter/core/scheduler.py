@@ -258,10 +258,11 @@ class Scheduler:
         and its backfill scheduler every `bf_interval`: only the top of the queue, in strict
         priority order per GPU type (`quick_walk`), no planned starts, no preemption, and
         waits only for the jobs it looked at (the others keep what the last backfill pass
-        said). The first pass of a scheduler is always a backfill pass.
+        said). The first pass of a scheduler that is kept is always a backfill pass; a
+        throw-away one (`schedule_pass`, the server's) does what it is asked.
         """
         with paused_gc():
-            if backfill or self.throwaway or self.queue.prio_at is None:
+            if backfill or (self.queue.prio_at is None and not self.throwaway):
                 return self._run_pass(now)
             return self._quick_pass(now)
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.config import Settings
-from gpucenter.core import DEFAULT_POLICIES, Policies
+from gpucenter.core import DEFAULT_POLICIES, PassCadence, Policies
 from gpucenter.dispatch.base import Dispatcher
 from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.services.sites.config import LoadedSite
@@ -37,6 +37,8 @@ class AppContext:
     dispatcher: Dispatcher
     clock: Clock = field(default_factory=SystemClock)
     policies: Policies = DEFAULT_POLICIES
+    # Which passes backfill (`policies.backfill_interval_s`), decided as the simulator does.
+    cadence: PassCadence | None = None
     site_health: SiteHealth = field(default_factory=SiteHealth)
     # The scheduler loop and API requests that touch the dispatcher take turns on this lock.
     dispatch_lock: threading.RLock = field(default_factory=threading.RLock)

@@ -112,6 +112,7 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
             "mean wait h",
             "p99 wait h",
             "utilisation",
+            "fragmentation",
             "makespan h",
             "Jain (shares)",
             "preemptions",
@@ -127,6 +128,7 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
                 _fmt(m["wait_h"]["all"]["mean"]),
                 _fmt(m["wait_h"]["all"]["p99"]),
                 f"{100 * m['utilisation_mean']:.1f}%",
+                f"{100 * m.get('fragmentation_mean', 0.0):.1f}%",
                 _fmt(m["makespan_h"]),
                 _fmt(m["fairness"]["jain_share_normalised_gpu_hours"]),
                 str(m["preemptions"]),
@@ -135,12 +137,26 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _refused_header(runs: Sequence[dict[str, Any]]) -> str:
+    """A warning at the top of the report when jobs of the trace were refused (too wide for
+    the cluster, or of a GPU type it lacks): they are in no figure below."""
+    refused: list[str] = runs[0].get("refused", []) if runs else []
+    if not refused:
+        return ""
+    items = "".join(f"<li>{html.escape(r)}</li>" for r in refused[:50])
+    more = f"<li>... and {len(refused) - 50} more</li>" if len(refused) > 50 else ""
+    return (
+        f"<p class='warn'><strong>{len(refused)} job(s) refused</strong>: they can never run "
+        f"on this cluster and are left out of every figure.</p><ul>{items}{more}</ul>"
+    )
+
+
 def write_report(runs: Sequence[dict[str, Any]], out_dir: str | Path, title: str) -> Path:
     """Write report.html, metrics.json and one CSV per figure into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(list(runs), indent=1, default=float))
-    parts = [f"<h1>{html.escape(title)}</h1>", _table(summary_rows(runs))]
+    parts = [f"<h1>{html.escape(title)}</h1>", _refused_header(runs), _table(summary_rows(runs))]
     with (out / "summary.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows(summary_rows(runs))
     for m in runs:
@@ -151,9 +167,10 @@ def write_report(runs: Sequence[dict[str, Any]], out_dir: str | Path, title: str
         queue = [(i * bin_h, q) for i, q in enumerate(tl["queued_jobs"])]
         with (out / f"timeline_{p}.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["hour", "utilisation", "queued_jobs"])
-            for (h, u), (_, q) in zip(util, queue, strict=True):
-                w.writerow([f"{h:.3f}", f"{u:.5f}", f"{q:.3f}"])
+            w.writerow(["hour", "utilisation", "queued_jobs", "fragmentation"])
+            frag = tl.get("fragmentation") or [0.0] * len(util)
+            for (h, u), (_, q), f in zip(util, queue, frag, strict=True):
+                w.writerow([f"{h:.3f}", f"{u:.5f}", f"{q:.3f}", f"{f:.5f}"])
         with (out / f"jct_cdf_{p}.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["applicant_type", "jct_h", "fraction"])
@@ -194,6 +211,19 @@ def write_report(runs: Sequence[dict[str, Any]], out_dir: str | Path, title: str
         parts.append(_svg_lines("Queued jobs over time", [("queued", queue)], "hours", "jobs"))
         parts.append(
             _svg_lines(
+                "Fragmented GPUs over time (FGD's measure)",
+                [
+                    (
+                        "fragmented",
+                        [(i * bin_h, f) for i, f in enumerate(tl.get("fragmentation", []))],
+                    )
+                ],
+                "hours",
+                "fraction of GPUs",
+            )
+        )
+        parts.append(
+            _svg_lines(
                 "JCT CDF per applicant type",
                 [(k, v) for k, v in m["cdf_h"].items()],
                 "JCT hours",
@@ -211,6 +241,7 @@ def write_report(runs: Sequence[dict[str, Any]], out_dir: str | Path, title: str
     style = (
         "body{font-family:sans-serif;max-width:980px;margin:auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
+        ".warn{color:#a00}"
     )
     doc = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"

@@ -41,12 +41,17 @@ class SharingResult:
     failed: int
 
 
-def make_placer(policy: str, typical: Sequence[TypicalShape], seed: int) -> Placer:
+def make_placer(
+    policy: str, typical: Sequence[TypicalShape], seed: int, *, packing: float | None = None
+) -> Placer:
+    """A placer by name; `packing` overrides the default's BestFit weight (for tuning)."""
     if policy == "random":
         return RandomPlacer(seed)
     if policy == "bestfit":
         return BestFitPlacer(seed)
     if policy == "default":
+        if packing is not None:
+            return FragmentationAwarePlacer(typical, seed, packing=packing)
         return FragmentationAwarePlacer(typical, seed)
     raise ValueError(f"unknown sharing policy {policy!r}; choose from {', '.join(POLICIES)}")
 
@@ -84,13 +89,14 @@ def replay(
     tune: float = 1.3,
     typical: Sequence[TypicalShape] | None = None,
     on_arrival: Callable[[int], None] | None = None,
+    packing: float | None = None,
 ) -> SharingResult:
     """Place the seeded arrival sequence with `policy` and measure after every arrival."""
     shapes = tuple(typical) if typical is not None else typical_shapes(requests)
     cluster = ShareCluster(nodes)
     gpus = sum(n.gpus for n in nodes)
     capacity = cluster.total_milli_gpu
-    placer = make_placer(policy, shapes, seed)
+    placer = make_placer(policy, shapes, seed, packing=packing)
     memo: dict[object, float] = {}
 
     def frag_of(i: int) -> float:

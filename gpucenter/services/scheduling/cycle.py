@@ -27,6 +27,7 @@ from gpucenter.core import (
     ClusterSnapshot,
     NodeGpus,
     NodeSnapshot,
+    PassCadence,
     PendingJob,
     Preemption,
     RunningJob,
@@ -255,10 +256,14 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
             )
             for r in pending
         ]
+        if ctx.cadence is None:
+            ctx.cadence = PassCadence(ctx.policies.backfill_interval_s)
+        backfill = ctx.cadence.backfill_now(now.timestamp())
         result = schedule_pass(
             snapshot,
             queue,
             now.timestamp(),
+            backfill=backfill,
             policy=replace(ctx.policies, project_gpu_limits=_project_limits(s, now)),
             fair_share=fair_share,
             reservations=active_leases(s, now),

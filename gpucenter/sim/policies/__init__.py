@@ -1,19 +1,35 @@
-"""Scheduling policies the engine can drive: ours (the real core) and the baselines."""
+"""Scheduling policies the engine can drive: ours (the real core) and the baselines.
+
+Baselines, each in its own module: `fifo` (strict FIFO), `easy` (FIFO + one reservation +
+backfill, Slurm's backfill at reservation depth 1), `las` (Tiresias' discretised 2D-LAS,
+preemptive), `slurm` (Slurm-like multifactor priority + backfill). `ours` (also called
+`default`) is the core with the default policy of `default.py`.
+"""
 
 from gpucenter.sim.policies.base import PassOutcome, SimPolicy, Workload
-from gpucenter.sim.policies.fifo import FifoPolicy, LasPolicy, SlurmLikePolicy
+from gpucenter.sim.policies.default import FAIR_SHARE_PERIOD_S, default_policies
+from gpucenter.sim.policies.easy import EasyPolicy
+from gpucenter.sim.policies.fifo import FifoPolicy
+from gpucenter.sim.policies.las import LasPolicy
 from gpucenter.sim.policies.ours import CorePolicy
+from gpucenter.sim.policies.slurm import SlurmLikePolicy
 
-POLICY_NAMES = ("ours", "fifo", "slurm", "las")
+POLICY_NAMES = ("ours", "fifo", "easy", "las", "slurm")
 
 
-def make_policy(name: str, *, backfill_interval_s: float = 30.0) -> SimPolicy:
-    """A fresh policy by name: ours, fifo, slurm (multifactor + backfill), las (Tiresias).
-    `backfill_interval_s` applies to ours (see `CorePolicy`)."""
-    if name == "ours":
-        return CorePolicy(backfill_interval_s=backfill_interval_s)
+def make_policy(name: str, *, backfill_interval_s: float | None = None) -> SimPolicy:
+    """A fresh policy by name (see the module docstring). `backfill_interval_s` applies
+    to ours (see `CorePolicy`; None: the policy's own, which the server uses too)."""
+    if name in ("ours", "default"):
+        return CorePolicy(
+            default_policies(),
+            fair_share_period_s=FAIR_SHARE_PERIOD_S,
+            backfill_interval_s=backfill_interval_s,
+        )
     if name == "fifo":
         return FifoPolicy()
+    if name == "easy":
+        return EasyPolicy()
     if name == "slurm":
         return SlurmLikePolicy()
     if name == "las":
@@ -24,11 +40,13 @@ def make_policy(name: str, *, backfill_interval_s: float = 30.0) -> SimPolicy:
 __all__ = [
     "POLICY_NAMES",
     "CorePolicy",
+    "EasyPolicy",
     "FifoPolicy",
     "LasPolicy",
     "PassOutcome",
     "SimPolicy",
     "SlurmLikePolicy",
     "Workload",
+    "default_policies",
     "make_policy",
 ]

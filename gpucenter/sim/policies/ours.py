@@ -10,13 +10,13 @@ reservation for an applicant type becomes a core `AdvanceReservation` over whole
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from gpucenter.core import (
     AdvanceReservation,
     FairShare,
     NodeSnapshot,
+    PassCadence,
     PendingJob,
     Policies,
     Scheduler,
@@ -36,12 +36,13 @@ class CorePolicy:
     """Drives `gpucenter.core.Scheduler` incrementally: submit / finish deltas, one pass per
     simulated instant at which something changed.
 
-    Passes alternate as in Slurm: a backfill pass (the whole queue, planned starts,
-    preemption) at most every `backfill_interval_s` of simulated time (Slurm's
-    `bf_interval`, 30 s by default), and a quick pass (the top of the queue in strict
-    priority order) at the other instants. When a quick pass left jobs waiting, the policy
-    asks for a backfill pass at the end of the interval even if nothing else happens then.
-    `backfill_interval_s=0` makes every pass a backfill pass.
+    Which passes are backfill passes (the whole queue, planned starts, preemption) and
+    which quick ones (the top of the queue in strict priority order) is decided by the
+    core's `PassCadence`, as in the server loop: a backfill pass at most every
+    `backfill_interval_s` of simulated time (default: the policy's, 0 = every pass, what the
+    server does), quick passes at the other instants. When a quick pass left jobs waiting,
+    the policy asks for a backfill pass at the end of the interval even if nothing else
+    happens then.
     """
 
     name = "ours"
@@ -50,13 +51,13 @@ class CorePolicy:
         self,
         policy: Policies | None = None,
         fair_share_period_s: float = 3600.0,
-        backfill_interval_s: float = 30.0,
+        backfill_interval_s: float | None = None,
     ) -> None:
         self.policy = policy if policy is not None else Policies(priority_recalc_s=300.0)
         self.period = fair_share_period_s
-        self.backfill_every = backfill_interval_s
-        self.last_backfill = -math.inf
-        self.backfill_due = False  # a quick pass left jobs waiting
+        self.cadence = PassCadence(
+            self.policy.backfill_interval_s if backfill_interval_s is None else backfill_interval_s
+        )
         self.sched: Scheduler | None = None
         self.root: ShareAccount | None = None
         self.usage: dict[ProjectId, float] = {}
@@ -116,14 +117,12 @@ class CorePolicy:
         assert self.sched is not None and self.root is not None
         if now - self.last_decay >= self.period:
             self._refresh_fair_share(now)
-        backfill = now - self.last_backfill >= self.backfill_every
-        if backfill:
-            self.last_backfill = now
+        backfill = self.cadence.backfill_now(now)
         result = self.sched.run_pass(now, backfill=backfill)
         for s in result.starts:
             project, gpus = self.pending_project.pop(s.job_id)
             self.started[s.job_id] = (project, gpus, now)
-        self.backfill_due = not backfill and bool(self.pending_project)
+        self.cadence.after_pass(backfill, bool(self.pending_project))
         return PassOutcome(result.starts)
 
     def _refresh_fair_share(self, now: Instant) -> None:
@@ -138,7 +137,7 @@ class CorePolicy:
         self.sched.set_fair_share(FairShare(self.root, charged))
 
     def next_wakeup(self, now: Instant) -> Instant | None:
-        return self.last_backfill + self.backfill_every if self.backfill_due else None
+        return self.cadence.wake_at()
 
 
 def _largest_type(nodes: Sequence[NodeSnapshot]) -> str:

@@ -12,7 +12,9 @@ file, line and cell on a malformed row. Schemas:
   priority_weight, SLO, arrival_time) or the older 7 (job_type, command, num_steps_arg,
   needs_data_dir, total_steps, arrival_time, scale_factor). A duration needs a throughput:
   `steps_per_s` maps job_type to steps per second (see `gavel_throughputs`); rows with
-  scale_factor 0 are skipped, as Gavel does.
+  scale_factor 0 are skipped, as Gavel does. Shockwave's traces are Gavel's with 12 fields
+  (..., scale_factor, mode, priority_weight, SLO, duration, arrival_time): the duration is
+  given, so no throughput is needed.
 * Generic CSV: `submit_time` (s), `duration` (s), `gpus`; optional `job_id`, `gpu_type`,
   `tenant`, `applicant_type` (institute, university, startup, sme, foundation),
   `time_limit` (s, the limit the user asked for; at least the duration).
@@ -110,8 +112,12 @@ def gavel_throughputs(path: str | Path, gpu_type: str = "v100") -> dict[str, flo
     return out
 
 
-def load_gavel(path: str | Path, steps_per_s: Mapping[str, float]) -> tuple[TraceJob, ...]:
-    """A Gavel trace; durations are total_steps / steps_per_s[job_type]."""
+def load_gavel(
+    path: str | Path, steps_per_s: Mapping[str, float] | None = None
+) -> tuple[TraceJob, ...]:
+    """A Gavel (or Shockwave) trace; durations are total_steps / steps_per_s[job_type], or
+    the trace's own duration field where it has one (Shockwave's 12 fields)."""
+    steps_per_s = steps_per_s or {}
     p = Path(path)
     if not p.is_file():
         raise TraceError(p, None, "no such file")
@@ -121,24 +127,32 @@ def load_gavel(path: str | Path, steps_per_s: Mapping[str, float]) -> tuple[Trac
             if not text.strip():
                 continue
             f = text.rstrip("\n").split("\t")
-            if len(f) == 10:
+            given: str | None = None
+            if len(f) == 12:
+                job_type, steps_s, scale_s, given, arrival_s = f[0], f[5], f[6], f[10], f[11]
+            elif len(f) == 10:
                 job_type, steps_s, scale_s, arrival_s = f[0], f[5], f[6], f[9]
             elif len(f) == 7:
                 job_type, steps_s, arrival_s, scale_s = f[0], f[4], f[5], f[6]
             else:
-                raise TraceError(p, line, f"expected 7 or 10 tab-separated fields, got {len(f)}")
+                raise TraceError(
+                    p, line, f"expected 7, 10 or 12 tab-separated fields, got {len(f)}"
+                )
             scale = whole(p, line, "scale_factor", scale_s)
             if scale == 0:
                 continue
-            rate = steps_per_s.get(job_type)
-            if not rate:
-                raise TraceError(p, line, f"no throughput for job type {job_type!r}")
-            steps = number(p, line, "total_steps", steps_s)
+            if given is not None:
+                duration = number(p, line, "duration", given)
+            else:
+                rate = steps_per_s.get(job_type)
+                if not rate:
+                    raise TraceError(p, line, f"no throughput for job type {job_type!r}")
+                duration = number(p, line, "total_steps", steps_s) / rate
             jobs.append(
                 TraceJob(
                     job_id=len(jobs),
                     submit_s=number(p, line, "arrival_time", arrival_s),
-                    duration_s=max(steps / rate, 1.0),
+                    duration_s=max(duration, 1.0),
                     gpus=scale,
                     tenant=job_type.split(" (")[0],
                 )

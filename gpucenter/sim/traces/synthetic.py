@@ -120,3 +120,81 @@ def synthetic_trace(
             )
         )
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgrammeLoad:
+    """One programme of a multi-tenant workload: its entitled share of the cluster, the
+    share of the offered work it submits, and its job mix (GPUs with weights, median hours)."""
+
+    kind: ApplicantType
+    entitled: float
+    demand: float
+    sizes: tuple[tuple[int, float], ...]
+    median_hours: float
+    tenants: int = 4
+
+
+# Entitled 50/30/20, but the smallest programme submits the most short, small jobs and the
+# largest the fewest, long, wide ones: a scheduler that favours short jobs without keeping
+# entitlements would hand the 20% programme far more than its share.
+CONTENDED_MIX: tuple[ProgrammeLoad, ...] = (
+    ProgrammeLoad(ApplicantType.INSTITUTE, 0.5, 0.4, ((8, 50), (16, 40), (32, 10)), 2.0),
+    ProgrammeLoad(ApplicantType.UNIVERSITY, 0.3, 0.3, ((1, 30), (4, 40), (8, 30)), 1.0),
+    ProgrammeLoad(ApplicantType.STARTUP, 0.2, 0.3, ((1, 60), (2, 30), (4, 10)), 0.5),
+)
+
+
+def contended_trace(
+    jobs: int,
+    gpus: int,
+    *,
+    seed: int = 0,
+    load: float = 2.5,
+    mix: tuple[ProgrammeLoad, ...] = CONTENDED_MIX,
+) -> tuple[tuple[TraceJob, ...], dict[str, float]]:
+    """An oversubscribed multi-tenant workload and its entitled shares by programme.
+
+    Each programme submits `demand` x `load` x the cluster's capacity of work (Poisson
+    arrivals, log-normal durations), so with `load` > 1 / min(demand / entitled) every
+    programme always has work waiting and what each one gets is the scheduler's choice."""
+    rng = random.Random(seed)
+    total = sum(m.demand for m in mix)
+    rates = []  # jobs per second of each programme
+    for m in mix:
+        w = sum(wt for _, wt in m.sizes)
+        mean_size = sum(g * wt for g, wt in m.sizes) / w
+        mean_s = m.median_hours * 3600.0 * math.exp(_SIGMA**2 / 2)
+        rates.append(load * m.demand / total * gpus / (mean_size * mean_s))
+    streams: list[TraceJob] = []
+    for m, rate in zip(mix, rates, strict=True):
+        t = 0.0
+        sizes = [g for g, _ in m.sizes]
+        weights = [wt for _, wt in m.sizes]
+        for _ in range(max(1, round(jobs * rate / sum(rates)))):
+            t += rng.expovariate(rate)
+            dur = min(rng.lognormvariate(math.log(m.median_hours * 3600.0), _SIGMA), MAX_DURATION_S)
+            streams.append(
+                TraceJob(
+                    job_id=0,
+                    submit_s=round(t, 3),
+                    duration_s=max(round(dur, 1), 60.0),
+                    gpus=min(rng.choices(sizes, weights=weights)[0], gpus),
+                    tenant=f"{m.kind.value}-{rng.randrange(m.tenants)}",
+                    applicant_type=m.kind,
+                )
+            )
+    streams.sort(key=lambda j: j.submit_s)
+    horizon = min(_last_submit(streams, m.kind) for m in mix)
+    kept = [j for j in streams if j.submit_s <= horizon]
+    out = tuple(
+        TraceJob(k, j.submit_s, j.duration_s, j.gpus, None, j.tenant, j.applicant_type)
+        for k, j in enumerate(kept)
+    )
+    return out, {m.kind.value: m.entitled for m in mix}
+
+
+def _last_submit(jobs: list[TraceJob], kind: ApplicantType) -> float:
+    """When `kind` submits its last job (the trace is cut there for every programme, so
+    that none stops submitting while the others go on)."""
+    return max(j.submit_s for j in jobs if j.applicant_type is kind)
