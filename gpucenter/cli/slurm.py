@@ -66,24 +66,17 @@ def sync(
     """
     from gpucenter.dispatch.base import DispatchError
     from gpucenter.dispatch.slurm.dispatcher import cluster_name
-    from gpucenter.services.slurm.sync import (
-        apply_sync,
-        desired_state,
-        plan_sync,
-        read_actual,
-    )
+    from gpucenter.services.slurm.sync import apply_sync, sync_site
 
     settings = _slurm_settings(site)
     cli = settings.cli()
     with friendly_errors():
         try:
             cluster = settings.cluster or cluster_name(cli)
-            with _sessions()() as s:
-                desired = desired_state(
-                    s, settings.top_account, datetime.now(tz=UTC), settings.gpu_types
-                )
-            actual = read_actual(cli, cluster, settings.top_account)
-            commands = plan_sync(desired, actual, cluster, settings.top_account)
+            planned = sync_site(_sessions(), settings, datetime.now(tz=UTC), apply=False)
+            commands = planned.commands
+            for problem in planned.problems:
+                console.print(f"left alone: {problem}", highlight=False, soft_wrap=True)
             if not commands:
                 console.print(f"Slurm cluster {cluster} is in sync: nothing to change")
                 return
@@ -105,17 +98,23 @@ def usage(
 ) -> None:
     """Charge ended Slurm jobs (allocated GPUs x elapsed) to the ledger; safe to repeat."""
     from gpucenter.dispatch.base import DispatchError
-    from gpucenter.services.slurm.usage import ingest_usage, read_usage
+    from gpucenter.services.slurm.ingest import ingest_records
+    from gpucenter.services.slurm.usage import read_usage
 
     now = datetime.now(tz=UTC)
+    settings = _slurm_settings(site)
     with friendly_errors():
         try:
-            records = read_usage(_slurm_settings(site).cli(), now - timedelta(hours=hours), now)
-            report = ingest_usage(_sessions(), records, now)
+            records = read_usage(settings.cli(), now - timedelta(hours=hours), now)
+            with _sessions().begin() as s:
+                report = ingest_records(
+                    s, records, now, top=settings.top_account, foreign_jobs=settings.foreign_jobs
+                )
         except DispatchError as exc:
             fail(str(exc))
     console.print(
         f"charged {len(report.charged)} job(s), corrected {len(report.corrected)}, "
+        f"flagged {len(report.flagged)}, "
         f"{report.already} already charged, {report.gpu_seconds / 3600:.2f} GPU-hours",
         highlight=False,
     )

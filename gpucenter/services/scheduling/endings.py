@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
     count = 0
     for change in changes:
-        with ctx.sessions.begin() as s:
+        with ctx.fenced() as s:
             row = s.get(JobRow, int(change.job_id), with_for_update=True)
             if row is None:
                 log.warning("dispatcher reported unknown job %s", change.job_id)
@@ -108,17 +108,17 @@ def _requeue(s: Session, row: JobRow, at: datetime) -> None:
 def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
     """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per run of a job.
 
-    Never beyond the job's time limit: what a job holds past it is the site's stopping it
-    (the kill grace, the next poll), which the job's owner did not ask for and admission did
-    not reserve."""
+    Never beyond what the run reserved (`reserved_s`: the time limit as its site enforces
+    it; the time limit itself for older rows): what a job holds past it is the site's
+    stopping it (the kill grace, the next poll), which the job's owner did not ask for and
+    admission did not reserve. A Slurm site's own figure comes in with the usage ingest."""
     if row.started_at is None or row.allocation_id is None:
         return
     source = f"job:{row.id}:run:{row.runs}"
     if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == source)) is not None:
         return
-    elapsed = min(
-        max(0.0, (ended_at - as_utc(row.started_at)).total_seconds()), float(row.time_limit_s)
-    )
+    limit = float(row.reserved_s or row.time_limit_s)
+    elapsed = min(max(0.0, (ended_at - as_utc(row.started_at)).total_seconds()), limit)
     gpu_seconds = elapsed * row.gpus_per_node * row.nodes
     s.add(
         LedgerEntryRow(

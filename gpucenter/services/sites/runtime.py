@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic_settings import BaseSettings
 
@@ -21,6 +22,8 @@ class SiteRuntime:
     health: SiteHealth = field(default_factory=SiteHealth)
     settings: BaseSettings | None = None
     """The kind's own settings (a Slurm site's: for the accounts sync); None: it has none."""
+    not_ready: dict[int, datetime] = field(default_factory=dict)
+    """Jobs the site said it cannot run yet (`SiteNotReady`), held back until then."""
 
     @property
     def kind(self) -> SiteKind:
