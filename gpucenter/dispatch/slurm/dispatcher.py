@@ -421,16 +421,24 @@ class SlurmDispatcher:
         return StateChange(job.job_id, mapped.state, end, exit_status(exit_code), detail)
 
     def _tell_started(self, job: _Tracked, at: Instant) -> None:
-        job.started = True
         if self._observer is not None:
-            self._observer.started(job.job_id, at)
+            try:
+                self._observer.started(job.job_id, at)
+            except Exception:  # the database failed: told again at the next poll
+                _log.warning("recording Slurm's start of job %s failed", job.job_id, exc_info=True)
+                return
+        job.started = True
 
     def _note(self, job: _Tracked, reason: str, detail: str) -> None:
         if job.note == (reason, detail):
             return
-        job.note = (reason, detail)
         if self._observer is not None:
-            self._observer.waiting(job.job_id, reason, detail)
+            try:
+                self._observer.waiting(job.job_id, reason, detail)
+            except Exception:  # the database failed: told again at the next poll
+                _log.warning("recording why job %s waits failed", job.job_id, exc_info=True)
+                return
+        job.note = (reason, detail)
 
     def _site_down(self, message: str) -> None:
         if not self._unavailable:

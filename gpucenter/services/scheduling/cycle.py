@@ -60,13 +60,17 @@ def run_pass(ctx: AppContext) -> PassSummary:
     """One pass of the control loop. Safe to repeat: each step commits its own work."""
     with ctx.dispatch_lock:
         sites = ctx.site_runtimes()
-        changes: list[StateChange] = []
         wanted = _cancel_requests(ctx)
+        ended = 0
         for rt in sites:
+            # Ends a failing database could not record last time come first (each is
+            # reported by the site once: they must not be lost).
+            changes, rt.unapplied = rt.unapplied, []
             if not rt.health.blocked(ctx.now()):
                 changes.extend(_poll_site(ctx, rt, wanted, len(sites) > 1))
+            if changes:
+                ended += apply_changes(ctx, changes, rt.unapplied)
         usable = [rt for rt in sites if not rt.health.blocked(ctx.now())]
-        ended = apply_changes(ctx, changes) if changes else 0
         if not usable:
             return PassSummary(ended, 0, _mark_site_unavailable(ctx, sites, None))
         started, waiting = _decide_and_start(ctx, usable)

@@ -167,6 +167,9 @@ class SchedulerLoop:
         self.is_leader = False
         self._ctx.fence.drop()
         self._ctx.dispatcher.detach()
+        for rt in self._ctx.site_runtimes():  # the new leader learns these from the sites
+            rt.unapplied.clear()
+            rt.unrecorded.clear()
         log.warning("this server no longer runs the scheduler")
 
     def _record_health(self) -> None:
