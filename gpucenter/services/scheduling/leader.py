@@ -237,8 +237,11 @@ class PostgresLeaderLock:
                 if self._renew(conn):
                     continue
                 log.warning("the scheduler epoch moved on: another server leads now")
-            except Exception:
-                log.warning("renewing the scheduler lease failed; stepping down", exc_info=True)
+            except Exception as exc:
+                log.warning(
+                    "renewing the scheduler lease failed (%s); stepping down",
+                    str(exc).splitlines()[0][:200],
+                )
             self._lost.set()
 
     def still_held(self) -> bool:

@@ -43,6 +43,7 @@ from gpucenter.services.scheduling.tasks import periodic_tasks
 log = logging.getLogger(__name__)
 MIN_PASS_GAP_S = 0.1
 PASS_DUTY_REST = 1.0
+MAX_REST_S = 5.0
 
 
 class SchedulerLoop:
@@ -216,7 +217,11 @@ class SchedulerLoop:
             # spacing grows with the pass's cost: a pass of d seconds is followed by at
             # least PASS_DUTY_REST x d of rest, so the loop takes at most 1/(1+PASS_DUTY_REST)
             # of a core however long the queue is (a poke does not cut the rest short).
-            earliest = began + max(MIN_PASS_GAP_S, (1 + PASS_DUTY_REST) * pass_s)
+            # Only a leader rests (a follower tries to lead at every tick), never more than
+            # MAX_REST_S: a pass that took long because the process was paused (SIGSTOP) is
+            # no reason for its follower-to-be to wait as long before taking over.
+            duty = (1 + PASS_DUTY_REST) * pass_s if self.is_leader else 0.0
+            earliest = began + min(MAX_REST_S, max(MIN_PASS_GAP_S, duty))
             rest = earliest - time.monotonic()
             if rest > 0 and not self._stop.is_set():
                 self._stop.wait(rest)
