@@ -52,8 +52,14 @@ wait_for() {
   done
 }
 
-alive() { # alive PIDFILE: the process named in PIDFILE runs
-  [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+alive() { # alive PIDFILE: the process named in PIDFILE runs (a zombie does not: a daemon
+  # that died under a child subreaper which never reaps, e.g. a test process running jobs,
+  # stays a zombie whose pid still answers kill -0)
+  local pid
+  [[ -s $1 ]] || return 1
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
 # ------------------------------------------------------------------ can we run here at all?

@@ -54,7 +54,15 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.1 s until C
   done
 }
 
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { # alive PIDFILE: the process named in PIDFILE runs (a zombie does not: a daemon
+  # that died under a child subreaper which never reaps, e.g. a test process running jobs,
+  # stays a zombie whose pid still answers kill -0)
+  local pid
+  [[ -s $1 ]] || return 1
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
 
 stop() { # stop PIDFILE: TERM, wait up to 10 s, KILL; remove the pid file
   local pf=$1 pid
