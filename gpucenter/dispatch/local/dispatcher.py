@@ -82,9 +82,15 @@ _SECRET_MARKERS = (
 # restarted server can re-adopt a running job and still learn how it ended. The wrapper
 # catches (rather than ignores) TERM, INT and HUP: it outlives a signal the job itself
 # chooses to survive, and a caught signal is reset to its default in the job it starts.
+# Its first act *claims* the run: it creates the run's marker only if no process has
+# (noclobber), and otherwise exits with CLAIMED_ELSEWHERE without running the command. The
+# claim is made by the process that would run the job, not checked by the server before it
+# forks, so that a server paused between its checks and the fork (SIGSTOP, deposed as
+# leader meanwhile) can never run a job a second time when it wakes up.
+CLAIMED_ELSEWHERE = 75
 _WRAPPER = (
-    'printf "%s" "$$" > "$3"; '
-    'trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
+    f'{{ set -C; printf "%s" "$$" > "$3"; }} 2>/dev/null || exit {CLAIMED_ELSEWHERE}; set +C; '
+    'rm -f "$1"; trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
     'printf "%s" "$rc" > "$1.tmp" && mv -f "$1.tmp" "$1"; exit "$rc"'
 )
 
@@ -239,7 +245,6 @@ class LocalDispatcher:
             return self._adopt_orphan(request, marker, out_path, err_path, status_path)
         env = self._environment(request)
         cwd = self._workdir(request)
-        status_path.unlink(missing_ok=True)
         try:
             with out_path.open("wb") as out, err_path.open("wb") as err:
                 popen = subprocess.Popen(
@@ -253,9 +258,8 @@ class LocalDispatcher:
                 )
         except OSError as exc:
             raise SiteUnavailable(f"cannot start {SHELL}: {exc}") from exc
-        # The wrapper writes the same marker as its first act; writing it here as well leaves
-        # no gap once Popen has returned, whichever of the two comes first.
-        marker.write_text(str(popen.pid))
+        # The wrapper claims the run by writing the marker as its first act (never the server:
+        # the claim must be the starting process's own, see _WRAPPER).
         if self._sampler is not None and all(
             part.node in self._measured_nodes for part in request.placement
         ):
