@@ -45,7 +45,7 @@ from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.scheduling.cycle import run_pass
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.slurm_settings import SlurmSettings
-from gpucenter.services.slurm.sync import desired_state
+from gpucenter.services.slurm.sync import sync_site
 from gpucenter.services.wiring import ensure_site, make_slurm_dispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,10 +139,9 @@ class SlurmWorld:
         return project_account_name(project, self.top)
 
     def plan(self) -> list[SyncCommand]:
-        cli = self.settings.cli()
-        with self.ctx.sessions() as s:
-            desired = desired_state(s, self.top, datetime.now(tz=UTC))
-        return plan_sync(desired, read_actual(cli, self.cluster, self.top), self.cluster, self.top)
+        """What the leader's sync would do now (the RawUsage check included)."""
+        now = datetime.now(tz=UTC)
+        return sync_site(self.ctx.sessions, self.settings, now, apply=False, site="slurm").commands
 
     def sync(self) -> list[str]:
         return apply_sync(self.settings.cli(), self.plan())
@@ -291,5 +290,11 @@ def run_until(
         run_pass(world.ctx)
         return bool(done(job_row(world, job_id)))
 
-    wait_for(f"job {job_id}", check, timeout)
+    try:
+        wait_for(f"job {job_id}", check, timeout)
+    except AssertionError as exc:
+        row = job_row(world, job_id)
+        raise AssertionError(
+            f"{exc}: {row.state} {row.reason} {row.reason_detail!r} ext={row.external_id}"
+        ) from None
     return job_row(world, job_id)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -136,6 +136,10 @@ def desired_state(s: Session, top: str, now: datetime, gpu_types: Sequence[str] 
     return state
 
 
+RECORD_LAG_S = 600.0
+"""Charges younger than this are not compared with Slurm's usage record yet."""
+
+
 @dataclass
 class SyncOutcome:
     """What one sync round of a site planned, applied, could not apply, and left alone."""
@@ -153,7 +157,13 @@ class SyncOutcome:
 
 
 def forgotten_minutes(
-    s: Session, cli: SlurmCli, cluster: str, top: str, site: str | None, limited: set[str]
+    s: Session,
+    cli: SlurmCli,
+    cluster: str,
+    top: str,
+    site: str | None,
+    limited: set[str],
+    now: datetime,
 ) -> dict[str, int]:
     """GPU-minutes gpucenter charged for each project's jobs at this site that Slurm's own
     usage record (GrpTRESRaw) no longer counts: an operator reset its RawUsage, or usage
@@ -171,13 +181,16 @@ def forgotten_minutes(
         return {}
     site_id = s.scalar(select(SiteRow.id).where(SiteRow.name == site)) if site else None
     here: ColumnElement[bool] = LedgerEntryRow.source.like(f"slurm:{cluster}:%")
+    # Slurm folds usage in every PriorityCalcPeriod: what was charged lately may not be in
+    # its record yet, and must not lower a limit for a moment (the next sync would undo it).
+    settled = LedgerEntryRow.created_at < now - timedelta(seconds=RECORD_LAG_S)
     if site_id is not None:
         here = here | LedgerEntryRow.job_id.in_(select(JobRow.id).where(JobRow.site_id == site_id))
     charged = dict(
         s.execute(
             select(AllocationRow.project_id, func.sum(LedgerEntryRow.gpu_seconds))
             .join(AllocationRow, AllocationRow.id == LedgerEntryRow.allocation_id)
-            .where(here)
+            .where(here, settled)
             .group_by(AllocationRow.project_id)
         )
         .tuples()
@@ -209,7 +222,7 @@ def sync_site(
     with sessions() as s:
         desired = desired_state(s, top, now, settings.gpu_types)
         limited = {k for k, v in desired.accounts.items() if v.gpu_minutes is not None}
-        desired.forgotten = forgotten_minutes(s, cli, cluster, top, site, limited)
+        desired.forgotten = forgotten_minutes(s, cli, cluster, top, site, limited, now)
     outcome = SyncOutcome()
     outcome.commands = plan_sync(desired, actual, cluster, top, outcome.problems)
     if apply:
