@@ -4,8 +4,14 @@ Starts its own `gpucenter serve` on 127.0.0.1 against GPUCENTER_DATABASE_URL (a 
 PostgreSQL database is made when the URL names a server; otherwise a temporary SQLite file),
 seeds one organisation, user and project per tenant, then offers submissions at a fixed rate
 (open loop) from a bounded number of client connections for a bounded time. Every request
-carries an Idempotency-Key; afterwards the database is checked for lost (acknowledged but
-missing) and duplicated (more than one job per key) submissions. Traffic goes to 127.0.0.1 only.
+carries an Idempotency-Key and a job name unique to it. A share of the requests
+(`--retry-share`) is sent a second time with the same key, on another connection, while the
+first is still in flight (`--retry-after-ms` later: a client that timed out and retried), and
+any request unanswered after `--timeout-s` is abandoned and sent again. Afterwards the
+database is checked: lost = acknowledged but not there under its name and id; duplicated =
+jobs beyond the first with one request's name (however they got there: the Idempotency-Key
+is what should prevent them, so they are counted from the rows, not from the keys).
+Traffic goes to 127.0.0.1 only.
 
     .venv/bin/python bench/submit_load.py --seconds 60 --rate 500
     .venv/bin/python bench/submit_load.py --ceiling --seconds 10 --rate 3000   # client alone
@@ -100,11 +106,20 @@ class Load:
     acknowledged: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     client_cpu_s: float = 0.0
+    retries: int = 0  # extra sends of a request with the same key
+    timeouts: int = 0  # requests abandoned after --timeout-s and sent again
+    disagreements: int = 0  # two answers for one key that named different jobs
 
 
 def _request(host: str, port: int, project: str, token: str, key: str) -> bytes:
     body = json.dumps(
-        {"project": project, "command": "true", "gpus_per_node": 1, "time_limit_s": 60}
+        {
+            "project": project,
+            "command": "true",
+            "gpus_per_node": 1,
+            "time_limit_s": 60,
+            "name": key,  # the request's own mark: duplicates are counted by it
+        }
     ).encode()
     head = (
         f"POST /api/v1/jobs HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -131,6 +146,15 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     return status, body, not close
 
 
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """How the client retries: a share of requests sent twice at once, and a timeout."""
+
+    share: float = 0.0
+    after_s: float = 0.01
+    timeout_s: float = 10.0
+
+
 async def offer_load(
     host: str,
     port: int,
@@ -138,18 +162,31 @@ async def offer_load(
     rate: float,
     seconds: float,
     connections: int,
+    retries: Retries | None = None,
 ) -> Load:
     """Open loop: request i is due at t0 + i/rate whatever happened to the earlier ones.
 
     The client is raw HTTP/1.1 on keep-alive asyncio streams (no HTTP library): httpx costs
     more CPU per request than the server's own work on this 2-core machine. Latency is
     counted from the moment a request was due (so time spent waiting for a free connection
-    counts: no coordinated omission) and, separately, from when it was written."""
+    counts: no coordinated omission) and, separately, from when it was written. Retries
+    (same key, another connection) go ahead of new requests; only first sends are timed."""
+    retries = retries or Retries()
     load = Load()
     total = int(rate * seconds)
     due: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    again: asyncio.Queue[int] = asyncio.Queue()
+    outstanding = 0  # retries scheduled or queued, not yet answered
+    every = round(1 / retries.share) if retries.share > 0 else 0
     cpu0 = time.process_time()
     t0 = time.perf_counter()
+    loop = asyncio.get_running_loop()
+
+    def schedule_retry(i: int, delay: float) -> None:
+        nonlocal outstanding
+        outstanding += 1
+        load.retries += 1
+        loop.call_later(delay, again.put_nowait, i)
 
     async def producer() -> None:
         i = 0
@@ -157,34 +194,81 @@ async def offer_load(
             now = time.perf_counter()
             while i < total and t0 + i / rate <= now:
                 due.put_nowait((i, t0 + i / rate))
+                if every and i % every == every // 2:
+                    schedule_retry(i, retries.after_s)  # sent again while in flight
                 i += 1
             await asyncio.sleep(0.001)
+        while outstanding:
+            await asyncio.sleep(0.01)
         for _ in range(connections):
             due.put_nowait(None)
 
+    def record(i: int, status: int, body: bytes) -> None:
+        key = f"load-{i}"
+        if status not in (200, 201):
+            load.errors += 1
+            return
+        job_id = json.loads(body)["id"]
+        if load.acknowledged.setdefault(key, job_id) != job_id:
+            load.disagreements += 1
+
+    async def next_item() -> tuple[int, float | None] | None:
+        if not again.empty():
+            return again.get_nowait(), None
+        getting = asyncio.ensure_future(due.get())
+        retrying = asyncio.ensure_future(again.get())
+        done, pending = await asyncio.wait({getting, retrying}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if retrying in done:
+            if getting in done:  # both: put the new one back for another connection
+                due.put_nowait(getting.result())
+            return retrying.result(), None
+        item = getting.result()
+        return None if item is None else (item[0], item[1])
+
     async def connection() -> None:
+        nonlocal outstanding
         reader, writer = await asyncio.open_connection(host, port)
-        while (item := await due.get()) is not None:
+        while True:
+            item = await next_item()
+            if item is None:  # no new requests left; retries may still come
+                due.put_nowait(None)
+                if not outstanding:
+                    break
+                try:
+                    item = (await asyncio.wait_for(again.get(), 0.05), None)
+                except TimeoutError:
+                    continue
             i, scheduled = item
             project, token = tenants[i % len(tenants)]
-            key = f"load-{i}"
             sent = time.perf_counter()
             try:
-                writer.write(_request(host, port, project, token, key))
-                status, body, keep = await _response(reader)
+                writer.write(_request(host, port, project, token, f"load-{i}"))
+                status, body, keep = await asyncio.wait_for(
+                    _response(reader), timeout=retries.timeout_s
+                )
+            except TimeoutError:
+                load.timeouts += 1
+                schedule_retry(i, 0.0)  # abandoned: sent again with the same key
+                keep = False
+                status, body = 0, b""
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 load.errors += 1
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
+                if scheduled is None:
+                    outstanding -= 1
                 continue
-            done = time.perf_counter()
-            load.round_trip.append(done - sent)
-            load.from_schedule.append(done - scheduled)
-            load.due.append(scheduled - t0)
-            if status == 201:
-                load.acknowledged[key] = json.loads(body)["id"]
-            else:
-                load.errors += 1
+            if scheduled is None:
+                outstanding -= 1
+            if status:
+                done = time.perf_counter()
+                record(i, status, body)
+                if scheduled is not None:
+                    load.round_trip.append(done - sent)
+                    load.from_schedule.append(done - scheduled)
+                    load.due.append(scheduled - t0)
             if not keep:
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
@@ -330,6 +414,16 @@ def main() -> None:
     parser.add_argument(
         "--ceiling", action="store_true", help="measure the client alone, against a no-op server"
     )
+    parser.add_argument(
+        "--retry-share",
+        type=float,
+        default=0.05,
+        help="share of requests sent again with the same key while in flight (0: none)",
+    )
+    parser.add_argument("--retry-after-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--timeout-s", type=float, default=10.0, help="abandon and resend after this long"
+    )
     args = parser.parse_args()
     if args.seconds * args.rate > 200_000:
         parser.error("bounded: at most 200,000 requests per run")
@@ -360,6 +454,7 @@ def main() -> None:
                         args.rate,
                         args.seconds,
                         args.connections,
+                        Retries(args.retry_share, args.retry_after_ms / 1000, args.timeout_s),
                     )
                 )
                 wall = time.perf_counter() - started
@@ -368,19 +463,20 @@ def main() -> None:
                 server.stop()
             engine = create_engine(url)
             with engine.connect() as conn:
-                keys = Counter(
-                    conn.execute(
-                        select(JobRow.idempotency_key).where(JobRow.idempotency_key.is_not(None))
-                    ).scalars()
-                )
-                ids = dict(conn.execute(select(JobRow.idempotency_key, JobRow.id)).tuples().all())
+                rows = conn.execute(
+                    select(JobRow.name, JobRow.id).where(JobRow.name.like("load-%"))
+                ).all()
+            names = Counter(name for name, _ in rows)
+            ids: dict[str, set[int]] = {}
+            for name, job_id in rows:
+                ids.setdefault(name, set()).add(job_id)
             engine.dispose()
         finally:
             if created and base:
                 drop_database(base, created)
     acked = load.acknowledged
-    lost = sum(1 for key, job_id in acked.items() if ids.get(key) != job_id)
-    duplicated = sum(count - 1 for count in keys.values() if count > 1)
+    lost = sum(1 for key, job_id in acked.items() if job_id not in ids.get(key, set()))
+    duplicated = sum(count - 1 for count in names.values() if count > 1)
     print(
         json.dumps(
             {
@@ -415,6 +511,10 @@ def main() -> None:
                 "settled_s": settled_s,
                 "lost": lost,
                 "duplicated": duplicated,
+                "retried": load.retries,
+                "timed_out": load.timeouts,
+                "answers_disagreeing": load.disagreements,
+                "retry_share": args.retry_share,
                 "load_avg": os.getloadavg(),
             }
         )

@@ -40,6 +40,23 @@ class Settings(BaseSettings):
         description="how often the scheduler leader applies the account sync to each Slurm "
         "site; 0: never (run 'gpucenter slurm sync --apply' by hand)",
     )
+    usage_ingest_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="how often the scheduler leader reads each Slurm site's usage (sacct) "
+        "into the ledger; 0: never (run 'gpucenter slurm usage' by hand)",
+    )
+    use_check: Literal["daily", "weekly", "monthly", "never"] = Field(
+        default="monthly",
+        description="how often the leader runs the use-it-or-lose-it check and tells the "
+        "projects of under-used awards",
+    )
+    leader_lease_s: float = Field(
+        default=6.0,
+        gt=0,
+        description="the scheduler leader renews its lease this often x 4; a leader silent "
+        "for longer (paused, cut off) is replaced (takeover well within 15 s at 6)",
+    )
     fair_share_policy: Literal["fair-tree", "classic"] = Field(
         default="fair-tree",
         description="how the share tree ranks projects: Slurm's Fair Tree, or its classic "

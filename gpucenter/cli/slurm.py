@@ -72,6 +72,8 @@ def sync(
         try:
             plan = plan_site_sync(_sessions(), settings, datetime.now(tz=UTC))
             cluster, commands = plan.cluster, plan.commands
+            for problem in plan.problems:
+                console.print(f"left alone: {problem}", highlight=False, soft_wrap=True)
             if not commands:
                 console.print(f"Slurm cluster {cluster} is in sync: nothing to change")
                 return
@@ -96,14 +98,16 @@ def usage(
     from gpucenter.services.slurm.operator import ingest_site_usage
 
     now = datetime.now(tz=UTC)
+    settings = _slurm_settings(site)
     with friendly_errors():
         try:
             since = now - timedelta(hours=hours)
-            report = ingest_site_usage(_sessions(), _slurm_settings(site), since, now)
+            report = ingest_site_usage(_sessions(), settings, since, now)
         except SiteError as exc:
             fail(str(exc))
     console.print(
         f"charged {len(report.charged)} job(s), corrected {len(report.corrected)}, "
+        f"flagged {len(report.flagged)}, "
         f"{report.already} already charged, {report.gpu_seconds / 3600:.2f} GPU-hours",
         highlight=False,
     )

@@ -32,6 +32,7 @@ __all__ = [
     "Launched",
     "SiteCapabilities",
     "SiteKind",
+    "SiteNotReady",
     "SiteUnavailable",
     "StateChange",
     "project_account",
@@ -66,6 +67,18 @@ class SiteCapabilities:
     """The final `StateChange` of a measured run carries its mean GPU utilisation."""
     enforces_time_limit: bool = True
     """The site ends a job at its time limit and reports it TIMEOUT."""
+    time_limit_step_s: int = 1
+    """The site counts time limits in steps of this many seconds and rounds a request up
+    (Slurm: 60, whole minutes)."""
+    time_limit_grace_s: int = 0
+    """How long past its (rounded) limit a job may still hold its GPUs before the site has
+    stopped it (Slurm: OverTimeLimit, its once-every-30-s limit check, and KillWait)."""
+
+    def enforced_time_limit(self, requested_s: int) -> int:
+        """The longest a job asking for `requested_s` may hold its GPUs at this site: what a
+        start reserves against the allocation, and the most a run is charged."""
+        step = max(1, self.time_limit_step_s)
+        return -(-requested_s // step) * step + max(0, self.time_limit_grace_s)
 
 
 def project_account(project: str) -> str:
@@ -108,7 +121,8 @@ class LaunchRequest:
     owner: JobOwner
     project_id: ProjectId
     project: str
-    """The project's name: the account is derived from it (`account`)."""
+    """The project's name: the account is derived from it (`account`; a kind may put it in
+    a namespace of its own, as Slurm does under its top account)."""
     name: str = ""
     qos: str = NORMAL
     workdir: str | None = None
@@ -154,6 +168,13 @@ class StateChange:
 
 class DispatchError(Exception):
     """The cluster refused this job for a reason of the job's own (it fails, saying why)."""
+
+
+class SiteNotReady(DispatchError):
+    """The site cannot run this job *yet* for a reason the control plane can put right: the
+    project's account is not synced there, the owner has no account (or no same-named
+    group) at the site, the job's log directory cannot be written. The job stays queued,
+    says why, and the site's sync is asked to run; it never fails the job."""
 
 
 class SiteUnavailable(DispatchError):

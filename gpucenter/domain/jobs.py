@@ -66,6 +66,8 @@ class WaitReason(StrEnum):
     TOPOLOGY = "Topology"
     DEPENDENCY = "Dependency"
     SITE_UNAVAILABLE = "SiteUnavailable"
+    SITE_NOT_READY = "SiteNotReady"
+    """The site cannot run the job yet (its account or owner is not provisioned there)."""
     NEW = "New"
 
 

@@ -177,6 +177,10 @@ class JobRow(Base):
     preempt_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     preempted_for: Mapped[int | None] = mapped_column(Integer)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the run's start reserved against its allocation (migration 0013): the time limit
+    # the site it went to enforces (Slurm: whole minutes plus its grace), in seconds. The
+    # charge of the run never exceeds it. None: reserved its own time limit (older rows).
+    reserved_s: Mapped[int | None] = mapped_column(Integer)
 
 
 class LedgerEntryRow(Base):

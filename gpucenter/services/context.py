@@ -11,6 +11,8 @@ the site its placement is on.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,6 +23,7 @@ from gpucenter.config import Settings
 from gpucenter.core import DEFAULT_POLICIES, PassCadence, Policies
 from gpucenter.dispatch.base import Dispatcher
 from gpucenter.domain.clock import Clock, SystemClock
+from gpucenter.services.fencing import Fence, fenced
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.health import SiteHealth
 from gpucenter.services.sites.runtime import SiteRuntime
@@ -44,9 +47,33 @@ class AppContext:
     dispatch_lock: threading.RLock = field(default_factory=threading.RLock)
     sites: list[SiteRuntime] = field(default_factory=list)
     """The sites, when they were wired explicitly; empty: `site` and `dispatcher` are one."""
+    fence: Fence = field(default_factory=Fence)
+    """The scheduler leader's epoch (set by the loop): scheduler writes check it."""
+    _implicit: SiteRuntime | None = None
+    _wanted: set[str] = field(default_factory=set)
+    _wanted_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def want_task(self, name: str) -> None:
+        """Ask the leader to run the periodic task `name` soon (a job found that a site's
+        accounts are not there yet: sync now rather than at the next interval)."""
+        with self._wanted_lock:
+            self._wanted.add(name)
+
+    def wanted_tasks(self) -> list[str]:
+        """The periodic tasks asked for since the last call (the loop takes them)."""
+        with self._wanted_lock:
+            names, self._wanted = sorted(self._wanted), set()
+        return names
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), tz=UTC)
+
+    @contextmanager
+    def fenced(self) -> Iterator[Session]:
+        """A transaction of the scheduler: it commits only while this server still leads
+        under the epoch it took (`gpucenter.services.fencing`), else raises `Deposed`."""
+        with fenced(self.sessions, self.fence) as s:
+            yield s
 
     def site_runtimes(self) -> list[SiteRuntime]:
         """The sites to drive. Without explicit ones, the one site made of `site` and
@@ -55,7 +82,11 @@ class AppContext:
             self.sites[0].dispatcher = self.dispatcher  # one site: they are the same
         if self.sites:
             return self.sites
-        return [SiteRuntime(self.site.site.name, self.site, self.dispatcher, self.site_health)]
+        rt = self._implicit
+        if rt is None or rt.name != self.site.site.name:
+            rt = self._implicit = SiteRuntime(self.site.site.name, self.site, self.dispatcher)
+        rt.loaded, rt.dispatcher, rt.health = self.site, self.dispatcher, self.site_health
+        return [rt]
 
 
 __all__ = [

@@ -51,13 +51,19 @@ from gpucenter.core.fairshare import FAIR_TREE
 from gpucenter.core.fairshare_classic import CLASSIC
 from gpucenter.dispatch.base import Dispatcher, DispatchError, SiteKind
 from gpucenter.dispatch.broker import SiteBroker
-from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, read_site
+from gpucenter.dispatch.slurm.dispatcher import (
+    LIMIT_CHECK_S,
+    SlurmDispatcher,
+    limit_settings,
+    read_site,
+)
 from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.errors import ValidationError
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.context import AppContext
+from gpucenter.services.fencing import Fence
 from gpucenter.services.identity.audit_keys import AuditFiles
 from gpucenter.services.sites.config import LoadedSite, load_site
 from gpucenter.services.sites.registry import register_sites
@@ -109,6 +115,8 @@ class SiteWiring:
     clock: Clock
     several: bool
     """More than one site: each keeps its job logs in a folder of its own."""
+    fence: Fence | None = None
+    """The scheduler's fence, for site code that writes to the database (Slurm's observer)."""
 
 
 SiteFactory = Callable[[SiteSpec, SiteWiring], SiteRuntime]
@@ -210,22 +218,51 @@ def _slurm_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
     )
     if not settings.gpu_types:
         settings = settings.model_copy(update={"gpu_types": tuple(sorted(loaded.site.gpu_types))})
-    dispatcher = make_slurm_dispatcher(wiring.sessions, settings, wiring.clock)
+    dispatcher = make_slurm_dispatcher(wiring.sessions, settings, wiring.clock, wiring.fence)
     return SiteRuntime(spec.name, loaded, dispatcher, settings=settings)
 
 
+def slurm_grace_s(settings: SlurmSettings) -> int:
+    """How long past its rounded limit the site may run a job: OverTimeLimit, the 30 s of
+    slurmctld's limit check, and KillWait, from the settings or else from the site's own
+    configuration (Slurm's defaults, 0 and 30, when it does not answer)."""
+    over, kill = settings.over_time_limit_min, settings.kill_wait_s
+    if over is None or kill is None:
+        try:
+            read_over, read_kill = limit_settings(settings.cli())
+        except DispatchError as exc:
+            log.warning("cannot read the site's time limit settings (%s): Slurm defaults", exc)
+            read_over, read_kill = 0, 30
+        if read_over is None and over is None:
+            log.warning(
+                "the site's OverTimeLimit is UNLIMITED: runs are charged at most their limit "
+                "and an hour of overtime; set OverTimeLimit (0) for gpucenter's partition"
+            )
+            read_over = 60
+        over = read_over if over is None else over
+        kill = (read_kill if read_kill is not None else 30) if kill is None else kill
+    return 60 * (over or 0) + LIMIT_CHECK_S + (kill or 0)
+
+
 def make_slurm_dispatcher(
-    sessions: sessionmaker[Session], settings: SlurmSettings, clock: Clock | None = None
+    sessions: sessionmaker[Session],
+    settings: SlurmSettings,
+    clock: Clock | None = None,
+    fence: Fence | None = None,
 ) -> SlurmDispatcher:
-    """A SlurmDispatcher whose observations (Slurm's start times, why a job waits there)
-    are written to the jobs' rows. Everything it submits comes in the requests."""
+    """A SlurmDispatcher whose observations (Slurm's start times, why a job waits there,
+    whether a held job's start was recorded) go to and come from the jobs' rows, fenced
+    like every scheduler write. Everything it submits comes in the requests."""
     return SlurmDispatcher(
         settings.log_dir.resolve(),
         cli=settings.cli(),
         partition=settings.partition,
         clock=clock,
-        observer=DatabaseObserver(sessions),
+        observer=DatabaseObserver(sessions, fence),
         run_as_owner=settings.run_as_owner,
+        top_account=settings.top_account,
+        grace_s=slurm_grace_s(settings),
+        hold_until_recorded=True,
     )
 
 
@@ -261,11 +298,11 @@ SITE_KINDS: Mapping[SiteKind, SiteKindSupport] = {
 
 
 def build_sites(
-    settings: Settings, sessions: sessionmaker[Session], clock: Clock
+    settings: Settings, sessions: sessionmaker[Session], clock: Clock, fence: Fence | None = None
 ) -> list[SiteRuntime]:
     """Every configured site with its dispatcher, each built by its kind's factory."""
     specs = load_site_specs(settings)
-    wiring = SiteWiring(settings, sessions, clock, several=len(specs) > 1)
+    wiring = SiteWiring(settings, sessions, clock, several=len(specs) > 1, fence=fence)
     return [SITE_KINDS[spec.kind].build(spec, wiring) for spec in specs]
 
 
@@ -311,7 +348,8 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
     if dispatcher is not None:
         site = load_site(settings.site_file)
         return AppContext(settings, engine, sessions, site, dispatcher, clock, policies)
-    runtimes = build_sites(settings, sessions, clock)
+    fence = Fence()
+    runtimes = build_sites(settings, sessions, clock, fence)
     if len(runtimes) == 1:
         (one,) = runtimes
         return AppContext(
@@ -324,6 +362,7 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
             policies,
             site_health=one.health,
             sites=runtimes,
+            fence=fence,
         )
     site, broker = combine(runtimes)
     return AppContext(
@@ -336,6 +375,7 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
         policies,
         site_health=runtimes[0].health,
         sites=runtimes,
+        fence=fence,
     )
 
 

@@ -31,6 +31,7 @@ REASON_LABELS: dict[str, str] = {
     WaitReason.TOPOLOGY: N_("No nodes close enough together are free"),
     WaitReason.DEPENDENCY: N_("Waiting for the jobs it depends on"),
     WaitReason.SITE_UNAVAILABLE: N_("The site is unavailable"),
+    WaitReason.SITE_NOT_READY: N_("The site is being set up for this job"),
     WaitReason.NEW: N_("Waiting for the next scheduling pass"),
 }
 

@@ -31,6 +31,9 @@ CONF_DIR=/etc/slurm
 FAKE_DIR=/var/lib/slurm/fakegpu
 LOG_DIR=/var/log/slurm
 T0=$(date +%s.%N)
+# How long to wait for each daemon to answer: generous, since a loaded machine starts them
+# slowly (30 s was not enough under load); SLURM_READY_TIMEOUT overrides it.
+READY_S="${SLURM_READY_TIMEOUT:-180}"
 
 say() { printf 'slurm-setup: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -49,8 +52,14 @@ wait_for() {
   done
 }
 
-alive() { # alive PIDFILE: the process named in PIDFILE runs
-  [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+alive() { # alive PIDFILE: the process named in PIDFILE runs (a zombie does not: a daemon
+  # that died under a child subreaper which never reaps, e.g. a test process running jobs,
+  # stays a zombie whose pid still answers kill -0)
+  local pid
+  [[ -s $1 ]] || return 1
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
 # ------------------------------------------------------------------ can we run here at all?
@@ -93,7 +102,7 @@ if ((MYSQL_LOCAL)); then
     [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql >/dev/null
     runuser -u mysql -- mariadbd --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
       >>/var/log/mariadbd-slurm.log 2>&1 &
-    wait_for 30 "mariadbd" mysqladmin -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot ping
+    wait_for "$READY_S" "mariadbd" mysqladmin -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot ping
   fi
 fi
 # As root: over TCP where the server lets root in that way (a MariaDB started for us), else
@@ -125,7 +134,7 @@ if ! alive /run/munge/munged.pid; then
   install -d -o munge -g munge -m 755 /run/munge
   runuser -u munge -- /usr/sbin/munged --force
 fi
-wait_for 10 "munged" bash -c 'munge -n | unmunge'
+wait_for "$READY_S" "munged" bash -c 'munge -n | unmunge'
 
 # ------------------------------------------------------------------------- configuration
 HOST=$(hostname -s)
@@ -240,7 +249,7 @@ if ! alive /run/slurmdbd.pid; then
   rm -f /run/slurmdbd.pid
   slurmdbd
 fi
-wait_for 30 "slurmdbd" sacctmgr -n show cluster
+wait_for "$READY_S" "slurmdbd" sacctmgr -n show cluster
 
 restart_slurmd=0
 if ! alive /run/slurmctld.pid; then
@@ -248,7 +257,7 @@ if ! alive /run/slurmctld.pid; then
   slurmctld
   restart_slurmd=1 # a slurmctld restarted alone leaves the node 'unk' for ~30 s
 fi
-wait_for 30 "slurmctld" scontrol ping
+wait_for "$READY_S" "slurmctld" scontrol ping
 
 if ((restart_slurmd)) || ! alive /run/slurmd.pid; then
   stop /run/slurmd.pid
@@ -260,9 +269,9 @@ node_up() {
   st=$(sinfo -h -n "$HOST" -o %T 2>/dev/null | head -n1)
   [[ $st == idle || $st == mixed || $st == allocated ]]
 }
-wait_for 30 "node ${HOST} (sinfo)" node_up
+wait_for "$READY_S" "node ${HOST} (sinfo)" node_up
 # The cluster registers itself with slurmdbd when slurmctld starts; make sure it is there.
-wait_for 30 "cluster ${CLUSTER} in slurmdbd" bash -c \
+wait_for "$READY_S" "cluster ${CLUSTER} in slurmdbd" bash -c \
   "sacctmgr -n -P show cluster format=cluster | grep -qx '${CLUSTER}'"
 
 say "up in $(elapsed)s: cluster ${CLUSTER}, node ${HOST} $(sinfo -h -n "$HOST" -o '%T %G')"

@@ -30,6 +30,9 @@ LOG_DIR=/var/log/slurm-b
 CTLD_PID=/run/slurmctld-b.pid
 SLURMD_PID=/run/slurmd-b.pid
 T0=$(date +%s.%N)
+# How long to wait for each daemon to answer: generous, since a loaded machine starts them
+# slowly (30 s was not enough under load); SLURM_READY_TIMEOUT overrides it.
+READY_S="${SLURM_READY_TIMEOUT:-180}"
 export SLURM_CONF=$CONF_DIR/slurm.conf
 
 say() { printf 'slurm-setup-b: %s\n' "$*" >&2; }
@@ -51,7 +54,15 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.1 s until C
   done
 }
 
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { # alive PIDFILE: the process named in PIDFILE runs (a zombie does not: a daemon
+  # that died under a child subreaper which never reaps, e.g. a test process running jobs,
+  # stays a zombie whose pid still answers kill -0)
+  local pid
+  [[ -s $1 ]] || return 1
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
 
 stop() { # stop PIDFILE: TERM, wait up to 10 s, KILL; remove the pid file
   local pf=$1 pid
@@ -160,7 +171,7 @@ if ! alive "$CTLD_PID"; then
   slurmctld -f "$CONF_DIR/slurm.conf"
   restart_slurmd=1 # a slurmctld restarted alone leaves the node 'unk' for ~30 s
 fi
-wait_for 30 "slurmctld of ${CLUSTER}" scontrol ping
+wait_for "$READY_S" "slurmctld of ${CLUSTER}" scontrol ping
 
 if ((restart_slurmd)) || ! alive "$SLURMD_PID"; then
   stop "$SLURMD_PID"
@@ -172,8 +183,8 @@ node_up() {
   st=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n1)
   [[ $st == idle || $st == mixed || $st == allocated ]]
 }
-wait_for 30 "node ${NODE} of ${CLUSTER} (sinfo)" node_up
-wait_for 30 "cluster ${CLUSTER} in slurmdbd" bash -c \
+wait_for "$READY_S" "node ${NODE} of ${CLUSTER} (sinfo)" node_up
+wait_for "$READY_S" "cluster ${CLUSTER} in slurmdbd" bash -c \
   "sacctmgr -n -P show cluster format=cluster | grep -qx '${CLUSTER}'"
 
 say "up in $(elapsed)s: cluster ${CLUSTER}, node ${NODE} $(sinfo -h -n "$NODE" -o '%T %G')"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpucenter.dispatch.local.dispatcher import LocalDispatcher
+from gpucenter.dispatch.local.dispatcher import CLAIMED_ELSEWHERE, LocalDispatcher
 from gpucenter.dispatch.local.process_groups import group_gone
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -132,3 +132,27 @@ def test_a_requeued_job_starts_afresh_as_its_next_run(pair) -> None:
     again = first.submit(replace(request(7, "echo run"), run=2))
     assert wait_end(first, 7).state is JobState.COMPLETED
     assert read(again.stdout_path) == "run\n"
+
+
+def test_a_run_is_claimed_by_its_process_so_a_late_second_start_runs_nothing(
+    pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server paused after it checked for the run's marker and before it forked (a deposed
+    leader waking up) starts the same run after another server did: its process finds the
+    run claimed and exits without running the command, and the late server adopts the run
+    that holds the claim; the first run's status and logs stay."""
+    first, second = pair
+    starts = tmp_path / "starts"
+    command = f"echo started >> {starts}; sleep 0.3; exit 3"
+    launched = first.submit(request(9, command))
+    eventually(lambda: starts.exists(), "the first start")
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # it checked before the claim
+    late = second.submit(request(9, command))
+    monkeypatch.undo()
+    assert late.external_id == launched.external_id  # the claimed run, adopted
+    late_change = wait_end(second, 9)
+    assert late_change.exit_code != CLAIMED_ELSEWHERE
+    change = wait_end(first, 9)
+    assert (change.state, change.exit_code) == (JobState.FAILED, 3)  # the first run's own end
+    assert (late_change.state, late_change.exit_code) == (JobState.FAILED, 3)
+    assert starts.read_text() == "started\n"  # the command ran once

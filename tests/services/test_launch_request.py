@@ -45,6 +45,7 @@ class Sbatch:
 
 def test_the_shape_not_the_placement_sizes_the_slurm_job(tmp_path: Path) -> None:
     sbatch = Sbatch()
+    tmp_path.chmod(0o1777)  # a site's shared log directory: every owner writes there
     dispatcher = SlurmDispatcher(tmp_path, cli=SlurmCli(runner=sbatch), run_as_owner=True)
     request = launch_request(
         9,
@@ -60,7 +61,7 @@ def test_the_shape_not_the_placement_sizes_the_slurm_job(tmp_path: Path) -> None
     (args,) = sbatch.calls
     assert "--gres=gpu:b200:4" in args and "--nodes=2" in args
     assert "--uid=200001" in args and "--gid=300001" in args  # the owner's own ids
-    assert "--account=proj" in args and "--qos=opportunistic" in args
+    assert "--account=gpucenter_proj" in args and "--qos=opportunistic" in args
     assert "--job-name=train" in args
 
 
@@ -68,6 +69,8 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
     nodes = (Node("n1", "h100", 4, "b1"), Node("n2", "h100", 4, "b1"))
     site = LoadedSite(Site("slurm", nodes), {n.name: [0, 1, 2, 3] for n in nodes}, frozenset())
     sbatch = Sbatch()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.chmod(0o1777)  # a site's shared log directory: every owner writes there
     dispatcher = SlurmDispatcher(
         settings.log_dir, cli=SlurmCli(runner=sbatch), run_as_owner=True
     )  # no sessions, no observer: it cannot read the database
@@ -90,7 +93,7 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
         (args,) = sbatch.calls
         assert "--gres=gpu:h100:4" in args and "--nodes=2" in args and "--time=10" in args
         assert "--uid=alice" in args and "--gid=alice" in args  # its owner, by name
-        assert "--account=alpha" in args and "--job-name=train" in args
+        assert "--account=gpucenter_alpha" in args and "--job-name=train" in args
         assert f"--comment=gpucenter:{job_id}" in args
         assert not any(a.startswith("--qos") for a in args)  # normal: the account's default
         with ctx.sessions() as s:

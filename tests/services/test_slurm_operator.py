@@ -95,4 +95,4 @@ def test_usage_ingest_reads_sacct_and_reports(slurm: FakeSlurm) -> None:
     assert any(Path(call[0]).name == "sacct" for call in slurm.calls)
     done = CliRunner().invoke(cli_app, ["slurm", "usage", "--hours", "2"])
     assert done.exit_code == 0, done.output
-    assert done.output.startswith("charged 0 job(s), corrected 0, 0 already charged")
+    assert done.output.startswith("charged 0 job(s), corrected 0, flagged 0, 0 already charged")

@@ -25,7 +25,13 @@ import pytest
 
 from gpucenter.auth.permissions import Caller
 from gpucenter.config import Settings
-from gpucenter.dispatch.slurm.accounts import SyncCommand, apply_sync, plan_sync, read_actual
+from gpucenter.dispatch.slurm.accounts import (
+    SyncCommand,
+    apply_sync,
+    plan_sync,
+    project_account_name,
+    read_actual,
+)
 from gpucenter.dispatch.slurm.cli import SlurmCli
 from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher, read_site
 from gpucenter.domain.clock import SystemClock
@@ -39,7 +45,7 @@ from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.scheduling.cycle import run_pass
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.slurm_settings import SlurmSettings
-from gpucenter.services.slurm.sync import desired_state
+from gpucenter.services.slurm.sync import sync_site
 from gpucenter.services.wiring import ensure_site, make_slurm_dispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +73,12 @@ def slurm_cluster() -> str:
         _unavailable("the Slurm tests need root to install and start Slurm")
     try:
         done = subprocess.run(
-            ["bash", str(SETUP)], capture_output=True, text=True, timeout=600, check=False
+            ["bash", str(SETUP)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            env={**os.environ, "SLURM_READY_TIMEOUT": os.environ.get("SLURM_READY_TIMEOUT", "300")},
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.fail(f"scripts/slurm/setup.sh did not finish: {exc}")
@@ -75,6 +86,9 @@ def slurm_cluster() -> str:
         _unavailable(f"Slurm cannot be set up here: {done.stderr.strip()}")
     if done.returncode != 0:
         pytest.fail(f"scripts/slurm/setup.sh failed ({done.returncode}):\n{done.stderr}")
+    # setup.sh waits for each daemon; on a loaded machine they may still be settling.
+    wait_for("slurmctld answers", controller_up, 300)
+    wait_for("the node takes jobs", node_up, 300)
     for name in USERS:  # jobs run as their gpucenter owner: the Unix user must exist
         try:
             pwd.getpwnam(name)
@@ -120,11 +134,14 @@ class SlurmWorld:
     def top(self) -> str:
         return self.settings.top_account
 
+    def account(self, project: str) -> str:
+        """The project's Slurm account (in the test's own namespace)."""
+        return project_account_name(project, self.top)
+
     def plan(self) -> list[SyncCommand]:
-        cli = self.settings.cli()
-        with self.ctx.sessions() as s:
-            desired = desired_state(s, self.top, datetime.now(tz=UTC))
-        return plan_sync(desired, read_actual(cli, self.cluster, self.top), self.cluster, self.top)
+        """What the leader's sync would do now (the RawUsage check included)."""
+        now = datetime.now(tz=UTC)
+        return sync_site(self.ctx.sessions, self.settings, now, apply=False, site="slurm").commands
 
     def sync(self) -> list[str]:
         return apply_sync(self.settings.cli(), self.plan())
@@ -171,26 +188,51 @@ def slurm_world(slurm_cluster: str, tmp_path: Path) -> Iterator[SlurmWorld]:
 
 
 def _cleanup(world: SlurmWorld) -> None:
-    """Cancel the test's jobs and remove its accounts (and the users it alone had) from Slurm."""
+    """Cancel the test's jobs, wait until Slurm has let go of them (a leftover job holds GPUs
+    the next test needs), and remove its accounts (and the users it alone had). Each step
+    runs even when an earlier one failed (a test that failed half-way leaves odd states)."""
+    cli = world.settings.cli()
+    mine: list[str] = []
+    try:
+        mine = sorted(read_actual(cli, world.cluster, world.top).accounts)
+    except Exception as exc:  # slurmdbd down after a failed test: still cancel by name
+        print(f"cleanup: cannot read the accounts: {exc}")
     with world.ctx.sessions() as s:
         from gpucenter.persistence.tables import ProjectRow
 
-        projects = [p.name for p in s.query(ProjectRow)]
-    for project in projects:
-        subprocess.run(["scancel", "-A", project], capture_output=True, check=False)
-    with world.ctx.sessions.begin() as s:
-        from sqlalchemy import delete
+        mine += [world.account(p.name) for p in s.query(ProjectRow)]
+    for account in sorted(set(mine)):
+        subprocess.run(["scancel", "-A", account], capture_output=True, check=False)
 
-        from gpucenter.persistence.tables import MembershipRow
+    def gone() -> bool:
+        out = subprocess.run(
+            ["squeue", "-h", "-A", ",".join(sorted(set(mine))) or "none", "-o", "%i"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return out.returncode != 0 or not out.stdout.strip()
 
-        s.execute(delete(MembershipRow))
-    cli = world.settings.cli()
-    from gpucenter.dispatch.slurm.accounts import SiteState
+    if mine:
+        try:
+            wait_for("the test's Slurm jobs are gone", gone, 120)
+        except AssertionError as exc:
+            print(f"cleanup: {exc}")
+    try:
+        with world.ctx.sessions.begin() as s:
+            from sqlalchemy import delete
 
-    commands = plan_sync(
-        SiteState(), read_actual(cli, world.cluster, world.top), world.cluster, world.top
-    )
-    apply_sync(cli, commands)
+            from gpucenter.persistence.tables import MembershipRow
+
+            s.execute(delete(MembershipRow))
+        from gpucenter.dispatch.slurm.accounts import SiteState
+
+        commands = plan_sync(
+            SiteState(), read_actual(cli, world.cluster, world.top), world.cluster, world.top
+        )
+        apply_sync(cli, commands, [])
+    except Exception as exc:
+        print(f"cleanup: removing the accounts failed: {exc}")
     subprocess.run(
         ["sacctmgr", "-i", "delete", "account", f"name={world.top}", f"cluster={world.cluster}"],
         capture_output=True,
@@ -198,7 +240,20 @@ def _cleanup(world: SlurmWorld) -> None:
     )
 
 
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+def controller_up() -> bool:
+    return subprocess.run(["scontrol", "ping"], capture_output=True, check=False).returncode == 0
+
+
+def node_up() -> bool:
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
+    return out.returncode == 0 and any(
+        s.rstrip("*") in ("idle", "mixed", "allocated") for s in out.stdout.split()
+    )
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 180.0) -> None:
+    """Poll until `predicate` holds. The ceilings are generous: a loaded machine is slow,
+    and a test that passes takes only as long as the condition does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -227,7 +282,7 @@ def job_row(world: SlurmWorld, job_id: int) -> JobRow:
 
 
 def run_until(
-    world: SlurmWorld, job_id: int, done: Callable[[JobRow], bool], timeout: float = 60.0
+    world: SlurmWorld, job_id: int, done: Callable[[JobRow], bool], timeout: float = 180.0
 ) -> JobRow:
     """Run scheduling passes until `done` holds for the job's row; that row."""
 
@@ -235,5 +290,11 @@ def run_until(
         run_pass(world.ctx)
         return bool(done(job_row(world, job_id)))
 
-    wait_for(f"job {job_id}", check, timeout)
+    try:
+        wait_for(f"job {job_id}", check, timeout)
+    except AssertionError as exc:
+        row = job_row(world, job_id)
+        raise AssertionError(
+            f"{exc}: {row.state} {row.reason} {row.reason_detail!r} ext={row.external_id}"
+        ) from None
     return job_row(world, job_id)

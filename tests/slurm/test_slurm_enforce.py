@@ -26,7 +26,7 @@ def _sbatch(world: SlurmWorld, account: str, *extra: str) -> subprocess.Complete
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
+        timeout=300,
     )
 
 
@@ -67,13 +67,14 @@ def test_exhausted_project_is_held_at_slurm_and_released_by_a_credit(
 ) -> None:
     world = slurm_world
     name = project(world, "h", 1.0, "gcalice")
+    account = world.account(name)
     world.sync()
     # The project may use both QOS, normal by default; its member inherits that.
-    assert _assoc(world, name) == [
+    assert _assoc(world, account) == [
         "gcalice|normal,opportunistic|normal||",
         "|normal,opportunistic|normal||",
     ]
-    ok = _sbatch(world, name, "--qos=opportunistic")
+    ok = _sbatch(world, account, "--qos=opportunistic")
     assert ok.returncode == 0, ok.stderr
 
     # gpucenter's accounting charges the whole GPU-hour: the allocation is exhausted and its
@@ -81,19 +82,19 @@ def test_exhausted_project_is_held_at_slurm_and_released_by_a_credit(
     _ledger(world, name, "test:usage", 3600.0)
     c = f"cluster={world.cluster}"
     assert [str(cmd) for cmd in world.plan()] == [
-        f"sacctmgr -i modify account where name={name} {c} set GrpSubmitJobs=0 GrpJobs=0"
+        f"sacctmgr -i modify account where name={account} {c} set GrpSubmitJobs=0 GrpJobs=0"
     ]
     world.sync()
-    refused = _sbatch(world, name)
+    refused = _sbatch(world, account)
     assert refused.returncode != 0
     assert "Job violates accounting/QOS policy" in refused.stderr, refused.stderr
 
     # A credit gives half an hour back: active again, the next sync releases the account.
     _ledger(world, name, "test:credit", -1800.0)
     assert [str(cmd) for cmd in world.plan()] == [
-        f"sacctmgr -i modify account where name={name} {c} set GrpSubmitJobs=-1 GrpJobs=-1"
+        f"sacctmgr -i modify account where name={account} {c} set GrpSubmitJobs=-1 GrpJobs=-1"
     ]
     world.sync()
     assert world.plan() == []
-    again = _sbatch(world, name)
+    again = _sbatch(world, account)
     assert again.returncode == 0, again.stderr

@@ -12,7 +12,8 @@ from gpucenter.domain.jobs import JobState
 from gpucenter.persistence.tables import LedgerEntryRow
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs.submission import JobForm
-from gpucenter.services.slurm.usage import IngestReport, ingest_usage, read_usage
+from gpucenter.services.slurm.ingest import IngestReport, ingest_records
+from gpucenter.services.slurm.usage import read_usage
 from tests.slurm.conftest import SlurmWorld, slurm, wait_for
 from tests.slurm.conftest import project as _project
 from tests.slurm.conftest import run_until as _run_until
@@ -53,11 +54,12 @@ def test_job_runs_under_slurm_with_its_account_gpus_logs_and_one_charge(
     assert row.external_id and row.external_id.isdigit()
     ended = row.external_id
     # slurmdbd learns of the end (and, oddly, the job name) a moment after slurmctld.
-    wait_for("sacct has the job's end", lambda: _sacct(ended, "JobName")[0] == "hello", 20)
+    wait_for("sacct has the job's end", lambda: _sacct(ended, "JobName")[0] == "hello", 120)
     account, user, tres, elapsed, comment, name = _sacct(
         row.external_id, "Account,User,AllocTRES,ElapsedRaw,Comment,JobName"
     )
-    assert (account, user, comment, name) == (project, "gcalice", f"gpucenter:{job_id}", "hello")
+    expected = (world.account(project), "gcalice", f"gpucenter:{job_id}", "hello")
+    assert (account, user, comment, name) == expected
     assert "gres/gpu=2" in tres and "gres/gpu:h100=2" in tres
     assert row.stdout_path and row.stderr_path
     with open(row.stdout_path) as out:
@@ -72,15 +74,16 @@ def test_job_runs_under_slurm_with_its_account_gpus_logs_and_one_charge(
     assert charges == [(f"job:{job_id}:run:1", 2.0 * int(elapsed), job_id)]
     now = datetime.now(tz=UTC)
     for _ in range(2):  # re-reading the window (twice) never charges again
-        report = ingest_usage(
-            world.ctx.sessions, read_usage(world.settings.cli(), now - timedelta(hours=1), now), now
-        )
+        usage = read_usage(world.settings.cli(), now - timedelta(hours=1), now)
+        with world.ctx.sessions.begin() as s:
+            report = ingest_records(s, usage, now, top=world.top)
         assert report.corrected == [] and report.charged == []
     assert _ledger(world) == charges
 
     # A job submitted to Slurm directly, outside gpucenter, is charged by the ingest, once.
     out = slurm(
-        *("sbatch", "--parsable", "--wait", f"--account={project}", "--uid=gcalice"),
+        *("sbatch", "--parsable", "--wait", f"--account={world.account(project)}"),
+        "--uid=gcalice",
         *("--gres=gpu:h100:1", "--time=1", f"--output={world.settings.log_dir}/direct.out"),
         *("--wrap", "sleep 1"),
     )
@@ -91,7 +94,8 @@ def test_job_runs_under_slurm_with_its_account_gpus_logs_and_one_charge(
     def ingest() -> IngestReport:
         now = datetime.now(tz=UTC)
         usage = read_usage(world.settings.cli(), now - timedelta(hours=1), now)
-        return ingest_usage(world.ctx.sessions, usage, now)
+        with world.ctx.sessions.begin() as s:
+            return ingest_records(s, usage, now, top=world.top)
 
     # The ingest reads overlapping windows (a job shows in a window read a moment after its
     # end is in sacct): it is charged by the first read that sees it, and never again.
@@ -101,7 +105,7 @@ def test_job_runs_under_slurm_with_its_account_gpus_logs_and_one_charge(
         reports.append(ingest())
         return any(r.charged for r in reports)
 
-    wait_for("a window read sees the job", charged_yet, 20)
+    wait_for("a window read sees the job", charged_yet, 120)
     assert [job for r in reports for job in r.charged] == [direct]
     again = ingest()
     assert again.charged == [] and again.corrected == [] and again.already >= 2
@@ -120,7 +124,7 @@ def test_over_limit_job_waits_with_slurms_reason_and_runs_once_topped_up(
     # core still admits the job: Slurm's limit is what stops it.
     subprocess.run(
         [
-            *("sacctmgr", "-i", "modify", "account", "where", f"name={project}"),
+            *("sacctmgr", "-i", "modify", "account", "where", f"name={world.account(project)}"),
             *(f"cluster={world.cluster}", "set", "GrpTRESMins=gres/gpu=1"),
         ],
         check=True,
@@ -131,7 +135,7 @@ def test_over_limit_job_waits_with_slurms_reason_and_runs_once_topped_up(
     )
     job_id = jobs.submit(world.ctx, world.caller("gcbob"), form).id
 
-    row = _run_until(world, job_id, lambda r: r.reason == "AssocGrpGRESMinutes", timeout=30)
+    row = _run_until(world, job_id, lambda r: r.reason == "AssocGrpGRESMinutes", timeout=180)
 
     assert row.state == JobState.RUNNING.value  # handed to Slurm, waiting in its queue
     assert "AssocGrpGRESMinutes" in row.reason_detail
@@ -141,11 +145,11 @@ def test_over_limit_job_waits_with_slurms_reason_and_runs_once_topped_up(
     # The sync puts the limit back to the allocation's 600 GPU-minutes; Slurm starts the job.
     plan = [str(c) for c in world.plan()]
     assert plan == [
-        f"sacctmgr -i modify account where name={project} cluster={world.cluster} set "
-        "GrpTRESMins=gres/gpu=600"
+        f"sacctmgr -i modify account where name={world.account(project)} "
+        f"cluster={world.cluster} set GrpTRESMins=gres/gpu=600"
     ]
     world.sync()
-    row = _run_until(world, job_id, lambda r: JobState(r.state).is_terminal, timeout=45)
+    row = _run_until(world, job_id, lambda r: JobState(r.state).is_terminal, timeout=300)
     assert row.state == JobState.COMPLETED.value, row.reason_detail
     with world.ctx.sessions() as s:
         total = s.scalar(

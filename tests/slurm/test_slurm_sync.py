@@ -20,9 +20,9 @@ def _assocs(world: SlurmWorld) -> set[tuple[str, str, str, str]]:
         "format=Account,User,Share,GrpTRESMins",
     )
     mine = {
-        f"a{world.suffix}",
-        f"b{world.suffix}",
-        org_account(f"Alpha University {world.suffix}"),
+        world.account(f"a{world.suffix}"),
+        world.account(f"b{world.suffix}"),
+        org_account(f"Alpha University {world.suffix}", None, world.top),
         f"{world.top}_direct",
     }
     return {tuple(line.split("|")) for line in out.splitlines() if line.split("|")[0] in mine}  # type: ignore[misc]
@@ -34,8 +34,9 @@ def _default_account(user: str) -> str:
 
 def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> None:
     world = slurm_world
-    a, b = f"a{world.suffix}", f"b{world.suffix}"
-    org = org_account(f"Alpha University {world.suffix}")
+    pa, pb = f"a{world.suffix}", f"b{world.suffix}"
+    a, b = world.account(pa), world.account(pb)
+    org = org_account(f"Alpha University {world.suffix}", None, world.top)
     direct = f"{world.top}_direct"  # the programme level of allocations made directly
     c = f"cluster={world.cluster}"
     # Users of this test only (no Unix users needed: no jobs run), so no other run's
@@ -45,11 +46,11 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
     with world.ctx.sessions.begin() as s:
         accounts.create_user(s, alice, now)
         accounts.create_user(s, bob, now)
-        for project in (a, b):
+        for project in (pa, pb):
             accounts.create_project(s, project, f"Alpha University {world.suffix}", now)
             accounts.add_member(s, project, bob)
-        accounts.add_member(s, a, alice)
-        accounts.create_allocation(s, b, 100.0, now)
+        accounts.add_member(s, pa, alice)
+        accounts.create_allocation(s, pb, 100.0, now)
 
     first = [cmd for cmd in world.sync() if " add qos " not in cmd]  # QOS: once per cluster
     assert len(first) == 8  # top, programme, org, two projects, three memberships
@@ -67,7 +68,7 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
 
     # An award change: project a gets 50 GPU-hours.
     with world.ctx.sessions.begin() as s:
-        accounts.create_allocation(s, a, 50.0, now)
+        accounts.create_allocation(s, pa, 50.0, now)
     assert [str(cmd) for cmd in world.plan()] == [
         f"sacctmgr -i modify account where name={direct} {c} set fairshare=150",
         f"sacctmgr -i modify account where name={org} {c} set fairshare=150",
@@ -79,7 +80,7 @@ def test_sync_after_an_award_change_and_removals(slurm_world: SlurmWorld) -> Non
 
     # Project a goes away with its members: bob's default account is a, alice has only a.
     with world.ctx.sessions.begin() as s:
-        project_id = repo.project_by_name(s, a).id
+        project_id = repo.project_by_name(s, pa).id
         s.execute(delete(MembershipRow).where(MembershipRow.project_id == project_id))
         from gpucenter.persistence.tables import AllocationRow
 

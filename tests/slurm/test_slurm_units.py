@@ -88,7 +88,7 @@ def test_sbatch_arguments(tmp_path: Path) -> None:
         name="t",
     )
     args = dispatcher.sbatch_args(request)
-    assert "--account=proj" in args and "--gres=gpu:h100:2" in args
+    assert "--account=gpucenter_proj" in args and "--gres=gpu:h100:2" in args
     assert "--time=2" in args and "--comment=gpucenter:7" in args and "--chdir=/w" in args
     assert "--partition=gpu" in args and "--uid=ann" in args and "--job-name=t" in args
     assert not any(a.startswith("--qos") for a in args)  # normal: the account's default
@@ -157,12 +157,14 @@ def test_programme_level_qos_and_holds_in_the_desired_tree(
     monkeypatch.setattr(allocations, "programme_ids", fake_programmes)
     with sessions() as s:
         state = desired_state(s, "gpucenter", now)
-    acc = state.accounts
+    acc = {k.removeprefix("gpucenter_"): v for k, v in state.accounts.items()}
+    assert all(k.startswith("gpucenter_") for k in state.accounts)  # gpucenter's namespace
     assert acc["prg_ai_seed"].parent == "gpucenter" and acc["prg_ai_seed"].fairshare == 40
-    assert acc["org_uni_ai_seed"].parent == "prg_ai_seed"
-    assert acc["held"].parent == acc["fine"].parent == "org_uni_ai_seed"
-    assert acc["opp"].parent == "org_uni_sme_boost"
-    assert acc["plain"].parent == "org_uni" and acc["org_uni"].parent == "gpucenter_direct"
+    assert acc["org_uni_ai_seed"].parent == "gpucenter_prg_ai_seed"
+    assert acc["held"].parent == acc["fine"].parent == "gpucenter_org_uni_ai_seed"
+    assert acc["opp"].parent == "gpucenter_org_uni_sme_boost"
+    assert acc["plain"].parent == "gpucenter_org_uni"
+    assert acc["org_uni"].parent == "gpucenter_direct"
     assert (acc["fine"].qos, acc["fine"].default_qos, acc["fine"].held) == (
         "normal,opportunistic",
         "normal",
@@ -172,10 +174,11 @@ def test_programme_level_qos_and_holds_in_the_desired_tree(
     assert (acc["opp"].qos, acc["opp"].default_qos) == ("opportunistic", "opportunistic")
 
     # Against a site that has the tree but not the hold: exactly the hold is planned.
-    actual = SiteState(accounts={k: replace(v, held=False) for k, v in acc.items()})
+    actual = SiteState(accounts={k: replace(v, held=False) for k, v in state.accounts.items()})
     plan = [str(c) for c in plan_sync(state, actual, "c1", "gpucenter")]
     assert plan == [
-        "sacctmgr -i modify account where name=held cluster=c1 set GrpSubmitJobs=0 GrpJobs=0"
+        "sacctmgr -i modify account where name=gpucenter_held cluster=c1 set GrpSubmitJobs=0 "
+        "GrpJobs=0"
     ]
 
 
@@ -184,6 +187,7 @@ def test_a_failing_sync_is_logged_and_the_loop_goes_on(
 ) -> None:
     from gpucenter.config import Settings
     from gpucenter.services.context import AppContext
+    from gpucenter.services.periodic import PeriodicRunner
     from gpucenter.services.scheduling.loop import SchedulerLoop
     from gpucenter.services.sites.config import LoadedSite
     from gpucenter.services.sites.runtime import SiteRuntime
@@ -207,11 +211,21 @@ def test_a_failing_sync_is_logged_and_the_loop_goes_on(
 
     object.__setattr__(cli_settings, "cli", failing_cli)
     loop = SchedulerLoop(ctx, 1.0, lock=object())  # type: ignore[arg-type]
-    assert loop.sync_slurm_sites(100.0) == 0
-    assert "account sync of Slurm site s failed" in caplog.text
-    assert loop.sync_slurm_sites(130.0) == 0 and calls == ["sync"]  # not before the interval
-    loop.sync_slurm_sites(161.0)
+    runner = loop.periodic
+    assert [t.name for t in runner.tasks if t.name.endswith(":s")] == [
+        "site-sync:s",
+        "slurm-usage:s",
+    ]
+    at = datetime(2026, 11, 1, 10, tzinfo=UTC)
+    sync_only = PeriodicRunner([t for t in runner.tasks if t.name == "site-sync:s"])
+    assert sync_only.run_due(ctx, at) == 1
+    assert "periodic task site-sync:s failed" in caplog.text
+    assert sync_only.run_due(ctx, at + timedelta(seconds=30)) == 0 and calls == ["sync"]
+    sync_only.run_due(ctx, at + timedelta(seconds=61))  # retried after a minute
     assert calls == ["sync", "sync"]
+    sync_only.request("site-sync:s")  # a job found its account missing: sync now
+    sync_only.run_due(ctx, at + timedelta(seconds=70))
+    assert calls == ["sync", "sync", "sync"]
 
 
 def test_gpu_utilisation_comes_from_the_busiest_step_where_the_cluster_gathers_it() -> None:

@@ -17,7 +17,13 @@ import pytest
 
 from gpucenter.config import Settings
 from gpucenter.dispatch.broker import SiteBroker
-from gpucenter.dispatch.slurm.accounts import SiteState, apply_sync, plan_sync, read_actual
+from gpucenter.dispatch.slurm.accounts import (
+    SiteState,
+    apply_sync,
+    plan_sync,
+    project_account_name,
+    read_actual,
+)
 from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import migrate
@@ -43,6 +49,11 @@ class TwoClusters:
     project: str
     clusters: dict[str, tuple[str, str]]
     """site name -> (Slurm ClusterName, slurm.conf)"""
+    top: str = "gpucenter"
+
+    @property
+    def account(self) -> str:
+        return project_account_name(self.project, self.top)
 
     def submit(self, gpu_type: str, gpus: int, command: str = "sleep 2") -> int:
         form = JobForm(
@@ -73,7 +84,7 @@ class TwoClusters:
         cluster's slurm.conf): gpucenter job id -> (Slurm job id, account, AllocTRES)."""
         cluster, conf = self.clusters[site]
         out = slurm(
-            *("sacct", "-X", "-n", "-P", "-M", cluster, "-A", self.project),
+            *("sacct", "-X", "-n", "-P", "-M", cluster, "-A", self.account),
             *("-S", "now-1hour", "--format=JobID,Account,Comment,AllocTRES,Cluster"),
             conf=conf,
         )
@@ -118,7 +129,7 @@ def two_clusters(slurm_cluster: str, second_cluster: str, tmp_path: Path) -> Ite
         accounts.create_project(s, project, f"Two Sites University {suffix}", now)
         accounts.add_member(s, project, "gcalice")
         accounts.create_allocation(s, project, 100.0, now - timedelta(minutes=5))
-    world = TwoClusters(ctx, suffix, project, clusters)
+    world = TwoClusters(ctx, suffix, project, clusters, top)
     try:
         yield world
     finally:
@@ -126,13 +137,15 @@ def two_clusters(slurm_cluster: str, second_cluster: str, tmp_path: Path) -> Ite
             assert isinstance(rt.settings, SlurmSettings)
             cluster, conf = clusters[rt.name]
             subprocess.run(
-                ["scancel", "-A", project],
+                ["scancel", "-A", world.account],
                 capture_output=True,
                 check=False,
                 env={"SLURM_CONF": conf, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
             )
             cli = rt.settings.cli()
-            apply_sync(cli, plan_sync(SiteState(), read_actual(cli, cluster, top), cluster, top))
+            apply_sync(
+                cli, plan_sync(SiteState(), read_actual(cli, cluster, top), cluster, top), []
+            )
             subprocess.run(
                 ["sacctmgr", "-i", "delete", "account", f"name={top}", f"cluster={cluster}"],
                 capture_output=True,
@@ -152,13 +165,14 @@ def test_each_job_lands_on_the_cluster_with_its_gpu_type(two_clusters: TwoCluste
     # The accounts sync runs per site: the project's account exists on both clusters.
     for rt in w.ctx.site_runtimes():
         assert isinstance(rt.settings, SlurmSettings)
-        assert sync_site(w.ctx.sessions, rt.settings, w.ctx.now()), f"{rt.name}: first sync"
+        done = sync_site(w.ctx.sessions, rt.settings, w.ctx.now())
+        assert done.done and not done.failed, f"{rt.name}: first sync: {done.summary()}"
         cluster = w.clusters[rt.name][0]
         assocs = slurm(
             *("sacctmgr", "-n", "-P", "show", "assoc", f"cluster={cluster}"),
-            *(f"account={w.project}", "format=Cluster,Account,User"),
+            *(f"account={w.account}", "format=Cluster,Account,User"),
         )
-        assert f"{cluster}|{w.project}|gcalice" in assocs.splitlines(), assocs
+        assert f"{cluster}|{w.account}|gcalice" in assocs.splitlines(), assocs
 
     # Cluster A has 8 h100, cluster B 4 b200. Three whole-half h100 jobs: two fit on A now,
     # the third waits for A (B has no h100) with A's node as its expected place; two b200
@@ -178,14 +192,14 @@ def test_each_job_lands_on_the_cluster_with_its_gpu_type(two_clusters: TwoCluste
     # Slurm's own queues, each asked through its cluster's slurm.conf.
     for site, ids in (("alpha", first), ("beta", b200)):
         conf = w.clusters[site][1]
-        queued = slurm("squeue", "-h", "-A", w.project, "-o", "%k", conf=conf).split()
+        queued = slurm("squeue", "-h", "-A", w.account, "-o", "%k", conf=conf).split()
         assert sorted(queued) == sorted(f"gpucenter:{j}" for j in ids), (site, queued)
 
     def all_ended() -> bool:
         run_pass(w.ctx)
         return all(JobState(w.row(j).state).is_terminal for j in h100 + b200)
 
-    wait_for("all five jobs end", all_ended, 90)
+    wait_for("all five jobs end", all_ended, 300)
     assert {j: w.row(j).state for j in h100 + b200} == {
         j: JobState.COMPLETED.value for j in h100 + b200
     }
@@ -197,12 +211,12 @@ def test_each_job_lands_on_the_cluster_with_its_gpu_type(two_clusters: TwoCluste
     def recorded() -> bool:
         return len(w.slurm_jobs("alpha")) == 3 and len(w.slurm_jobs("beta")) == 2
 
-    wait_for("slurmdbd has every job", recorded, 20)
+    wait_for("slurmdbd has every job", recorded, 120)
     for site, ids, gpu_type, gpus in (("alpha", h100, "h100", 4), ("beta", b200, "b200", 2)):
         seen = w.slurm_jobs(site)
         assert sorted(seen) == sorted(str(j) for j in ids), (site, seen)
         for job_id in ids:
             slurm_id, account, tres = seen[str(job_id)]
             assert slurm_id == w.row(job_id).external_id
-            assert account == w.project
+            assert account == w.account
             assert f"gres/gpu:{gpu_type}={gpus}" in tres, tres

@@ -82,11 +82,38 @@ _SECRET_MARKERS = (
 # restarted server can re-adopt a running job and still learn how it ended. The wrapper
 # catches (rather than ignores) TERM, INT and HUP: it outlives a signal the job itself
 # chooses to survive, and a caught signal is reset to its default in the job it starts.
+# Its first act *claims* the run: it creates the run's marker only if no process has
+# (noclobber), and otherwise exits with CLAIMED_ELSEWHERE without running the command. The
+# claim is made by the process that would run the job, not checked by the server before it
+# forks, so that a server paused between its checks and the fork (SIGSTOP, deposed as
+# leader meanwhile) can never run a job a second time when it wakes up. The server opens the
+# logs for appending and the wrapper empties them once it holds the claim, so that a start
+# that loses the claim never truncates the output of the run that holds it.
+CLAIMED_ELSEWHERE = 75
+CLAIM_WAIT_S = 10.0
 _WRAPPER = (
-    'printf "%s" "$$" > "$3"; '
-    'trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
+    f'{{ set -C; printf "%s" "$$" > "$3"; }} 2>/dev/null || exit {CLAIMED_ELSEWHERE}; set +C; '
+    ': > "$4"; : > "$5"; rm -f "$1"; trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
     'printf "%s" "$rc" > "$1.tmp" && mv -f "$1.tmp" "$1"; exit "$rc"'
 )
+
+
+def _claimed(popen: subprocess.Popen[bytes], marker: Path) -> bool:
+    """Whether `popen`'s wrapper holds the run's claim: its pid is in the marker, or it did
+    not exit with CLAIMED_ELSEWHERE (the claim is its first act, so this takes a moment)."""
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        code = popen.poll()  # before the marker: a run that claimed and ended at once is ours
+        try:
+            if marker.read_text().strip() == str(popen.pid):
+                return True
+        except OSError:
+            pass
+        if code is not None:
+            return code != CLAIMED_ELSEWHERE
+        if time.monotonic() > deadline:
+            return True  # still running past its claim: ours
+        time.sleep(0.002)
 
 
 def _inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -239,11 +266,13 @@ class LocalDispatcher:
             return self._adopt_orphan(request, marker, out_path, err_path, status_path)
         env = self._environment(request)
         cwd = self._workdir(request)
-        status_path.unlink(missing_ok=True)
         try:
-            with out_path.open("wb") as out, err_path.open("wb") as err:
+            with out_path.open("ab") as out, err_path.open("ab") as err:
                 popen = subprocess.Popen(
-                    [SHELL, "-c", _WRAPPER, SHELL, str(status_path), request.command, str(marker)],
+                    [
+                        *(SHELL, "-c", _WRAPPER, SHELL, str(status_path), request.command),
+                        *(str(marker), str(out_path), str(err_path)),
+                    ],
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -253,9 +282,12 @@ class LocalDispatcher:
                 )
         except OSError as exc:
             raise SiteUnavailable(f"cannot start {SHELL}: {exc}") from exc
-        # The wrapper writes the same marker as its first act; writing it here as well leaves
-        # no gap once Popen has returned, whichever of the two comes first.
-        marker.write_text(str(popen.pid))
+        # The wrapper claims the run by writing the marker as its first act (never the server:
+        # the claim must be the starting process's own, see _WRAPPER). Another process may
+        # hold it already (a start the database never recorded, made after this server looked
+        # for the marker): then that run is the one this start stands for, adopted.
+        if not _claimed(popen, marker):
+            return self._adopt_orphan(request, marker, out_path, err_path, status_path)
         if self._sampler is not None and all(
             part.node in self._measured_nodes for part in request.placement
         ):

@@ -25,6 +25,19 @@ What changes with Slurm, and how we treat it:
   running; every job carries ``--comment=gpucenter:<job id>``, and a submit for a job Slurm
   already runs under that comment (a crash between sbatch and the database commit) adopts
   that Slurm job instead of submitting it twice. `shutdown` and `detach` leave jobs running.
+- **Started once, even across leaders** (``hold_until_recorded``, on in the server). A job is
+  submitted *held* (``sbatch --hold``) and released by the next poll once the observer
+  confirms that gpucenter recorded this very Slurm job as the job's start. A server that was
+  deposed while submitting (paused between its checks and sbatch) leaves a held job nobody
+  recorded: the leader's poll cancels it before it ever runs, or adopts it when the job is
+  still waiting to start.
+- **Time limits.** Slurm counts them in whole minutes and stops a job only at its periodic
+  limit check (every 30 s), after ``OverTimeLimit`` and with ``KillWait`` for the job to
+  exit: `capabilities` declares that (60 s steps, `grace_s`), so that admission reserves, and
+  a run is charged for, what the site may really run.
+- **Accounts.** Jobs are charged at Slurm to the project's account in gpucenter's namespace
+  (`accounts.project_account_name`, under the site's top account). sbatch errors that say
+  the account, the owner or its group is not there yet raise `SiteNotReady`: the job waits.
 """
 
 from __future__ import annotations
@@ -34,7 +47,7 @@ import math
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -44,9 +57,10 @@ from gpucenter.dispatch.base import (
     LaunchRequest,
     SiteCapabilities,
     SiteKind,
+    SiteNotReady,
     StateChange,
 )
-from gpucenter.dispatch.slurm.accounts import QOS_NORMAL
+from gpucenter.dispatch.slurm.accounts import QOS_NORMAL, project_account_name
 from gpucenter.dispatch.slurm.cli import SlurmCli, SlurmUnavailable, parse_slurm_time
 from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
 from gpucenter.domain.clock import Clock, Instant, SystemClock
@@ -56,9 +70,11 @@ from gpucenter.domain.jobs import JobState
 
 __all__ = [
     "COMMENT_PREFIX",
+    "LIMIT_CHECK_S",
     "SlurmDispatcher",
     "SlurmObserver",
     "cluster_name",
+    "limit_settings",
     "read_site",
 ]
 
@@ -76,6 +92,19 @@ _CAPABILITIES = SiteCapabilities(
     adopts_after_restart=True,  # Slurm jobs outlive gpucenter; found again by job id
     reports_utilisation=False,  # sacct's figures come in with the usage ingest instead
     enforces_time_limit=True,  # sbatch --time
+    time_limit_step_s=60,  # whole minutes, rounded up
+)
+LIMIT_CHECK_S = 30
+"""slurmctld looks for jobs past their limit this often (PERIODIC_TIMEOUT in 22.05)."""
+_HELD = frozenset({"JobHeldUser", "JobHeldAdmin"})
+# sbatch's words (22.05) for what gpucenter's sync or provisioning puts right: the job waits.
+_NOT_READY = (
+    ("invalid account", "the project's account is not at the site yet"),
+    ("invalid --uid", "the job's owner has no account at the site yet"),
+    ("invalid user id", "the job's owner has no account at the site yet"),
+    ("invalid --gid", "the job's owner has no group of the same name at the site yet"),
+    ("invalid group id", "the job's owner has no group of the same name at the site yet"),
+    ("user's group not permitted", "the job's owner has no group of the same name at the site"),
 )
 
 
@@ -86,6 +115,10 @@ class SlurmObserver(Protocol):
 
     def waiting(self, job_id: JobId, reason: str, detail: str) -> None: ...
 
+    def recorded(self, job_id: JobId, external_id: str) -> bool | None:
+        """Is this the Slurm job gpucenter recorded for the job? None: not known yet."""
+        ...
+
 
 @dataclass(slots=True)
 class _Tracked:
@@ -95,6 +128,7 @@ class _Tracked:
     started: bool = False
     missing: int = 0  # polls in a row in which neither squeue nor sacct knew the job
     cancel_pending: bool = False
+    launched: Launched | None = None  # what submit answered (a repeated submit gets it again)
 
 
 @dataclass(slots=True)
@@ -121,9 +155,15 @@ class SlurmDispatcher:
         run_as_owner: bool = False,
         pin_nodes: bool = False,
         missing_polls_before_lost: int = 5,
+        top_account: str = "gpucenter",
+        grace_s: int = LIMIT_CHECK_S + 30,
+        hold_until_recorded: bool = False,
     ) -> None:
         """`run_as_owner`: sbatch --uid/--gid of the request's owner (the server must be
-        root); otherwise jobs run as the calling user."""
+        root); otherwise jobs run as the calling user. `grace_s`: how long past its rounded
+        limit Slurm may let a job run (OverTimeLimit + LIMIT_CHECK_S + KillWait; by default
+        Slurm's own defaults). `hold_until_recorded`: see the module docstring (needs an
+        observer that answers `recorded`)."""
         self._log_dir = Path(log_dir)
         self._cli = cli or SlurmCli()
         self._partition = partition
@@ -136,10 +176,13 @@ class SlurmDispatcher:
         self._orphans: dict[JobId, str] = {}  # live Slurm jobs of ours nobody tracks
         self._lock = threading.Lock()
         self._unavailable = ""
+        self._top = top_account
+        self._hold = hold_until_recorded and observer is not None
+        self._capabilities = replace(_CAPABILITIES, time_limit_grace_s=max(0, grace_s))
 
     @property
     def capabilities(self) -> SiteCapabilities:
-        return _CAPABILITIES
+        return self._capabilities
 
     @property
     def unavailable(self) -> str:
@@ -162,7 +205,7 @@ class SlurmDispatcher:
         args = [
             "--parsable",
             f"--job-name={request.name or f'gpucenter-{request.job_id}'}",
-            f"--account={request.account}",
+            f"--account={project_account_name(request.account, self._top)}",
             f"--nodes={gpu.nodes}",
             f"--gres=gpu:{gpu.gpu_type}:{gpu.gpus_per_node}",
             # Slurm counts time limits in whole minutes; round up so a job never gets less.
@@ -186,12 +229,20 @@ class SlurmDispatcher:
             args.append(f"--qos={request.qos}")
         if self._pin:
             args.append("--nodelist=" + ",".join(dict.fromkeys(p.node for p in request.placement)))
+        if self._hold:
+            args.append("--hold")
         return args
 
     def submit(self, request: LaunchRequest) -> Launched:
-        """Hand the job to Slurm; raises DispatchError (SlurmUnavailable when unreachable)."""
+        """Hand the job to Slurm; raises DispatchError (SlurmUnavailable when unreachable,
+        SiteNotReady when its account or owner is not provisioned at the site yet). A job
+        already submitted (its start was not recorded: the same run is started again) gets
+        the same answer, never a second Slurm job."""
         with self._lock:
-            if request.job_id in self._jobs:
+            tracked = self._jobs.get(request.job_id)
+            if tracked is not None and tracked.launched is not None:
+                return tracked.launched
+            if tracked is not None:
                 raise DispatchError(f"job {request.job_id} is already submitted to Slurm")
             if request.image is not None:
                 raise DispatchError(f"job {request.job_id}: this site runs no container images")
@@ -201,22 +252,43 @@ class SlurmDispatcher:
                 _log.warning("job %s already in Slurm as %s: adopted", request.job_id, existing)
                 external_id = existing
             else:
-                self._log_dir.mkdir(parents=True, exist_ok=True)
+                self._check_log_dir(request)
                 script = f"#!/bin/bash\n{request.command}\n"
                 env = self._environment(request)
-                out = self._cli.run("sbatch", args, stdin=script, env=env)
+                try:
+                    out = self._cli.run("sbatch", args, stdin=script, env=env)
+                except SlurmUnavailable:
+                    raise
+                except DispatchError as exc:
+                    raise _not_ready(exc) from exc
                 external_id = out.strip().split(";", 1)[0]
                 if not external_id.isdigit():
                     raise DispatchError(f"sbatch printed no job id: {out.strip()!r}")
-            self._jobs[request.job_id] = _Tracked(request.job_id, external_id)
+            launched = Launched(
+                job_id=request.job_id,
+                external_id=external_id,
+                stdout_path=str(self._log_dir / f"job-{request.job_id}.out"),
+                stderr_path=str(self._log_dir / f"job-{request.job_id}.err"),
+                started_at=self._clock.now(),
+            )
+            self._jobs[request.job_id] = _Tracked(request.job_id, external_id, launched=launched)
         _log.info("job %s submitted to Slurm as %s", request.job_id, external_id)
-        return Launched(
-            job_id=request.job_id,
-            external_id=external_id,
-            stdout_path=str(self._log_dir / f"job-{request.job_id}.out"),
-            stderr_path=str(self._log_dir / f"job-{request.job_id}.err"),
-            started_at=self._clock.now(),
-        )
+        return launched
+
+    def _check_log_dir(self, request: LaunchRequest) -> None:
+        """The job's output goes to the log directory, written by its owner at the site: one
+        that cannot be made, or that others cannot write to, makes the job wait (Slurm
+        would start it and fail it at once)."""
+        try:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            mode = self._log_dir.stat().st_mode
+        except OSError as exc:
+            raise SiteNotReady(f"the log directory {self._log_dir} cannot be made: {exc}") from exc
+        if self._run_as_owner and not mode & 0o002:
+            raise SiteNotReady(
+                f"the log directory {self._log_dir} is not writable by the jobs' owners "
+                f"(mode {mode & 0o7777:o}; a shared one is 1777)"
+            )
 
     # ----------------------------------------------------------------- cancel
     def cancel(self, job_id: JobId) -> None:
@@ -267,6 +339,8 @@ class SlurmDispatcher:
                 if job.external_id not in live
                 or map_state(live[job.external_id].state).phase is Phase.ENDED
             ]
+            if self._hold:
+                self._settle_holds(live)
             final = self._read_sacct(ask_sacct) if ask_sacct else {}
             changes: list[StateChange] = []
             for job in list(self._jobs.values()):
@@ -275,6 +349,39 @@ class SlurmDispatcher:
                     changes.append(change)
                     del self._jobs[job.job_id]
             return changes
+
+    def _settle_holds(self, live: dict[str, _Seen]) -> None:
+        """Release the held jobs gpucenter recorded as started; cancel held jobs of ours that
+        it recorded otherwise (a deposed server's duplicate, a job cancelled meanwhile)."""
+        assert self._observer is not None
+        release: list[str] = []
+        held = {
+            ext for ext, seen in live.items() if seen.state == "PENDING" and seen.reason in _HELD
+        }
+        for job in list(self._jobs.values()):
+            if job.external_id not in held:
+                continue
+            verdict = self._observer.recorded(job.job_id, job.external_id)
+            if verdict is True:
+                release.append(job.external_id)
+            elif verdict is False:
+                _log.warning(
+                    "job %s: Slurm job %s is not the recorded start; cancelled",
+                    job.job_id,
+                    job.external_id,
+                )
+                self._try_cancel(job)
+                del self._jobs[job.job_id]
+        for job_id, ext in list(self._orphans.items()):
+            if ext in held and self._observer.recorded(job_id, ext) is False:
+                _log.warning("job %s: held Slurm job %s nobody recorded; cancelled", job_id, ext)
+                self._try_cancel(_Tracked(job_id, ext))
+                del self._orphans[job_id]
+        if release:
+            try:
+                self._cli.run("scontrol", ["release", ",".join(release)])
+            except DispatchError as exc:  # released at the next poll
+                _log.warning("releasing Slurm jobs %s failed: %s", release, exc)
 
     def _step(self, job: _Tracked, live: _Seen | None, final: _Seen | None) -> StateChange | None:
         seen = final or live
@@ -314,16 +421,24 @@ class SlurmDispatcher:
         return StateChange(job.job_id, mapped.state, end, exit_status(exit_code), detail)
 
     def _tell_started(self, job: _Tracked, at: Instant) -> None:
-        job.started = True
         if self._observer is not None:
-            self._observer.started(job.job_id, at)
+            try:
+                self._observer.started(job.job_id, at)
+            except Exception:  # the database failed: told again at the next poll
+                _log.warning("recording Slurm's start of job %s failed", job.job_id, exc_info=True)
+                return
+        job.started = True
 
     def _note(self, job: _Tracked, reason: str, detail: str) -> None:
         if job.note == (reason, detail):
             return
-        job.note = (reason, detail)
         if self._observer is not None:
-            self._observer.waiting(job.job_id, reason, detail)
+            try:
+                self._observer.waiting(job.job_id, reason, detail)
+            except Exception:  # the database failed: told again at the next poll
+                _log.warning("recording why job %s waits failed", job.job_id, exc_info=True)
+                return
+        job.note = (reason, detail)
 
     def _site_down(self, message: str) -> None:
         if not self._unavailable:
@@ -416,6 +531,30 @@ class SlurmDispatcher:
     def shutdown(self) -> None:
         """Stop watching. Slurm jobs keep running (they are adopted on the next start)."""
         self.detach()
+
+
+def _not_ready(exc: DispatchError) -> DispatchError:
+    """sbatch's refusal as SiteNotReady where gpucenter can put it right, else as it was."""
+    text = str(exc).lower()
+    for marker, words in _NOT_READY:
+        if marker in text:
+            return SiteNotReady(f"{words} ({exc})")
+    return exc
+
+
+def limit_settings(cli: SlurmCli) -> tuple[int | None, int | None]:
+    """(OverTimeLimit minutes, KillWait seconds) from ``scontrol show config``; None where
+    Slurm does not say (UNLIMITED overtime is None: no bound is known)."""
+    over: int | None = None
+    kill: int | None = None
+    for line in cli.run("scontrol", ["show", "config"]).splitlines():
+        key, _, value = line.partition("=")
+        words = value.split()
+        if key.strip() == "OverTimeLimit" and words and words[0].isdigit():
+            over = int(words[0])
+        elif key.strip() == "KillWait" and words and words[0].isdigit():
+            kill = int(words[0])
+    return over, kill
 
 
 def cluster_name(cli: SlurmCli) -> str:

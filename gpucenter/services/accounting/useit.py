@@ -244,8 +244,55 @@ def reclaim(
     return Reclaim(row.id, alloc.id, secs / 3600, alloc.gpu_seconds / 3600, offer_to_application)
 
 
+SYSTEM = Caller(user_id=0, username="gpucenter", is_admin=True, project_ids=frozenset())
+"""The scheduler leader's own identity for the periodic check (centre-wide scope)."""
+
+
+def periodic_use_check(s: Session, at: datetime) -> list[UseAssessment]:
+    """The monthly use-it-or-lose-it check the scheduler leader runs: assess every current
+    allocation and lease, and tell each project's PIs (and members, where it has no PI)
+    about each flagged award, once per award and period (`kind` ``use-check``). Reclaiming
+    stays a programme manager's decision, with a reason; this only makes sure nobody
+    learns of an under-used award at the end of it."""
+    from gpucenter.persistence.tables import MembershipRow
+
+    period = at.strftime("%Y-%m")
+    flagged = [a for a in assess_use(s, SYSTEM, at) if a.flagged]
+    for a in flagged:
+        members = s.execute(
+            select(MembershipRow.user_id, MembershipRow.role).where(
+                MembershipRow.project_id == a.project_id
+            )
+        ).all()
+        pis = [uid for uid, role in members if role == "pi"] or [uid for uid, _ in members]
+        subject = f"[gpucenter] {period}: {a.kind} {a.id} is under-used ({a.ratio:.0%} of plan)"
+        for user_id in pis:
+            already = s.scalar(
+                select(NotificationRow.id).where(
+                    NotificationRow.user_id == user_id,
+                    NotificationRow.kind == "use-check",
+                    NotificationRow.subject == subject,
+                )
+            )
+            if already is None:
+                s.add(
+                    NotificationRow(
+                        user_id=user_id,
+                        kind="use-check",
+                        subject=subject,
+                        body=f"{a.reason}. Used {a.used_gpu_hours:.1f} of a planned "
+                        f"{a.planned_gpu_hours:.1f} GPU-hours so far; about "
+                        f"{a.reclaimable_gpu_hours:.1f} GPU-hours may be reclaimed by the "
+                        "programme if the pace does not pick up.",
+                        created_at=at,
+                    )
+                )
+    return flagged
+
+
 __all__ = [
     "assess_use",
+    "periodic_use_check",
     "reclaim",
     "record_utilisation",
     "waitlisted",

@@ -1,4 +1,10 @@
-"""Readiness: can this server do its work, and if not, what exactly is wrong."""
+"""Readiness: can this server do its work, and if not, what exactly is wrong.
+
+Besides the database and its migrations, each site's health as the scheduler leader last
+saw it (`services.sites.health_record`): any process answers, whichever one leads. A site
+that does not answer (slurmctld down) makes the server not ready, saying which site and
+why; a site no leader has looked at for a while (no scheduler running) says so too.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from sqlalchemy import text
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import alembic_config
 from gpucenter.services.context import AppContext
+from gpucenter.services.sites.health_record import read_site_health
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +59,12 @@ def check_readiness(ctx: AppContext, scheduler_role: str) -> list[Check]:
         return checks
     with ctx.sessions.begin() as s:
         site = repo.site_by_name(s, ctx.site.site.name)
+        health = read_site_health(s, ctx.now())
     checks.append(
         Check("site", site is not None, "registered" if site else "site not registered yet")
     )
+    for h in health:
+        checks.append(Check(f"site {h.site}", h.ok, h.detail))
     checks.append(Check("scheduler", scheduler_role != "stopped", scheduler_role))
     return checks
 

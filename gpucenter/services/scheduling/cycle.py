@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -33,23 +33,18 @@ from gpucenter.core import (
     RunningJob,
     schedule_pass,
 )
-from gpucenter.dispatch.base import (
-    Dispatcher,
-    DispatchError,
-    LaunchRequest,
-    SiteUnavailable,
-    StateChange,
-)
+from gpucenter.dispatch.base import SiteUnavailable, StateChange
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.ids import JobId, ProjectId, UserId
-from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason, check_transition
+from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, SiteRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.fairshare import load_fair_share
 from gpucenter.services.programmes.awards import active_leases
-from gpucenter.services.scheduling.endings import apply_changes, datetime_from, finish_job
+from gpucenter.services.scheduling.endings import apply_changes, finish_job
 from gpucenter.services.scheduling.launch import launch_requests
+from gpucenter.services.scheduling.starts import held_back, start_job
 from gpucenter.services.sites.runtime import SiteRuntime
 
 log = logging.getLogger(__name__)
@@ -66,13 +61,17 @@ def run_pass(ctx: AppContext) -> PassSummary:
     """One pass of the control loop. Safe to repeat: each step commits its own work."""
     with ctx.dispatch_lock:
         sites = ctx.site_runtimes()
-        changes: list[StateChange] = []
         wanted = _cancel_requests(ctx)
+        ended = 0
         for rt in sites:
+            # Ends a failing database could not record last time come first (each is
+            # reported by the site once: they must not be lost).
+            changes, rt.unapplied = rt.unapplied, []
             if not rt.health.blocked(ctx.now()):
                 changes.extend(_poll_site(ctx, rt, wanted, len(sites) > 1))
+            if changes:
+                ended += apply_changes(ctx, changes, rt.unapplied)
         usable = [rt for rt in sites if not rt.health.blocked(ctx.now())]
-        ended = apply_changes(ctx, changes) if changes else 0
         if not usable:
             return PassSummary(ended, 0, _mark_site_unavailable(ctx, sites, None))
         started, waiting = _decide_and_start(ctx, usable)
@@ -123,7 +122,7 @@ def _mark_site_unavailable(
     ]
     if gpu_types is not None:
         where.append(JobRow.gpu_type.in_(sorted(gpu_types)))
-    with ctx.sessions.begin() as s:
+    with ctx.fenced() as s:
         result = s.execute(
             update(JobRow)
             .where(*where)
@@ -209,7 +208,12 @@ def _priority_moved(old: float | None, new: float) -> bool:
 
 def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[int, int]:
     now = ctx.now()
-    with ctx.sessions.begin() as s:
+    held = held_back(ctx.site_runtimes(), now)
+    # Budgets reserve what a job may hold at the site it goes to: its time limit as that
+    # site enforces it (Slurm: whole minutes and grace). Before placement the site is not
+    # known, so the most any usable site may hold it.
+    enforced = _enforced_limit(usable)
+    with ctx.fenced() as s:
         nodes: list[NodeSnapshot] = []
         node_site: dict[str, tuple[SiteRuntime, int]] = {}
         for rt in usable:
@@ -228,7 +232,7 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
             .where(JobRow.state == JobState.PENDING.value)
             .order_by(JobRow.id)
         ).all()
-        pending = _eligible(s, rows, now)
+        pending = [r for r in _eligible(s, rows, now) if r.id not in held]
         if not pending:
             return 0, 0
         budgets = _budgets_left(s, running, pending)
@@ -248,7 +252,7 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
                 job_id=JobId(r.id),
                 project_id=ProjectId(r.project_id),
                 request=_shape(shapes, r.gpu_type, r.gpus_per_node, r.nodes),
-                time_limit_s=r.time_limit_s,
+                time_limit_s=enforced(r.time_limit_s),
                 submitted_at=as_utc(r.submitted_at).timestamp(),
                 budget_gpu_seconds_left=budgets.get(r.allocation_id or -1),
                 qos=r.qos,
@@ -303,7 +307,7 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
         if rt.health.blocked(ctx.now()):
             continue  # failed earlier in this pass: its jobs stay queued
         try:
-            started += _launch(ctx, request, borrowed, rt.dispatcher, site_id)
+            started += start_job(ctx, request, borrowed, rt.dispatcher, site_id, rt)
         except SiteUnavailable as exc:
             # The site's other jobs stay queued; the next pass after the backoff tries again.
             rt.health.failed(ctx.now(), str(exc))
@@ -324,7 +328,10 @@ def _pause_for_tests(ctx: AppContext) -> None:
 def _request_preemptions(
     ctx: AppContext, s: Session, preemptions: Sequence[Preemption], now: datetime
 ) -> None:
-    """Ask the dispatcher to stop each victim; its CANCELLED report then requeues it."""
+    """Ask the dispatcher to stop each victim; its CANCELLED report then requeues it. Only
+    while this server leads (checked first: a deposed leader must not stop anything)."""
+    if preemptions:
+        ctx.fence.check(s)
     for p in preemptions:
         row = s.get(JobRow, int(p.job_id), with_for_update=True)
         if row is None or row.state != JobState.RUNNING.value:
@@ -336,43 +343,12 @@ def _request_preemptions(
             ctx.dispatcher.cancel(JobId(row.id))
 
 
-def _launch(
-    ctx: AppContext,
-    request: LaunchRequest,
-    borrowed: bool = False,
-    dispatcher: Dispatcher | None = None,
-    site_id: int | None = None,
-) -> int:
-    try:
-        launched = (dispatcher or ctx.dispatcher).submit(request)
-    except SiteUnavailable:
-        raise
-    except DispatchError as exc:
-        with ctx.sessions.begin() as s:
-            row = s.get(JobRow, int(request.job_id), with_for_update=True)
-            if row is not None and row.state == JobState.PENDING.value:
-                row.state = JobState.FAILED.value
-                row.ended_at = ctx.now()
-                row.reason = ""
-                row.reason_detail = f"could not start: {exc}"
-        return 0
-    with ctx.sessions.begin() as s:
-        row = s.get(JobRow, int(request.job_id), with_for_update=True)
-        assert row is not None
-        check_transition(JobState(row.state), JobState.RUNNING)
-        row.state = JobState.RUNNING.value
-        row.started_at = datetime_from(launched.started_at)
-        row.external_id = launched.external_id
-        row.stdout_path = launched.stdout_path
-        row.stderr_path = launched.stderr_path
-        row.placement = [{"node": p.node, "gpus": list(p.gpus)} for p in request.placement]
-        row.runs = (row.runs or 0) + 1
-        row.borrowed = borrowed
-        row.reason = ""
-        row.reason_detail = ""
-        if site_id is not None:
-            row.site_id = site_id  # the site the job was brokered to
-    return 1
+def _enforced_limit(usable: Sequence[SiteRuntime]) -> Callable[[int], int]:
+    """The longest time a job may hold GPUs at any of the usable sites, by its limit."""
+    caps = {rt.dispatcher.capabilities for rt in usable}
+    if all(c.time_limit_step_s <= 1 and c.time_limit_grace_s <= 0 for c in caps):
+        return lambda limit: limit
+    return lambda limit: max(c.enforced_time_limit(limit) for c in caps)
 
 
 def _eligible(s: Session, pending: Sequence[Row[Any]], now: datetime) -> list[Row[Any]]:
@@ -437,7 +413,7 @@ def _running(row: JobRow, grace_s: float) -> RunningJob:
         project_id=ProjectId(row.project_id),
         placement=tuple(NodeGpus(p["node"], tuple(p["gpus"])) for p in row.placement),
         started_at=as_utc(row.started_at).timestamp(),
-        time_limit_s=row.time_limit_s,
+        time_limit_s=row.reserved_s or row.time_limit_s,
         qos=row.qos,
         borrowed=bool(row.borrowed),
         requeue_at=(
@@ -467,7 +443,8 @@ def _budgets_left(
         left[alloc.id] = alloc.gpu_seconds - charged.get(alloc.id, 0.0)
     for r in running:
         if r.allocation_id is not None and r.allocation_id in left:
-            left[r.allocation_id] -= r.time_limit_s * r.gpus_per_node * r.nodes
+            reserved = r.reserved_s or r.time_limit_s
+            left[r.allocation_id] -= reserved * r.gpus_per_node * r.nodes
     return left
 
 
@@ -484,7 +461,7 @@ def recover_after_restart(ctx: AppContext) -> int:
     by_name = {rt.name: rt for rt in sites}
     now = ctx.now()
     handled = 0
-    with ctx.sessions.begin() as s:
+    with ctx.fenced() as s:
         site_names = {site.id: site.name for site in s.scalars(select(SiteRow))}
         for row in repo.jobs_in_states(s, [JobState.RUNNING]):
             # Its site: where its placement is, else the site it was recorded at.

@@ -10,10 +10,12 @@ polling each site; recovery after a restart and the accounting tests use it too.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gpucenter.dispatch.base import StateChange
@@ -24,33 +26,62 @@ from gpucenter.services.context import AppContext
 from gpucenter.services.fairshare import add_decayed_usage
 
 log = logging.getLogger(__name__)
+APPLY_TRIES = 3
 
 
-def apply_changes(ctx: AppContext, changes: Sequence[StateChange]) -> int:
+def apply_changes(
+    ctx: AppContext,
+    changes: Sequence[StateChange],
+    unapplied: list[StateChange] | None = None,
+) -> int:
+    """Record each change in a fenced transaction of its own; returns how many were recorded.
+
+    A site reports each end once, so an end must not be dropped when the database fails: a
+    change whose transaction fails is tried again in a fresh one (an end whose COMMIT
+    landed but whose answer was lost is then found recorded: charges are keyed by run), and
+    if the database still fails, it and the changes after it go to `unapplied` for the next
+    pass (without `unapplied`, the error propagates)."""
     count = 0
-    for change in changes:
-        with ctx.sessions.begin() as s:
-            row = s.get(JobRow, int(change.job_id), with_for_update=True)
-            if row is None:
-                log.warning("dispatcher reported unknown job %s", change.job_id)
-                continue
-            current = JobState(row.state)
-            if current.is_terminal:
-                continue
-            at = datetime_from(change.at)
-            if (
-                change.state is JobState.CANCELLED
-                and row.preempt_requested_at is not None
-                and row.cancel_requested_at is None
-            ):
-                _requeue(s, row, at)
-            else:
-                check_transition(current, change.state)
-                finish_job(s, row, change.state, at, change.exit_code, change.detail)
-            if change.gpu_util is not None:
-                _record_utilisation(s, row, change, at)
-            count += 1
+    for i, change in enumerate(changes):
+        for attempt in range(APPLY_TRIES):
+            try:
+                count += _apply_one(ctx, change)
+                break
+            except DBAPIError:
+                if attempt < APPLY_TRIES - 1:
+                    log.warning("recording the end of job %s failed; again", change.job_id)
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                if unapplied is None:
+                    raise
+                log.warning("the database fails: %d ends kept for the next pass", len(changes) - i)
+                unapplied.extend(changes[i:])
+                return count
     return count
+
+
+def _apply_one(ctx: AppContext, change: StateChange) -> int:
+    with ctx.fenced() as s:
+        row = s.get(JobRow, int(change.job_id), with_for_update=True)
+        if row is None:
+            log.warning("dispatcher reported unknown job %s", change.job_id)
+            return 0
+        current = JobState(row.state)
+        if current.is_terminal:
+            return 0
+        at = datetime_from(change.at)
+        if (
+            change.state is JobState.CANCELLED
+            and row.preempt_requested_at is not None
+            and row.cancel_requested_at is None
+        ):
+            _requeue(s, row, at)
+        else:
+            check_transition(current, change.state)
+            finish_job(s, row, change.state, at, change.exit_code, change.detail)
+        if change.gpu_util is not None:
+            _record_utilisation(s, row, change, at)
+    return 1
 
 
 def _record_utilisation(s: Session, row: JobRow, change: StateChange, at: datetime) -> None:
@@ -108,17 +139,17 @@ def _requeue(s: Session, row: JobRow, at: datetime) -> None:
 def charge_job(s: Session, row: JobRow, ended_at: datetime) -> None:
     """Charge GPU-seconds actually held (allocated GPUs x elapsed), once per run of a job.
 
-    Never beyond the job's time limit: what a job holds past it is the site's stopping it
-    (the kill grace, the next poll), which the job's owner did not ask for and admission did
-    not reserve."""
+    Never beyond what the run reserved (`reserved_s`: the time limit as its site enforces
+    it; the time limit itself for older rows): what a job holds past it is the site's
+    stopping it (the kill grace, the next poll), which the job's owner did not ask for and
+    admission did not reserve. A Slurm site's own figure comes in with the usage ingest."""
     if row.started_at is None or row.allocation_id is None:
         return
     source = f"job:{row.id}:run:{row.runs}"
     if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == source)) is not None:
         return
-    elapsed = min(
-        max(0.0, (ended_at - as_utc(row.started_at)).total_seconds()), float(row.time_limit_s)
-    )
+    limit = float(row.reserved_s or row.time_limit_s)
+    elapsed = min(max(0.0, (ended_at - as_utc(row.started_at)).total_seconds()), limit)
     gpu_seconds = elapsed * row.gpus_per_node * row.nodes
     s.add(
         LedgerEntryRow(

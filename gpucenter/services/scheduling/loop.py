@@ -5,10 +5,12 @@ server that becomes leader first re-adopts the jobs the database says are runnin
 failover or restart never starts a job twice nor forgets one. Stopping the loop leaves
 running jobs alone (they are adopted by the next leader); only tests kill them.
 
-The leader also keeps each Slurm site's accounts, limits and QOS in step with the database
-(`sync_site`, every ``slurm_sync_interval_s``): awards, top-ups and exhausted allocations
-reach the site without an operator. A sync that fails is logged and retried next time; it
-never stops scheduling.
+Leading comes with an epoch (leader.py): every write of the loop goes through
+`AppContext.fenced`, so once another server has taken over, this one's writes are refused
+(`Deposed`) and it steps down. After each pass the leader runs its due periodic tasks
+(`services.periodic`, listed by `scheduling.tasks`): each Slurm site's accounts sync and
+usage ingest, allocation states, the monthly use check. A task that fails is logged and
+retried; it never stops scheduling.
 
 A poke (a job was submitted: run a pass now) reaches the leader wherever it runs on this
 host: a follower forwards it as one datagram to the leader's abstract Unix socket, named
@@ -27,31 +29,45 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from gpucenter.services.context import AppContext
+from gpucenter.services.fencing import Deposed
 from gpucenter.services.ops.metrics import OPERATOR_METRICS, metrics_dir
+from gpucenter.services.periodic import PeriodicRunner, PeriodicTask
 from gpucenter.services.scheduling.cycle import recover_after_restart, run_pass
 from gpucenter.services.scheduling.leader import LeaderLock, leader_lock_for
+from gpucenter.services.scheduling.tasks import periodic_tasks
 
 log = logging.getLogger(__name__)
 MIN_PASS_GAP_S = 0.1
 PASS_DUTY_REST = 1.0
-STATE_REFRESH_S = 60.0
+MAX_REST_S = 5.0
 
 
 class SchedulerLoop:
-    def __init__(self, ctx: AppContext, interval_s: float, lock: LeaderLock | None = None) -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        interval_s: float,
+        lock: LeaderLock | None = None,
+        tasks: Sequence[PeriodicTask] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._interval = interval_s
-        self._lock = lock if lock is not None else leader_lock_for(ctx.engine, ctx.settings.var_dir)
+        self._lock = (
+            lock
+            if lock is not None
+            else leader_lock_for(ctx.engine, ctx.settings.var_dir, ctx.settings.leader_lease_s)
+        )
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpucenter-scheduler", daemon=True)
         self.passes = 0
         self.is_leader = False
-        self._states_refreshed = -STATE_REFRESH_S
-        self._synced: dict[str, float] = {}  # Slurm site -> monotonic time of its last sync
+        self.periodic = PeriodicRunner(periodic_tasks(ctx) if tasks is None else tasks)
+        self._health_written: dict[str, tuple[bool, str]] = {}
         self.tried = threading.Event()  # set after the first attempt to lead
         self._poke_address = poke_address(ctx.engine.url.render_as_string(hide_password=True))
         self._poke_out: socket.socket | None = None
@@ -119,70 +135,50 @@ class SchedulerLoop:
         if self.is_leader:
             self._lock.release()
             self.is_leader = False
+        # The loop's thread has ended: nothing of it writes any more, and code that runs a
+        # pass itself afterwards (tests, commands) runs unfenced again.
+        self._ctx.fence.reset()
 
     def _lead(self) -> bool:
-        """Keep or take the leadership; on taking it, adopt what the last leader ran."""
+        """Keep or take the leadership; on taking it, hold its epoch (every scheduler write
+        checks it) and adopt what the last leader ran."""
         if self.is_leader:
             if self._lock.still_held():
                 return True
-            self.is_leader = False
-            self._ctx.dispatcher.detach()  # another server leads now: it watches these jobs
+            self._step_down()
             return False
         if not self._lock.try_acquire():
             return False
+        epoch = self._lock.epoch
+        if epoch is not None:
+            self._ctx.fence.hold(epoch)
         self.is_leader = True
+        self.periodic.forget()
+        self._health_written.clear()
         adopted = recover_after_restart(self._ctx)
-        log.info("this server now runs the scheduler (re-adopted %d running jobs)", adopted)
+        log.info(
+            "this server now runs the scheduler (epoch %s; re-adopted %d running jobs)",
+            epoch,
+            adopted,
+        )
         return True
 
-    def _refresh_allocation_states(self) -> None:
-        """Mark allocations exhausted or expired (and back) as usage and time move on, raise
-        budget alerts (each threshold once) and send the e-mails SMTP is configured for."""
-        from gpucenter.services.accounting.budgets import (
-            SmtpMailer,
-            check_budgets,
-            deliver_email,
-        )
-        from gpucenter.services.programmes.awards import refresh_allocation_states
+    def _step_down(self) -> None:
+        """Another server leads now: refuse our scheduler writes, let it watch the jobs."""
+        self.is_leader = False
+        self._ctx.fence.drop()
+        self._ctx.dispatcher.detach()
+        for rt in self._ctx.site_runtimes():  # the new leader learns these from the sites
+            rt.unapplied.clear()
+            rt.unrecorded.clear()
+        log.warning("this server no longer runs the scheduler")
 
-        with self._ctx.sessions.begin() as s:
-            changed = refresh_allocation_states(s, self._ctx.now())
-        if changed:
-            log.info("%d allocation states changed", changed)
-        with self._ctx.sessions.begin() as s:
-            alerts = check_budgets(s, self._ctx.now())
-        if alerts:
-            log.info("%d budget alerts raised", len(alerts))
-        mailer = SmtpMailer.from_env()
-        if mailer is not None:
-            deliver_email(self._ctx.sessions, mailer, self._ctx.now(), mailer.domain)
+    def _record_health(self) -> None:
+        """Each site's health for readiness in every process (see sites.health_record)."""
+        from gpucenter.services.sites.health_record import record_site_health
 
-    def sync_slurm_sites(self, now_mono: float) -> int:
-        """Apply the account sync to each Slurm site whose interval has passed; returns how
-        many sites were synced. Errors are logged (the site may be down) and retried."""
-        from gpucenter.services.sites.slurm_settings import SlurmSettings
-        from gpucenter.services.slurm.sync import sync_site
-
-        every = self._ctx.settings.slurm_sync_interval_s
-        if every <= 0:
-            return 0
-        done = 0
-        for rt in self._ctx.site_runtimes():
-            settings = rt.settings
-            if not isinstance(settings, SlurmSettings):
-                continue
-            if now_mono - self._synced.get(rt.name, -every) < every:
-                continue
-            self._synced[rt.name] = now_mono
-            try:
-                commands = sync_site(self._ctx.sessions, settings, self._ctx.now())
-            except Exception:
-                log.exception("account sync of Slurm site %s failed; retrying later", rt.name)
-                continue
-            done += 1
-            if commands:
-                log.info("Slurm site %s: applied %d account change(s)", rt.name, len(commands))
-        return done
+        with self._ctx.fenced() as s:
+            record_site_health(s, self._ctx.site_runtimes(), self._ctx.now(), self._health_written)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -201,10 +197,15 @@ class SchedulerLoop:
                         if rt.health.failures:
                             OPERATOR_METRICS.dispatch_error(rt.name)
                     OPERATOR_METRICS.publish(metrics_dir(self._ctx.settings))
-                    if began - self._states_refreshed >= STATE_REFRESH_S:
-                        self._refresh_allocation_states()
-                        self._states_refreshed = began
-                    self.sync_slurm_sites(began)
+                    self._record_health()
+                    for name in self._ctx.wanted_tasks():
+                        self.periodic.request(name)
+                    self.periodic.run_due(self._ctx, self._ctx.now())
+            except Deposed as exc:
+                log.warning("a newer scheduler leader exists (%s): stepping down", exc)
+                if self.is_leader:
+                    self._step_down()
+                    self._lock.release()
             except Exception:
                 # A failed pass must not kill the loop; the next pass retries from the database.
                 log.exception("scheduling pass failed")
@@ -216,7 +217,11 @@ class SchedulerLoop:
             # spacing grows with the pass's cost: a pass of d seconds is followed by at
             # least PASS_DUTY_REST x d of rest, so the loop takes at most 1/(1+PASS_DUTY_REST)
             # of a core however long the queue is (a poke does not cut the rest short).
-            earliest = began + max(MIN_PASS_GAP_S, (1 + PASS_DUTY_REST) * pass_s)
+            # Only a leader rests (a follower tries to lead at every tick), never more than
+            # MAX_REST_S: a pass that took long because the process was paused (SIGSTOP) is
+            # no reason for its follower-to-be to wait as long before taking over.
+            duty = (1 + PASS_DUTY_REST) * pass_s if self.is_leader else 0.0
+            earliest = began + min(MAX_REST_S, max(MIN_PASS_GAP_S, duty))
             rest = earliest - time.monotonic()
             if rest > 0 and not self._stop.is_set():
                 self._stop.wait(rest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,9 +26,23 @@ class SlurmSettings(BaseSettings):
         default=(), description="GPU types of the site; allocations for others do not count"
     )
     timeout_s: float = 30.0
+    bin_dir: str | None = Field(default=None, description="where sbatch etc. are; empty: PATH")
+    foreign_jobs: Literal["charge", "flag"] = Field(
+        default="charge",
+        description="jobs run under a project's account outside gpucenter (sbatch -A): "
+        "charge them to the project's allocation, or flag them to the operator uncharged",
+    )
+    over_time_limit_min: int | None = Field(
+        default=None,
+        ge=0,
+        description="the site's OverTimeLimit; empty: read from scontrol show config",
+    )
+    kill_wait_s: int | None = Field(
+        default=None, ge=0, description="the site's KillWait; empty: read from scontrol"
+    )
 
     def cli(self) -> SlurmCli:
-        return SlurmCli(slurm_conf=self.conf, timeout_s=self.timeout_s)
+        return SlurmCli(slurm_conf=self.conf, bin_dir=self.bin_dir, timeout_s=self.timeout_s)
 
 
 __all__ = [

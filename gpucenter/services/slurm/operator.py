@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.dispatch.base import DispatchError
-from gpucenter.dispatch.slurm.accounts import SyncCommand, apply_sync, plan_sync, read_actual
+from gpucenter.dispatch.slurm.accounts import SyncCommand, apply_sync
 from gpucenter.domain.errors import SiteError
 from gpucenter.services.sites.slurm_settings import SlurmSettings
-from gpucenter.services.slurm.sync import desired_state
-from gpucenter.services.slurm.usage import IngestReport, ingest_usage, read_usage
+from gpucenter.services.slurm.ingest import IngestReport, ingest_records
+from gpucenter.services.slurm.sync import sync_site
+from gpucenter.services.slurm.usage import read_usage
 
 
 @contextmanager
@@ -36,30 +37,30 @@ def _site_errors() -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class SyncPlan:
-    """The sacctmgr commands that make `cluster` match gpucenter's database, in order."""
+    """The sacctmgr commands that make `cluster` match gpucenter's database, in order, and
+    what the sync leaves alone (a name taken outside gpucenter's tree, say)."""
 
     cluster: str
     commands: tuple[SyncCommand, ...]
+    problems: tuple[str, ...] = ()
 
 
 def plan_site_sync(
     sessions: sessionmaker[Session], settings: SlurmSettings, now: datetime
 ) -> SyncPlan:
-    """Desired state from the database, actual state from sacctmgr, and the difference."""
+    """Desired state from the database, actual state from sacctmgr, and the difference: the
+    same plan the scheduler leader's periodic sync applies."""
     from gpucenter.dispatch.slurm.dispatcher import cluster_name
 
-    cli = settings.cli()
     with _site_errors():
-        cluster = settings.cluster or cluster_name(cli)
-        with sessions() as s:
-            desired = desired_state(s, settings.top_account, now, settings.gpu_types)
-        actual = read_actual(cli, cluster, settings.top_account)
-        commands = plan_sync(desired, actual, cluster, settings.top_account)
-    return SyncPlan(cluster, tuple(commands))
+        cluster = settings.cluster or cluster_name(settings.cli())
+        planned = sync_site(sessions, settings, now, apply=False)
+    return SyncPlan(cluster, tuple(planned.commands), tuple(planned.problems))
 
 
 def apply_site_sync(settings: SlurmSettings, plan: SyncPlan) -> list[str]:
-    """Run the plan's commands in order; stops at the first that fails (`SiteError`)."""
+    """Run every command of the plan; those that fail are raised together at the end
+    (`SiteError`), after the rest have run."""
     with _site_errors():
         return apply_sync(settings.cli(), plan.commands)
 
@@ -67,10 +68,15 @@ def apply_site_sync(settings: SlurmSettings, plan: SyncPlan) -> list[str]:
 def ingest_site_usage(
     sessions: sessionmaker[Session], settings: SlurmSettings, since: datetime, now: datetime
 ) -> IngestReport:
-    """Charge the jobs that ended in [since, now] (sacct) to the ledger; safe to repeat."""
+    """Charge the jobs that ended in [since, now] (sacct) to the ledger; safe to repeat (each
+    Slurm job is charged once per cluster, whichever reader saw it first). The leader's
+    scheduled ingest reads from its cursor instead; this one reads the window asked for."""
     with _site_errors():
         records = read_usage(settings.cli(), since, now)
-        return ingest_usage(sessions, records, now)
+        with sessions.begin() as s:
+            return ingest_records(
+                s, records, now, top=settings.top_account, foreign_jobs=settings.foreign_jobs
+            )
 
 
 def describe_site(settings: SlurmSettings, name: str) -> dict[str, Any]:

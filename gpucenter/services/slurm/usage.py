@@ -6,31 +6,21 @@ job ends counts the time it ran, not the time it queued at Slurm) and why Slurm 
 waiting (``reason``/``reason_detail`` carry Slurm's reason, e.g. ``AssocGrpGRESMinutes``,
 or ``SiteUnavailable`` while the controller does not answer).
 
-**Usage** (`ingest_usage`): ``sacct`` over a time window, charging *allocated* GPUs
-(``AllocTRES`` ``gres/gpu``) x ``ElapsedRaw`` for every ended job. Idempotent per (cluster,
-Slurm job id): each charge's ledger source is ``slurm:<cluster>:<jobid>`` (unique), so
-re-reading a window, or overlapping windows, never charges twice.
+**Usage** (`read_usage`): ``sacct`` over a time window, *allocated* GPUs (``AllocTRES``
+``gres/gpu``) x ``ElapsedRaw`` of every ended job; `gpucenter.services.slurm.ingest` charges
+it to the ledger.
 
-- A job gpucenter submitted (``--comment=gpucenter:<id>``) is already charged by the
-  scheduler loop when it ends (``job:<id>:run:<n>``). Ingest leaves it alone while gpucenter
-  has not recorded its end, and afterwards writes only a correction (Slurm's figure minus
-  what was charged) when the two differ by a GPU-second or more. Jobs that ran several
-  times (requeued by gpucenter) keep gpucenter's per-run charges.
-- A job submitted to Slurm directly (``sbatch -A <project>``) is charged to that project's
-  allocation active when it ended (of its GPU type, or a general one).
-- Jobs that cannot be matched (an account that is no gpucenter project, no allocation) are
-  reported, not charged.
+The observer's writes are the scheduler's (it runs inside the leader's poll), so they are
+fenced: a deposed leader's view of a job never overwrites the new leader's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.dispatch.gpuutil import parse_slurm_gpuutil
@@ -40,18 +30,10 @@ from gpucenter.dispatch.slurm.states import Phase, map_state
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
-from gpucenter.persistence import repositories as repo
-from gpucenter.persistence.tables import JobRow, LedgerEntryRow, ProjectRow, UserRow
-from gpucenter.services.fairshare import add_decayed_usage
+from gpucenter.persistence.tables import JobRow
+from gpucenter.services.fencing import Fence, fenced
 
-__all__ = [
-    "DatabaseObserver",
-    "IngestReport",
-    "UsageRecord",
-    "ingest_usage",
-    "parse_alloc_tres",
-    "read_usage",
-]
+__all__ = ["DatabaseObserver", "UsageRecord", "parse_alloc_tres", "read_usage"]
 
 log = logging.getLogger(__name__)
 _REASON_CHARS = 40  # JobRow.reason's width
@@ -60,11 +42,29 @@ _REASON_CHARS = 40  # JobRow.reason's width
 class DatabaseObserver:
     """Writes what the SlurmDispatcher learns about dispatched jobs into their rows."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], fence: Fence | None = None) -> None:
         self._sessions = sessions
+        self._fence = fence if fence is not None else Fence()
+
+    def recorded(self, job_id: JobId, external_id: str) -> bool | None:
+        """Is `external_id` the Slurm job gpucenter recorded for the job? True: release it;
+        False: it is not (another start was recorded, or the job ended): cancel it; None:
+        not yet known (the job is still pending in gpucenter: its start may yet commit)."""
+        with self._sessions() as s:
+            row = s.execute(
+                select(JobRow.state, JobRow.external_id).where(JobRow.id == int(job_id))
+            ).one_or_none()
+        if row is None:
+            return False
+        state, recorded = JobState(row[0]), row[1]
+        if state is JobState.RUNNING:
+            return bool(recorded == external_id)
+        if state is JobState.PENDING:
+            return None
+        return False
 
     def started(self, job_id: JobId, at: Instant) -> None:
-        with self._sessions.begin() as s:
+        with fenced(self._sessions, self._fence) as s:
             s.execute(
                 update(JobRow)
                 .where(JobRow.id == int(job_id), JobRow.state == JobState.RUNNING.value)
@@ -72,7 +72,7 @@ class DatabaseObserver:
             )
 
     def waiting(self, job_id: JobId, reason: str, detail: str) -> None:
-        with self._sessions.begin() as s:
+        with fenced(self._sessions, self._fence) as s:
             s.execute(
                 update(JobRow)
                 .where(JobRow.id == int(job_id), JobRow.state == JobState.RUNNING.value)
@@ -108,15 +108,6 @@ class UsageRecord:
     def gpucenter_job(self) -> int | None:
         rest = self.comment.removeprefix(COMMENT_PREFIX)
         return int(rest) if self.comment.startswith(COMMENT_PREFIX) and rest.isdigit() else None
-
-
-@dataclass(slots=True)
-class IngestReport:
-    charged: list[str] = field(default_factory=list)
-    corrected: list[str] = field(default_factory=list)
-    already: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    gpu_seconds: float = 0.0
 
 
 def parse_alloc_tres(text: str) -> tuple[int, str | None]:
@@ -198,99 +189,3 @@ def _read_gpu_utilisation(cli: SlurmCli, window: list[str]) -> dict[str, float]:
 
 
 _UTIL = ("id", "tres")
-
-
-def ingest_usage(
-    sessions: sessionmaker[Session], records: Sequence[UsageRecord], now: datetime
-) -> IngestReport:
-    """Charge what `records` say into the ledger; safe to call again with the same records."""
-    report = IngestReport()
-    for record in records:
-        if record.gpus <= 0 or record.elapsed_s <= 0:
-            continue
-        try:
-            with sessions.begin() as s:
-                _ingest_one(s, record, now, report)
-        except IntegrityError:  # another ingest wrote the same source meanwhile
-            report.already += 1
-    return report
-
-
-def _ingest_one(s: Session, record: UsageRecord, now: datetime, report: IngestReport) -> None:
-    if s.scalar(select(LedgerEntryRow.id).where(LedgerEntryRow.source == record.source)):
-        report.already += 1
-        return
-    at = record.end or now
-    gpucenter_id = record.gpucenter_job
-    job = s.get(JobRow, gpucenter_id) if gpucenter_id is not None else None
-    if job is not None and job.external_id == record.job_id:
-        if record.gpu_util_pct is not None and JobState(job.state).is_terminal:
-            from gpucenter.services.accounting.useit import record_utilisation
-
-            record_utilisation(s, job.id, job.runs or 1, record.gpu_util_pct, 1, "slurm", at)
-        _correct(s, job, record, at, report)
-        return
-    if job is not None and (job.runs or 0) > 1:
-        report.already += 1  # an earlier run of a requeued job: charged per run by the loop
-        return
-    # Otherwise a job submitted to Slurm directly (or a comment that names none of ours).
-    project = s.scalar(select(ProjectRow).where(ProjectRow.name == record.account))
-    if project is None:
-        report.skipped.append((record.job_id, f"account {record.account!r} is no project"))
-        return
-    allocation = repo.active_allocation(s, project.id, at, record.gpu_type)
-    if allocation is None:
-        report.skipped.append((record.job_id, f"project {project.name} has no allocation"))
-        return
-    user_id = s.scalar(select(UserRow.id).where(UserRow.username == record.user))
-    _write(s, allocation.id, None, record, record.gpu_seconds, at)
-    if user_id is not None:
-        add_decayed_usage(s, project.id, user_id, record.gpu_seconds, at)
-    report.charged.append(record.job_id)
-    report.gpu_seconds += record.gpu_seconds
-
-
-def _correct(
-    s: Session, job: JobRow, record: UsageRecord, at: datetime, report: IngestReport
-) -> None:
-    """A gpucenter job: charged by the loop at its end; correct to Slurm's figure if needed."""
-    if not JobState(job.state).is_terminal:
-        report.skipped.append((record.job_id, f"job {job.id}: its end is not recorded yet"))
-        return
-    if (job.runs or 0) > 1 or job.allocation_id is None:
-        report.already += 1
-        return
-    charged = s.scalar(
-        select(func.coalesce(func.sum(LedgerEntryRow.gpu_seconds), 0.0)).where(
-            LedgerEntryRow.job_id == job.id
-        )
-    )
-    delta = record.gpu_seconds - float(charged or 0.0)
-    if abs(delta) < 1.0:
-        report.already += 1
-        return
-    _write(s, job.allocation_id, job.id, record, delta, at)
-    add_decayed_usage(s, job.project_id, job.user_id, delta, at)
-    report.corrected.append(record.job_id)
-    report.gpu_seconds += delta
-
-
-def _write(
-    s: Session,
-    allocation_id: int,
-    job_id: int | None,
-    record: UsageRecord,
-    gpu_seconds: float,
-    at: datetime,
-) -> None:
-    s.add(
-        LedgerEntryRow(
-            allocation_id=allocation_id,
-            job_id=job_id,
-            source=record.source,
-            gpu_type=record.gpu_type or "gpu",
-            gpu_seconds=gpu_seconds,
-            created_at=at,
-        )
-    )
-    s.flush()

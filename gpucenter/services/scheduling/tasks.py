@@ -1,0 +1,79 @@
+"""The scheduler leader's periodic tasks: the centre's own, and each site kind's.
+
+`periodic_tasks` lists them for a context: allocation states and budget alerts every minute,
+the use-it-or-lose-it check once per `Settings.use_check` period, and for every site the
+tasks its kind contributes through `SITE_TASKS` (a Slurm site: its accounts sync and its
+usage ingest). A new site kind that needs periodic work adds one entry there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from gpucenter.dispatch.base import SiteKind
+from gpucenter.services.context import AppContext
+from gpucenter.services.periodic import Calendar, PeriodicTask, Schedule
+from gpucenter.services.sites.runtime import SiteRuntime
+
+__all__ = ["ALLOCATION_STATES", "SITE_TASKS", "USE_CHECK", "periodic_tasks"]
+
+log = logging.getLogger(__name__)
+ALLOCATION_STATES = "allocation-states"
+USE_CHECK = "use-check"
+EVERY_MINUTE = Schedule(every_s=60.0)
+
+
+def _refresh_allocation_states(ctx: AppContext) -> str:
+    """Mark allocations exhausted or expired (and back) as usage and time move on, raise
+    budget alerts (each threshold once) and send the e-mails SMTP is configured for."""
+    from gpucenter.services.accounting.budgets import SmtpMailer, check_budgets, deliver_email
+    from gpucenter.services.programmes.awards import refresh_allocation_states
+
+    with ctx.fenced() as s:
+        changed = refresh_allocation_states(s, ctx.now())
+    with ctx.fenced() as s:
+        alerts = check_budgets(s, ctx.now())
+    mailer = SmtpMailer.from_env()
+    if mailer is not None:
+        deliver_email(ctx.sessions, mailer, ctx.now(), mailer.domain)
+    return (
+        f"{changed} allocation states changed, {len(alerts)} budget alerts"
+        if (changed or alerts)
+        else ""
+    )
+
+
+def _use_check(ctx: AppContext) -> str:
+    from gpucenter.services.accounting.useit import periodic_use_check
+
+    with ctx.fenced() as s:
+        flagged = periodic_use_check(s, ctx.now())
+    return f"{len(flagged)} under-used awards flagged to their projects"
+
+
+def _slurm_tasks(ctx: AppContext, rt: SiteRuntime) -> list[PeriodicTask]:
+    from gpucenter.services.slurm.tasks import slurm_site_tasks
+
+    return slurm_site_tasks(ctx, rt)
+
+
+SITE_TASKS: Mapping[SiteKind, Callable[[AppContext, SiteRuntime], list[PeriodicTask]]] = {
+    SiteKind.SLURM: _slurm_tasks,
+}
+"""Periodic tasks each site kind contributes, per site (name them after the site)."""
+
+
+def periodic_tasks(ctx: AppContext) -> list[PeriodicTask]:
+    """Every periodic task of this server's leader."""
+    tasks = [
+        PeriodicTask(ALLOCATION_STATES, EVERY_MINUTE, _refresh_allocation_states),
+        PeriodicTask(
+            USE_CHECK, Schedule(calendar=Calendar(ctx.settings.use_check)), _use_check, 3600.0
+        ),
+    ]
+    for rt in ctx.site_runtimes():
+        contribute = SITE_TASKS.get(rt.kind)
+        if contribute is not None:
+            tasks.extend(contribute(ctx, rt))
+    return tasks
