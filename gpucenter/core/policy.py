@@ -37,6 +37,16 @@ class PriorityWeights:
     favor_small: bool = False
 
 
+SMALL_WORK_WEIGHT = 8_000.0
+"""The job-size weight of the centre's default policy, with `favor_small`: chosen by
+bench/policy_tune.py on traces and seeds bench/policy_matrix.py does not score."""
+
+CENTRE_WEIGHTS = PriorityWeights(job_size=SMALL_WORK_WEIGHT, favor_small=True)
+"""The weights the server runs with and the simulator's default policy replays: fair share
+first, then least requested work, with age against starvation (see bench/RESULTS.md, issue 19,
+for how it compares with EASY backfill on real traces)."""
+
+
 DEFAULT_QOS_FACTORS: Mapping[str, float] = MappingProxyType(
     {"high": 1.0, NORMAL: 0.5, "low": 0.2, OPPORTUNISTIC: 0.0}
 )

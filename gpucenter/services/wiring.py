@@ -49,6 +49,7 @@ from gpucenter.config import Settings
 from gpucenter.core import DEFAULT_POLICIES, Policies
 from gpucenter.core.fairshare import FAIR_TREE
 from gpucenter.core.fairshare_classic import CLASSIC
+from gpucenter.core.policy import CENTRE_WEIGHTS
 from gpucenter.dispatch.base import Dispatcher, DispatchError, SiteKind
 from gpucenter.dispatch.broker import SiteBroker
 from gpucenter.dispatch.slurm.dispatcher import (
@@ -330,12 +331,16 @@ def combine(runtimes: list[SiteRuntime]) -> tuple[LoadedSite, SiteBroker]:
 
 
 def policies_from(settings: Settings) -> Policies:
-    """The core's policies as the centre configured them (everything else at its default)."""
+    """The core's policies as the centre configured them: the centre's weights (the ones the
+    simulator's default policy replays, so that what the planner says is what the centre
+    does), the fair-share strategy and programme entitlements."""
     strategy = CLASSIC if settings.fair_share_policy == "classic" else FAIR_TREE
     entitlements = MappingProxyType(
         {p: MappingProxyType(dict(t)) for p, t in settings.programme_entitlements.items()}
     )
-    return replace(DEFAULT_POLICIES, fair_share=strategy, entitlements=entitlements)
+    return replace(
+        DEFAULT_POLICIES, weights=CENTRE_WEIGHTS, fair_share=strategy, entitlements=entitlements
+    )
 
 
 def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> AppContext:

@@ -18,8 +18,8 @@ duration, the usual assumption, stated per trace in bench/RESULTS.md).
 from __future__ import annotations
 
 from gpucenter.core import Policies, PriorityWeights
+from gpucenter.core.policy import SMALL_WORK_WEIGHT
 
-SMALL_WORK_WEIGHT = 8_000.0
 PRIORITY_RECALC_S = 300.0  # the simulator's recalculation period (Slurm: PriorityCalcPeriod)
 # Usage is pushed to the scheduler at each priority recalculation. The server reads usage
 # (running jobs included) at every pass; pushing it only hourly, as the simulator did, let
