@@ -78,7 +78,9 @@ PASSWORD_PROBLEMS = {
         "This is one of the most common passwords (or one with digits or symbols added). "
         "Choose one nobody else would."
     ),
-    passwords.Problem.REPEATED: N_("This password repeats one short pattern. Choose another."),
+    passwords.Problem.REPEATED: N_(
+        "This password repeats a short pattern or counts up or down. Choose another."
+    ),
     passwords.Problem.USERNAME: N_("The password must not be the username."),
 }
 
