@@ -128,9 +128,15 @@ def freeze_startup_heap() -> None:
 def _install_security(app: FastAPI, ctx: AppContext) -> None:
     """The sign-in guard, single sign-on (when configured) and the hardening middleware."""
     settings = ctx.settings
+    # Its state is in the database: every worker process shares the same limits.
     app.state.guard = SignInGuard(
+        ctx.sessions,
+        lambda: ctx.clock.now(),  # read each time: tests swap the clock
         max_failures=settings.signin_max_failures,
         lockout_s=settings.signin_lockout_s,
+        lockout_max_s=settings.signin_lockout_max_s,
+        user_max_failures=settings.signin_user_max_failures,
+        user_window_s=settings.signin_user_window_s,
         rate_per_minute=settings.signin_rate_per_minute,
     )
     app.state.oauth = None

@@ -90,9 +90,32 @@ class Settings(BaseSettings):
     )
     session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
     signin_max_failures: int = Field(
-        default=5, ge=1, description="failed sign-ins in a row before a username is locked"
+        default=5,
+        ge=1,
+        description="failed sign-ins from one address (or one known browser) before that "
+        "username and address pair is locked",
     )
-    signin_lockout_s: float = Field(default=300.0, ge=0)
+    signin_lockout_s: float = Field(
+        default=300.0, ge=0, description="the first lock of a pair; each repeat doubles it"
+    )
+    signin_lockout_max_s: float = Field(
+        default=3600.0, ge=0, description="the longest a pair or username is locked"
+    )
+    signin_user_max_failures: int = Field(
+        default=20,
+        ge=1,
+        description="failed sign-ins for one username from anywhere within "
+        "signin_user_window_s before only known devices and second factors get in",
+    )
+    signin_user_window_s: float = Field(default=3600.0, gt=0)
+    signin_known_addresses: bool = Field(
+        default=True,
+        description="an address a user signed in from before counts as a known device for "
+        "the API and CLI; turn off behind a proxy that hides client addresses",
+    )
+    signin_device_days: int = Field(
+        default=180, ge=1, le=3660, description="how long a browser stays a known device"
+    )
     signin_rate_per_minute: int = Field(
         default=30, ge=1, description="sign-in and token requests per client address a minute"
     )

@@ -1,4 +1,4 @@
-"""Centre administration over the API: centre-wide roles and the audit log.
+"""Centre administration over the API: users, centre-wide roles and the audit log.
 
 Routes parse and render; who may grant what is `auth.permissions.can_assign_role`.
 """
@@ -9,7 +9,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from gpucenter.api.schemas import MAX_ID, AuditEntryOut, AuditVerifyOut, RoleGrantIn, RoleOut
+from gpucenter.api.schemas import (
+    MAX_ID,
+    AuditEntryOut,
+    AuditVerifyOut,
+    RoleGrantIn,
+    RoleOut,
+    UserIn,
+    UserOut,
+)
 from gpucenter.auth.permissions import Permission, Role, can_assign_role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import PermissionDenied, ValidationError
@@ -25,6 +33,29 @@ def _role(value: str) -> Role:
         return Role(value)
     except ValueError:
         raise ValidationError("role", f"unknown role {value!r}") from None
+
+
+@router.post(
+    "/users", status_code=201, response_model=UserOut, dependencies=[requires(Permission.ADMIN)]
+)
+def create_user(body: UserIn, ctx: Ctx, caller: CurrentCaller) -> UserOut:
+    """Make a user who signs in with a password; 422 names what the password policy refuses."""
+    view = admin.create_user(
+        ctx,
+        caller,
+        body.username,
+        organisation=body.organisation,
+        password=body.password,
+        display_name=body.display_name,
+    )
+    return UserOut(
+        id=view.id,
+        username=view.username,
+        display_name=view.display_name,
+        organisation_id=view.organisation_id,
+        is_admin=view.is_admin,
+        created_at=as_utc(view.created_at),
+    )
 
 
 @router.get(

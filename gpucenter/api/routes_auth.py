@@ -1,6 +1,6 @@
 """Sign-in, API tokens and the second factor: the caller's own credentials.
 
-Sign-in and token creation pass the sign-in guard (rate per address, lock-out per username).
+Sign-in, token creation and password changes pass the sign-in limits (ratelimit.py).
 A token's secret appears in exactly one response, the one that made it.
 """
 
@@ -15,6 +15,7 @@ from gpucenter.api.schemas import (
     CodeIn,
     LoginIn,
     NewTokenOut,
+    PasswordChangeIn,
     TokenIn,
     TokenInfoOut,
     TokenOut,
@@ -48,6 +49,23 @@ def sign_in(body: LoginIn, ctx: Ctx, guard: Guard, request: Request) -> TokenOut
         ctx, guard, body.username, body.password, body.code, address=client_address(request)
     )
     return TokenOut(token=token)
+
+
+@router.post(
+    "/auth/password", status_code=204, dependencies=[requires(Permission.ACCOUNT_SECURITY)]
+)
+def change_password(
+    body: PasswordChangeIn, ctx: Ctx, caller: CurrentCaller, guard: Guard, request: Request
+) -> None:
+    """Change your own password; 422 names what is wrong with the new one (or the current)."""
+    identity.change_password(
+        ctx,
+        guard,
+        caller,
+        body.current_password,
+        body.new_password,
+        address=client_address(request),
+    )
 
 
 @router.get(

@@ -141,6 +141,34 @@ class TokenOut(BaseModel):
     token: str
 
 
+class PasswordChangeIn(BaseModel):
+    """Your own new password: at least 12 characters, not a common one, not your username."""
+
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class UserIn(BaseModel):
+    """A new user with a password under the policy (at least 12 characters, not a common
+    one, not the username)."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    organisation: str | None = Field(default=None, min_length=1, max_length=200)
+    display_name: str = Field(default="", max_length=200)
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    organisation_id: int | None
+    is_admin: bool
+    created_at: datetime
+
+
 class AllocationOut(BaseModel):
     id: int
     gpu_hours: float

@@ -89,7 +89,11 @@ def user_create(
     org: Annotated[str | None, typer.Option("--org")] = None,
     admin: Annotated[bool, typer.Option("--admin")] = False,
     password: Annotated[
-        str | None, typer.Option("--password", help="for sign-in; at least 8 characters")
+        str | None,
+        typer.Option(
+            "--password",
+            help="for sign-in: at least 12 characters, not a common password, not the username",
+        ),
     ] = None,
 ) -> None:
     """Create a user; prints an API token once (it is stored only hashed)."""
@@ -106,6 +110,34 @@ def user_create(
     )
     console.print(f"user {new.user.id} {username!r} created", highlight=False)
     console.print(f"API token (shown once): {new.token}", highlight=False, soft_wrap=True)
+
+
+@user_app.command("set-password")
+def user_set_password(
+    username: str,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="at least 12 characters, not a common password, not the username",
+        ),
+    ],
+) -> None:
+    """Give a user a new password (the policy applies; the change is audited)."""
+    _run(lambda s: _accounts().set_password(s, username, password, _now(), by=_cli_actor()))
+    console.print(f"password of {username!r} changed", highlight=False)
+
+
+@user_app.command("unlock")
+def user_unlock(username: str) -> None:
+    """Clear a user's sign-in locks and failure counts (every address's, and the
+    username-wide throttle): for an owner locked out by their own mistakes."""
+    from gpucenter.services.identity import ratelimit
+
+    cleared = _run(lambda s: ratelimit.unlock(s, username))
+    console.print(f"{username!r}: {cleared} sign-in limit(s) cleared", highlight=False)
 
 
 @project_app.command("create")

@@ -8,6 +8,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DataError
@@ -81,6 +83,17 @@ def _make_engine(url: str) -> Engine:
 def session_factory(engine: Engine, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
     """Sessions on `engine`; `info` is given to every session (the audit log's files)."""
     return sessionmaker(engine, expire_on_commit=False, info=dict(info or {}))
+
+
+def insert_or_ignore(
+    s: Session, row_type: type[Any], values: dict[str, Any], keys: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, on SQLite and PostgreSQL alike: for a row that
+    several server processes may make at once, where the loser must neither fail nor wait
+    for a retry. On SQLite it also takes the database's write lock for the transaction."""
+    dialect = s.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    s.execute(insert(row_type).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
 def alembic_config(url: str) -> Config:

@@ -13,6 +13,7 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from gpucenter.auth import passwords
 from gpucenter.auth.permissions import CENTRE_ROLES, Caller, Permission, Role, can_assign_role
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from gpucenter.http.deps import Ctx, WebCaller
@@ -69,6 +70,21 @@ def _admin_page(
     )
 
 
+# The password policy's refusals (auth/passwords.py), as the portal words them.
+PASSWORD_PROBLEMS = {
+    passwords.Problem.TOO_SHORT: N_("Use a password of at least 12 characters."),
+    passwords.Problem.TOO_LONG: N_("Use a password of at most 1,024 characters."),
+    passwords.Problem.COMMON: N_(
+        "This is one of the most common passwords (or one with digits or symbols added). "
+        "Choose one nobody else would."
+    ),
+    passwords.Problem.REPEATED: N_(
+        "This password repeats a short pattern or counts up or down. Choose another."
+    ),
+    passwords.Problem.USERNAME: N_("The password must not be the username."),
+}
+
+
 @router.get("/admin", response_class=HTMLResponse, dependencies=[requires_web(Permission.ADMIN)])
 def admin_home(ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
     return _admin_page(ctx, request, caller)
@@ -91,8 +107,9 @@ def create_user(ctx: Ctx, request: Request, caller: WebCaller, fields: FormField
         )
     if len(form.value("display_name")) > 200:
         form.error("display_name", render.t(request, "Keep the name under 200 characters."))
-    if len(password) < 12:
-        form.error("password", render.t(request, "Use a password of at least 12 characters."))
+    refused = passwords.problem(password, form.value("username"))
+    if refused is not None:
+        form.error("password", render.t(request, PASSWORD_PROBLEMS[refused]))
     if form.ok:
         try:
             admin.create_user(

@@ -17,11 +17,12 @@ from gpucenter.http import csrf
 from gpucenter.http.deps import SESSION_COOKIE, Ctx, Guard, WebCaller, client_address
 from gpucenter.http.permissions import public, requires_web
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity import sessions
+from gpucenter.services.identity import devices, sessions
 from gpucenter.services.identity import signin as identity
 from gpucenter.services.identity.ratelimit import TooManyRequests
 from gpucenter.services.ops import overview, portal_queries
 from gpucenter.web import i18n, render
+from gpucenter.web.i18n import N_
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,6 +72,15 @@ def login_page(ctx: Ctx, request: Request) -> HTMLResponse:
     return page(request, ctx, "login.html", sso=bool(ctx.settings.oidc_issuer))
 
 
+_TOO_MANY = (
+    N_("Too many attempts. Wait a few minutes."),
+    N_(
+        "Too many failed sign-ins for this account from unfamiliar devices. Sign in from a "
+        "browser you have used here before, or with your second-factor code."
+    ),
+)
+
+
 @router.post("/login", dependencies=[public(Permission.SIGN_IN)])
 def login_submit(
     ctx: Ctx,
@@ -83,7 +93,7 @@ def login_submit(
 ) -> Response:
     csrf.check(request, csrf_token)
     try:
-        caller = identity.password_sign_in(
+        done = identity.password_sign_in(
             ctx,
             guard,
             username,
@@ -91,12 +101,14 @@ def login_submit(
             code or None,
             address=client_address(request),
             method="web",
+            device_cookie=request.cookies.get(devices.COOKIE),
+            browser=True,
         )
     except (Unauthenticated, TooManyRequests) as exc:
         # Say no more than the API does: which of name, password or code was wrong stays
         # unknown to the sender.
         if isinstance(exc, TooManyRequests):
-            status, error = 429, render.t(request, "Too many attempts. Wait a few minutes.")
+            status, error = 429, render.t(request, _TOO_MANY[exc.reason == "user"])
         else:
             status = 401
             error = render.t(request, "The username, password or code is not right.")
@@ -104,7 +116,20 @@ def login_submit(
         return page(
             request, ctx, "login.html", status, error=error, sso=sso, typed_username=username
         )
-    return signed_in(ctx, caller, "password")
+    response = signed_in(ctx, done.caller, "password")
+    if done.device_cookie:
+        # This browser is now a known device of the user: it passes the throttle that
+        # guessing from many addresses sets off.
+        response.set_cookie(
+            devices.COOKIE,
+            done.device_cookie,
+            max_age=ctx.settings.signin_device_days * 86400,
+            httponly=True,
+            secure=ctx.settings.cookie_secure,
+            samesite="lax",
+            path="/",
+        )
+    return response
 
 
 def on_site(target: str) -> bool:

@@ -39,7 +39,7 @@ def _member(portal: Portal) -> None:
     with portal.ctx.sessions.begin() as s:
         accounts.create_organisation(s, "Hanbit University", "university", now)
         accounts.create_user(
-            s, "minji", now, organisation="Hanbit University", password="minji-pw-1"
+            s, "minji", now, organisation="Hanbit University", password="minji-password-1"
         )
         accounts.create_project(s, "nlp-lab", "Hanbit University", now, title="Korean NLP")
         accounts.add_member(s, "nlp-lab", "minji", "pi")
@@ -93,7 +93,7 @@ def test_a_member_runs_a_job_from_a_template_and_sees_it_charged(
 ) -> None:
     _member(portal)
     page = browser_page
-    sign_in(page, portal, "minji", "minji-pw-1")
+    sign_in(page, portal, "minji", "minji-password-1")
     job_id = _run_from_template(page, portal, "en", "6")
 
     page.goto(portal.url("/jobs"))

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gpucenter.auth import passwords
 from gpucenter.auth.credentials import hash_password
 from gpucenter.auth.permissions import CENTRE_ROLES, Role
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
@@ -97,8 +98,8 @@ def create_user(
 ) -> NewUser:
     """Create a user and a first API token, which is returned once and stored only hashed."""
     _check_name("username", username)
-    if password is not None and len(password) < 8:
-        raise ValidationError("password", "must be at least 8 characters")
+    if password is not None:
+        check_password(password, username)
     org_id = repo.org_by_name(s, organisation).id if organisation else None
     user = UserRow(
         username=username,
@@ -121,6 +122,25 @@ def create_user(
     )
     token = issue_token(s, user.id, now, name="initial", by=by)
     return NewUser(user, token)
+
+
+def check_password(password: str, username: str, field: str = "password") -> None:
+    """The one password policy (auth/passwords.py), as a ValidationError naming the field."""
+    found = passwords.problem(password, username)
+    if found is not None:
+        raise ValidationError(field, found.message)
+
+
+def set_password(
+    s: Session, username: str, password: str, now: datetime, *, by: Actor, field: str = "password"
+) -> None:
+    """Give `username` a new password under the policy (an admin's reset, or the user's own
+    change once their current password was checked)."""
+    user = repo.user_by_name(s, username)
+    check_password(password, username, field)
+    user.password_hash = hash_password(password)
+    action = "auth.password_change" if by.id == user.id else "admin.password_set"
+    audit.log(s, action, by, now, "user", user.id, {"username": username})
 
 
 def issue_token(

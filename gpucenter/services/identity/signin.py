@@ -7,6 +7,7 @@ about accounts from the answers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -16,14 +17,14 @@ from gpucenter.auth import totp
 from gpucenter.auth.credentials import token_digest, verify_password
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
-from gpucenter.domain.errors import Unauthenticated
+from gpucenter.domain.errors import Unauthenticated, ValidationError
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import ApiTokenRow, UserRow
 from gpucenter.persistence.tables_audit import RoleAssignmentRow
 from gpucenter.persistence.tables_security import TokenScopeRow, TotpSecretRow
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity import audit
-from gpucenter.services.identity.ratelimit import SignInGuard
+from gpucenter.services.identity import accounts, audit, devices
+from gpucenter.services.identity.ratelimit import SignInGuard, TooManyRequests
 from gpucenter.services.identity.token_cache import cache_for
 from gpucenter.services.identity.tokens import issue
 
@@ -106,6 +107,13 @@ def authenticate_token(ctx: AppContext, token: str) -> Caller:
     return caller
 
 
+def _second_factor_enrolled(s: Session, user: UserRow | None) -> bool:
+    if user is None:
+        return False
+    secret = s.get(TotpSecretRow, user.id)
+    return secret is not None and secret.enabled_at is not None
+
+
 def _second_factor_ok(s: Session, user: UserRow, code: str | None, at: float) -> bool:
     secret = s.get(TotpSecretRow, user.id, with_for_update=True)
     if secret is None or secret.enabled_at is None:
@@ -117,6 +125,20 @@ def _second_factor_ok(s: Session, user: UserRow, code: str | None, at: float) ->
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """Who signed in, and for a browser the `gpc_device` cookie value to set (None: API)."""
+
+    caller: Caller
+    device_cookie: str | None = None
+
+
+THROTTLED = (
+    "too many failed sign-ins for this account from devices it has not used before: sign in "
+    "from a browser or address you signed in from before, or with your second-factor code"
+)
+
+
 def password_sign_in(
     ctx: AppContext,
     guard: SignInGuard,
@@ -126,16 +148,44 @@ def password_sign_in(
     *,
     address: str,
     method: str,
-) -> Caller:
-    """Check a password (and TOTP code, where the user enabled it) under the rate limits."""
-    guard.hit(address)
-    guard.check_locked(username)
-    now = ctx.now()
+    device_cookie: str | None = None,
+    browser: bool = False,
+) -> SignedIn:
+    """Check a password (and TOTP code, where the user enabled it) under the sign-in limits.
+
+    In order: the address's request rate (a known browser is exempt: it is not the one
+    spraying), then the pair of this username and this address (or known browser), locked
+    after repeated failures; then the password and code. While the username-wide throttle
+    is on (guessing from many addresses), only a known browser or address, or a user whose
+    second factor is enrolled giving the right password and code, gets in: anyone else is
+    answered 429 whatever they sent, so the throttle tells nothing about the password.
+    """
+    known_addresses = ctx.settings.signin_known_addresses
     with ctx.sessions.begin() as s:
         user = s.scalar(select(UserRow).where(UserRow.username == username))
+        user_id = user.id if user is not None else None
+        seen = devices.recognise(s, user_id, device_cookie, address if known_addresses else None)
+    if seen.browser is None:
+        guard.hit(address)
+    where = f"browser:{seen.browser}" if seen.browser else address
+    attempt = guard.attempt(username, where)
+    shut_out = attempt.throttle_s > 0 and not seen.known
+    now = ctx.now()
+    signed_in: SignedIn | None = None
+    with ctx.sessions.begin() as s:
+        user = s.get(UserRow, user_id) if user_id is not None else None
         ok = verify_password(user.password_hash if user else None, password)
-        if ok and user is not None and _second_factor_ok(s, user, code, ctx.clock.now()):
-            guard.succeeded(username)
+        passes = not shut_out or _second_factor_enrolled(s, user)
+        if ok and passes and user is not None and _second_factor_ok(s, user, code, ctx.clock.now()):
+            cookie = devices.remember(
+                s,
+                user.id,
+                now,
+                address=address if known_addresses else None,
+                browser=browser,
+                cookie=device_cookie,
+                keep_days=ctx.settings.signin_device_days,
+            )
             audit.log(
                 s,
                 "auth.sign_in",
@@ -143,10 +193,13 @@ def password_sign_in(
                 now,
                 "user",
                 user.id,
-                {"method": method, "address": address},
+                {"method": method, "address": address, "known_device": seen.known},
             )
-            return caller_for(s, user)
-    locked = guard.failed(username)
+            signed_in = SignedIn(caller_for(s, user), cookie)
+    if signed_in is not None:
+        guard.succeeded(username, where)
+        return signed_in
+    throttles = guard.failed(username)
     with ctx.sessions.begin() as s:
         audit.log(
             s,
@@ -155,8 +208,15 @@ def password_sign_in(
             now,
             "user",
             username[:100],
-            {"method": method, "address": address, "locked": locked},
+            {
+                "method": method,
+                "address": address,
+                "locked": attempt.locks,
+                "throttled": shut_out or throttles,
+            },
         )
+    if shut_out:
+        raise TooManyRequests(THROTTLED, attempt.throttle_s, "user")
     raise Unauthenticated(WRONG_CREDENTIALS)
 
 
@@ -172,7 +232,7 @@ def login(
     """Exchange a username and password (and code) for a new full-power API token."""
     caller = password_sign_in(
         ctx, guard, username, password, code, address=address, method="password"
-    )
+    ).caller
     now = ctx.now()
     with ctx.sessions.begin() as s:
         row, token = issue(s, caller.user_id, now, name="login")
@@ -182,10 +242,41 @@ def login(
         return token
 
 
+def change_password(
+    ctx: AppContext,
+    guard: SignInGuard,
+    caller: Caller,
+    current: str,
+    new: str,
+    *,
+    address: str,
+) -> None:
+    """A signed-in user's change of their own password. The new one must pass the policy
+    (checked first: a refusal costs no attempt); the current one is checked under the same
+    limits as a sign-in, so that a stolen token is no way around them to guess it."""
+    accounts.check_password(new, caller.username, "new_password")
+    guard.hit(address)
+    guard.attempt(caller.username, address)
+    with ctx.sessions.begin() as s:
+        user = s.get(UserRow, caller.user_id)
+        ok = verify_password(user.password_hash if user else None, current)
+        if ok and user is not None:
+            accounts.set_password(
+                s, user.username, new, ctx.now(), by=audit.Actor.of(caller), field="new_password"
+            )
+    if ok:
+        guard.succeeded(caller.username, address)
+        return
+    guard.failed(caller.username)
+    raise ValidationError("current_password", "is not your current password")
+
+
 __all__ = [
+    "SignedIn",
     "authenticate_token",
     "caller_for",
     "caller_named",
+    "change_password",
     "login",
     "password_sign_in",
 ]
