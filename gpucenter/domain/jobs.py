@@ -67,6 +67,8 @@ class WaitReason(StrEnum):
     DEPENDENCY = "Dependency"
     SITE_UNAVAILABLE = "SiteUnavailable"
     NEW = "New"
+    # The project is on hold: its programme holds new jobs while a report is overdue.
+    HELD = "Held"
 
 
 @dataclass(frozen=True, slots=True)
