@@ -69,9 +69,13 @@ class ApplicationState(StrEnum):
 
 
 class LeaseState(StrEnum):
-    """A dedicated lease's state (a lease is active over its window; its end is its time)."""
+    """A dedicated lease's state (a lease is active over its window; its end is its time).
+    PENDING until its award's agreement is in force; WITHDRAWN when the offer was declined
+    or lapsed. Only active leases are reservations the scheduler honours."""
 
     ACTIVE = "active"
+    PENDING = "pending"
+    WITHDRAWN = "withdrawn"
 
 
 class AwardKind(StrEnum):

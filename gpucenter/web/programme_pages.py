@@ -80,6 +80,7 @@ ROLES: Mapping[str, str] = {
     "site_operator": N_("Site operator"),
     "programme_manager": N_("Programme manager"),
     "reviewer": N_("Reviewer"),
+    "org_signatory": N_("Organisation signatory"),
 }
 
 # Korean provinces and metropolitan cities, as the region an applicant works in.

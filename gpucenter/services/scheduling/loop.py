@@ -153,6 +153,11 @@ class SchedulerLoop:
             alerts = check_budgets(s, self._ctx.now())
         if alerts:
             log.info("%d budget alerts raised", len(alerts))
+        # Awards: lapsed offers, report reminders and holds, reclaims, the monthly use check
+        # (each idempotent, so this tick is as good a time as any; see awards/periodic.py).
+        from gpucenter.services.awards.periodic import run_periodic
+
+        run_periodic(self._ctx.sessions, self._ctx.now())
         mailer = SmtpMailer.from_env()
         if mailer is not None:
             deliver_email(self._ctx.sessions, mailer, self._ctx.now(), mailer.domain)
