@@ -90,13 +90,8 @@ def candidate_of(s: Session, app: ApplicationRow, score: float) -> Candidate:
 def final_scores(s: Session, call: CallRow) -> dict[int, float]:
     """Each reviewed application's normalised score with the call's regional bonus."""
     policy = prog.policy_of(call.config)
-    regions = dict(
-        s.execute(
-            select(ApplicationRow.id, ApplicationRow.region).where(
-                ApplicationRow.call_id == call.id
-            )
-        ).tuples()
-    )
+    stmt = select(ApplicationRow.id, ApplicationRow.region)
+    regions = {i: r for i, r in s.execute(stmt.where(ApplicationRow.call_id == call.id))}
     return {
         a: policy.final_score(v, regions.get(a, ""))
         for a, v in apps.normalised_scores(s, call.id).items()
