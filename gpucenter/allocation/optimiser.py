@@ -88,6 +88,8 @@ def solve(
     baseline) is returned; `gap` is (bound - objective) / objective against the best bound.
     """
     check_periods(problem)
+    if not problem.candidates:  # a re-offer whose reserve list ran out: nothing to decide
+        return AwardPlan({}, 0.0, "milp", "optimal")
     started = time.perf_counter()
     model = _build(problem)
     relaxed = milp(
