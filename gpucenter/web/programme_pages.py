@@ -39,6 +39,7 @@ APPLICATION_STATES: Mapping[str, str] = {
     "withdrawn": N_("Withdrawn"),
     "awarded": N_("Awarded"),
     "rejected": N_("Not selected"),
+    "reserve": N_("On the reserve list"),
 }
 
 CALL_STATES: Mapping[str, str] = {
