@@ -32,6 +32,7 @@ REASON_LABELS: dict[str, str] = {
     WaitReason.DEPENDENCY: N_("Waiting for the jobs it depends on"),
     WaitReason.SITE_UNAVAILABLE: N_("The site is unavailable"),
     WaitReason.NEW: N_("Waiting for the next scheduling pass"),
+    WaitReason.HELD: N_("The project is on hold until an overdue report is submitted"),
 }
 
 FACTOR_LABELS: dict[str, str] = {
