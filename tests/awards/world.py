@@ -91,11 +91,15 @@ def build(
     opens: datetime,
     period_start: datetime,
     cfg: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Mapping[str, float]] | None = None,
 ) -> World:
     """The centre, the programme and an open call whose capacity is the quarter starting at
-    `period_start` (20,000 GPU-hours) and the next one (20,000)."""
+    `period_start` (20,000 H100 GPU-hours) and the next one (20,000), plus `extra`."""
     period = quarter(period_start)
     following = quarter(period_start + timedelta(days=100))
+    capacity: dict[str, dict[str, float]] = {"h100": {period: 20000, following: 20000}}
+    for gpu_type, cells in (extra or {}).items():
+        capacity.setdefault(gpu_type, {}).update(cells)
     with sessions.begin() as s:
         for name, kind in ORGS:
             accounts.create_organisation(s, name, kind, opens)
@@ -120,7 +124,7 @@ def build(
             "round-1",
             opens,
             opens + timedelta(days=10),
-            {"h100": {period: 20000, following: 20000}},
+            capacity,
             title="AI GPU support, first round",
             config=dict(cfg or config()),
         )

@@ -12,6 +12,7 @@ approval, since awards may have changed in between).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -300,12 +301,18 @@ def check_change(s: Session, award: AwardRow, new: Award, what: str) -> None:
     check_new(s, call, rounds.candidate_of(s, app, 1.0), new, what)
 
 
-def check_new(s: Session, call: CallRow, cand: Candidate, new: Award, what: str) -> None:
+def check_new(
+    s: Session, call: CallRow, cand: Candidate, new: Award, what: str, floors: bool = True
+) -> None:
     """Refuse an award (new, or the new size of a standing one) that would break the
-    call's capacity, a cap or a share, the call's other awards as constants."""
+    call's capacity, a cap or a share, the call's other awards as constants. Without
+    `floors` (a fast tier decides one application at a time, and its first award cannot
+    meet a share floor) only ceilings, caps and capacity bind."""
     everyone = standing(s, call)
     others = [x for x in everyone if x.candidate.app_id != cand.app_id]
     policy, _ = relaxed_policy(prog.policy_of(call.config), committed_of(everyone))
+    if not floors:
+        policy = replace(policy, shares=tuple(replace(r, min_share=None) for r in policy.shares))
     problem = AwardProblem(
         prog.capacity_of(s, call.id), (cand,), policy, rounds.gpus_of(call), committed_of(others)
     )

@@ -133,7 +133,7 @@ def decide(
     award = _award_of(cand, prog.capacity_of(s, call.id), gpu_hours)
     if award.total + 1e-6 < cand.useful_minimum:
         raise ValidationError("gpu_hours", "that is below the application's useful minimum")
-    reserve.check_new(s, call, cand, award, "gpu_hours")
+    reserve.check_new(s, call, cand, award, "gpu_hours", floors=False)
     body = _body(award)
     run = AwardRunRow(
         call_id=call.id,
