@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 
 import pytest
 from sqlalchemy import select
@@ -24,7 +23,6 @@ from gpucenter.domain.clock import ManualClock
 from gpucenter.domain.jobs import JobState, WaitReason
 from gpucenter.persistence.tables import AllocationRow, JobRow, ProjectRow
 from gpucenter.persistence.tables_allocation import ApplicationRow, AwardRow
-from gpucenter.persistence.tables_audit import AuditEntryRow
 from gpucenter.persistence.tables_awards import ReserveRow
 from gpucenter.services.awards import (
     agreements,
@@ -37,12 +35,19 @@ from gpucenter.services.awards import (
     reserve,
 )
 from gpucenter.services.context import AppContext
-from gpucenter.services.identity.audit import verify
 from gpucenter.services.jobs.submission import JobForm
 from gpucenter.services.jobs.submit import submit
 from gpucenter.services.programmes import calls as prog
 from gpucenter.services.scheduling.cycle import run_pass
-from tests.awards.world import APPLICANTS, SIGNATORIES, World, build, charge, review_and_run
+from tests.awards.world import (
+    APPLICANTS,
+    SIGNATORIES,
+    World,
+    assert_every_award_move_audited,
+    build,
+    charge,
+    review_and_run,
+)
 from tests.factories import make_context, one_node_site
 
 T0 = datetime(2026, 3, 20, tzinfo=UTC)
@@ -295,22 +300,4 @@ def test_the_whole_life_of_a_call_s_awards(ctx: AppContext) -> None:
 
     # Every state change of every award, in the audit log with its actor.
     with ctx.sessions.begin() as s:
-        for award in s.scalars(select(AwardRow)):
-            entries = s.scalars(
-                select(AuditEntryRow)
-                .where(
-                    AuditEntryRow.target_type == "award", AuditEntryRow.target_id == str(award.id)
-                )
-                .order_by(AuditEntryRow.id)
-            ).all()
-            moves = [
-                e
-                for e in entries
-                if e.action == "award.decide"
-                or (e.action.startswith("award.") and "to" in (e.details or {}))
-            ]
-            chain = [(e.details["from"], e.details["to"]) for e in moves]
-            assert chain[0][0] is None and chain[-1][1] == award.state, chain
-            assert all(a[1] == b[0] for a, b in pairwise(chain)), chain
-            assert all(e.actor for e in moves)
-        assert verify(s).ok
+        assert_every_award_move_audited(s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import select
@@ -19,7 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from gpucenter.auth.permissions import Caller
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import LedgerEntryRow, UserRow
+from gpucenter.persistence.tables_allocation import AwardRow
+from gpucenter.persistence.tables_audit import AuditEntryRow
 from gpucenter.services.identity import accounts
+from gpucenter.services.identity.audit import verify
 from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.programmes import applications as apps
 from gpucenter.services.programmes import awards as rounds
@@ -172,3 +176,26 @@ def charge(s: Session, allocation_id: int, gpu_hours: float, at: datetime, tag: 
         )
     )
     s.flush()
+
+
+def assert_every_award_move_audited(s: Session) -> None:
+    """Every state change of every award is in the audit log with its actor: the entries of
+    each award, in order, chain from its decision (from nothing) to the state it is in now,
+    each move starting where the last ended; and the audit chain verifies."""
+    for award in s.scalars(select(AwardRow)):
+        entries = s.scalars(
+            select(AuditEntryRow)
+            .where(AuditEntryRow.target_type == "award", AuditEntryRow.target_id == str(award.id))
+            .order_by(AuditEntryRow.id)
+        ).all()
+        moves = [
+            e
+            for e in entries
+            if e.action == "award.decide"
+            or (e.action.startswith("award.") and "to" in (e.details or {}))
+        ]
+        chain = [(e.details["from"], e.details["to"]) for e in moves]
+        assert chain and chain[0][0] is None and chain[-1][1] == award.state, chain
+        assert all(a[1] == b[0] for a, b in pairwise(chain)), chain
+        assert all(e.actor for e in moves)
+    assert verify(s).ok
