@@ -1,6 +1,11 @@
 """Words people read for the after-award states, kinds and report questions, in both
 languages: stored values are English identifiers, and every one has a marked label here
-(the templates show `_(label(...))`, never the raw value)."""
+(the templates show `_(label(...))`, never the raw value).
+
+A state's label is its own msgid where the same English word means something else elsewhere
+in the portal ("Submitted" is a time on the job pages, "Open" a call taking applications,
+"Due" a column of dates): the catalogue has one translation per msgid, so a shared word
+would read wrongly in Korean."""
 
 from __future__ import annotations
 
@@ -37,9 +42,9 @@ REPORT_KINDS: Mapping[str, str] = {
 }
 
 REPORT_STATES: Mapping[str, str] = {
-    "due": N_("Due"),
+    "due": N_("Not yet submitted"),
     "overdue": N_("Overdue"),
-    "submitted": N_("Submitted"),
+    "submitted": N_("Submitted for review"),
     "accepted": N_("Accepted"),
     "returned": N_("Returned for changes"),
 }
@@ -51,7 +56,7 @@ NOTICE_KINDS: Mapping[str, str] = {
 }
 
 NOTICE_STATES: Mapping[str, str] = {
-    "open": N_("Open"),
+    "open": N_("Pending"),
     "appealed": N_("Appealed"),
     "executed": N_("Reclaimed"),
     "withdrawn": N_("Withdrawn"),
@@ -67,7 +72,7 @@ REQUEST_KINDS: Mapping[str, str] = {
 }
 
 REQUEST_STATES: Mapping[str, str] = {
-    "submitted": N_("Submitted"),
+    "submitted": N_("Submitted for review"),
     "recommended": N_("Recommended by a reviewer"),
     "approved": N_("Approved"),
     "rejected": N_("Not approved"),

@@ -81,6 +81,9 @@ WORDS = {
         "reclaim": "Reclaim",
         "appeal": "Appeal the reclaim",
         "checks": "Monthly use checks",
+        "pending": "Pending",
+        "reports": "Reports",
+        "submitted": "Submitted for review",
         "allocations": "Allocations",
         "outcome_sent": "The outcome was recorded.",
         "outcomes": "Outcomes by programme, applicant type, region and strategic field",
@@ -109,6 +112,9 @@ WORDS = {
         "reclaim": "회수",
         "appeal": "회수에 이의 신청",
         "checks": "월별 사용 점검",
+        "pending": "대기",
+        "reports": "보고서",
+        "submitted": "제출됨 · 검토 대기",
         "allocations": "배정 자원",
         "outcome_sent": "성과를 등록했습니다.",
         "outcomes": "사업, 신청 유형, 지역, 전략 분야별 성과",
@@ -370,6 +376,9 @@ def test_an_award_s_whole_life_in_the_browser(centre: Centre, browser_page: Any)
     notices = page.get_by_role("table", name=words["checks"])
     reclaim_row = notices.locator("tbody tr").filter(has_text="2026-06")
     assert words["reclaim"] in reclaim_row.first.inner_text()
+    assert words["pending"] in reclaim_row.first.inner_text()  # not "accepting applications"
+    progress = page.get_by_role("table", name=words["reports"]).locator("tbody tr").first
+    assert words["submitted"] in progress.inner_text()  # not "time of submission"
     assert page.get_by_role("button", name=words["appeal"]).is_visible()
     shoot(page, lang, "award-reclaim-notice")
     centre.at(JUNE + timedelta(days=7, hours=1))
