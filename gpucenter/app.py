@@ -13,6 +13,7 @@ from gpucenter.api.fast_submit import FastSubmit, SubmitPool
 from gpucenter.api.routes_accounting import router as accounting_router
 from gpucenter.api.routes_admin import router as admin_router
 from gpucenter.api.routes_auth import router as auth_router
+from gpucenter.api.routes_awards import router as awards_router
 from gpucenter.api.routes_jobs import router as jobs_router
 from gpucenter.api.routes_misc import router as misc_router
 from gpucenter.api.routes_ops import router as ops_router
@@ -29,6 +30,8 @@ from gpucenter.web import STATIC_DIR
 from gpucenter.web import errors as web_errors
 from gpucenter.web.admin_pages import router as web_admin_router
 from gpucenter.web.apply_pages import router as web_apply_router
+from gpucenter.web.award_manage_pages import router as web_award_manage_router
+from gpucenter.web.award_pages import router as web_awards_router
 from gpucenter.web.job_events import router as web_job_events_router
 from gpucenter.web.job_pages import router as web_jobs_router
 from gpucenter.web.manage_pages import router as web_manage_router
@@ -82,6 +85,7 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.include_router(ops_router)
     app.include_router(jobs_router)
     app.include_router(programmes_router)
+    app.include_router(awards_router)
     app.include_router(web_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
@@ -95,6 +99,8 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.include_router(web_apply_router)
     app.include_router(web_review_router)
     app.include_router(web_manage_router)
+    app.include_router(web_awards_router)
+    app.include_router(web_award_manage_router)
     app.include_router(web_admin_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

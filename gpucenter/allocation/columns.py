@@ -67,11 +67,17 @@ def build_columns(problem: AwardProblem) -> list[list[Column]]:
 
 
 def lease_instants(problem: AwardProblem) -> dict[str, list[float]]:
-    """Per GPU type, the lease start times (epoch s): concurrent use peaks at one of them."""
+    """Per GPU type, the lease start times (epoch s): concurrent use peaks at one of them.
+
+    Standing leases (`problem.committed`) start at instants of their own, which count for
+    the types some candidate leases."""
     found: dict[str, set[float]] = {}
     for cand in problem.candidates:
         if cand.lease is not None and cand.lease.gpu_type in problem.gpus:
             found.setdefault(cand.lease.gpu_type, set()).add(cand.lease.start.timestamp())
+    for gpu_type, start, _, _ in problem.committed.leases:
+        if gpu_type in found:
+            found[gpu_type].add(start)
     return {t: sorted(v) for t, v in found.items()}
 
 

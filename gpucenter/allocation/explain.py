@@ -55,7 +55,7 @@ class Explanation:
 
 def explain(problem: AwardProblem, plan: AwardPlan) -> Explanation:
     awards = plan.awards
-    used = usage_by_cell(awards)
+    used = usage_by_cell(awards, problem.committed.by_cell)
     cells = tuple(
         CellUsage(t, p, used.get((t, p), 0.0), cap, used.get((t, p), 0.0) >= cap * (1 - _BINDING))
         for (t, p), cap in sorted(problem.capacity.items())

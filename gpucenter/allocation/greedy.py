@@ -36,13 +36,17 @@ class FillState:
 
     def __init__(self, problem: AwardProblem) -> None:
         self.problem = problem
-        self.room: dict[Cell, float] = dict(problem.capacity)
-        self.org_used: dict[str, float] = defaultdict(float)
-        self.type_used: dict[ApplicantType, float] = defaultdict(float)
-        self.total = 0.0
+        standing = problem.committed
+        self.room: dict[Cell, float] = {cell: problem.room(cell) for cell in problem.capacity}
+        self.org_used: dict[str, float] = defaultdict(float, standing.by_org)
+        self.type_used: dict[ApplicantType, float] = defaultdict(float, standing.by_type)
+        self.total = standing.total
         self.awards: dict[int, Award] = {}
         self.instants = lease_instants(problem)
         self.held: dict[tuple[str, float], int] = defaultdict(int)
+        for gpu_type, instants in self.instants.items():
+            for t in instants:
+                self.held[(gpu_type, t)] = standing.held_at(gpu_type, t)
 
     def limit(self, cand: Candidate, use_ceilings: bool) -> float:
         """GPU-hours this candidate may still take under the org cap and share ceilings."""

@@ -62,12 +62,20 @@ class ApplicationState(StrEnum):
     WITHDRAWN = "withdrawn"
     AWARDED = "awarded"
     REJECTED = "rejected"
+    # Not awarded at the decision but ranked on the call's reserve list: the next in line
+    # when an award is declined, lapses or is reclaimed (then AWARDED, or REJECTED when the
+    # reserve list is closed).
+    RESERVE = "reserve"
 
 
 class LeaseState(StrEnum):
-    """A dedicated lease's state (a lease is active over its window; its end is its time)."""
+    """A dedicated lease's state (a lease is active over its window; its end is its time).
+    PENDING until its award's agreement is in force; WITHDRAWN when the offer was declined
+    or lapsed. Only active leases are reservations the scheduler honours."""
 
     ACTIVE = "active"
+    PENDING = "pending"
+    WITHDRAWN = "withdrawn"
 
 
 class AwardKind(StrEnum):
@@ -259,6 +267,31 @@ class AwardPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """Awards already standing that a round must live with.
+
+    Why: freed capacity (a decline, a lapse, a reclaim) is re-offered down the reserve list
+    by the same optimiser under the same shares and caps. The standing awards are not
+    candidates (nobody may take from them), but they use capacity, count towards their
+    organisation's cap and weigh in every share, so the round sees them as constants.
+    `leases` are standing leases as (gpu_type, start, end, gpus), start and end in epoch s.
+    """
+
+    by_cell: Mapping[Cell, float] = field(default_factory=dict)
+    by_org: Mapping[str, float] = field(default_factory=dict)
+    by_type: Mapping[ApplicantType, float] = field(default_factory=dict)
+    leases: tuple[tuple[str, float, float, int], ...] = ()
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.by_type.values()))
+
+    def held_at(self, gpu_type: str, instant: float) -> int:
+        """GPUs of `gpu_type` standing leases hold at `instant`."""
+        return sum(g for t, a, b, g in self.leases if t == gpu_type and a <= instant < b)
+
+
+@dataclass(frozen=True, slots=True)
 class AwardProblem:
     """Everything the optimiser needs: capacity, policy and the candidates."""
 
@@ -267,6 +300,12 @@ class AwardProblem:
     policy: AwardPolicy = field(default_factory=AwardPolicy)
     # Physical GPUs per type, for leases held at the same time (omit: GPU-hours only).
     gpus: Mapping[str, int] = field(default_factory=dict)
+    # Standing awards (a re-offer round); empty for a call's first round.
+    committed: Committed = field(default_factory=Committed)
+
+    def room(self, cell: Cell) -> float:
+        """GPU-hours of `cell` not held by standing awards."""
+        return max(0.0, self.capacity.get(cell, 0.0) - self.committed.by_cell.get(cell, 0.0))
 
     @property
     def total_capacity(self) -> float:

@@ -88,6 +88,8 @@ def solve(
     baseline) is returned; `gap` is (bound - objective) / objective against the best bound.
     """
     check_periods(problem)
+    if not problem.candidates:  # a re-offer whose reserve list ran out: nothing to decide
+        return AwardPlan({}, 0.0, "milp", "optimal")
     started = time.perf_counter()
     model = _build(problem)
     relaxed = milp(
@@ -259,9 +261,11 @@ def _build(problem: AwardProblem) -> _Model:
     for j, col in enumerate(flat):
         for cell, h in col.uses:
             by_cell.setdefault(cell, []).append((j, h))
+    # Standing awards (a re-offer round) hold part of each cell already.
     for cell, coeffs in by_cell.items():
-        rows.add(coeffs, -np.inf, problem.capacity.get(cell, 0.0))
-    # Leases held at the same time.
+        rows.add(coeffs, -np.inf, problem.room(cell))
+    # Leases held at the same time (standing leases included).
+    standing = problem.committed
     for gpu_type, instants in lease_instants(problem).items():
         for t in instants:
             coeffs = [
@@ -269,16 +273,20 @@ def _build(problem: AwardProblem) -> _Model:
                 for i, cand in enumerate(cands)
                 if cand.lease is not None and cand.lease.gpu_type == gpu_type and active_at(cand, t)
             ]
-            rows.add(coeffs, -np.inf, float(problem.gpus[gpu_type]))
+            if coeffs:
+                free = problem.gpus[gpu_type] - standing.held_at(gpu_type, t)
+                rows.add(coeffs, -np.inf, float(max(0, free)))
     # Zero, or between the useful minimum and the request.
     for i, cand in enumerate(cands):
         hours = [(j, flat[j].gpu_hours_per_unit) for j in col_of_app[i]]
         rows.add([*hours, (y0 + i, -cand.requested_gpu_hours)], -np.inf, 0.0)
         if cand.useful_minimum > 0:
             rows.add([*hours, (y0 + i, -cand.useful_minimum)], 0.0, np.inf)
-    # Policy shares of the awarded total.
+    # Policy shares of the awarded total; standing awards make the constant
+    # bound x F - F_G (F: standing GPU-hours, F_G: those of the rule's applicant types).
     for rule in problem.policy.shares:
         inside = [cand.applicant_type in rule.applicant_types for cand in cands]
+        held = sum(h for t, h in standing.by_type.items() if t in rule.applicant_types)
         for bound, sign in ((rule.min_share, 1), (rule.max_share, -1)):
             if bound is None:
                 continue
@@ -291,8 +299,8 @@ def _build(problem: AwardProblem) -> _Model:
                 )
                 for j, col in enumerate(flat)
             ]
-            rows.add(coeffs, 0.0, np.inf)
-    # Cap per organisation.
+            rows.add(coeffs, sign * (bound * standing.total - held), np.inf)
+    # Cap per organisation (less what its standing awards hold).
     cap = problem.org_cap
     if cap is not None:
         by_org: dict[str, list[tuple[int, float]]] = {}
@@ -300,9 +308,10 @@ def _build(problem: AwardProblem) -> _Model:
             by_org.setdefault(cands[col.app_index].organisation, []).append(
                 (j, col.gpu_hours_per_unit)
             )
-        for coeffs in by_org.values():
-            if sum(upper[j] * h for j, h in coeffs) > cap:
-                rows.add(coeffs, -np.inf, cap)
+        for org, coeffs in by_org.items():
+            left = max(0.0, cap - standing.by_org.get(org, 0.0))
+            if sum(upper[j] * h for j, h in coeffs) > left:
+                rows.add(coeffs, -np.inf, left)
 
     return _Model(
         cost,

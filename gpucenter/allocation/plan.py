@@ -49,8 +49,11 @@ def objective(problem: AwardProblem, awards: Mapping[int, Award]) -> float:
     return float(sum(score[a] * award.total for a, award in awards.items()))
 
 
-def usage_by_cell(awards: Mapping[int, Award]) -> dict[Cell, float]:
-    used: dict[Cell, float] = defaultdict(float)
+def usage_by_cell(
+    awards: Mapping[int, Award], standing: Mapping[Cell, float] | None = None
+) -> dict[Cell, float]:
+    """GPU-hours used per cell by `awards` (plus `standing` awards' use, when given)."""
+    used: dict[Cell, float] = defaultdict(float, standing or {})
     for award in awards.values():
         for cell, h in award.gpu_hours.items():
             used[cell] += h
@@ -58,20 +61,23 @@ def usage_by_cell(awards: Mapping[int, Award]) -> dict[Cell, float]:
 
 
 def usage_by_org(problem: AwardProblem, awards: Mapping[int, Award]) -> dict[str, float]:
+    """GPU-hours per organisation, standing awards included."""
     org = {c.app_id: c.organisation for c in problem.candidates}
-    used: dict[str, float] = defaultdict(float)
+    used: dict[str, float] = defaultdict(float, problem.committed.by_org)
     for a, award in awards.items():
         used[org[a]] += award.total
     return dict(used)
 
 
 def shares(problem: AwardProblem, awards: Mapping[int, Award]) -> dict[str, float]:
-    """Achieved share of awarded GPU-hours per share rule."""
+    """Achieved share of awarded GPU-hours per share rule, standing awards included."""
     kind = {c.app_id: c.applicant_type for c in problem.candidates}
-    total = sum(a.total for a in awards.values())
+    standing = problem.committed
+    total = sum(a.total for a in awards.values()) + standing.total
     out: dict[str, float] = {}
     for rule in problem.policy.shares:
         part = sum(a.total for i, a in awards.items() if kind[i] in rule.applicant_types)
+        part += sum(h for t, h in standing.by_type.items() if t in rule.applicant_types)
         out[rule.name] = part / total if total > 0 else 0.0
     return out
 
@@ -102,20 +108,23 @@ def violations(problem: AwardProblem, awards: Mapping[int, Award], tol: float = 
                     found.append(f"application {a}: more than it asked for in {cell}")
         elif award.lease_gpus != round(award.lease_gpus):
             found.append(f"application {a}: a lease needs a whole number of GPUs")
+    standing = problem.committed
     for cell, used in usage_by_cell(awards).items():
         cap = problem.capacity.get(cell, 0.0)
+        used += standing.by_cell.get(cell, 0.0)
         if used > cap * (1 + tol) + tol:
             found.append(f"capacity {cell[0]} {cell[1]}: {used:.1f} of {cap:.1f} GPU-hours")
     for gpu_type, instants in lease_instants(problem).items():
         limit = problem.gpus[gpu_type]
         for t in instants:
-            held = sum(
+            new = sum(
                 awards[c.app_id].lease_gpus
                 for c in problem.candidates
                 if c.app_id in awards and c.lease is not None and c.lease.gpu_type == gpu_type
                 if active_at(c, t)
             )
-            if held > limit:
+            held = new + standing.held_at(gpu_type, t)
+            if new > 0 and held > limit:
                 found.append(f"leases of {gpu_type} hold {held} GPUs at once, more than {limit}")
                 break
     achieved = shares(problem, awards)
@@ -124,7 +133,7 @@ def violations(problem: AwardProblem, awards: Mapping[int, Award], tol: float = 
         if (
             rule.min_share is not None
             and got + tol < rule.min_share
-            and any(a.total > tol for a in awards.values())
+            and (any(a.total > tol for a in awards.values()) or standing.total > tol)
         ):
             found.append(f"share {rule.name}: {got:.4f} is below the floor {rule.min_share}")
         if rule.max_share is not None and got > rule.max_share + tol:

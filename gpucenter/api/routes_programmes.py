@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from gpucenter.auth.permissions import Permission
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import requires
+from gpucenter.services.awards import actions as award_actions
+from gpucenter.services.awards.views import AwardStateView
 from gpucenter.services.programmes import actions
 from gpucenter.services.programmes import applications as apps
 from gpucenter.services.programmes import calls as prog
@@ -143,8 +145,8 @@ def _run(r: AwardRunView) -> dict[str, Any]:
     }
 
 
-def _award(a: AwardView) -> dict[str, Any]:
-    return {
+def _award(a: AwardView | AwardStateView) -> dict[str, Any]:
+    out = {
         "id": a.id,
         "application_id": a.application_id,
         "project_id": a.project_id,
@@ -154,6 +156,9 @@ def _award(a: AwardView) -> dict[str, Any]:
         "override_reason": a.override_reason,
         "decided_at": a.decided_at,
     }
+    if isinstance(a, AwardStateView):
+        out |= {"state": a.state, "starts_at": a.starts_at, "ends_at": a.ends_at}
+    return out
 
 
 @router.get("")
@@ -257,7 +262,7 @@ def get_run(run_id: int, ctx: Ctx, caller: CurrentCaller) -> dict[str, Any]:
 
 @router.post("/award-runs/{run_id}/decide")
 def decide(run_id: int, body: ReasonIn, ctx: Ctx, caller: CurrentCaller) -> list[dict[str, Any]]:
-    return [_award(a) for a in actions.decide(ctx, caller, run_id, body.reason)]
+    return [_award(a) for a in award_actions.decide(ctx, caller, run_id, body.reason)]
 
 
 @router.get("/calls/{call_id}/awards")

@@ -21,12 +21,16 @@ class Role(StrEnum):
     PROGRAMME_MANAGER = "programme_manager"
     REVIEWER = "reviewer"
     SITE_OPERATOR = "site_operator"
+    # Signs award agreements for their own organisation, where a programme asks for it.
+    ORG_SIGNATORY = "org_signatory"
     PI = "pi"
     MEMBER = "member"
 
 
 # Roles an admin grants centre-wide with `gpucenter admin role grant` or the admin API.
-CENTRE_ROLES = frozenset({Role.CENTRE_ADMIN, Role.SITE_OPERATOR, Role.PROGRAMME_MANAGER})
+CENTRE_ROLES = frozenset(
+    {Role.CENTRE_ADMIN, Role.SITE_OPERATOR, Role.PROGRAMME_MANAGER, Role.ORG_SIGNATORY}
+)
 PROJECT_ROLES = frozenset({Role.PI, Role.MEMBER})
 
 

@@ -208,10 +208,11 @@ def _summary(run: Any) -> dict[str, Any]:
 def decide(
     run_id: int, as_user: AsUser, reason: Annotated[str, typer.Option("--reason")] = ""
 ) -> None:
-    """Decide a run: awards become projects with allocations (and leases)."""
-    from gpucenter.services.programmes import awards
+    """Decide a run: offers with agreements, projects with pending allocations (and leases),
+    and the reserve list."""
+    from gpucenter.services.awards import decision
 
-    n = run_as(as_user, lambda s, c: len(awards.decide(s, c, run_id, utc_now(), reason)))
+    n = run_as(as_user, lambda s, c: len(decision.decide(s, c, run_id, utc_now(), reason)))
     console.print(f"run {run_id} decided: {n} awards", highlight=False)
 
 

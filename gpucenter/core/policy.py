@@ -60,8 +60,10 @@ class Policies:
     start that lower jobs must not delay (every job is still considered for starting now).
     `entitlements` gives, per programme (top-level account of the share tree) and GPU type, the
     GPUs it owns; a programme running beyond them borrows, preemptibly. Empty: nobody borrows.
-    `project_gpu_limits` caps concurrent GPUs per project and type. `fair_share` turns the
-    share tree and usage into factors (Fair Tree unless a centre chooses otherwise).
+    `project_gpu_limits` caps concurrent GPUs per project and type. `project_holds` names
+    projects none of whose pending jobs may start, each with the sentence its jobs show
+    (a programme holding new jobs while a report is overdue). `fair_share` turns the share
+    tree and usage into factors (Fair Tree unless a centre chooses otherwise).
     """
 
     weights: PriorityWeights = field(default_factory=PriorityWeights)
@@ -72,6 +74,7 @@ class Policies:
     project_gpu_limits: Mapping[ProjectId, Mapping[str, int]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    project_holds: Mapping[ProjectId, str] = field(default_factory=lambda: MappingProxyType({}))
     entitlements: Mapping[str, Mapping[str, int]] = field(
         default_factory=lambda: MappingProxyType({})
     )

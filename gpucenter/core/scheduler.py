@@ -80,7 +80,8 @@ class Scheduler:
         self.planner = Planner(self.state)
         # Usage is only needed where something reads it: per project and type for projects
         # with a GPU limit, per programme and type when programmes have entitlements.
-        self._limited = frozenset(policy.project_gpu_limits)
+        # Held projects are visited job by job like limited ones: their jobs wait alone.
+        self._limited = frozenset(policy.project_gpu_limits) | frozenset(policy.project_holds)
         self._entitled = bool(policy.entitlements)
         self.project_use: dict[tuple[ProjectId, str], int] = {}
         self.programme_use: dict[tuple[str, str], int] = {}
@@ -372,6 +373,10 @@ class Scheduler:
         return ENTITLED_CLASS if used + q.shape.total <= owned else BORROWED_CLASS
 
     def _consider(self, q: QueuedJob, px: PassContext) -> Wait | None:
+        held = self.policy.project_holds.get(q.project)
+        if held is not None:
+            px.generic = None
+            return Wait(WaitReason.HELD, held)
         shape = q.shape
         budget = q.budget
         if budget is not None and not q.opp:

@@ -69,6 +69,8 @@ class WaitReason(StrEnum):
     SITE_NOT_READY = "SiteNotReady"
     """The site cannot run the job yet (its account or owner is not provisioned there)."""
     NEW = "New"
+    # The project is on hold: its programme holds new jobs while a report is overdue.
+    HELD = "Held"
 
 
 @dataclass(frozen=True, slots=True)

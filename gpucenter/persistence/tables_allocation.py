@@ -140,6 +140,11 @@ class AwardRunRow(Base):
     greedy_objective: Mapped[float] = mapped_column(Float, nullable=False)
     decided: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     result: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # 'round' (a call's award round), 'reoffer' (freed capacity down the reserve list) or
+    # 'fast' (one fast-tier decision).
+    purpose: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="round", server_default="round"
+    )
 
 
 class AwardRow(Base):
@@ -157,6 +162,18 @@ class AwardRow(Base):
     override_reason: Mapped[str | None] = mapped_column(Text)
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     decided_at: Mapped[datetime] = _ts()
+    # The award's life (gpucenter.allocation.lifecycle.AwardState); awards made before
+    # agreements existed are active.
+    state: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="offered", server_default="active", index=True
+    )
+    # How it was made: 'round', 'reoffer' or 'fast' (like its run's purpose).
+    source: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="round", server_default="round"
+    )
+    # The award's period: from its allocations, moved by extensions and renewals.
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LeaseRow(Base):

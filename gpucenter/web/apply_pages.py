@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from gpucenter.allocation import BatchItem
 from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
 from gpucenter.http.deps import Ctx, WebCaller
@@ -22,7 +23,7 @@ from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
 from gpucenter.services.programmes import actions, portal
 from gpucenter.services.programmes import applications as apps
-from gpucenter.services.programmes.views import CallOverview
+from gpucenter.services.programmes.views import ApplicationView, CallOverview
 from gpucenter.web import render
 from gpucenter.web.i18n import N_
 from gpucenter.web.programme_pages import (
@@ -124,7 +125,9 @@ def _form_page(
     call_id: int,
     form: render.FormState,
     status: int = 200,
+    editing: int = 0,
 ) -> HTMLResponse:
+    """The application form for a call; with `editing`, the form of that draft."""
     call, kind = portal.apply_form(ctx, caller, call_id)
     return render.page(
         request,
@@ -142,6 +145,7 @@ def _form_page(
         gpu_options=[(g, g.upper()) for g in call.gpu_types],
         period_options=[(p, p) for p in call.periods],
         label=label,
+        editing=editing,
     )
 
 
@@ -347,3 +351,69 @@ def withdraw_application(
     except Conflict as exc:
         return _detail(ctx, request, caller, app_id, render.t(request, str(exc)), 409)
     return done(f"/applications/{app_id}", N_("Your application was withdrawn."))
+
+
+def _values(app: ApplicationView, items: tuple[BatchItem, ...]) -> dict[str, object]:
+    """A stored draft as the form's fields (the form asks for one request or one lease)."""
+    lease = app.lease or {}
+    first = items[0] if items else None
+    last_day = str(lease.get("ends_at", ""))[:10]
+    if last_day:
+        last_day = (datetime.fromisoformat(last_day) - timedelta(days=1)).date().isoformat()
+    return {
+        "title": app.title,
+        "plan": app.plan,
+        "team": ", ".join(app.team),
+        "region": app.region,
+        "field": app.tags[0] if app.tags else "",
+        "kind": app.kind,
+        "gpu_type": lease.get("gpu_type") or (first.gpu_type if first else ""),
+        "period": first.period if first else "",
+        "gpu_hours": f"{first.gpu_hours:g}" if first else "",
+        "min_gpu_hours": f"{app.min_gpu_hours:g}" if first else "",
+        "lease_gpus": lease.get("gpus", ""),
+        "lease_start": str(lease.get("starts_at", ""))[:10],
+        "lease_end": last_day,
+    }
+
+
+@router.get(
+    "/applications/{app_id}/edit",
+    response_class=HTMLResponse,
+    dependencies=[requires_web(Permission.PROGRAMMES)],
+)
+def edit_form(app_id: int, ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
+    page = portal.application_page(ctx, caller, app_id)
+    if page.app.applicant_id != caller.user_id or page.app.state != "draft":
+        return _detail(
+            ctx, request, caller, app_id, render.t(request, "Only a draft can be edited."), 409
+        )
+    form = render.FormState.of(_values(page.app, page.items))
+    return _form_page(ctx, request, caller, page.app.call_id, form, editing=app_id)
+
+
+@router.post("/applications/{app_id}/edit", dependencies=[requires_web(Permission.PROGRAMMES)])
+def edit_submit(
+    app_id: int, ctx: Ctx, request: Request, caller: WebCaller, fields: FormFields
+) -> Response:
+    check_csrf(request, fields)
+    page = portal.application_page(ctx, caller, app_id)
+    call_id = page.app.call_id
+    form = render.FormState.of({k: fields.get(k, "") for k in FIELDS})
+    check_form(request, portal.call_overview(ctx, call_id), form)
+    submit = fields.get("action") == "submit"
+    if form.ok:
+        try:
+            actions.update_application(ctx, caller, app_id, application_of(form), submit=submit)
+        except ValidationError as exc:
+            form.error(_FIELD_OF.get(exc.field, "call"), render.t(request, exc.message))
+        except NotFound as exc:
+            if exc.kind != "user":
+                raise
+            form.error("team", render.t(request, "A team member's username is not known."))
+        except Conflict as exc:
+            form.error("call", render.t(request, str(exc)))
+    if not form.ok:
+        return _form_page(ctx, request, caller, call_id, form, 422, editing=app_id)
+    flash = N_("Your application was submitted.") if submit else N_("Your draft was saved.")
+    return done(f"/applications/{app_id}", flash)

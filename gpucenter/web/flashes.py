@@ -28,6 +28,30 @@ FLASHES: frozenset[str] = frozenset(
         N_("Your review was submitted."),
         N_("Conflict of interest declared; the application left your queue."),
     }
+    # After the award (award_pages, award_manage_pages).
+    | {
+        N_("The agreement is countersigned and in force."),
+        N_("The appeal is decided."),
+        N_("The award is flagged for review."),
+        N_("The award is overridden in a new run; decide it to keep it."),
+        N_("The award was changed; the reason is in the audit log."),
+        N_("The commercial-use flag is reviewed."),
+        N_("The fast-tier application is decided."),
+        N_("The offer was declined."),
+        N_("The optimiser proposed a re-offer. Nothing is decided yet."),
+        N_("The outcome was recorded."),
+        N_("The re-offer is approved: the reserve applicants have offers."),
+        N_("The report is reviewed."),
+        N_("The request is decided."),
+        N_("The reserve list is closed."),
+        N_("The reviewer was appointed."),
+        N_("The reviewer was asked for a recommendation."),
+        N_("You accepted the agreement."),
+        N_("Your appeal was sent to the programme manager."),
+        N_("Your recommendation was sent to the programme manager."),
+        N_("Your report was submitted."),
+        N_("Your request was sent to the programme."),
+    }
 )
 
 

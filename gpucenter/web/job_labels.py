@@ -33,6 +33,7 @@ REASON_LABELS: dict[str, str] = {
     WaitReason.SITE_UNAVAILABLE: N_("The site is unavailable"),
     WaitReason.SITE_NOT_READY: N_("The site is being set up for this job"),
     WaitReason.NEW: N_("Waiting for the next scheduling pass"),
+    WaitReason.HELD: N_("The project is on hold until an overdue report is submitted"),
 }
 
 FACTOR_LABELS: dict[str, str] = {

@@ -18,6 +18,7 @@ from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Conflict, ValidationError
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
+from gpucenter.services.awards import actions as award_actions
 from gpucenter.services.context import AppContext
 from gpucenter.services.programmes import actions, portal
 from gpucenter.web import render
@@ -193,9 +194,10 @@ def decide(
     check_csrf(request, fields)
     try:
         call_id = actions.get_run(ctx, caller, run_id).call_id
-        actions.decide(ctx, caller, run_id, fields.get("reason", "")[:2000])
+        award_actions.decide(ctx, caller, run_id, fields.get("reason", "")[:2000])
     except (ValidationError, Conflict) as exc:
         return _run_page(ctx, request, caller, run_id, render.t(request, str(exc)), 409)
     return done(
-        f"/manage/calls/{call_id}", N_("The awards are decided: projects and allocations exist.")
+        f"/manage/calls/{call_id}/awards",
+        N_("The awards are decided: projects and allocations exist."),
     )

@@ -39,6 +39,7 @@ APPLICATION_STATES: Mapping[str, str] = {
     "withdrawn": N_("Withdrawn"),
     "awarded": N_("Awarded"),
     "rejected": N_("Not selected"),
+    "reserve": N_("On the reserve list"),
 }
 
 CALL_STATES: Mapping[str, str] = {
@@ -80,6 +81,7 @@ ROLES: Mapping[str, str] = {
     "site_operator": N_("Site operator"),
     "programme_manager": N_("Programme manager"),
     "reviewer": N_("Reviewer"),
+    "org_signatory": N_("Organisation signatory"),
 }
 
 # Korean provinces and metropolitan cities, as the region an applicant works in.

@@ -54,6 +54,7 @@ def navigation(caller: Caller | None) -> list[NavItem]:
         NavItem("/", N_("Dashboard")),
         NavItem("/programmes", N_("Programmes")),
         NavItem("/applications", N_("My applications")),
+        NavItem("/awards", N_("My awards")),
         NavItem("/jobs", N_("Jobs")),
         NavItem("/projects", N_("Projects")),
     ]

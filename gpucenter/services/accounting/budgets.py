@@ -47,6 +47,9 @@ from gpucenter.services.identity import audit
 
 log = logging.getLogger(__name__)
 BURN_WINDOW = timedelta(days=7)
+# Notifications e-mailed as well as shown in the portal: budget alerts, and what happens to
+# an award (offers, deadlines, reports, reclaims; services/awards writes kind 'award').
+EMAILED_KINDS = ("budget", "award")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +276,9 @@ def deliver_email(
         rows = list(
             s.scalars(
                 select(NotificationRow)
-                .where(NotificationRow.emailed_at.is_(None), NotificationRow.kind == "budget")
+                .where(
+                    NotificationRow.emailed_at.is_(None), NotificationRow.kind.in_(EMAILED_KINDS)
+                )
                 .order_by(NotificationRow.id)
                 .limit(100)
             )
@@ -287,7 +292,7 @@ def deliver_email(
             try:
                 mailer.send(to, row.subject, row.body)
             except (OSError, smtplib.SMTPException) as exc:
-                log.warning("budget mail to %s failed, will retry: %s", to, exc)
+                log.warning("notification mail to %s failed, will retry: %s", to, exc)
                 break
             row.emailed_at, sent = now, sent + 1
     return sent

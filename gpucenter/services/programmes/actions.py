@@ -93,6 +93,23 @@ def get_application(ctx: AppContext, caller: Caller, app_id: int) -> Application
         return ApplicationView.of(apps.visible_application(s, caller, app_id))
 
 
+def update_application(
+    ctx: AppContext,
+    caller: Caller,
+    app_id: int,
+    form: apps.ApplicationForm,
+    *,
+    submit: bool = False,
+) -> ApplicationView:
+    """Change a draft; with `submit`, submit it in the same transaction (a submission the
+    call refuses leaves the draft as it was)."""
+    with ctx.sessions.begin() as s:
+        row = apps.update_application(s, caller, app_id, form, ctx.now())
+        if submit:
+            row = apps.submit_application(s, caller, row.id, ctx.now())
+        return ApplicationView.of(row)
+
+
 def submit_application(ctx: AppContext, caller: Caller, app_id: int) -> ApplicationView:
     with ctx.sessions.begin() as s:
         return ApplicationView.of(apps.submit_application(s, caller, app_id, ctx.now()))
@@ -145,11 +162,18 @@ def run_round(
     *,
     overrides: Mapping[int, float] | None = None,
     policy_changes: Mapping[str, Any] | None = None,
+    override_reasons: Mapping[int, str] | None = None,
 ) -> AwardRunView:
-    """A what-if optimiser run, stored; nothing is decided."""
+    """A what-if optimiser run, stored; nothing is decided (services/awards decides)."""
     with ctx.sessions.begin() as s:
         run = awards.run_round(
-            s, caller, call_id, ctx.now(), overrides=overrides, policy_changes=policy_changes
+            s,
+            caller,
+            call_id,
+            ctx.now(),
+            overrides=overrides,
+            policy_changes=policy_changes,
+            override_reasons=override_reasons,
         )
         return AwardRunView.of(run)
 
@@ -157,12 +181,6 @@ def run_round(
 def get_run(ctx: AppContext, caller: Caller, run_id: int) -> AwardRunView:
     with ctx.sessions.begin() as s:
         return AwardRunView.of(awards.get_run(s, caller, run_id))
-
-
-def decide(ctx: AppContext, caller: Caller, run_id: int, reason: str = "") -> list[AwardView]:
-    """Turn the run into awards, projects, allocations and leases, in one transaction."""
-    with ctx.sessions.begin() as s:
-        return [AwardView.of(a) for a in awards.decide(s, caller, run_id, ctx.now(), reason)]
 
 
 def awards_of_call(ctx: AppContext, caller: Caller, call_id: int) -> list[AwardView]:
@@ -185,7 +203,6 @@ __all__ = [
     "create_application",
     "create_call",
     "create_programme",
-    "decide",
     "declare_conflict",
     "get_application",
     "get_run",
@@ -198,5 +215,6 @@ __all__ = [
     "set_suspended",
     "submit_application",
     "submit_review",
+    "update_application",
     "withdraw_application",
 ]

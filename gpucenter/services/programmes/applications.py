@@ -26,8 +26,10 @@ from gpucenter.allocation import (
     check_submission,
     conflicted,
     normalise,
+    terms,
     weighted_total,
 )
+from gpucenter.allocation.lifecycle import AccessTier, ReportState, ReserveState
 from gpucenter.allocation.model import ApplicationState
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
@@ -37,18 +39,21 @@ from gpucenter.persistence.tables import OrganisationRow, UserRow
 from gpucenter.persistence.tables_allocation import (
     ApplicationRequestRow,
     ApplicationRow,
+    AwardRow,
     CallRow,
     ConflictRow,
     ReviewRow,
 )
+from gpucenter.persistence.tables_awards import AwardReportRow, ReserveRow
 from gpucenter.services.programmes import calls as prog
 
-DRAFT, SUBMITTED, WITHDRAWN, AWARDED, REJECTED = (
+DRAFT, SUBMITTED, WITHDRAWN, AWARDED, REJECTED, RESERVE = (
     ApplicationState.DRAFT,
     ApplicationState.SUBMITTED,
     ApplicationState.WITHDRAWN,
     ApplicationState.AWARDED,
     ApplicationState.REJECTED,
+    ApplicationState.RESERVE,
 )
 
 
@@ -101,6 +106,35 @@ def create_application(
     user = s.get(UserRow, caller.user_id)
     if user is None or user.organisation_id is None:
         raise ValidationError("organisation", "your account belongs to no organisation")
+    row = ApplicationRow(
+        call_id=call.id,
+        applicant_id=user.id,
+        organisation_id=user.organisation_id,
+        state=DRAFT,
+        parent_award_id=form.parent_award_id,
+        created_at=now,
+    )
+    _fill(s, row, form)
+    return row
+
+
+def update_application(
+    s: Session, caller: Caller, app_id: int, form: ApplicationForm, now: datetime
+) -> ApplicationRow:
+    """Change a draft (its applicant only): everything the form holds is replaced. Once
+    submitted an application is what reviewers score, so it no longer changes."""
+    row = _own(s, caller, app_id)
+    if row.state != DRAFT:
+        raise Conflict(f"application {app_id} is {row.state}; only drafts can be edited")
+    for old in _requests(row, s):
+        s.delete(old)
+    s.flush()
+    _fill(s, row, form)
+    return row
+
+
+def _fill(s: Session, row: ApplicationRow, form: ApplicationForm) -> None:
+    """Write the form into a draft (new or edited) and its GPU-hour requests."""
     try:
         kind = AwardKind(form.kind)
     except ValueError:
@@ -110,22 +144,14 @@ def create_application(
     for username in form.team:
         repo.user_by_name(s, username)
     lease = _lease_item(form.lease) if kind is AwardKind.LEASE else None
-    row = ApplicationRow(
-        call_id=call.id,
-        applicant_id=user.id,
-        organisation_id=user.organisation_id,
-        title=form.title.strip(),
-        plan=form.plan,
-        team=list(form.team),
-        region=form.region.strip().lower(),
-        kind=kind.value,
-        min_gpu_hours=float(form.min_gpu_hours),
-        lease=dict(form.lease) if lease is not None and form.lease is not None else None,
-        tags=list(form.tags),
-        state=DRAFT,
-        parent_award_id=form.parent_award_id,
-        created_at=now,
-    )
+    row.title = form.title.strip()
+    row.plan = form.plan
+    row.team = list(form.team)
+    row.region = form.region.strip().lower()
+    row.kind = kind.value
+    row.min_gpu_hours = float(form.min_gpu_hours)
+    row.lease = dict(form.lease) if lease is not None and form.lease is not None else None
+    row.tags = list(form.tags)
     s.add(row)
     s.flush()
     if kind is AwardKind.GPU_HOURS:
@@ -145,7 +171,6 @@ def create_application(
                 )
             )
         s.flush()
-    return row
 
 
 def _own(s: Session, caller: Caller, app_id: int) -> ApplicationRow:
@@ -190,16 +215,54 @@ def submit_application(s: Session, caller: Caller, app_id: int, now: datetime) -
             f"a duplicate of application {dup}, already submitted to this call by you or "
             "your organisation under the same title; withdraw it first"
         )
+    if terms.tier_rules(call.config).tier is AccessTier.FAST:
+        fast_tier_checks(s, row)
     row.state = SUBMITTED
     row.submitted_at = now
     s.flush()
     return row
 
 
+def fast_tier_checks(s: Session, row: ApplicationRow) -> None:
+    """A fast tier's automatic eligibility, beyond the call's own rules: one application at
+    a time per applicant and call, and no report overdue on any of the applicant's awards
+    (a fast award is small and quick, so it goes to applicants in good standing)."""
+    other = s.scalar(
+        select(ApplicationRow.id).where(
+            ApplicationRow.call_id == row.call_id,
+            ApplicationRow.applicant_id == row.applicant_id,
+            ApplicationRow.id != row.id,
+            ApplicationRow.state.in_([SUBMITTED, AWARDED]),
+        )
+    )
+    if other is not None:
+        raise Conflict(
+            f"application {other} to this fast-tier call is already yours; "
+            "the fast tier gives one award per applicant"
+        )
+    overdue = s.scalar(
+        select(AwardReportRow.id)
+        .join(AwardRow, AwardRow.id == AwardReportRow.award_id)
+        .join(ApplicationRow, ApplicationRow.id == AwardRow.application_id)
+        .where(
+            ApplicationRow.applicant_id == row.applicant_id,
+            AwardReportRow.state == ReportState.OVERDUE,
+        )
+    )
+    if overdue is not None:
+        raise ValidationError(
+            "call", "a report on one of your awards is overdue; submit it before applying here"
+        )
+
+
 def withdraw_application(s: Session, caller: Caller, app_id: int, now: datetime) -> ApplicationRow:
     row = _own(s, caller, app_id)
-    if row.state not in (DRAFT, SUBMITTED):
+    if row.state not in (DRAFT, SUBMITTED, RESERVE):
         raise Conflict(f"application {app_id} is {row.state}; it can no longer be withdrawn")
+    if row.state == RESERVE:  # it leaves the reserve list: the next in line moves up
+        entry = s.scalar(select(ReserveRow).where(ReserveRow.application_id == row.id))
+        if entry is not None:
+            entry.state = ReserveState.CLOSED
     row.state = WITHDRAWN
     s.flush()
     return row

@@ -34,7 +34,7 @@ from gpucenter.allocation.plan import lease_award, objective
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.core.model import NodeSnapshot
 from gpucenter.core.reservations import AdvanceReservation, choose_nodes
-from gpucenter.domain.allocations import AllocationState
+from gpucenter.domain.allocations import SET_STATES, AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from gpucenter.domain.ids import ProjectId
@@ -70,10 +70,41 @@ class Round:
     rows: Mapping[int, ApplicationRow]
 
 
+def candidate_of(s: Session, app: ApplicationRow, score: float) -> Candidate:
+    """An application as the optimiser sees it, with its final (already bonused) score."""
+    org = s.get(OrganisationRow, app.organisation_id)
+    assert org is not None
+    kind = AwardKind(app.kind)
+    return Candidate(
+        app.id,
+        org.name,
+        ApplicantType(org.kind),
+        score,
+        kind,
+        batch=apps.batch_items(s, app) if kind is AwardKind.GPU_HOURS else (),
+        lease=apps._lease_item(app.lease),
+        min_gpu_hours=app.min_gpu_hours,
+    )
+
+
+def final_scores(s: Session, call: CallRow) -> dict[int, float]:
+    """Each reviewed application's normalised score with the call's regional bonus."""
+    policy = prog.policy_of(call.config)
+    stmt = select(ApplicationRow.id, ApplicationRow.region)
+    regions = {i: r for i, r in s.execute(stmt.where(ApplicationRow.call_id == call.id))}
+    return {
+        a: policy.final_score(v, regions.get(a, ""))
+        for a, v in apps.normalised_scores(s, call.id).items()
+    }
+
+
+def gpus_of(call: CallRow) -> dict[str, int]:
+    return {str(t): int(n) for t, n in call.config.get("gpus", {}).items()}
+
+
 def load_round(s: Session, call: CallRow) -> Round:
-    cfg = call.config
-    policy = prog.policy_of(cfg)
-    scores = apps.normalised_scores(s, call.id)
+    policy = prog.policy_of(call.config)
+    scores = final_scores(s, call)
     rows = {
         a.id: a
         for a in s.scalars(
@@ -82,25 +113,11 @@ def load_round(s: Session, call: CallRow) -> Round:
             )
         )
     }
-    cands: list[Candidate] = []
-    for a in sorted(rows.values(), key=lambda r: r.id):
-        org = s.get(OrganisationRow, a.organisation_id)
-        assert org is not None
-        kind = AwardKind(a.kind)
-        cands.append(
-            Candidate(
-                a.id,
-                org.name,
-                ApplicantType(org.kind),
-                policy.final_score(scores.get(a.id, 0.0), a.region),
-                kind,
-                batch=apps.batch_items(s, a) if kind is AwardKind.GPU_HOURS else (),
-                lease=apps._lease_item(a.lease),
-                min_gpu_hours=a.min_gpu_hours,
-            )
-        )
-    gpus = {str(t): int(n) for t, n in cfg.get("gpus", {}).items()}
-    return Round(call, AwardProblem(prog.capacity_of(s, call.id), tuple(cands), policy, gpus), rows)
+    cands = [
+        candidate_of(s, a, scores.get(a.id, 0.0)) for a in sorted(rows.values(), key=lambda r: r.id)
+    ]
+    problem = AwardProblem(prog.capacity_of(s, call.id), tuple(cands), policy, gpus_of(call))
+    return Round(call, problem, rows)
 
 
 def _apply_overrides(
@@ -180,11 +197,13 @@ def run_round(
     *,
     overrides: Mapping[int, float] | None = None,
     policy_changes: Mapping[str, Any] | None = None,
+    override_reasons: Mapping[int, str] | None = None,
 ) -> AwardRunRow:
     """Optimise the call and store the run; decides nothing (a what-if until `decide`).
 
     `policy_changes` replaces call settings for this run only (e.g. another share floor), so a
-    manager can compare scenarios; `overrides` pins chosen applications' awards.
+    manager can compare scenarios; `overrides` pins chosen applications' awards, and
+    `override_reasons` records why, per application, for the decision's audit entry.
     """
     call = prog.call_row(s, call_id)
     prog.require_manager(caller, call.programme_id)
@@ -201,6 +220,9 @@ def run_round(
     result = _result(rnd, plan, greedy_plan(rnd.problem))
     result["policy_changes"] = dict(policy_changes or {})
     result["overrides"] = {str(a): v for a, v in (overrides or {}).items()}
+    result["override_reasons"] = {
+        str(a): r.strip() for a, r in (override_reasons or {}).items() if r.strip()
+    }
     run = AwardRunRow(
         call_id=call_id,
         created_by=caller.user_id,
@@ -226,12 +248,19 @@ def get_run(s: Session, caller: Caller, run_id: int) -> AwardRunRow:
 
 
 def decide(
-    s: Session, caller: Caller, run_id: int, now: datetime, reason: str = ""
+    s: Session,
+    caller: Caller,
+    run_id: int,
+    now: datetime,
+    reason: str = "",
+    initial: AllocationState = AllocationState.ACTIVE,
 ) -> list[AwardRow]:
-    """Turn a run into awards, projects, allocations and leases. Overridden runs need a reason.
+    """Turn a run into awards, projects, allocations and leases. Overridden runs need a reason
+    (typed at the decision, or recorded with each override when the run was made).
 
     A run that breaks capacity is refused; one that departs from a share or cap (only possible
     through overrides) is accepted with the reason, and the audit entry lists the departures.
+    Allocations start in `initial`: PENDING where the award waits for its agreement.
     """
     run = get_run(s, caller, run_id)
     call = prog.call_row(s, run.call_id)
@@ -242,6 +271,10 @@ def decide(
     if any(v.startswith("capacity") or "leases of" in v for v in broken):
         raise ValidationError("overrides", "the awards exceed capacity: " + "; ".join(broken))
     overridden = bool(result.get("overrides"))
+    if overridden and not reason.strip():
+        reason = "; ".join(
+            f"application {a}: {r}" for a, r in sorted(result.get("override_reasons", {}).items())
+        )
     if overridden and not reason.strip():
         raise ValidationError("reason", "an overridden award needs a reason for the audit log")
     rows = {
@@ -257,7 +290,8 @@ def decide(
         app = rows.get(int(key))
         if app is None:
             raise Conflict(f"application {key} changed since the run; run the round again")
-        awarded.append(_award(s, caller, call, run, app, body, reason if overridden else None, now))
+        why = reason if overridden else None
+        awarded.append(make_award(s, caller, call, run, app, body, why, now, initial))
     for app in rows.values():
         if app.state == apps.SUBMITTED:
             app.state = apps.REJECTED
@@ -284,7 +318,7 @@ def decide(
     return awarded
 
 
-def _award(
+def make_award(
     s: Session,
     caller: Caller,
     call: CallRow,
@@ -293,7 +327,11 @@ def _award(
     body: Mapping[str, Any],
     override_reason: str | None,
     now: datetime,
+    initial: AllocationState = AllocationState.ACTIVE,
 ) -> AwardRow:
+    """One award of a run (a round, a re-offer or a fast-tier decision): its project, its
+    allocations (in `initial`) and lease, the application awarded, audited. A re-offer made
+    after a quarter began starts its allocations now, not at the quarter's start."""
     project = _project_for(s, call, app, now)
     award = AwardRow(
         call_id=call.id,
@@ -306,6 +344,8 @@ def _award(
         override_reason=override_reason,
         decided_by=caller.user_id,
         decided_at=now,
+        state="active" if initial is AllocationState.ACTIVE else "offered",
+        source=run.purpose or "round",
     )
     s.add(award)
     s.flush()
@@ -321,9 +361,13 @@ def _award(
                 site=lease.site,
                 starts_at=lease.start,
                 ends_at=lease.end,
-                state=LeaseState.ACTIVE,
+                state=(
+                    LeaseState.ACTIVE if initial is AllocationState.ACTIVE else LeaseState.PENDING
+                ),
             )
         )
+    first: datetime | None = None
+    last: datetime | None = None
     for gpu_type, period, hours in body["cells"]:
         start, end = quarter_bounds(period)
         if app.kind == AwardKind.LEASE.value and app.lease is not None:
@@ -332,7 +376,10 @@ def _award(
             start, end = max(start, lease.start), min(end, lease.end)
             concurrent = award.lease_gpus
         else:
-            concurrent = math.ceil(hours / ((end - start).total_seconds() / 3600))
+            start = max(start, now) if run.purpose != "round" else start
+            concurrent = math.ceil(hours / max((end - start).total_seconds() / 3600, 1.0))
+        first = start if first is None else min(first, start)
+        last = end if last is None else max(last, end)
         row = AllocationRow(
             project_id=project.id,
             gpu_seconds=round(hours * 3600),
@@ -341,10 +388,11 @@ def _award(
             created_at=now,
             gpu_type=gpu_type,
             max_concurrent_gpus=concurrent,
-            state=AllocationState.ACTIVE,
+            state=initial,
             award_id=award.id,
         )
         s.add(row)
+    award.starts_at, award.ends_at = first, last
     app.state = apps.AWARDED
     s.flush()
     prog.audit_event(
@@ -360,6 +408,9 @@ def _award(
             "gpu_hours": award.gpu_hours,
             "lease_gpus": award.lease_gpus,
             "override_reason": override_reason,
+            "from": None,
+            "to": award.state,
+            "source": award.source,
         },
     )
     return award
@@ -386,9 +437,10 @@ def _project_for(s: Session, call: CallRow, app: ApplicationRow, now: datetime) 
 
 
 def allocation_state(row: AllocationRow, used_gpu_seconds: float, now: datetime) -> AllocationState:
-    """Suspension is set by hand; otherwise expired after the end, exhausted when used up."""
-    if row.state == AllocationState.SUSPENDED:
-        return AllocationState.SUSPENDED
+    """Suspension is set by hand and pending/withdrawn by the award's agreement; otherwise
+    expired after the end, exhausted when used up."""
+    if row.state in SET_STATES:
+        return AllocationState(row.state)
     if as_utc(row.ends_at) <= now:
         return AllocationState.EXPIRED
     if used_gpu_seconds >= row.gpu_seconds:
@@ -398,8 +450,8 @@ def allocation_state(row: AllocationRow, used_gpu_seconds: float, now: datetime)
 
 def refresh_allocation_states(s: Session, now: datetime) -> int:
     """Store each allocation's derived state; returns how many changed."""
-    not_suspended = AllocationRow.state != AllocationState.SUSPENDED
-    rows = list(s.scalars(select(AllocationRow).where(not_suspended)))
+    not_set = AllocationRow.state.not_in([state.value for state in SET_STATES])
+    rows = list(s.scalars(select(AllocationRow).where(not_set)))
     used = repo.charged_gpu_seconds(s, [r.id for r in rows])
     changed = 0
     for r in rows:
@@ -425,6 +477,8 @@ def set_suspended(
         prog.require_manager(caller, prog.call_row(s, award.call_id).programme_id)
     if not reason.strip():
         raise ValidationError("reason", "say why, for the audit log")
+    if row.state in (AllocationState.PENDING, AllocationState.WITHDRAWN):
+        raise Conflict(f"allocation {row.id} is {row.state}: its award's agreement decides it")
     row.state = AllocationState.SUSPENDED if suspended else AllocationState.ACTIVE
     if not suspended:
         used = repo.charged_gpu_seconds(s, [row.id]).get(row.id, 0.0)

@@ -28,6 +28,7 @@ from gpucenter.allocation import (
     Criterion,
     ShareRule,
     quarter_bounds,
+    terms,
 )
 from gpucenter.allocation.model import CallState
 from gpucenter.auth.permissions import Caller, Role
@@ -200,6 +201,13 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         "reviewers_per_application": 3,
         "rubric": [{"name": c.name, "weight": c.weight} for c in DEFAULT_RUBRIC],
         "gpus": {},
+        # After the award (gpucenter.allocation.terms): each section has its defaults there.
+        "agreement": {},
+        "reporting": {},
+        "use_check": {},
+        "changes": {},
+        "tier": {},
+        "reserve_size": None,
     }
     unknown = set(raw) - set(cfg)
     if unknown:
@@ -214,6 +222,7 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationError("config.reviewers_per_application", "must be at least 1")
     policy_of(cfg)
     rubric_of(cfg)
+    terms.check_config(cfg)
     return cfg
 
 

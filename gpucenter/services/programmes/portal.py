@@ -72,6 +72,11 @@ def _overview(s: Session, call: CallRow, now: datetime) -> CallOverview:
     )
 
 
+def overview_of(s: Session, call: CallRow, now: datetime) -> CallOverview:
+    """A call as applicants read it, inside a transaction another read model opened."""
+    return _overview(s, call, now)
+
+
 def _applicant_type(s: Session, caller: Caller) -> str:
     user = s.get(UserRow, caller.user_id)
     org = s.get(OrganisationRow, user.organisation_id) if user and user.organisation_id else None

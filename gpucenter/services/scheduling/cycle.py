@@ -39,6 +39,7 @@ from gpucenter.domain.ids import JobId, ProjectId, UserId
 from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, SiteRow
+from gpucenter.services.awards.reports import holds as report_holds
 from gpucenter.services.context import AppContext
 from gpucenter.services.fairshare import load_fair_share
 from gpucenter.services.programmes.awards import active_leases
@@ -268,7 +269,11 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
             queue,
             now.timestamp(),
             backfill=backfill,
-            policy=replace(ctx.policies, project_gpu_limits=_project_limits(s, now)),
+            policy=replace(
+                ctx.policies,
+                project_gpu_limits=_project_limits(s, now),
+                project_holds=report_holds(s, now),
+            ),
             fair_share=fair_share,
             reservations=active_leases(s, now),
         )

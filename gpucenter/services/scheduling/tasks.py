@@ -1,7 +1,9 @@
 """The scheduler leader's periodic tasks: the centre's own, and each site kind's.
 
 `periodic_tasks` lists them for a context: allocation states and budget alerts every minute,
-the use-it-or-lose-it check once per `Settings.use_check` period, and for every site the
+the awards' aftercare every minute (lapsed offers, report reminders and holds, reclaims whose
+appeal window closed, and the awards' monthly check, each idempotent), the use-it-or-lose-it
+notice to projects once per `Settings.use_check` period, and for every site the
 tasks its kind contributes through `SITE_TASKS` (a Slurm site: its accounts sync and its
 usage ingest). A new site kind that needs periodic work adds one entry there.
 """
@@ -16,11 +18,12 @@ from gpucenter.services.context import AppContext
 from gpucenter.services.periodic import Calendar, PeriodicTask, Schedule
 from gpucenter.services.sites.runtime import SiteRuntime
 
-__all__ = ["ALLOCATION_STATES", "SITE_TASKS", "USE_CHECK", "periodic_tasks"]
+__all__ = ["ALLOCATION_STATES", "AWARD_AFTERCARE", "SITE_TASKS", "USE_CHECK", "periodic_tasks"]
 
 log = logging.getLogger(__name__)
 ALLOCATION_STATES = "allocation-states"
 USE_CHECK = "use-check"
+AWARD_AFTERCARE = "award-aftercare"
 EVERY_MINUTE = Schedule(every_s=60.0)
 
 
@@ -42,6 +45,16 @@ def _refresh_allocation_states(ctx: AppContext) -> str:
         if (changed or alerts)
         else ""
     )
+
+
+def _award_aftercare(ctx: AppContext) -> str:
+    """Each step in its own transaction (see `awards.periodic`); fenced like every other
+    write of the leader's, so that a deposed leader's late tick changes nothing."""
+    from gpucenter.services.awards.periodic import run_periodic
+
+    tick = run_periodic(ctx.sessions, ctx.now(), begin=ctx.fenced)
+    done = tick.lapsed or tick.overdue or tick.reclaimed or tick.monthly
+    return str(tick) if done or tick.failed else ""
 
 
 def _use_check(ctx: AppContext) -> str:
@@ -68,6 +81,7 @@ def periodic_tasks(ctx: AppContext) -> list[PeriodicTask]:
     """Every periodic task of this server's leader."""
     tasks = [
         PeriodicTask(ALLOCATION_STATES, EVERY_MINUTE, _refresh_allocation_states),
+        PeriodicTask(AWARD_AFTERCARE, EVERY_MINUTE, _award_aftercare),
         PeriodicTask(
             USE_CHECK, Schedule(calendar=Calendar(ctx.settings.use_check)), _use_check, 3600.0
         ),
