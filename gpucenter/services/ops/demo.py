@@ -70,9 +70,11 @@ def _demo_call(s: Session, now: datetime) -> None:
 class DemoResult:
     created: bool
     summary: str
+    token: str = ""  # the demo user's new API token (the CLI keeps it in its profile)
+    username: str = DEMO_USER
 
 
-def load_demo(settings: Settings) -> DemoResult:
+def load_demo(settings: Settings, history: bool = True, seed: int = 7) -> DemoResult:
     engine = make_engine(settings.effective_database_url)
     now = datetime.now(tz=UTC)
     try:
@@ -92,16 +94,13 @@ def load_demo(settings: Settings) -> DemoResult:
             for body in builtin_templates():
                 templates.publish(s, body, now, None)
             _demo_call(s, now)
-        token_path = settings.var_dir / "cli-token"
-        token_path.parent.mkdir(parents=True, exist_ok=True)
-        token_path.write_text(new.token)
-        token_path.chmod(0o600)
     finally:
         engine.dispose()
     return DemoResult(
         True,
         f"demo data loaded: user {DEMO_USER!r} (password {DEMO_PASSWORD!r}) in project "
-        f"{DEMO_PROJECT!r} with 1000 GPU-hours; the CLI is signed in as {DEMO_USER}",
+        f"{DEMO_PROJECT!r} with 1000 GPU-hours",
+        new.token,
     )
 
 
