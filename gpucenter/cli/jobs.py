@@ -73,6 +73,9 @@ def submit(
         list[str] | None, typer.Option("--set", help="template field NAME=VALUE")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    parsable: Annotated[
+        bool, typer.Option("--parsable", help="print only the job's id (for a shell variable)")
+    ] = False,
 ) -> None:
     """Submit a job: a command, a script with #GPUCENTER directives, or a template.
 
@@ -125,6 +128,10 @@ def submit(
     with friendly_errors(), api_client() as client:
         # One key per invocation: a retry inside the client can never make two jobs.
         job = client.submit(body, idempotency_key=str(uuid.uuid4()))
+
+    if parsable:
+        console.print(str(job["id"]), highlight=False)
+        return
 
     def render(j: dict[str, Any]) -> None:
         tasks = j.get("array_task_ids")
