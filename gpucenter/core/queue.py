@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from itertools import filterfalse
 
+from gpucenter.core.job_size import small_factor
 from gpucenter.core.model import OPPORTUNISTIC, PendingJob
 from gpucenter.core.policy import Policies
-from gpucenter.core.priority import small_factor
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId, ProjectId, UserId
