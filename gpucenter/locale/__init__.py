@@ -37,6 +37,7 @@ __all__ = [
     "LANGUAGES",
     "catalogue",
     "format_instant",
+    "format_month",
     "format_num",
     "gettext",
     "language_from_env",
@@ -118,6 +119,17 @@ def _glue(locale: str) -> str:
     glue = str(Locale.parse(locale).datetime_formats["medium"])
     middle = glue.replace("{1}", "\x00").replace("{0}", "\x00").split("\x00")
     return middle[1] if len(middle) == 3 else " "
+
+
+def format_month(month: str, lang: str) -> str:
+    """A month written "YYYY-MM" as people read it: "Jan 2026", "2026년 1월" (CLDR)."""
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        first = date(year, number, 1)
+    except ValueError:
+        return month
+    locale = BABEL_LOCALE.get(lang, BABEL_LOCALE[DEFAULT_LANGUAGE])
+    return format_skeleton("yMMM", first, locale=locale)
 
 
 def format_num(value: float, lang: str, digits: int = 1, percent: bool = False) -> str:

@@ -13,7 +13,7 @@ render context (`lang`), so one Jinja environment serves both languages from any
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
@@ -153,6 +153,17 @@ def translate_text(context: Context, text: str | None) -> str:
     """A text that comes with the data (a template's title, a field label) in the reader's
     language, where `gpucenter/locale` has it; otherwise as it is."""
     return locale.gettext(_lang(context), text) if text else ""
+
+
+def with_language(draw: Callable[..., Any]) -> Callable[..., Any]:
+    """A chart function as a template global that is given the page's language (its
+    number and date formats), so that templates call it as before: `bar_chart(title, ...)`."""
+
+    @pass_context
+    def call(context: Context, *args: Any, **kwargs: Any) -> Any:
+        return draw(*args, lang=_lang(context), **kwargs)
+
+    return call
 
 
 def render_message(lang: str, message: Message | None, zone: ZoneInfo | None = None) -> str:
