@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -32,6 +33,10 @@ from gpucenter.cli.common import (
 )
 from gpucenter.config import get_settings
 from gpucenter.domain.text import control_character
+
+if TYPE_CHECKING:
+    from gpucenter.core import NodeSnapshot
+    from gpucenter.services.ops.demo_history import Demand
 
 app = typer.Typer(
     help="gpucenter: the control plane of a national AI computing centre.",
@@ -93,7 +98,7 @@ def demo_load(
 
     settings = get_settings()
     with friendly_errors():
-        result = load_demo(settings, history=not empty, seed=seed)
+        result = load_demo(settings, None if empty else _replay_in_simulator, seed)
     if result.token:
         path = profiles.update(
             {
@@ -106,6 +111,38 @@ def demo_load(
         )
         console.print(f"the CLI is signed in as {result.username} ({path})", highlight=False)
     console.print(result.summary, highlight=False)
+
+
+def _replay_in_simulator(
+    demands: Sequence[Demand], nodes: Sequence[NodeSnapshot], shares: Mapping[str, float]
+) -> tuple[Sequence[float], Sequence[float]]:
+    """The demo history's schedule, decided by the scheduling core through the simulator
+    (the `ours` policy: the server's priorities, fair share and backfill)."""
+    from gpucenter.sim.engine import simulate
+    from gpucenter.sim.policies import make_policy
+    from gpucenter.sim.traces.common import ApplicantType, TraceJob
+
+    kinds = {
+        "university": ApplicantType.UNIVERSITY,
+        "public_research_institute": ApplicantType.INSTITUTE,
+        "startup": ApplicantType.STARTUP,
+        "sme": ApplicantType.SME,
+    }
+    trace = [
+        TraceJob(
+            k,
+            d.submit_s,
+            d.duration_s,
+            d.gpus,
+            nodes[0].gpu_type if nodes else None,
+            d.project,
+            kinds.get(d.applicant_type, ApplicantType.UNKNOWN),
+            d.time_limit_s,
+        )
+        for k, d in enumerate(demands)
+    ]
+    result = simulate(trace, nodes, make_policy("ours"), shares=shares)
+    return result.start, result.end
 
 
 @app.command()

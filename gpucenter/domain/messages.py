@@ -64,7 +64,7 @@ class Message:
     params: tuple[tuple[str, Param], ...] = ()
 
     @classmethod
-    def of(cls, code: str, **params: Param) -> Message:
+    def of(cls, code: str, /, **params: Param) -> Message:
         return cls(code, tuple(params.items()))
 
     @property
@@ -149,7 +149,7 @@ class _Lenient(dict[str, str]):
         return "?"
 
 
-def msg(code: str, **params: Param) -> Message:
+def msg(code: str, /, **params: Param) -> Message:
     """Shorthand for `Message.of`."""
     if code not in ENGLISH:
         raise KeyError(f"unknown message code {code!r}")
