@@ -197,9 +197,13 @@ class _World:
     @classmethod
     def load(cls, ctx: AppContext, s: Session, row: JobRow) -> _World | None:
         now = ctx.now()
+        # The nodes of the sites this server schedules onto, as the pass does: a site known
+        # to the database only (another server's, or the demo's history) is no suggestion.
+        served = {rt.name for rt in ctx.site_runtimes()}
         nodes = [
             NodeSnapshot(n.name, n.gpu_type, n.gpu_count, n.block, site.name)
             for site in s.scalars(select(SiteRow).order_by(SiteRow.id))
+            if site.name in served
             for n in repo.nodes_of(s, site.id)
             if n.gpu_count > 0
         ]
