@@ -300,3 +300,67 @@ def _config_is_private_and_korean_works(centre: Centre) -> None:
     )
     assert done.returncode == 1
     assert "오류:" in done.stderr and "찾을 수 없습니다" in done.stderr, done.stderr
+
+
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+MESSAGE_CODE = re.compile(r"\b(?:wait|job|pending|error|health|budget|award|shape)\.[a-z_]+\b")
+
+
+def english_sentences() -> list[str]:
+    """English that must not reach a Korean reader: every phrase of three words or more of
+    the service messages, the templates' texts, and the CLI's own words of two or more."""
+    from gpucenter.domain.messages import ENGLISH
+    from gpucenter.locale.cli_texts import CLI_TEXTS
+    from gpucenter.locale.sources import template_texts
+
+    found: set[str] = set()
+    for text in [*ENGLISH.values(), *template_texts()]:
+        for part in re.split(r"%\(\w+\)s", text):
+            part = part.strip(" .,;:()'\"")
+            if len(part.split()) >= 3:
+                found.add(part)
+    found.update(t for t in CLI_TEXTS if len(t.split()) >= 2)
+    return sorted(found, key=len, reverse=True)
+
+
+def test_the_tour_in_korean_has_no_english_sentence(centre: Centre) -> None:
+    """The tour's commands with LANG=ko_KR.UTF-8: every label and table header is Korean, and
+    no English sentence of the catalogues or message code shows (the job's own command and
+    names, the user's words, are left as they are)."""
+    env = centre.env | {"LANG": "ko_KR.UTF-8", "TZ": "Asia/Seoul"}
+    cmds = [
+        "first=$(gpucenter job submit -p demo -g 2 --time 10m --parsable -- 'sleep 20')",
+        "second=$(gpucenter job submit -p demo -g 3 --time 10m --parsable -- 'true')",
+        "sleep 2",
+        "gpucenter job show $second",
+        "gpucenter job list --limit 3",
+        "gpucenter job templates",
+        "gpucenter alloc show",
+        "gpucenter usage",
+        "gpucenter job cancel $second",
+        "gpucenter job cancel $first",
+        "gpucenter job show 999999",
+        "gpucenter job submit ./no-such-script.sh -p demo",
+        "GPUCENTER_API_URL=http://127.0.0.1:9 gpucenter job list",
+    ]
+    steps = run_steps(cmds, env, centre.elsewhere, timeout=120)
+    sentences = english_sentences()
+    assert "not enough free now" in sentences and "Reason / detail" in sentences
+    problems: list[str] = []
+    for step in steps[3:]:
+        text = step.out + step.err
+        assert text.strip(), step.command
+        problems += [f"{step.command}: {s!r}" for s in sentences if s in text]
+        problems += [f"{step.command}: code {c}" for c in MESSAGE_CODE.findall(text)]
+        for line in text.splitlines():
+            if "┃" in line:  # a table's header: every cell in Korean
+                cells = [c.strip() for c in line.strip("┃ ").split("┃") if c.strip()]
+                problems += [f"{step.command}: header {c!r}" for c in cells if not HANGUL.search(c)]
+        if step.command.startswith("gpucenter job show $"):  # every field's label in Korean
+            for line in step.out.splitlines():
+                label = "" if line[:1] in "┏┃┡│└" else line[:14].strip()
+                if label and not HANGUL.search(label):
+                    problems.append(f"job show: label {label!r}")
+        if step.err:
+            assert step.err.startswith("오류:"), step.err
+    assert not problems, "\n".join(problems)

@@ -30,7 +30,7 @@ from gpucenter.config import get_settings
 from gpucenter.domain import durations
 from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.errors import DomainError
-from gpucenter.domain.messages import Message
+from gpucenter.domain.messages import Message, msg
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -76,6 +76,11 @@ def when(value: str | datetime | None) -> str:
     return locale.format_instant(parsed, lang(), local_zone())
 
 
+def tr(text: str) -> str:
+    """One of the command line's own words (`locale/cli_texts.py`) in the user's language."""
+    return locale.gettext(lang(), text)
+
+
 def say(message: Message | Mapping[str, Any] | None, fallback: str = "") -> str:
     """A service message (or its JSON form from the API) in the user's language."""
     if message is not None and not isinstance(message, Message):
@@ -105,19 +110,16 @@ def friendly_errors() -> Iterator[None]:
     except DomainError as exc:
         fail(say(exc.coded, str(exc)), 2)
     except httpx.ConnectError:
-        fail(f"cannot reach the gpucenter server at {get_settings().api_url}; is it running?")
+        fail(say(msg("error.cli_unreachable", url=get_settings().api_url)))
     except OperationalError as exc:
-        fail(f"cannot use the database: {exc.orig}; check GPUCENTER_DATABASE_URL")
+        fail(say(msg("error.cli_database", problem=str(exc.orig))))
 
 
 def api_client() -> Client:
     """A client for the API with the signed-in token (the profile's, or GPUCENTER_TOKEN)."""
     settings = get_settings()
     if not settings.token:
-        fail(
-            "not signed in: run 'gpucenter login' (it keeps the token in "
-            f"{config_path()}) or set GPUCENTER_TOKEN"
-        )
+        fail(say(msg("error.cli_not_signed_in", path=str(config_path()))))
     return Client(settings.api_url, settings.token, language=lang())
 
 

@@ -19,6 +19,7 @@ from gpucenter.cli.common import (
     friendly_errors,
     parse_duration,
     say,
+    tr,
     when,
 )
 from gpucenter.client import ENDED, Client
@@ -161,18 +162,18 @@ def _shares_files_with_server() -> bool:
 
 
 def _jobs_table(jobs: list[dict[str, Any]]) -> None:
-    table = Table("ID", "Name", "State", "GPUs", "Type", "QoS", "Reason / detail")
+    table = Table(*map(tr, ("ID", "Name", "State", "GPUs", "Type", "QoS", "Reason / detail")))
     for j in jobs:
         shown = j["state"] in ("PENDING", "FAILED", "TIMEOUT")
         why = say(j.get("reason_message"), j["reason_detail"]) if shown else ""
         table.add_row(
             str(j["id"]),
             j["name"],
-            j["state"],
+            tr(j["state"]),
             str(j["gpus_per_node"] * j["nodes"]),
             j["gpu_type"],
             j.get("qos", ""),
-            (f"{j['reason']}: " if j["reason"] else "") + why,
+            (f"{tr(j['reason'])}: " if j["reason"] else "") + why,
         )
     console.print(table)
 
@@ -201,15 +202,18 @@ def _render_job(j: dict[str, Any], why: dict[str, Any] | None = None) -> None:
     ):  # fmt: skip
         if j.get(key) not in (None, [], ""):
             value = when(j[key]) if key in _TIMES else j.get(key)
-            console.print(f"[bold]{key:>14}[/] {value}", highlight=False)
+            value = tr(str(value)) if key == "state" else value
+            console.print(f"[bold]{tr(key):>14}[/] {value}", highlight=False)
     if j["state"] == "PENDING":
         detail = say(j.get("reason_message"), j["reason_detail"])
         if why is not None:
             _render_pending(why)
-        console.print(f"[bold]{'detail':>14}[/] {j['reason']}: {detail}", highlight=False)
+        console.print(f"[bold]{tr('detail'):>14}[/] {tr(j['reason'])}: {detail}", highlight=False)
         factors = j.get("priority_factors")
         if factors:
-            table = Table("priority", *[k for k in factors if k != "priority"], title="priority")
+            table = Table(
+                tr("priority"), *[tr(k) for k in factors if k != "priority"], title=tr("priority")
+            )
             table.add_row(
                 f"{factors['priority']:.4f}",
                 *[f"{v:.4f}" for k, v in factors.items() if k != "priority"],
@@ -217,24 +221,24 @@ def _render_job(j: dict[str, Any], why: dict[str, Any] | None = None) -> None:
             console.print(table)
     elif j["reason_detail"]:
         detail = say(j.get("reason_message"), j["reason_detail"])
-        console.print(f"[bold]{'detail':>14}[/] {detail}", highlight=False)
+        console.print(f"[bold]{tr('detail'):>14}[/] {detail}", highlight=False)
 
 
 def _render_pending(why: dict[str, Any]) -> None:
     """The answer to "why is my job pending": the sentence, the queue, the start, advice."""
-    console.print(f"[bold]{'waiting':>14}[/] {say(why['sentence'])}", highlight=False)
+    console.print(f"[bold]{tr('waiting'):>14}[/] {say(why['sentence'])}", highlight=False)
     position = msg(
         "pending.position", position=why["position"], total=why["waiting"], gpu_type=why["gpu_type"]
     )
-    console.print(f"[bold]{'queue':>14}[/] {say(position)}", highlight=False)
+    console.print(f"[bold]{tr('queue'):>14}[/] {say(position)}", highlight=False)
     start = (
         msg("pending.no_estimate")
         if why["expected_start"] is None
         else msg("pending.expected", start=when(why["expected_start"]))
     )
-    console.print(f"[bold]{'start':>14}[/] {say(start)}", highlight=False)
+    console.print(f"[bold]{tr('start'):>14}[/] {say(start)}", highlight=False)
     for n, item in enumerate(why["sooner"]):
-        label = "sooner" if n == 0 else ""
+        label = tr("sooner") if n == 0 else ""
         console.print(f"[bold]{label:>14}[/] {say(item, item['text'])}", highlight=False)
 
 
@@ -327,7 +331,7 @@ def cancel(job_id: int) -> None:
     with friendly_errors(), api_client() as client:
         job = client.cancel(job_id)
     detail = say(job.get("reason_message"), job["reason_detail"])
-    console.print(f"job {job['id']}: {job['state']} {detail}", highlight=False)
+    console.print(f"job {job['id']}: {tr(job['state'])} {detail}", highlight=False)
 
 
 @app.command()
@@ -337,14 +341,14 @@ def templates(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         found = client.templates()
 
     def render(items: list[dict[str, Any]]) -> None:
-        table = Table("Template", "Title", "Fields (--set NAME=VALUE)")
+        table = Table(*map(tr, ("Template", "Title", "Fields (--set NAME=VALUE)")))
         for t in items:
             fields = ", ".join(
                 f"{f['name']}{'*' if f['required'] else ''}"
                 + (f"={f['default']}" if f["default"] is not None else "")
                 for f in t["fields"]
             )
-            table.add_row(t["name"], t["title"], fields)
+            table.add_row(t["name"], tr(t["title"]), fields)
         console.print(table)
 
     emit(found, as_json, render)

@@ -29,6 +29,7 @@ from gpucenter.cli.common import (
     err_console,
     fail,
     friendly_errors,
+    tr,
     when,
 )
 from gpucenter.config import get_settings
@@ -267,7 +268,19 @@ def alloc_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
     def render(data: list[dict[str, Any]]) -> None:
         table = Table(
-            "Project", "Alloc", "GPU-hours", "Used", "Remaining", "Burn/day", "Runs out", "Ends"
+            *map(
+                tr,
+                (
+                    "Project",
+                    "Alloc",
+                    "GPU-hours",
+                    "Used",
+                    "Remaining",
+                    "Burn/day",
+                    "Runs out",
+                    "Ends",
+                ),
+            )
         )
         for p in data:
             for a in p["allocations"]:
@@ -298,7 +311,7 @@ def usage(
         rows = client.usage(since, until, project)
 
     def render(data: list[dict[str, Any]]) -> None:
-        table = Table("Project", "User", "GPU type", "Jobs", "GPU-hours")
+        table = Table(*map(tr, ("Project", "User", "GPU type", "Jobs", "GPU-hours")))
         for r in data:
             table.add_row(
                 r["project"], r["username"], r["gpu_type"], str(r["jobs"]), f"{r['gpu_hours']:.4f}"

@@ -226,6 +226,12 @@ _ERRORS = {
     "error.not_pending": "job %(job)s is not pending",
     "error.cancel_not_owner": "only the job's owner or an admin may cancel it",
     "error.script_missing": "no such file: %(path)s",
+    "error.cli_unreachable": "cannot reach the gpucenter server at %(url)s; is it running?",
+    "error.cli_not_signed_in": (
+        "not signed in: run 'gpucenter login' (it keeps the token in %(path)s) or set "
+        "GPUCENTER_TOKEN"
+    ),
+    "error.cli_database": "cannot use the database: %(problem)s; check GPUCENTER_DATABASE_URL",
     "error.field": "%(field)s: %(problem)s",
     "error.unknown_project": "no project named %(project)s that you are a member of",
     "error.unknown_template": "unknown template %(name)s; published: %(published)s",

@@ -1,6 +1,7 @@
 """Every text this package translates, for the catalogue check: the message codes' English
 (`domain.messages.ENGLISH`), the words passed as parameters, and the built-in job templates'
-titles, descriptions and field labels (read from `gpucenter/demo/templates/*.yaml`)."""
+titles, descriptions and field labels (read from `gpucenter/demo/templates/*.yaml`), and the
+command line's own words (`cli_texts.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from gpucenter.domain.messages import ENGLISH
+from gpucenter.locale.cli_texts import CLI_TEXTS
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "demo" / "templates"
 
@@ -32,6 +34,8 @@ def all_texts() -> dict[str, str]:
     texts = {text: f"message {code}" for code, text in ENGLISH.items()}
     for text in template_texts():
         texts.setdefault(text, "job template")
+    for text in CLI_TEXTS:
+        texts.setdefault(text, "command line")
     return texts
 
 
