@@ -1,5 +1,7 @@
 # gpucenter: two commands on a fresh Debian/Ubuntu machine with Python 3.11+.
-#   make run   - set up .venv, migrate, load demo data, serve on http://127.0.0.1:8000/
+#   make run   - set up .venv, migrate, load a demo centre, serve on http://127.0.0.1:8000/
+#                (GPUCENTER_PORT=8123 make run: another port, for the server and the CLI alike;
+#                 make run EMPTY=1: an empty centre, without the months of demo history)
 #   make test  - set up .venv with dev extras; ruff, import rules, mypy, the whole test suite
 
 PYTHON ?= python3
@@ -22,14 +24,11 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
+# The port is read by all three commands from GPUCENTER_PORT (default 8000): `demo load`
+# records the server's address in the CLI's profile, and `serve` binds it and says so.
 run: $(STAMP_RUN)
 	$(BIN)/gpucenter db upgrade
-	$(BIN)/gpucenter demo load
-	@echo
-	@echo "  gpucenter is starting on http://127.0.0.1:8000/"
-	@echo "  demo login: user 'demo', password 'demo-password' (the CLI is already signed in)"
-	@echo "  try: $(BIN)/gpucenter job submit -p demo -g 2 -- 'nvidia-smi -L || echo \$$CUDA_VISIBLE_DEVICES'"
-	@echo
+	$(BIN)/gpucenter demo load $(if $(EMPTY),--empty,)
 	$(BIN)/gpucenter serve
 
 lint: $(STAMP_DEV)

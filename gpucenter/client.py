@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
 
+from gpucenter.domain.messages import Message
+
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+
 
 class ApiError(Exception):
-    """The server answered with a problem+json error."""
+    """The server answered with a problem+json error. `message` is the error as a message
+    code with parameters, when the server sent one (to say it in another language)."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, message: Message | None = None
+    ) -> None:
         super().__init__(f"{title} ({status}): {detail}")
         self.status = status
         self.title = title
         self.detail = detail
+        self.message = message
+
+
+class JobFailed(Exception):
+    """`Client.wait` found the job ended without completing: FAILED, CANCELLED or TIMEOUT.
+
+    `job` is the job as the API last showed it; `reason` says why (the scheduler's or the
+    site's words: an exit code, a time limit, who cancelled it)."""
+
+    def __init__(self, job: Mapping[str, Any]) -> None:
+        self.job = dict(job)
+        self.job_id = int(job["id"])
+        self.state = str(job["state"])
+        self.exit_code = job.get("exit_code")
+        self.reason = str(job.get("reason_detail") or "")
+        code = f", exit code {self.exit_code}" if self.exit_code is not None else ""
+        why = f": {self.reason}" if self.reason else ""
+        super().__init__(f"job {self.job_id} ended {self.state}{code}{why}")
+
+
+class WaitTimeout(TimeoutError):
+    """`Client.wait` gave up before the job ended."""
 
 
 class Client:
@@ -27,8 +57,11 @@ class Client:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        language: str | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if language:
+            headers["Accept-Language"] = language
         self._http = httpx.Client(
             base_url=base_url, headers=headers, transport=transport, timeout=timeout
         )
@@ -46,9 +79,14 @@ class Client:
         if resp.status_code >= 400:
             try:
                 body = resp.json()
-                raise ApiError(resp.status_code, body.get("title", ""), body.get("detail", ""))
             except ValueError:
                 raise ApiError(resp.status_code, resp.reason_phrase, resp.text[:500]) from None
+            raise ApiError(
+                resp.status_code,
+                body.get("title", ""),
+                body.get("detail", ""),
+                Message.from_json(body) if isinstance(body, dict) else None,
+            )
         return resp
 
     def _json(self, method: str, url: str, **kw: Any) -> Any:
@@ -114,6 +152,30 @@ class Client:
     def job(self, job_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", f"/api/v1/jobs/{job_id}")
         return result
+
+    def pending(self, job_id: int) -> dict[str, Any]:
+        """Why a pending job waits: a sentence, its place in the queue of its GPU type, the
+        expected start and what would start it sooner (409 once it is not pending)."""
+        result: dict[str, Any] = self._json("GET", f"/api/v1/jobs/{job_id}/pending")
+        return result
+
+    def wait(
+        self, job_id: int, timeout: float | None = None, poll_s: float = 1.0
+    ) -> dict[str, Any]:
+        """Block until the job has ended and return it if it COMPLETED; raise `JobFailed`
+        (with the state, exit code and reason) if it failed, timed out or was cancelled,
+        and `WaitTimeout` if `timeout` seconds pass first. A script written as
+        `api.wait(job["id"])` therefore never carries on after a failed job unawares."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["state"] == "COMPLETED":
+                return job
+            if job["state"] in ENDED:
+                raise JobFailed(job)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} is still {job['state']} after {timeout} s")
+            time.sleep(poll_s)
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self._json("POST", f"/api/v1/jobs/{job_id}/cancel")

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -82,7 +82,11 @@ class Settings(BaseSettings):
         description="tests only: hold each scheduling pass's decisions uncommitted this long",
     )
     kill_grace_s: float = Field(default=5.0, ge=0)
-    api_url: str = Field(default="http://127.0.0.1:8000", description="where the CLI finds the API")
+    api_url: str = Field(
+        default="",
+        description="where the CLI finds the API; empty: the CLI profile's url (see "
+        "cli/profiles.py), else this server's own host and port",
+    )
     token: str = Field(default="", description="API token the CLI sends")
     # Security: browser sessions, sign-in limits and single sign-on (see gpucenter/auth).
     cookie_secure: bool = Field(
@@ -142,6 +146,15 @@ class Settings(BaseSettings):
     )
     # The portal shows times in this zone (stored and sent over the API in UTC).
     display_timezone: str = Field(default="Asia/Seoul", description="IANA zone for web pages")
+
+    @model_validator(mode="after")
+    def _api_url_from_port(self) -> Settings:
+        """One place for the port: without GPUCENTER_API_URL the CLI talks to the address
+        the server binds (GPUCENTER_HOST, GPUCENTER_PORT), not to a fixed 8000."""
+        if not self.api_url:
+            host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            self.api_url = f"http://{host}:{self.port}"
+        return self
 
     @property
     def effective_database_url(self) -> str:

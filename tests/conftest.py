@@ -85,6 +85,11 @@ def _own_default_var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     from gpucenter.config import get_settings
 
     monkeypatch.setenv("GPUCENTER_VAR_DIR", str(tmp_path / "default-var"))
+    # The CLI's per-user configuration (cli/profiles.py) lives under XDG_CONFIG_HOME: each
+    # test gets its own, so neither the developer's profile nor another test's leaks in
+    # (servers and CLI processes started by a test inherit it).
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.delenv("GPUCENTER_PROFILE", raising=False)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -8,16 +8,18 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from gpucenter.api.schemas import JobIn, JobOut, JobPageOut
+from gpucenter.api.schemas import JobIn, JobOut, JobPageOut, PendingOut
 from gpucenter.auth.permissions import Permission
-from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.errors import Conflict, ValidationError
 from gpucenter.domain.jobs import JobState
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import requires
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs.events import job_events
 from gpucenter.services.jobs.submission import JobForm
 from gpucenter.services.jobs.views import AnyJob, job_view
+from gpucenter.services.scheduling import pending
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -93,6 +95,18 @@ def show_job(job_id: int, ctx: Ctx, caller: CurrentCaller) -> JobOut:
     row = jobs.get_visible(ctx, caller, job_id)
     tasks = jobs.array_task_ids(ctx, row) if row.array_job_id is not None else None
     return JobOut.of(row, tasks)
+
+
+@router.get(
+    "/{job_id}/pending", response_model=PendingOut, dependencies=[requires(Permission.JOBS_READ)]
+)
+def why_pending(job_id: int, ctx: Ctx, caller: CurrentCaller) -> PendingOut:
+    """Why the job waits (one sentence), its place among pending jobs of its GPU type, the
+    expected start, and what would start it sooner. 409 once the job is not pending."""
+    view = pending.explain_pending(ctx, caller, job_id)
+    if view is None:
+        raise Conflict.of(msg("error.not_pending", job=str(job_id)))
+    return PendingOut.of(view)
 
 
 @router.post(

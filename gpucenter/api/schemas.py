@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpucenter.domain.messages import Message
 from gpucenter.services.jobs.views import JobView
+from gpucenter.services.scheduling.pending import PendingExplanation
 
 
 class JobIn(BaseModel):
@@ -63,6 +65,11 @@ class JobOut(BaseModel):
     ended_at: datetime | None
     exit_code: int | None
     placement: list[dict[str, Any]] | None
+    reason_message: dict[str, Any] | None = Field(
+        default=None,
+        description="reason_detail as {code, params}, to be said in the reader's language; "
+        "null when the detail exists in English only",
+    )
 
     @classmethod
     def of(cls, job: JobView, array_task_ids: list[int] | None = None) -> JobOut:
@@ -93,6 +100,57 @@ class JobOut(BaseModel):
             ended_at=job.ended_at,
             exit_code=job.exit_code,
             placement=job.placement,
+            reason_message=job.reason_message.to_json() if job.reason_message else None,
+        )
+
+
+class MessageOut(BaseModel):
+    """A sentence for people: `text` in English, `code` and `params` to say it in another
+    language (instants are {"at": seconds since the epoch})."""
+
+    code: str
+    params: dict[str, Any]
+    text: str
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        data = message.to_json()
+        return cls(code=data["code"], params=data["params"], text=message.english())
+
+
+class SuggestionOut(MessageOut):
+    kind: str = Field(description="gpus, gpu_type, time_limit, top_up or dependency")
+    value: int | str | None
+
+
+class PendingOut(BaseModel):
+    """Why a pending job waits, where it stands and what would start it sooner."""
+
+    job_id: int
+    reason: str
+    sentence: MessageOut
+    detail: MessageOut | None
+    position: int = Field(description="1-based, among pending jobs of the same GPU type")
+    waiting: int
+    gpu_type: str
+    expected_start: datetime | None
+    sooner: list[SuggestionOut]
+
+    @classmethod
+    def of(cls, view: PendingExplanation) -> PendingOut:
+        return cls(
+            job_id=view.job_id,
+            reason=view.reason,
+            sentence=MessageOut.of(view.sentence),
+            detail=MessageOut.of(view.detail) if view.detail else None,
+            position=view.position,
+            waiting=view.waiting,
+            gpu_type=view.gpu_type,
+            expected_start=view.expected_start,
+            sooner=[
+                SuggestionOut(kind=x.kind, value=x.value, **MessageOut.of(x.message).model_dump())
+                for x in view.sooner
+            ],
         )
 
 

@@ -1,24 +1,36 @@
-"""Shared CLI plumbing: settings, errors as messages with a non-zero exit, output modes."""
+"""Shared CLI plumbing: settings, errors as messages with a non-zero exit, output modes,
+and the reader's language and time zone.
+
+The language is the POSIX one (LC_ALL, LC_MESSAGES, LANG: `ko_KR.UTF-8` gives Korean):
+scheduler reasons, errors and other service messages arrive from the API as codes with
+parameters and are said here in that language. Times are shown in the user's own zone (TZ,
+else the system's), with the zone's name, in the same format as the portal's pages.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, datetime, tzinfo
+from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 
+from gpucenter import locale
 from gpucenter.auth.permissions import Caller
+from gpucenter.cli.profiles import config_path
 from gpucenter.client import ApiError, Client
-from gpucenter.config import Settings, get_settings
+from gpucenter.config import get_settings
 from gpucenter.domain import durations
 from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.errors import DomainError
+from gpucenter.domain.messages import Message, msg
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -26,10 +38,61 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+_ERROR_WORD = {"en": "error", "ko": "오류"}
+
+
+def lang() -> str:
+    """The user's language from the environment (English unless LANG & co. say Korean)."""
+    return locale.language_from_env(os.environ)
+
+
+@cache
+def local_zone() -> tzinfo:
+    """The user's time zone: TZ when it names one, else the system's (/etc/localtime)."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (KeyError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    except (OSError, ValueError):
+        return datetime.now().astimezone().tzinfo or UTC
+
+
+def when(value: str | datetime | None) -> str:
+    """An API time (ISO 8601 with an offset) in the user's zone and language, zone named."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    else:
+        parsed = value
+    return locale.format_instant(parsed, lang(), local_zone())
+
+
+def tr(text: str) -> str:
+    """One of the command line's own words (`locale/cli_texts.py`) in the user's language."""
+    return locale.gettext(lang(), text)
+
+
+def say(message: Message | Mapping[str, Any] | None, fallback: str = "") -> str:
+    """A service message (or its JSON form from the API) in the user's language."""
+    if message is not None and not isinstance(message, Message):
+        message = Message.from_json(message)
+    if message is None:
+        return fallback
+    return locale.render(message, lang(), local_zone())
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    word = _ERROR_WORD.get(lang(), "error")
+    err_console.print(f"[bold red]{word}:[/] {message}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -42,28 +105,22 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except ApiError as exc:
-        fail(exc.detail or exc.title, 2 if exc.status in (400, 409, 422) else 1)
+        text = say(exc.message, exc.detail or exc.title)
+        fail(text, 2 if exc.status in (400, 409, 422) else 1)
     except DomainError as exc:
-        fail(str(exc), 2)
+        fail(say(exc.coded, str(exc)), 2)
     except httpx.ConnectError:
-        fail(f"cannot reach the gpucenter server at {get_settings().api_url}; is it running?")
+        fail(say(msg("error.cli_unreachable", url=get_settings().api_url)))
     except OperationalError as exc:
-        fail(f"cannot use the database: {exc.orig}; check GPUCENTER_DATABASE_URL")
-
-
-def token_file(settings: Settings) -> Path:
-    return settings.var_dir / "cli-token"
+        fail(say(msg("error.cli_database", problem=str(exc.orig))))
 
 
 def api_client() -> Client:
+    """A client for the API with the signed-in token (the profile's, or GPUCENTER_TOKEN)."""
     settings = get_settings()
-    token = settings.token
-    path = token_file(settings)
-    if not token and path.exists():
-        token = path.read_text().strip()
-    if not token:
-        fail("not signed in: run 'gpucenter login' or set GPUCENTER_TOKEN")
-    return Client(settings.api_url, token)
+    if not settings.token:
+        fail(say(msg("error.cli_not_signed_in", path=str(config_path()))))
+    return Client(settings.api_url, settings.token, language=lang())
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
@@ -89,7 +146,7 @@ def api_call(method: str, path: str, **kw: Any) -> Any:
     settings = get_settings()
     client = api_client()
     client.close()
-    token = settings.token or (token_file(settings).read_text().strip())
+    token = settings.token
     with httpx.Client(
         base_url=settings.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as http:
@@ -99,7 +156,12 @@ def api_call(method: str, path: str, **kw: Any) -> Any:
             body = resp.json()
         except ValueError:
             body = {}
-        raise ApiError(resp.status_code, body.get("title", ""), body.get("detail", resp.text[:200]))
+        raise ApiError(
+            resp.status_code,
+            body.get("title", ""),
+            body.get("detail", resp.text[:200]),
+            Message.from_json(body),
+        )
     return resp.json() if resp.content else None
 
 

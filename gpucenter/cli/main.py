@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from gpucenter.cli import accounting, admin, audit, db, jobs, programmes, sim, slurm, tokens
+from gpucenter.cli import (
+    accounting,
+    admin,
+    audit,
+    db,
+    jobs,
+    profiles,
+    programmes,
+    sim,
+    slurm,
+    tokens,
+)
 from gpucenter.cli.common import (
     api_client,
     console,
@@ -16,10 +29,15 @@ from gpucenter.cli.common import (
     err_console,
     fail,
     friendly_errors,
-    token_file,
+    tr,
+    when,
 )
 from gpucenter.config import get_settings
 from gpucenter.domain.text import control_character
+
+if TYPE_CHECKING:
+    from gpucenter.core import NodeSnapshot
+    from gpucenter.services.ops.demo_history import Demand
 
 app = typer.Typer(
     help="gpucenter: the control plane of a national AI computing centre.",
@@ -45,15 +63,87 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(accounting.app, name="accounting")
 
 
+@app.callback()
+def _everywhere(
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            envvar="GPUCENTER_PROFILE",
+            help="the profile of the CLI's configuration file to use (server URL and token)",
+        ),
+    ] = None,
+) -> None:
+    """Before any command: the configuration file's profile fills in the settings no
+    environment variable gives (see cli/profiles.py), so the CLI works from any directory."""
+    if profile:
+        os.environ["GPUCENTER_PROFILE"] = profile
+    profiles.apply_to_environment(os.environ)
+    get_settings.cache_clear()
+
+
 @demo_app.command("load")
-def demo_load() -> None:
-    """Create a demo organisation, project, allocation and user (idempotent)."""
+def demo_load(
+    empty: Annotated[
+        bool,
+        typer.Option(
+            "--empty", help="only the demo user, project and templates: no months of history"
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="the history's random seed")] = 7,
+) -> None:
+    """Create a demo centre (idempotent): the demo user and project, and unless --empty a
+    few months of history. Signs the CLI in as the demo user (a profile in the CLI's
+    configuration file, with this server's address)."""
     from gpucenter.services.ops.demo import load_demo
 
     settings = get_settings()
     with friendly_errors():
-        result = load_demo(settings)
+        result = load_demo(settings, None if empty else _replay_in_simulator, seed)
+    if result.token:
+        path = profiles.update(
+            {
+                "url": settings.api_url,
+                "token": result.token,
+                "username": result.username,
+                "var_dir": str(settings.var_dir.resolve()),
+                "database_url": os.environ.get("GPUCENTER_DATABASE_URL", ""),
+            }
+        )
+        console.print(f"the CLI is signed in as {result.username} ({path})", highlight=False)
     console.print(result.summary, highlight=False)
+
+
+def _replay_in_simulator(
+    demands: Sequence[Demand], nodes: Sequence[NodeSnapshot], shares: Mapping[str, float]
+) -> tuple[Sequence[float], Sequence[float]]:
+    """The demo history's schedule, decided by the scheduling core through the simulator
+    (the `ours` policy: the server's priorities, fair share and backfill)."""
+    from gpucenter.sim.engine import simulate
+    from gpucenter.sim.policies import make_policy
+    from gpucenter.sim.traces.common import ApplicantType, TraceJob
+
+    kinds = {
+        "university": ApplicantType.UNIVERSITY,
+        "public_research_institute": ApplicantType.INSTITUTE,
+        "startup": ApplicantType.STARTUP,
+        "sme": ApplicantType.SME,
+    }
+    trace = [
+        TraceJob(
+            k,
+            d.submit_s,
+            d.duration_s,
+            d.gpus,
+            nodes[0].gpu_type if nodes else None,
+            d.project,
+            kinds.get(d.applicant_type, ApplicantType.UNKNOWN),
+            d.time_limit_s,
+        )
+        for k, d in enumerate(demands)
+    ]
+    result = simulate(trace, nodes, make_policy("ours"), shares=shares)
+    return result.start, result.end
 
 
 @app.command()
@@ -82,7 +172,7 @@ def serve(
         ctx = build_context(settings)
     bind_host = host or settings.host
     bind_port = port or settings.port
-    console.print(f"gpucenter serving on http://{bind_host}:{bind_port}/", highlight=False)
+    _banner(bind_host, bind_port, settings.api_url)
     from gpucenter.logs import configure_json_logging
 
     configure_json_logging()  # structured logs with the request id, on stderr
@@ -115,6 +205,19 @@ def serve(
             scheduler.join(timeout=40)
 
 
+def _banner(host: str, port: int, cli_url: str) -> None:
+    """Say where the server really listens, and whether the CLI's settings point there."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}"
+    console.print(f"gpucenter serving on {url}/", highlight=False)
+    if cli_url.rstrip("/") != url:
+        console.print(
+            f"  note: the CLI here is set to {cli_url}; point it at this server with "
+            f"'gpucenter login --url {url}' or GPUCENTER_API_URL={url}",
+            highlight=False,
+        )
+
+
 def _start_dedicated_scheduler() -> Any:
     """With several API workers the scheduler loop gets a process of its own, started and
     given the leader lock (if no other server holds it) before the workers: a pass is
@@ -141,18 +244,20 @@ def login(
     code: Annotated[
         str | None, typer.Option("--code", help="TOTP code, if your account has a second factor")
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="the server, e.g. https://gpu.example.kr (default: as set)"),
+    ] = None,
 ) -> None:
-    """Sign in with a username and password; keeps the token for later commands."""
+    """Sign in with a username and password; the server's URL and a new token go into the
+    active profile of the CLI's configuration file, used from any directory."""
     from gpucenter.client import Client
 
-    settings = get_settings()
-    with friendly_errors(), Client(settings.api_url) as client:
+    server = (url or get_settings().api_url).rstrip("/")
+    with friendly_errors(), Client(server) as client:
         token = client.login(username, password, code)
-    path = token_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(token)
-    path.chmod(0o600)
-    console.print(f"signed in as {username}", highlight=False)
+    path = profiles.update({"url": server, "token": token, "username": username})
+    console.print(f"signed in to {server} as {username} ({path})", highlight=False)
 
 
 @alloc_app.command("show")
@@ -163,7 +268,19 @@ def alloc_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
     def render(data: list[dict[str, Any]]) -> None:
         table = Table(
-            "Project", "Alloc", "GPU-hours", "Used", "Remaining", "Burn/day", "Runs out", "Ends"
+            *map(
+                tr,
+                (
+                    "Project",
+                    "Alloc",
+                    "GPU-hours",
+                    "Used",
+                    "Remaining",
+                    "Burn/day",
+                    "Runs out",
+                    "Ends",
+                ),
+            )
         )
         for p in data:
             for a in p["allocations"]:
@@ -174,8 +291,8 @@ def alloc_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
                     f"{a['used_gpu_hours']:.4f}",
                     f"{a['remaining_gpu_hours']:.4f}",
                     f"{a['burn_rate_gpu_hours_per_day']:.3f}",
-                    str(a["projected_exhaustion"] or "-")[:10],
-                    str(a["ends_at"])[:10],
+                    when(a["projected_exhaustion"]) if a["projected_exhaustion"] else "-",
+                    when(a["ends_at"]),
                 )
         console.print(table)
 
@@ -194,7 +311,7 @@ def usage(
         rows = client.usage(since, until, project)
 
     def render(data: list[dict[str, Any]]) -> None:
-        table = Table("Project", "User", "GPU type", "Jobs", "GPU-hours")
+        table = Table(*map(tr, ("Project", "User", "GPU type", "Jobs", "GPU-hours")))
         for r in data:
             table.add_row(
                 r["project"], r["username"], r["gpu_type"], str(r["jobs"]), f"{r['gpu_hours']:.4f}"

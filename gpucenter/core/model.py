@@ -13,6 +13,7 @@ from types import MappingProxyType
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId, ProjectId, UserId
 from gpucenter.domain.jobs import GpuRequest, WaitReason
+from gpucenter.domain.messages import Message
 
 #: The QoS that runs on idle GPUs beyond allocations and is preempted when entitled work
 #: needs them.
@@ -119,10 +120,13 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Why a job waits: a reason code for machines and a sentence for people."""
+    """Why a job waits: a reason code for machines, the sentence in English (`detail`), and
+    the same sentence as a message code with parameters (`message`) for readers of any
+    language and time zone; None only from callers written before messages existed."""
 
     reason: WaitReason
     detail: str
+    message: Message | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Per-pass bookkeeping: outputs being built, the failed-shape memo, and wait texts.
 
-Wait objects are interned by text: a 100,000-job queue mostly waits for a handful of
+Wait objects are interned by message: a 100,000-job queue mostly waits for a handful of
 reasons, and one shared frozen object per reason keeps a pass from allocating per job.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from gpucenter.core.model import Fragmentation, PlannedStart, Preemption, Start, Wait
@@ -17,23 +16,18 @@ from gpucenter.core.reservations import AdvanceReservation
 from gpucenter.core.state import BORROWED_CLASS, ENTITLED_CLASS, ClusterState, Hold
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import WaitReason
+from gpucenter.domain.messages import At, Message
 
 if TYPE_CHECKING:
     from gpucenter.core.queue import QueuedJob
     from gpucenter.core.timeline import Planner
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f}"
-
-
 def iso_instant(t: float) -> str:
-    """An instant as people read it in a wait reason: UTC ISO-8601 to the second, e.g.
-    "2026-11-29T18:40:00Z". Pure: a function of `t` alone, no local time zone."""
-    try:
-        return datetime.fromtimestamp(round(t), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):  # beyond year 9999: keep the number
-        return f"{t:.0f}"
+    """An instant as people read it in an English wait reason: UTC ISO-8601 to the second,
+    e.g. "2026-11-29T18:40:00Z". Pure: a function of `t` alone, no local time zone. Readers
+    in another language or zone render the wait's `message` instead."""
+    return At(t).iso()
 
 
 @contextmanager
@@ -78,7 +72,7 @@ class PassContext:
         self.planner: Planner
         self.generic: Wait | None = None
         self._pools: dict[tuple[str, int, int], list[tuple[int, int]]] = {}
-        self._texts: dict[tuple[WaitReason, str], Wait] = {}
+        self._texts: dict[tuple[WaitReason, Message], Wait] = {}
 
     # -- where a job may run -------------------------------------------------------------
     def pools_for(
@@ -112,69 +106,69 @@ class PassContext:
         return mine + general + lent
 
     # -- wait texts ----------------------------------------------------------------------
-    def _wait(self, reason: WaitReason, detail: str) -> Wait:
-        key = (reason, detail)
+    def _wait(self, reason: WaitReason, message: Message) -> Wait:
+        key = (reason, message)
         w = self._texts.get(key)
         if w is None:
-            w = self._texts[key] = Wait(reason, detail)
+            w = self._texts[key] = Wait(reason, message.english(), message)
         return w
 
     @staticmethod
-    def shape(q: QueuedJob) -> str:
+    def shape(q: QueuedJob) -> Message:
         shape = q.shape
-        return f"{shape.nodes} node(s) x {shape.gpn} {'/'.join(shape.types)} GPU(s)"
+        return Message(
+            "shape", (("nodes", shape.nodes), ("gpus", shape.gpn), ("types", "/".join(shape.types)))
+        )
 
     def exhausted(self, q: QueuedJob, left: float) -> Wait:
         if left <= 0:
-            return self._wait(
-                WaitReason.ALLOCATION_EXHAUSTED, "the project's allocation has no GPU-hours left"
-            )
+            return self._wait(WaitReason.ALLOCATION_EXHAUSTED, Message("wait.allocation_empty"))
         return self._wait(
             WaitReason.ALLOCATION_EXHAUSTED,
-            f"the job may use {_hours(q.gpu_seconds)} GPU-hours but the allocation has "
-            f"{_hours(left)} left; shorten the time limit or ask for more",
+            Message.of(
+                "wait.allocation_short",
+                need=round(q.gpu_seconds / 3600, 1),
+                left=round(left / 3600, 1),
+            ),
         )
 
     def quota(self, q: QueuedJob, limits: Mapping[str, int]) -> Wait:
         caps = ", ".join(f"{t}: {limits[t]}" for t in q.shape.types if t in limits)
         return self._wait(
-            WaitReason.QUOTA_LIMIT,
-            f"the project is at its concurrent GPU limit ({caps}); {self.shape(q)} would exceed it",
+            WaitReason.QUOTA_LIMIT, Message.of("wait.quota", caps=caps, shape=self.shape(q))
         )
 
     def blocked(self, q: QueuedJob, reason: WaitReason, hold: Hold | None) -> Wait:
         if reason is WaitReason.TOPOLOGY:
             return self._wait(
                 reason,
-                f"{self.shape(q)} free, but not within {q.shape.max_blocks} network block(s)",
+                Message.of(
+                    "wait.topology",
+                    shape=self.shape(q),
+                    blocks=q.shape.max_blocks if q.shape.max_blocks is not None else "?",
+                ),
             )
         if reason is WaitReason.RESERVATION and hold is not None:
             name = self.reservations[hold[4]].name
             return self._wait(
-                reason,
-                f"free GPUs are reserved by {name!r} from {iso_instant(hold[0])}; "
-                "a shorter time limit would let the job run before it",
+                reason, Message.of("wait.reservation", name=name, start=At(float(round(hold[0]))))
             )
         if reason is WaitReason.PRIORITY:
             return self._wait(
-                reason,
-                f"free GPUs are held for higher-priority job {hold[3] if hold else '?'}; "
-                "a shorter time limit could backfill",
+                reason, Message.of("wait.priority", job=str(hold[3]) if hold else "?")
             )
-        return self._wait(reason, f"waiting for {self.shape(q)}; not enough free now")
+        return self._wait(reason, Message.of("wait.resources", shape=self.shape(q)))
 
     def plan(self, q: QueuedJob, reason: WaitReason, t: float, nodes: list[str], g: int) -> Wait:
         self.planned.append(PlannedStart(q.src.job_id, t, tuple(nodes), g))
         head = ", ".join(nodes[:3]) + (" ..." if len(nodes) > 3 else "")
-        return Wait(
-            reason,
-            f"waiting for {self.shape(q)}; expected to start by {iso_instant(t)} on {head}",
+        message = Message.of(
+            "wait.planned", shape=self.shape(q), start=At(float(round(t))), nodes=head
         )
+        return Wait(reason, message.english(), message)
 
     def never(self, q: QueuedJob) -> Wait:
-        return self._wait(
-            WaitReason.RESOURCES, f"{self.shape(q)} do not exist in any pool this job may use"
-        )
+        return self._wait(WaitReason.RESOURCES, Message.of("wait.never", shape=self.shape(q)))
 
 
 def fragmentation(

@@ -1,19 +1,43 @@
-"""Domain errors. Each names the field at fault so that every interface can say what to fix."""
+"""Domain errors. Each names the field at fault so that every interface can say what to fix.
+
+An error may also carry its text as a message code with parameters (`coded`), so that the
+portal and the CLI can say it in the reader's language; `str(error)` stays the English.
+"""
 
 from __future__ import annotations
+
+from typing import Self
+
+from gpucenter.domain.messages import Message
 
 
 class DomainError(Exception):
     """Base of every error the domain raises on purpose."""
 
+    coded: Message | None = None
+
+    @classmethod
+    def of(cls, message: Message) -> Self:
+        """This error saying `message` (English in `str()`, the code for other readers)."""
+        error = cls(message.english())
+        error.coded = message
+        return error
+
 
 class ValidationError(DomainError):
     """Input that can never be valid, with the field that is wrong and how to fix it."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, coded: Message | None = None) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        if coded is not None:
+            self.coded = Message.of("error.field", field=field, problem=coded)
+
+    @classmethod
+    def about(cls, field: str, problem: Message) -> ValidationError:
+        """A refusal of `field` whose problem is said by a message code."""
+        return cls(field, problem.english(), problem)
 
 
 class InvalidTransition(DomainError):
@@ -27,6 +51,7 @@ class NotFound(DomainError):
         super().__init__(f"{kind} {key!r} not found")
         self.kind = kind
         self.key = key
+        self.coded = Message.of("error.not_found", kind=kind, key=repr(key))
 
 
 class PermissionDenied(DomainError):

@@ -20,6 +20,7 @@ from gpucenter.domain.errors import (
     Unauthenticated,
     ValidationError,
 )
+from gpucenter.domain.messages import Message
 from gpucenter.http.security import BodyTooLarge
 from gpucenter.services.identity.ratelimit import TooManyRequests
 
@@ -41,9 +42,22 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=all_headers)
 
 
+def _coded(exc: Exception) -> dict[str, Any]:
+    """`code` and `params` members for an error that carries its text as a message code:
+    a client renders them in its user's language (the CLI does), else shows `detail`."""
+    message = getattr(exc, "coded", None)
+    if not isinstance(message, Message):
+        return {}
+    return message.to_json()
+
+
 def _validation(exc: ValidationError) -> JSONResponse:
     return problem(
-        422, "Invalid input", str(exc), errors=[{"field": exc.field, "message": exc.message}]
+        422,
+        "Invalid input",
+        str(exc),
+        errors=[{"field": exc.field, "message": exc.message}],
+        **_coded(exc),
     )
 
 
@@ -65,13 +79,13 @@ def _request_validation(exc: RequestValidationError) -> JSONResponse:
 
 
 def _not_found(exc: NotFound) -> JSONResponse:
-    return problem(404, "Not found", str(exc))
+    return problem(404, "Not found", str(exc), **_coded(exc))
 
 
 def _unauth(exc: Unauthenticated) -> JSONResponse | RedirectResponse:
     if isinstance(exc, LoginRequired):
         return RedirectResponse("/login", status_code=303)
-    return problem(401, "Unauthenticated", str(exc))
+    return problem(401, "Unauthenticated", str(exc), **_coded(exc))
 
 
 def _too_many(exc: TooManyRequests) -> JSONResponse:
@@ -83,11 +97,11 @@ def _too_large(exc: BodyTooLarge) -> JSONResponse:
 
 
 def _forbidden(exc: PermissionDenied) -> JSONResponse:
-    return problem(403, "Forbidden", str(exc))
+    return problem(403, "Forbidden", str(exc), **_coded(exc))
 
 
 def _conflict(exc: Conflict | InvalidTransition) -> JSONResponse:
-    return problem(409, "Conflict", str(exc))
+    return problem(409, "Conflict", str(exc), **_coded(exc))
 
 
 def _http(exc: StarletteHTTPException) -> JSONResponse:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import sqltypes
 
 from gpucenter.domain.errors import OutOfRange
 
@@ -58,11 +61,35 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+class _AwareSqliteDateTime(sqlite.DATETIME):
+    """SQLite keeps no offset: a `DateTime(timezone=True)` column came back naive there and
+    aware from PostgreSQL, so the API wrote "2026-12-05T04:59:54" (no offset) on one and
+    "...+00:00" on the other. Every value is stored in UTC, so on the way out it is marked
+    UTC: both databases now hand the services the same aware datetimes."""
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        parse = super().result_processor(dialect, coltype)
+        if not self.timezone:
+            return parse
+
+        def aware(value: Any) -> Any:
+            parsed = parse(value) if parse is not None else value
+            if isinstance(parsed, datetime) and parsed.tzinfo is None:
+                return parsed.replace(tzinfo=UTC)
+            return parsed
+
+        return aware
+
+
 def _make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _ensure_sqlite_dir(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine.dialect.colspecs = {
+            **engine.dialect.colspecs,
+            sqltypes.DateTime: _AwareSqliteDateTime,
+        }
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]

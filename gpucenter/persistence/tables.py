@@ -150,6 +150,9 @@ class JobRow(Base):
     state: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
     reason: Mapped[str] = mapped_column(String(40), nullable=False, default="")
     reason_detail: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    # The same reason as a message code with parameters (migration 0016); trusted by readers
+    # only while its English rendering equals `reason_detail`.
+    reason_message: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     submitted_at: Mapped[datetime] = _ts()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

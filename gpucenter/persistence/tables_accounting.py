@@ -10,8 +10,10 @@ additionally gets a row here with its kind, reason and author; the two share the
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Float,
@@ -117,6 +119,9 @@ class NotificationRow(Base):
     kind: Mapped[str] = mapped_column(String(40), nullable=False)
     subject: Mapped[str] = mapped_column(String(300), nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    # {"subject": message, "body": [messages]} (migration 0016): the same text as codes, for
+    # readers in another language; None for notifications written only in English.
+    message: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = _ts()
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     emailed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

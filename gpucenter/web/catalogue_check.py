@@ -1,7 +1,10 @@
 """Find every string the portal shows and check that each has a translation.
 
-Strings come from two places: the templates (`_()`, `{% trans %}`) and the web code
-(`N_()`, `render.t(request, ...)`, `i18n.gettext(lang, ...)`). The test suite fails on any
+Strings come from three places: the templates (`_()`, `{% trans %}`), the web code
+(`N_()`, `render.t(request, ...)`, `i18n.gettext(lang, ...)`), and the service messages
+rendered by `gpucenter.locale` (scheduler reasons, errors, health texts, notices, award
+explanations: every code of `domain.messages.ENGLISH`, and the built-in job templates'
+texts), whose translations live in `gpucenter/locale/<lang>/`. The test suite fails on any
 string without a Korean translation, or a translation that drops a `%(name)s` placeholder.
 Run `python -m gpucenter.web.catalogue_check ko` to print the missing entries as .po stubs
 to paste into the catalogue of the area they belong to.
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from babel.messages.extract import DEFAULT_KEYWORDS, extract
 
+from gpucenter import locale
+from gpucenter.locale.sources import all_texts
 from gpucenter.web import i18n
 
 WEB_DIR = Path(__file__).parent
@@ -82,10 +87,22 @@ def missing(lang: str) -> list[Message]:
     return result
 
 
+def service_missing(lang: str) -> list[Message]:
+    """Service messages and template texts with no translation in `gpucenter/locale/<lang>`."""
+    found = locale.catalogue(lang)
+    return [
+        Message(text, f"gpucenter/locale ({where})")
+        for text, where in all_texts().items()
+        if text not in found
+    ]
+
+
 def broken_placeholders(lang: str) -> list[str]:
     """Translations whose `%(name)s` placeholders differ from their msgid's."""
     problems = []
-    for msgid, text in i18n.catalogue(lang).items():
+    merged: dict[str | tuple[str, str], str | tuple[str, ...]] = dict(i18n.catalogue(lang))
+    merged.update(locale.catalogue(lang))
+    for msgid, text in merged.items():
         source = " ".join(msgid) if isinstance(msgid, tuple) else msgid
         target = " ".join(text) if isinstance(text, tuple) else text
         if set(PLACEHOLDER.findall(source)) != set(PLACEHOLDER.findall(target)):
@@ -99,7 +116,7 @@ def _po_quote(text: str) -> str:
 
 def main(argv: list[str]) -> int:
     lang = argv[1] if len(argv) > 1 else "ko"
-    gaps = missing(lang)
+    gaps = missing(lang) + service_missing(lang)
     for message in gaps:
         print(f"#: {message.where}")
         if isinstance(message.msgid, tuple):

@@ -13,19 +13,21 @@ render context (`lang`), so one Jinja environment serves both languages from any
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_date, format_datetime
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, format_percent
 from fastapi import Request
 from jinja2 import pass_context
 from jinja2.runtime import Context
+
+from gpucenter import locale
+from gpucenter.domain.messages import Message
 
 LANGUAGES = ("en", "ko")
 DEFAULT_LANGUAGE = "en"
@@ -128,15 +130,45 @@ def display_zone(name: str) -> ZoneInfo:
 
 @pass_context
 def format_when(context: Context, value: datetime | date | None, style: str = "medium") -> str:
-    """A date or time in the reader's language and the portal's zone ('—' when unknown)."""
-    if value is None:
-        return "—"
-    locale = _BABEL_LOCALE[_lang(context)]
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        zone = context.get("display_tz") or ZoneInfo("UTC")
-        return format_datetime(aware, format=style, tzinfo=zone, locale=locale)
-    return format_date(value, format=style, locale=locale)
+    """A date or time in the reader's language and the portal's zone, with the zone named:
+    the one format of every page ("5 Dec 2026, 13:59 KST", "2026년 12월 5일 13:59 KST";
+    see `gpucenter.locale.format_instant`). `style="date"` leaves the time out; the other
+    styles are accepted for old templates and give the one format."""
+    zone = context.get("display_tz") or ZoneInfo("UTC")
+    return locale.format_instant(value, _lang(context), zone, with_time=style != "date")
+
+
+@pass_context
+def format_message(context: Context, message: Message | None, fallback: str = "") -> str:
+    """A service message (a scheduler reason, an error) in the reader's language and the
+    portal's zone; `fallback` (the English detail) when there is no message."""
+    if message is None:
+        return fallback
+    zone = context.get("display_tz") or ZoneInfo("UTC")
+    return locale.render(message, _lang(context), zone)
+
+
+@pass_context
+def translate_text(context: Context, text: str | None) -> str:
+    """A text that comes with the data (a template's title, a field label) in the reader's
+    language, where `gpucenter/locale` has it; otherwise as it is."""
+    return locale.gettext(_lang(context), text) if text else ""
+
+
+def with_language(draw: Callable[..., Any]) -> Callable[..., Any]:
+    """A chart function as a template global that is given the page's language (its
+    number and date formats), so that templates call it as before: `bar_chart(title, ...)`."""
+
+    @pass_context
+    def call(context: Context, *args: Any, **kwargs: Any) -> Any:
+        return draw(*args, lang=_lang(context), **kwargs)
+
+    return call
+
+
+def render_message(lang: str, message: Message | None, zone: ZoneInfo | None = None) -> str:
+    """`format_message` for Python code (a flash, an error put next to a form field)."""
+    return locale.render(message, lang, zone) if message is not None else ""
 
 
 @pass_context
@@ -170,6 +202,8 @@ def install(env: Any) -> None:
     env.add_extension("jinja2.ext.i18n")
     env.install_gettext_callables(jinja_gettext, jinja_ngettext, newstyle=True)
     env.filters["when"] = format_when
+    env.filters["message"] = format_message
+    env.filters["text"] = translate_text
     env.filters["number"] = format_number
     env.filters["krw"] = format_krw
     env.filters["share"] = format_share

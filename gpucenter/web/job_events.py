@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from gpucenter.auth.permissions import Permission
@@ -19,6 +19,8 @@ from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs.events import job_events
+from gpucenter.services.jobs.views import JobView
+from gpucenter.web import i18n
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,14 +28,22 @@ router = APIRouter(include_in_schema=False)
 @router.get("/jobs/{job_id}/events", dependencies=[requires_web(Permission.JOBS_READ)])
 def job_event_stream(
     ctx: Ctx,
+    request: Request,
     caller: WebCaller,
     job_id: int,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> StreamingResponse:
-    """`state` on each change, `log` as output is written (from `offset`), `end` at the end."""
+    """`state` on each change, `log` as output is written (from `offset`), `end` at the end;
+    a state's detail is in the reader's language."""
     jobs.get_visible(ctx, caller, job_id)  # 404 before the stream starts
+    lang = i18n.language_of(request)
+    zone = i18n.display_zone(ctx.settings.display_timezone)
+
+    def detail(view: JobView) -> str:
+        return i18n.render_message(lang, view.reason_message, zone) or view.reason_detail
+
     return StreamingResponse(
-        job_events(ctx, caller, job_id, "stdout", offset),
+        job_events(ctx, caller, job_id, "stdout", offset, detail),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -28,6 +28,7 @@ from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs import templates
 from gpucenter.services.jobs.submission import QOS_NAMES, JobForm
 from gpucenter.services.ops import portal_queries
+from gpucenter.services.scheduling import pending
 from gpucenter.web import job_labels, render
 from gpucenter.web.i18n import N_
 
@@ -253,6 +254,7 @@ def job_detail(ctx: Ctx, request: Request, caller: WebCaller, job_id: int) -> HT
     tail = jobs.log_tail(ctx, caller, job_id, LOG_TAIL_BYTES)
     factors = row.priority_factors or {}
     names = portal_queries.project_name_map(ctx, [row.project_id])
+    waiting = pending.explain_pending(ctx, caller, job_id) if state is JobState.PENDING else None
     return render.page(
         request,
         ctx,
@@ -263,7 +265,7 @@ def job_detail(ctx: Ctx, request: Request, caller: WebCaller, job_id: int) -> HT
         project_name=names.get(row.project_id, str(row.project_id)),
         state_label=job_labels.state_label(row.state),
         reason_label=job_labels.reason_label(row.reason) if row.reason else "",
-        expected_start=job_labels.expected_start(row.reason_detail),
+        pending=waiting,
         factors=[
             (label, factors.get(key))
             for key, label in job_labels.FACTOR_LABELS.items()

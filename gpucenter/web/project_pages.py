@@ -25,36 +25,38 @@ router = APIRouter(include_in_schema=False)
 
 @dataclass(frozen=True, slots=True)
 class BurnChart:
-    """A burn-down ready to show: the SVG and the same numbers as a table."""
+    """A burn-down ready to show: the chart and the same numbers as a table."""
 
     allocation_id: int
     svg: Markup
     rows: list[tuple[datetime, float, float]]
 
 
-def _labels(instants: list[datetime], zone_name: str) -> list[str]:
-    zone = i18n.display_zone(zone_name)
-    local = [t.astimezone(zone) for t in instants]
-    span = (instants[-1] - instants[0]).total_seconds() if instants else 0.0
-    # The finest unit that still tells the points apart: seconds for a new allocation.
-    pattern = "%H:%M:%S" if span < 7200 else "%H:%M" if span < 2 * 86400 else "%m-%d"
-    return [t.strftime(pattern) for t in local]
-
-
 def burn_chart(request: Request, series: portal_queries.BurnSeries, zone: str) -> BurnChart:
+    """GPU-hours left so far against the even-use plan, over the allocation's whole period
+    (its start to its end), in the portal's zone."""
     title = render.t(request, "Remaining GPU-hours, allocation %(id)s") % {
         "id": series.allocation_id
     }
-    svg = charts.line_chart(
+    actual = list(zip(series.instants, series.remaining, strict=True))
+    start = series.starts_at or (series.instants[0] if series.instants else None)
+    end = series.ends_at or (series.instants[-1] if series.instants else None)
+    plan = [(start, series.budget), (end, 0.0)] if start and end and series.budget else []
+    chart = charts.time_chart(
         title,
-        _labels(series.instants, zone),
         [
-            (render.t(request, "Remaining (actual)"), series.remaining),
-            (render.t(request, "Plan (even use)"), series.plan),
+            (render.t(request, "Remaining (actual)"), actual),
+            (render.t(request, "Plan (even use)"), plan),
         ],
+        lang=i18n.language_of(request),
+        zone=i18n.display_zone(zone),
+        zone_name=zone,
+        y_title=render.t(request, "GPU-hours"),
+        domain=(start, end) if start and end else None,
+        time_title=render.t(request, "Time"),
     )
     rows = list(zip(series.instants, series.remaining, series.plan, strict=True))
-    return BurnChart(series.allocation_id, svg, rows)
+    return BurnChart(series.allocation_id, chart, rows)
 
 
 @router.get(

@@ -35,8 +35,8 @@ env = Environment(
 )
 env.policies["ext.i18n.trimmed"] = True
 i18n.install(env)
-env.globals["line_chart"] = charts.line_chart
-env.globals["bar_chart"] = charts.bar_chart
+env.globals["line_chart"] = i18n.with_language(charts.line_chart)
+env.globals["bar_chart"] = i18n.with_language(charts.bar_chart)
 env.globals["heat_cells"] = charts.heat_cells
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from gpucenter import locale
 from gpucenter.accounting.export import MEDIA_TYPES, Format, render
 from gpucenter.accounting.rates import month_range
 from gpucenter.accounting.report import Dimension, parse_dimensions
@@ -23,7 +24,7 @@ from gpucenter.domain.errors import PermissionDenied
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.accounting import reports
-from gpucenter.web import charts
+from gpucenter.web import charts, i18n
 from gpucenter.web import render as pages
 from gpucenter.web.i18n import N_
 
@@ -83,6 +84,7 @@ def reports_page(
     month = month or default_last
     dim = Dimension(by) if by in {d.value for d in DIMENSION_LABELS} else Dimension.MONTH
     values: dict[str, Any] = {}
+    lang = i18n.language_of(request)
     with ctx.sessions.begin() as s:
         if usage_ok:
             rows = reports.usage_report(s, caller, [dim], first, last)
@@ -94,11 +96,15 @@ def reports_page(
                 labels = [r.key[dim.value] for r in rows]
                 hours = [r.gpu_hours for r in rows]
             values["usage"] = rows
+            if dim is Dimension.MONTH:  # "Jan 2026" / "2026년 1월", not "2026-01"
+                labels = [locale.format_month(m, lang) for m in labels]
             values["usage_chart"] = charts.bar_chart(
                 pages.t(request, "GPU-hours delivered by %(dim)s")
                 % {"dim": pages.t(request, DIMENSION_LABELS[dim])},
                 labels,
                 [(pages.t(request, "GPU-hours"), hours)],
+                lang=lang,
+                y_title=pages.t(request, "GPU-hours"),
             )
             values["delays"] = reports.queue_delay(s, caller, month)
             values["calls"] = reports.report_calls(s, caller)
@@ -115,6 +121,8 @@ def reports_page(
                     (pages.t(request, "Delivered"), [u.delivered_gpu_hours for u in util]),
                     (pages.t(request, "Available"), [u.capacity_gpu_hours for u in util]),
                 ],
+                lang=lang,
+                y_title=pages.t(request, "GPU-hours"),
             )
     return pages.page(
         request,

@@ -106,7 +106,9 @@ def test_a_member_runs_a_job_from_a_template_and_sees_it_charged(
     assert heading.inner_text() == "Project nlp-lab"
     used = page.locator("td.used").first.inner_text()
     assert float(used) > 0  # the run was charged to the allocation
-    assert page.locator("svg.chart polyline").count() == 2  # actual and plan
+    # Vega draws the burn-down: two lines, actual and plan.
+    page.wait_for_selector("div.chart[data-chart-ready=true]")
+    assert page.locator("div.chart .mark-line path").count() == 2
     shoot(page, "en", "project-burn-down")
 
     # The same in Korean.
@@ -166,7 +168,8 @@ def test_an_operator_reads_the_heat_map_and_an_admin_the_reports(
     page.goto(portal.url("/reports?by=organisation"))
     usage = page.locator("#usage-table")
     assert "Hanbit University" in usage.inner_text()
-    assert page.locator("svg.chart rect").count() >= 1
+    page.wait_for_selector("div.chart[data-chart-ready=true]")
+    assert page.locator("div.chart .mark-rect path").count() >= 1
     assert page.get_by_role("link", name="XLSX").first.get_attribute("href", timeout=1000)
     shoot(page, "en", "reports")
     page.get_by_role("link", name="한국어").click()

@@ -217,7 +217,7 @@ def test_the_project_page_shows_the_charge_and_the_burn_down(web: Web) -> None:
         project_id = job.project_id
         job_id = job.id
     page = web.client.get(f"/projects/{project_id}").text
-    assert "<svg" in page and "Remaining (actual)" in page and "Plan (even use)" in page
+    assert "data-vl-spec" in page and "Remaining (actual)" in page and "Plan (even use)" in page
     assert "0.500 GPU-hours" in web.client.get(f"/jobs/{job_id}").text
     assert "alice" in page  # a member
     assert 'id="job-live"' not in web.client.get(f"/jobs/{job_id}").text

@@ -301,7 +301,8 @@ def test_review_then_manager_runs_explains_and_decides(site: Site) -> None:
     )
     assert r.status_code == 303
     run_page = pm.get(r.headers["location"])
-    assert "Awarded GPU-hours by applicant type" in run_page.text and "<svg" in run_page.text
+    text = run_page.text
+    assert "Awarded GPU-hours by applicant type" in text and "data-vl-spec" in text
     assert "startups_smes" in run_page.text
     ko = site.client("pm", "ko").get(r.headers["location"])
     assert "신청 유형별 배정 GPU 시간" in ko.text

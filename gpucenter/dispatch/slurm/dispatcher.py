@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pwd
 import re
 import threading
 from collections.abc import Sequence
@@ -221,8 +222,13 @@ class SlurmDispatcher:
         if self._run_as_owner:
             owner = request.owner
             uid = owner.username if owner.uid is None else owner.uid
-            gid = owner.username if owner.gid is None else owner.gid
-            args += [f"--uid={uid}", f"--gid={gid}"]
+            args.append(f"--uid={uid}")
+            # Without a known gid: the owner's primary group on this host, else sbatch's
+            # own choice (the user's primary group). A group named like the user is not
+            # a given: many sites put their users in one shared group.
+            gid = owner.gid if owner.gid is not None else _primary_gid(owner.username)
+            if gid is not None:
+                args.append(f"--gid={gid}")
         # Only a QOS other than the default is named: a site whose accounts were never
         # synced has no opportunistic QOS, and normal jobs must still run there.
         if request.qos and request.qos != QOS_NORMAL:
@@ -555,6 +561,14 @@ def limit_settings(cli: SlurmCli) -> tuple[int | None, int | None]:
         elif key.strip() == "KillWait" and words and words[0].isdigit():
             kill = int(words[0])
     return over, kill
+
+
+def _primary_gid(username: str) -> int | None:
+    """The user's primary group on this (submit) host, None where it has no such user."""
+    try:
+        return pwd.getpwnam(username).pw_gid
+    except KeyError:
+        return None
 
 
 def cluster_name(cli: SlurmCli) -> str:

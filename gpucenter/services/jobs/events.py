@@ -5,12 +5,13 @@ from __future__ import annotations
 import codecs
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.jobs import JobState
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs import manage as jobs
+from gpucenter.services.jobs.views import JobView
 
 POLL_S = 0.3
 HEARTBEAT_S = 15.0
@@ -23,9 +24,17 @@ def _event(name: str, data: str) -> bytes:
 
 
 def job_events(
-    ctx: AppContext, caller: Caller, job_id: int, stream: str = "stdout", offset: int = 0
+    ctx: AppContext,
+    caller: Caller,
+    job_id: int,
+    stream: str = "stdout",
+    offset: int = 0,
+    detail_of: Callable[[JobView], str] | None = None,
 ) -> Iterator[bytes]:
-    """Yield SSE frames. Log data is JSON-encoded text so that any byte sequence survives."""
+    """Yield SSE frames. Log data is JSON-encoded text so that any byte sequence survives.
+
+    A `state` frame carries the reason's English `detail` and its `message` (code and
+    parameters); `detail_of` lets the portal put the detail in its reader's language."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     last_state = ""
     last_beat = time.monotonic()
@@ -34,7 +43,12 @@ def job_events(
         row = jobs.get_visible(ctx, caller, job_id)
         if row.state != last_state:
             last_state = row.state
-            payload = {"state": row.state, "reason": row.reason, "detail": row.reason_detail}
+            payload = {
+                "state": row.state,
+                "reason": row.reason,
+                "detail": detail_of(row) if detail_of else row.reason_detail,
+                "message": row.reason_message.to_json() if row.reason_message else None,
+            }
             yield _event("state", json.dumps(payload))
         ended = JobState(row.state).is_terminal
         chunk, offset, finished = jobs.read_log(ctx, caller, job_id, stream, offset)

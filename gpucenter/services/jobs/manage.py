@@ -21,6 +21,7 @@ from gpucenter.domain.errors import (
     ValidationError,
 )
 from gpucenter.domain.jobs import JobState
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables import JobRow, ProjectRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs.submit import SubmitRequest as SubmitRequest
@@ -142,18 +143,20 @@ def cancel(ctx: AppContext, caller: Caller, job_id: int) -> JobView:
         if row is None or not can_view_job(caller, row.user_id, row.project_id):
             raise NotFound("job", job_id)
         if not can_cancel_job(caller, row.user_id, row.project_id):
-            raise PermissionDenied("only the job's owner or an admin may cancel it")
+            raise PermissionDenied.of(msg("error.cancel_not_owner"))
         state = JobState(row.state)
         if state.is_terminal:
-            raise Conflict(f"job {job_id} has already ended ({state})")
+            raise Conflict.of(msg("error.job_ended", job=str(job_id), state=state.value))
         if state is JobState.PENDING:
+            why = msg("job.cancelled_pending", user=caller.username)
             row.state = JobState.CANCELLED.value
             row.ended_at = ctx.now()
             row.reason = ""
-            row.reason_detail = f"cancelled by {caller.username} before it started"
+            row.reason_detail, row.reason_message = why.english(), why.to_json()
         elif row.cancel_requested_at is None:
+            why = msg("job.cancel_requested", user=caller.username)
             row.cancel_requested_at = ctx.now()
-            row.reason_detail = f"cancel requested by {caller.username}"
+            row.reason_detail, row.reason_message = why.english(), why.to_json()
         if caller.user_id != row.user_id:
             # Someone else (an admin) stopped this user's work: that goes on the record.
             from gpucenter.services.identity import audit

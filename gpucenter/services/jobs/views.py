@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
+from gpucenter.domain.messages import Message
 from gpucenter.persistence.tables import JobRow
 
 
@@ -45,6 +46,21 @@ class JobView:
     ended_at: datetime | None
     exit_code: int | None
     placement: list[dict[str, Any]] | None
+    # `reason_detail` as a code with parameters, for readers in another language or zone;
+    # None when the detail was written in English only.
+    reason_message: Message | None = None
+
+
+def reason_message_of(stored: object, detail: str) -> Message | None:
+    """The stored message, if it still says what `reason_detail` says: a writer that sets
+    only the English detail (an older one, or one outside the scheduler) leaves a stale
+    message behind, and readers must then fall back to the detail rather than show it."""
+    if not stored or not detail:
+        return None
+    message = Message.from_json(stored)
+    if message is None or message.english() != detail:
+        return None
+    return message
 
 
 # What a submission answers with today: the row it wrote (`jobs.submit`, the fast path) or a
@@ -82,7 +98,8 @@ def job_view(job: AnyJob) -> JobView:
         ended_at=job.ended_at,
         exit_code=job.exit_code,
         placement=job.placement,
+        reason_message=reason_message_of(getattr(job, "reason_message", None), job.reason_detail),
     )
 
 
-__all__ = ["AnyJob", "JobView", "job_view"]
+__all__ = ["AnyJob", "JobView", "job_view", "reason_message_of"]

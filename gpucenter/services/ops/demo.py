@@ -17,6 +17,7 @@ from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.persistence.tables import OrganisationRow, UserRow
 from gpucenter.services.identity import accounts
 from gpucenter.services.jobs import templates
+from gpucenter.services.ops import demo_history
 from gpucenter.services.programmes import calls as prog
 
 DEMO_USER = "demo"
@@ -70,9 +71,15 @@ def _demo_call(s: Session, now: datetime) -> None:
 class DemoResult:
     created: bool
     summary: str
+    token: str = ""  # the demo user's new API token (the CLI keeps it in its profile)
+    username: str = DEMO_USER
 
 
-def load_demo(settings: Settings) -> DemoResult:
+def load_demo(
+    settings: Settings, history: demo_history.Replay | None = None, seed: int = 7
+) -> DemoResult:
+    """The demo user, project and templates, an open call, and (with `history`, the replay
+    of a workload by the scheduler: see demo_history) a few months of a centre's life."""
     engine = make_engine(settings.effective_database_url)
     now = datetime.now(tz=UTC)
     try:
@@ -92,17 +99,18 @@ def load_demo(settings: Settings) -> DemoResult:
             for body in builtin_templates():
                 templates.publish(s, body, now, None)
             _demo_call(s, now)
-        token_path = settings.var_dir / "cli-token"
-        token_path.parent.mkdir(parents=True, exist_ok=True)
-        token_path.write_text(new.token)
-        token_path.chmod(0o600)
+            past = None
+            if history is not None:
+                past = demo_history.load_history(s, "admin", DEMO_USER, now, seed, history)
     finally:
         engine.dispose()
-    return DemoResult(
-        True,
-        f"demo data loaded: user {DEMO_USER!r} (password {DEMO_PASSWORD!r}) in project "
-        f"{DEMO_PROJECT!r} with 1000 GPU-hours; the CLI is signed in as {DEMO_USER}",
+    summary = (
+        f"demo centre loaded: user {DEMO_USER!r} (password {DEMO_PASSWORD!r}) in project "
+        f"{DEMO_PROJECT!r} with 1000 GPU-hours; admin {'admin'!r} (password 'admin-password')"
     )
+    if past is not None:
+        summary += f"\n{past.summary}"
+    return DemoResult(True, summary, new.token)
 
 
 __all__ = [

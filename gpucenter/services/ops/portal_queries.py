@@ -52,6 +52,11 @@ class BurnSeries:
     instants: list[datetime]
     remaining: list[float]
     plan: list[float]
+    # The allocation's whole period and budget: a chart spans all of it, not only the part
+    # used so far (a new allocation's first minutes are not its story).
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    budget: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,7 @@ def _burn_series(s: Session, alloc: AllocationRow, now: datetime) -> BurnSeries:
         used = sum(secs for when, secs in entries if when <= at) / 3600
         remaining.append(round(budget - used, 6))
         plan.append(round(budget * (1 - (at - start).total_seconds() / total_span), 6))
-    return BurnSeries(alloc.id, instants, remaining, plan)
+    return BurnSeries(alloc.id, instants, remaining, plan, start, end, budget)
 
 
 def job_charge_gpu_hours(ctx: AppContext, caller: Caller, job: JobView) -> float | None:

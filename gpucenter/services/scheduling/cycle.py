@@ -31,12 +31,14 @@ from gpucenter.core import (
     PendingJob,
     Preemption,
     RunningJob,
+    Wait,
     schedule_pass,
 )
 from gpucenter.dispatch.base import SiteUnavailable, StateChange
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.ids import JobId, ProjectId, UserId
 from gpucenter.domain.jobs import GpuRequest, JobState, WaitReason
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, SiteRow
 from gpucenter.services.awards.reports import holds as report_holds
@@ -293,12 +295,14 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
             row = by_id[int(job_id)]
             if row.reason != wait.reason.value:
                 changes.setdefault(int(job_id), {}).update(
-                    reason=wait.reason.value, reason_detail=wait.detail
+                    reason=wait.reason.value, reason_detail=wait.detail, **_coded(wait)
                 )
             elif row.reason_detail != wait.detail and detail_only < MAX_DETAIL_REWRITES:
                 # Same reason, new wording (the job it waits behind started, a new ETA).
                 detail_only += 1
-                changes.setdefault(int(job_id), {}).update(reason_detail=wait.detail)
+                changes.setdefault(int(job_id), {}).update(
+                    reason_detail=wait.detail, **_coded(wait)
+                )
         if changes:
             s.execute(update(JobRow), [{"id": k, **v} for k, v in changes.items()])
         requests = launch_requests(s, {st.job_id: st.placement for st in result.starts})
@@ -318,6 +322,12 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
             rt.health.failed(ctx.now(), str(exc))
             log.warning("site %s unavailable: %s", rt.name, exc)
     return started, len(pending) - started
+
+
+def _coded(wait: Wait) -> dict[str, Any]:
+    """The wait's message code and parameters, stored beside its English detail so that
+    the portal and the CLI can say it in the reader's language (see JobView)."""
+    return {"reason_message": wait.message.to_json()} if wait.message is not None else {}
 
 
 def _pause_for_tests(ctx: AppContext) -> None:
@@ -379,23 +389,28 @@ def _eligible(s: Session, pending: Sequence[Row[Any]], now: datetime) -> list[Ro
         broken = [d for d, st in ended.items() if st.is_terminal and st is not JobState.COMPLETED]
         waiting = [d for d, st in ended.items() if not st.is_terminal]
         if broken:
+            why = msg("wait.dependency_failed", job=str(broken[0]), state=ended[broken[0]].value)
             updates.append(
                 {
                     "id": row.id,
                     "state": JobState.CANCELLED.value,
                     "ended_at": now,
                     "reason": "",
-                    "reason_detail": (
-                        f"cancelled: job {broken[0]} ended {ended[broken[0]]}, "
-                        "so this job's after-ok dependency can never be met"
-                    ),
+                    "reason_detail": why.english(),
+                    "reason_message": why.to_json(),
                 }
             )
         elif waiting:
-            detail = "waiting for job(s) " + ", ".join(map(str, waiting)) + " to complete"
+            why = msg("wait.dependency", jobs=", ".join(map(str, waiting)))
+            detail = why.english()
             if row.reason != WaitReason.DEPENDENCY.value or row.reason_detail != detail:
                 updates.append(
-                    {"id": row.id, "reason": WaitReason.DEPENDENCY.value, "reason_detail": detail}
+                    {
+                        "id": row.id,
+                        "reason": WaitReason.DEPENDENCY.value,
+                        "reason_detail": detail,
+                        "reason_message": why.to_json(),
+                    }
                 )
         else:
             eligible.append(row)
