@@ -6,9 +6,10 @@ failover or restart never starts a job twice nor forgets one. Stopping the loop 
 running jobs alone (they are adopted by the next leader); only tests kill them.
 
 The leader also keeps each Slurm site's accounts, limits and QOS in step with the database
-(`sync_site`, every ``slurm_sync_interval_s``): awards, top-ups and exhausted allocations
-reach the site without an operator. A sync that fails is logged and retried next time; it
-never stops scheduling.
+(`sync_site`, every ``slurm_sync_interval_s``), and each Kubernetes site's namespaces,
+quotas, queues and roles (`scheduled_sync`, every ``kubernetes_sync_interval_s``): awards,
+top-ups and exhausted allocations reach the sites without an operator. A sync that fails is
+logged and retried next time; it never stops scheduling.
 
 A poke (a job was submitted: run a pass now) reaches the leader wherever it runs on this
 host: a follower forwards it as one datagram to the leader's abstract Unix socket, named
@@ -27,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gpucenter.services.context import AppContext
@@ -164,24 +166,45 @@ class SchedulerLoop:
         from gpucenter.services.slurm.sync import sync_site
 
         every = self._ctx.settings.slurm_sync_interval_s
+        return self._sync_sites(now_mono, every, SlurmSettings, sync_site, "account sync of Slurm")
+
+    def sync_kubernetes_sites(self, now_mono: float) -> int:
+        """The namespace sync of each Kubernetes site whose interval has passed (applied or
+        only planned, as the site's ``apply_sync`` says), in the same way."""
+        from gpucenter.services.kubernetes.settings import KubernetesSettings
+        from gpucenter.services.kubernetes.sync import scheduled_sync
+
+        every = self._ctx.settings.kubernetes_sync_interval_s
+        return self._sync_sites(
+            now_mono, every, KubernetesSettings, scheduled_sync, "namespace sync of Kubernetes"
+        )
+
+    def _sync_sites(
+        self,
+        now_mono: float,
+        every: float,
+        kind: type[Any],
+        sync: Callable[[Any, Any, Any], Sequence[object]],
+        what: str,
+    ) -> int:
         if every <= 0:
             return 0
         done = 0
         for rt in self._ctx.site_runtimes():
             settings = rt.settings
-            if not isinstance(settings, SlurmSettings):
+            if not isinstance(settings, kind):
                 continue
             if now_mono - self._synced.get(rt.name, -every) < every:
                 continue
             self._synced[rt.name] = now_mono
             try:
-                commands = sync_site(self._ctx.sessions, settings, self._ctx.now())
+                changes = sync(self._ctx.sessions, settings, self._ctx.now())
             except Exception:
-                log.exception("account sync of Slurm site %s failed; retrying later", rt.name)
+                log.exception("%s site %s failed; retrying later", what, rt.name)
                 continue
             done += 1
-            if commands:
-                log.info("Slurm site %s: applied %d account change(s)", rt.name, len(commands))
+            if changes:
+                log.info("%s site %s: %d change(s)", what, rt.name, len(changes))
         return done
 
     def _run(self) -> None:
@@ -205,6 +228,7 @@ class SchedulerLoop:
                         self._refresh_allocation_states()
                         self._states_refreshed = began
                     self.sync_slurm_sites(began)
+                    self.sync_kubernetes_sites(began)
             except Exception:
                 # A failed pass must not kill the loop; the next pass retries from the database.
                 log.exception("scheduling pass failed")
