@@ -72,7 +72,7 @@ from gpucenter.dispatch.kubernetes.manifests import (
     namespace_for,
     parse_external_id,
 )
-from gpucenter.dispatch.kubernetes.states import Phase, observe
+from gpucenter.dispatch.kubernetes.states import Phase, observe, span
 from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.cluster import Node
 from gpucenter.domain.ids import JobId
@@ -250,6 +250,9 @@ class KubernetesDispatcher:
 
     def _try_cancel(self, job: _Tracked) -> None:
         try:
+            if not job.started:  # its run is charged from its pods' start: read it first
+                pods = self._api.list(PODS.path(job.namespace), f"{JOB_NAME_LABEL}={job.name}")
+                self._started_from(job, pods)
             self._api.delete(JOBS.path(job.namespace, job.name), propagation="Foreground")
         except KubernetesUnavailable as exc:
             _log.warning("cannot cancel job %s yet: %s", job.job_id, exc)
@@ -300,7 +303,9 @@ class KubernetesDispatcher:
                 continue
             conditions = (found.get("status") or {}).get("conditions") or ()
             ended = any(c.get("type") in ("Complete", "Failed") for c in conditions)
-            if ended or (not job.started and not (found.get("spec") or {}).get("suspend")):
+            going = bool(found["metadata"].get("deletionTimestamp"))
+            waiting = not job.started and not (found.get("spec") or {}).get("suspend")
+            if ended or waiting or (going and not job.started):
                 needed = True
                 break
         grouped: dict[tuple[str, str], list[Json]] = defaultdict(list)
@@ -345,6 +350,7 @@ class KubernetesDispatcher:
         job.missing = 0
         if found["metadata"].get("deletionTimestamp"):
             job.deleted = True  # by us or by someone at the cluster: reported once gone
+            self._started_from(job, pods)
             return None
         seen = observe(found, pods, self._waiting.get((job.namespace, job.name), ""))
         if job.started and seen.phase is not Phase.ENDED:
@@ -370,6 +376,14 @@ class KubernetesDispatcher:
             self._tell_started(job, at)
         where = f"Kubernetes Job {job.namespace}/{job.name}"
         return StateChange(job.job_id, state, at, code, f"{where}: {detail}")
+
+    def _started_from(self, job: _Tracked, pods: list[Json]) -> None:
+        """Tell the start of a run being stopped, if its pods ran and it was not told yet."""
+        if job.started:
+            return
+        started, _ = span(pods)
+        if started is not None:
+            self._tell_started(job, started)
 
     def _tell_started(self, job: _Tracked, at: Instant) -> None:
         job.started = True

@@ -130,9 +130,13 @@ def _affinity(request: LaunchRequest, name: str, shape: JobShape) -> dict[str, A
     affinity: dict[str, Any] = {}
     nodes = list(dict.fromkeys(p.node for p in request.placement))
     if shape.pin_nodes and nodes:
-        term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": nodes}]}
+        # One term per node (terms are ORed): the API allows one value per metadata.name field.
+        terms = [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+            for node in nodes
+        ]
         affinity["nodeAffinity"] = {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
         }
     if request.gpu.nodes > 1:  # one pod of the gang per node
         affinity["podAntiAffinity"] = {

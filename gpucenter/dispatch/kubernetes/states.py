@@ -26,7 +26,7 @@ from typing import Any
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.jobs import JobState
 
-__all__ = ["Observed", "Phase", "condition", "observe", "parse_time", "pod_exit_code"]
+__all__ = ["Observed", "Phase", "condition", "observe", "parse_time", "pod_exit_code", "span"]
 
 Json = dict[str, Any]
 
@@ -109,9 +109,11 @@ def _ran(pod: Json) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed")
 
 
-def _span(pods: Sequence[Json]) -> tuple[Instant | None, Instant | None]:
-    starts = [s for s in map(_pod_start, pods) if s is not None]
-    ends = [e for e in map(_pod_end, pods) if e is not None]
+def span(pods: Sequence[Json]) -> tuple[Instant | None, Instant | None]:
+    """When the pods' run began (the earliest start) and ended (the latest end)."""
+    ran = [pod for pod in pods if _ran(pod)]
+    starts = [s for s in map(_pod_start, ran) if s is not None]
+    ends = [e for e in map(_pod_end, ran) if e is not None]
     return (min(starts) if starts else None), (max(ends) if ends else None)
 
 
@@ -139,7 +141,7 @@ def observe(job: Json, pods: Sequence[Json], waiting_detail: str = "") -> Observ
     """The state of one run from its Job and its pods; `waiting_detail` is Kueue's word on a
     suspended Job, where the caller has it."""
     spec = job.get("spec") or {}
-    started, ended = _span(pods)
+    started, ended = span(pods)
     for kind in ("Complete", "Failed"):
         cond = condition(job, kind)
         if cond is None:

@@ -145,8 +145,10 @@ class Change:
         return f"{self.action} {self.kind.plural} {where}: {self.why}"
 
 
-def flavor_name(gpu_type: str) -> str:
-    return "gpucenter-" + slug(gpu_type, 50)
+def flavor_name(instance: str, gpu_type: str) -> str:
+    """The ResourceFlavor of a GPU type: one per gpucenter instance (two instances sharing a
+    cluster never relabel each other's)."""
+    return slug(f"{instance}-{gpu_type}")
 
 
 # ------------------------------------------------------------------------ desired objects
@@ -201,7 +203,7 @@ def _flavor(gpu_type: str, options: TenancyOptions) -> Json:
     return {
         "apiVersion": "kueue.x-k8s.io/v1beta2",
         "kind": "ResourceFlavor",
-        "metadata": {"name": flavor_name(gpu_type), "labels": _labels(options)},
+        "metadata": {"name": flavor_name(options.instance, gpu_type), "labels": _labels(options)},
         "spec": {"nodeLabels": {options.gpu_type_label: gpu_type}},
     }
 
@@ -209,7 +211,7 @@ def _flavor(gpu_type: str, options: TenancyOptions) -> Json:
 def _cluster_queue(p: ProjectTenancy, gpu_types: Iterable[str], options: TenancyOptions) -> Json:
     flavors = [
         {
-            "name": flavor_name(t),
+            "name": flavor_name(options.instance, t),
             "resources": [{"name": options.gpu_resource, "nominalQuota": p.gpus.get(t, 0)}],
         }
         for t in sorted(gpu_types)
