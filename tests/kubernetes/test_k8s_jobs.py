@@ -15,7 +15,7 @@ from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import JobRow
 from gpucenter.services.identity.signin import caller_for
 from gpucenter.services.jobs import manage
-from tests.kubernetes.world import KubeWorld, wait_for
+from tests.kubernetes.world import KubeWorld, pod_seconds, wait_for
 
 GPU = "nvidia.com/gpu"
 TYPE_LABEL = "gpucenter.io/gpu-type"
@@ -27,15 +27,6 @@ def running(row: JobRow) -> bool:
 
 def ended(row: JobRow) -> bool:
     return JobState(row.state).is_terminal
-
-
-def pod_seconds(pod: dict) -> float:
-    """How long a pod ran, by the cluster's own clock (its start and its end)."""
-    (status,) = pod["status"]["containerStatuses"]
-    end = parse_time(status["state"]["terminated"]["finishedAt"])
-    start = parse_time(pod["status"]["startTime"])
-    assert start is not None and end is not None
-    return end - start
 
 
 def test_two_tenants_land_in_their_namespaces_with_their_gpus_and_types(

@@ -33,6 +33,7 @@ from gpucenter.dispatch.kubernetes.api import (
     KubernetesError,
 )
 from gpucenter.dispatch.kubernetes.manifests import LABEL_INSTANCE, LABEL_JOB
+from gpucenter.dispatch.kubernetes.states import parse_time
 from gpucenter.dispatch.kubernetes.tenancy import Change
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import migrate
@@ -240,6 +241,15 @@ class KubeWorld:
                     self.admin.delete(kind.path(None, obj["metadata"]["name"]), "Background")
             except KubernetesError:
                 pass
+
+
+def pod_seconds(pod: Json) -> float:
+    """How long a one-container pod ran, by the cluster's own clock (its start, its end)."""
+    (status,) = pod["status"]["containerStatuses"]
+    end = parse_time(status["state"]["terminated"]["finishedAt"])
+    start = parse_time(pod["status"]["startTime"])
+    assert start is not None and end is not None
+    return end - start
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
