@@ -78,7 +78,7 @@ class KubeWorld:
     # ------------------------------------------------------------------ gpucenter side
     @property
     def settings(self) -> KubernetesSettings:
-        (site,) = [rt for rt in self.ctx.site_runtimes() if rt.name == "kube"]
+        (site,) = [rt for rt in self.ctx.site_runtimes() if rt.name == "kube"]  # the test site
         assert isinstance(site.settings, KubernetesSettings)
         return site.settings
 
@@ -117,6 +117,7 @@ class KubeWorld:
         exit_code: int | None = None,
         time_limit_s: int = 300,
         image: str | None = None,
+        command: str = "python train.py",
     ) -> int:
         env = {}
         if run_for is not None:
@@ -125,7 +126,7 @@ class KubeWorld:
             env["FAKE_EXIT_CODE"] = str(exit_code)
         form = JobForm(
             project=project,
-            command="python train.py",
+            command=command,
             gpus_per_node=gpus,
             nodes=nodes,
             gpu_type=gpu_type,
@@ -261,8 +262,15 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 60.0) ->
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
-def make_world(kubeconfig: str, tmp: Path, instance: str, extra_sites: str = "") -> KubeWorld:
-    """gpucenter from a sites file with the test site (and `extra_sites` entries)."""
+def make_world(
+    kubeconfig: str,
+    tmp: Path,
+    instance: str,
+    extra_sites: str = "",
+    admin_kubeconfig: str | None = None,
+) -> KubeWorld:
+    """gpucenter from a sites file with the test site (and `extra_sites` entries), reaching
+    it with `kubeconfig`; the test's own client uses `admin_kubeconfig` (default: the same)."""
     log_dir = tmp / "k8s-logs"
     sites = tmp / "sites.yaml"
     sites.write_text("sites:\n" + sites_yaml(kubeconfig, instance, log_dir) + extra_sites)
@@ -278,4 +286,5 @@ def make_world(kubeconfig: str, tmp: Path, instance: str, extra_sites: str = "")
         accounts.create_organisation(s, f"Org {instance}", "university", now)
         for name in USERS:
             accounts.create_user(s, name, now, organisation=f"Org {instance}")
-    return KubeWorld(ctx, KubeApi.connect(Path(kubeconfig)), instance, tmp, kubeconfig)
+    admin = KubeApi.connect(Path(admin_kubeconfig or kubeconfig))
+    return KubeWorld(ctx, admin, instance, tmp, kubeconfig)
