@@ -266,8 +266,8 @@ class KubernetesDispatcher:
     def poll(self) -> Sequence[StateChange]:
         """Read this instance's Jobs (and, when needed, pods); return the runs that ended."""
         with self._lock:
-            if not self._jobs:
-                return []
+            if not self._jobs and not self._unavailable:
+                return []  # nothing to read (while down, the list below says when it is back)
             try:
                 listed = {
                     (j["metadata"]["namespace"], j["metadata"]["name"]): j
