@@ -21,7 +21,8 @@ b200 by turns (about 2,300 of the site's 4,000 GPUs, so any placement fits), and
 deleted. The last line printed is one JSON object: both times and ``ratio`` (gpucenter_s /
 direct_s).
 
-    sudo .venv/bin/python bench/k8s_dispatch.py --jobs 1000 --nodes 500 --restore-nodes 8
+    sudo .venv/bin/python bench/k8s_dispatch.py --jobs 1000 --nodes 500 --restore-nodes 8 \
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine.url import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -166,7 +170,29 @@ def cleanup(api: KubeApi, instance: str, timeout: float = 900) -> None:
         time.sleep(2)
 
 
-def through_gpucenter(kubeconfig: str, n_jobs: int, tenants: int, tmp: Path) -> dict[str, float]:
+def fresh_database(base: str, tmp: Path) -> tuple[str, str | None]:
+    """A new database for the run: a PostgreSQL one on the server `base` names (dropped
+    afterwards), or a SQLite file when `base` is empty or SQLite."""
+    if not base or make_url(base).get_backend_name() == "sqlite":
+        return f"sqlite:///{tmp / 'gpucenter.db'}", None
+    name = f"gpucenter_k8sbench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(base).set(database=name).render_as_string(hide_password=False), name
+
+
+def drop_database(base: str, name: str) -> None:
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def through_gpucenter(
+    kubeconfig: str, n_jobs: int, tenants: int, tmp: Path, url: str
+) -> dict[str, float]:
     instance = f"bench-{uuid.uuid4().hex[:6]}"
     sites = tmp / "sites.yaml"
     sites.write_text(
@@ -174,7 +200,6 @@ def through_gpucenter(kubeconfig: str, n_jobs: int, tenants: int, tmp: Path) -> 
         f"      kubeconfig: {kubeconfig}\n      instance: {instance}\n"
         f"      namespace_prefix: {instance}-\n      log_dir: {tmp / 'logs'}\n"
     )
-    url = f"sqlite:///{tmp / 'gpucenter.db'}"
     migrate(url)
     ctx = build_context(Settings(var_dir=tmp / "var", database_url=url, sites_file=sites))
     ensure_site(ctx)
@@ -295,11 +320,21 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--tenants", type=int, default=10)
     parser.add_argument("--restore-nodes", type=int, default=0, help="nodes to leave after")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("GPUCENTER_DATABASE_URL", ""),
+        help="a PostgreSQL server to make the run's database on; empty: a SQLite file",
+    )
     args = parser.parse_args()
     kubeconfig = setup_site(args.nodes)
     try:
         with tempfile.TemporaryDirectory(prefix="k8s-bench-") as tmp:
-            ours = through_gpucenter(kubeconfig, args.jobs, args.tenants, Path(tmp))
+            url, made = fresh_database(args.database_url, Path(tmp))
+            try:
+                ours = through_gpucenter(kubeconfig, args.jobs, args.tenants, Path(tmp), url)
+            finally:
+                if made is not None:
+                    drop_database(args.database_url, made)
         theirs = direct(kubeconfig, args.jobs, args.tenants)
     finally:
         if args.restore_nodes:
@@ -308,6 +343,7 @@ def main() -> None:
         "jobs": args.jobs,
         "nodes": args.nodes,
         "tenants": args.tenants,
+        "database": make_url(args.database_url or "sqlite://").get_backend_name(),
         **{k: round(v, 2) for k, v in ours.items()},
         **{k: round(v, 2) for k, v in theirs.items()},
         "ratio": round(ours["gpucenter_s"] / theirs["direct_s"], 2),
