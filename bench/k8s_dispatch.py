@@ -53,6 +53,7 @@ from gpucenter.dispatch.kubernetes.api import (  # noqa: E402
     FLAVORS,
     JOBS,
     NAMESPACES,
+    NODES,
     PODS,
     KubeApi,
     KubernetesUnavailable,
@@ -121,18 +122,25 @@ class AllRunning:
     client), so that when they are all up is seen within a second whatever the main loop
     is busy with; `at` is the monotonic time it saw them all."""
 
-    def __init__(self, kubeconfig: str, instance: str, expected: int) -> None:
+    def __init__(self, kubeconfig: str, instance: str, expected: int, min_nodes: int) -> None:
+        self.min_nodes = min_nodes
         self._api = KubeApi.connect(Path(kubeconfig))
         self._instance = instance
         self._expected = expected
         self.at: float | None = None
         self.count = 0
+        self.nodes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        checked = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - checked > 10:
+                checked = time.monotonic()
+                with contextlib.suppress(KubernetesUnavailable):
+                    self.nodes = len(self._api.list(NODES.path(), "gpucenter.io/fake-node=kwok"))
             # A list the loaded API server cannot serve now: the next one.
             with contextlib.suppress(KubernetesUnavailable):
                 self.count = running_pods(self._api, self._instance)
@@ -140,6 +148,16 @@ class AllRunning:
                 self.at = time.monotonic()
                 return
             self._stop.wait(1.0)
+
+    def check(self, t0: float, what: str) -> None:
+        """Give up after half an hour, or at once when the site lost nodes under the run
+        (another setup.sh with fewer K8S_NODES): pods pinned to them would never run."""
+        if self.nodes and self.nodes < self.min_nodes:
+            self.stop()
+            sys.exit(f"{what}: the test site went down to {self.nodes} nodes during the run")
+        if time.monotonic() - t0 > 1800:
+            self.stop()
+            sys.exit(f"{what}: only {self.count} pods running after 1800s")
 
     def stop(self) -> None:
         self._stop.set()
@@ -191,7 +209,7 @@ def drop_database(base: str, name: str) -> None:
 
 
 def through_gpucenter(
-    kubeconfig: str, n_jobs: int, tenants: int, tmp: Path, url: str
+    kubeconfig: str, n_jobs: int, tenants: int, nodes: int, tmp: Path, url: str
 ) -> dict[str, float]:
     instance = f"bench-{uuid.uuid4().hex[:6]}"
     sites = tmp / "sites.yaml"
@@ -235,7 +253,7 @@ def through_gpucenter(
             jobs.submit(ctx, caller, form)
         submit_s = time.monotonic() - t0
         log(f"{n_jobs} jobs submitted to gpucenter in {submit_s:.1f}s")
-        watcher = AllRunning(kubeconfig, instance, n_jobs)
+        watcher = AllRunning(kubeconfig, instance, n_jobs, nodes)
         t0 = time.monotonic()
         passes, first_pass_s = 0, 0.0
         while watcher.at is None:
@@ -245,9 +263,7 @@ def through_gpucenter(
             if passes == 1:
                 first_pass_s = time.monotonic() - began
                 log(f"first pass (place and create {n_jobs} Jobs): {first_pass_s:.1f}s")
-            if time.monotonic() - t0 > 1800:
-                watcher.stop()
-                sys.exit(f"gpucenter: only {watcher.count} pods running after 1800s")
+            watcher.check(t0, "gpucenter")
             time.sleep(0.2)
         gpucenter_s = watcher.at - t0
         log(f"gpucenter: all {n_jobs} pods running {gpucenter_s:.1f}s after the first pass")
@@ -264,7 +280,7 @@ def through_gpucenter(
         ctx.engine.dispose()
 
 
-def direct(kubeconfig: str, n_jobs: int, tenants: int) -> dict[str, float]:
+def direct(kubeconfig: str, n_jobs: int, tenants: int, nodes: int) -> dict[str, float]:
     """The same Jobs, in the same layout (a namespace, ClusterQueue and LocalQueue per
     tenant, each with room for all its jobs), created straight at the API server."""
     instance = f"bench-direct-{uuid.uuid4().hex[:6]}"
@@ -296,16 +312,14 @@ def direct(kubeconfig: str, n_jobs: int, tenants: int) -> dict[str, float]:
         )
         manifests.append(job_manifest(request, namespaces[i % tenants], job_shape))
     try:
-        watcher = AllRunning(kubeconfig, instance, n_jobs)
+        watcher = AllRunning(kubeconfig, instance, n_jobs, nodes)
         t0 = time.monotonic()
         for manifest in manifests:
             api.create(JOBS.path(manifest["metadata"]["namespace"]), manifest)
         create_s = time.monotonic() - t0
         log(f"direct: {n_jobs} Jobs created in {create_s:.1f}s")
         while watcher.at is None:
-            if time.monotonic() - t0 > 1800:
-                watcher.stop()
-                sys.exit(f"direct: only {watcher.count} pods running after 1800s")
+            watcher.check(t0, "direct")
             time.sleep(0.5)
         direct_s = watcher.at - t0
         log(f"direct: all {n_jobs} pods running after {direct_s:.1f}s")
@@ -331,11 +345,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="k8s-bench-") as tmp:
             url, made = fresh_database(args.database_url, Path(tmp))
             try:
-                ours = through_gpucenter(kubeconfig, args.jobs, args.tenants, Path(tmp), url)
+                ours = through_gpucenter(
+                    kubeconfig, args.jobs, args.tenants, args.nodes, Path(tmp), url
+                )
             finally:
                 if made is not None:
                     drop_database(args.database_url, made)
-        theirs = direct(kubeconfig, args.jobs, args.tenants)
+        theirs = direct(kubeconfig, args.jobs, args.tenants, args.nodes)
     finally:
         if args.restore_nodes:
             setup_site(args.restore_nodes)
