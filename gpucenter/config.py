@@ -26,13 +26,15 @@ class Settings(BaseSettings):
     )
     sites_file: Path | None = Field(
         default=None,
-        description="YAML listing the sites and their dispatchers (local or slurm); "
+        description="YAML listing the sites and their dispatchers (local, slurm or "
+        "kubernetes); "
         "empty: one site from site_file and the dispatcher setting",
     )
-    dispatcher: Literal["local", "slurm"] = Field(
+    dispatcher: Literal["local", "slurm", "kubernetes"] = Field(
         default="local",
         description="the one site's dispatcher when there is no sites_file; slurm reads "
-        "GPUCENTER_SLURM_* (conf, cluster, partition, log_dir...)",
+        "GPUCENTER_SLURM_* (conf, cluster, partition, log_dir...), kubernetes "
+        "GPUCENTER_KUBERNETES_* (kubeconfig, namespace_prefix, kueue...)",
     )
     slurm_sync_interval_s: float = Field(
         default=300.0,
@@ -56,6 +58,12 @@ class Settings(BaseSettings):
         gt=0,
         description="the scheduler leader renews its lease this often x 4; a leader silent "
         "for longer (paused, cut off) is replaced (takeover well within 15 s at 6)",
+    )
+    kubernetes_sync_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="how often the scheduler leader syncs each Kubernetes site's namespaces, "
+        "quotas, queues and roles (applied where the site's apply_sync says so); 0: never",
     )
     fair_share_policy: Literal["fair-tree", "classic"] = Field(
         default="fair-tree",

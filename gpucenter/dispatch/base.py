@@ -1,6 +1,6 @@
 """The site contract: the one boundary between the control plane and a cluster.
 
-Every site kind (local processes, Slurm, the simulator, Kubernetes later) implements
+Every site kind (local processes, Slurm, Kubernetes, the simulator) implements
 `Dispatcher`, and the rest of gpucenter uses nothing else of it. What differs between kinds
 is *declared* in `SiteCapabilities`, which callers read; they never probe a dispatcher for
 members (``getattr``/``hasattr``). An operation a kind cannot perform still exists with a
@@ -44,6 +44,7 @@ class SiteKind(StrEnum):
 
     LOCAL = "local"
     SLURM = "slurm"
+    KUBERNETES = "kubernetes"
     SIMULATED = "simulated"
     BROKER = "broker"
     """Several sites behind one dispatcher (`SiteBroker`); never a site of its own."""

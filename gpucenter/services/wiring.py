@@ -17,6 +17,11 @@ Two ways to say it:
             conf: /etc/slurm/slurm.conf
             cluster: alpha
             log_dir: /shared/gpucenter/alpha
+        - name: cloud
+          kind: kubernetes
+          kubernetes:              # the GPUCENTER_KUBERNETES_* settings, lower case
+            kubeconfig: /etc/gpucenter/cloud.kubeconfig
+            log_dir: /shared/gpucenter/cloud
         - name: lab
           kind: local
           site_file: lab.yaml      # its nodes (local sites; optional for Slurm sites)
@@ -26,9 +31,10 @@ Two ways to say it:
 
 Each kind is built by its entry in `SITE_KINDS` (its settings type and a factory); adding a
 kind is its package under `gpucenter.dispatch` (a `Dispatcher` declaring its capabilities)
-plus one entry there. A Slurm site's nodes are read from ``sinfo`` when the server starts; if
-the controller does not answer then, the nodes registered in the database last time are used
-(the server starts, and the site's jobs wait until it answers). Node names must be unique
+plus one entry there. A Slurm site's nodes are read from ``sinfo`` when the server starts, a
+Kubernetes site's from its API server (nodes with GPUs and a GPU type label); if the cluster
+does not answer then, the nodes registered in the database last time are used (the server
+starts, and the site's jobs wait until it answers). Node names must be unique
 over all sites: the core's placement names nodes, and the broker routes a job by them.
 """
 
@@ -37,6 +43,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -66,6 +73,7 @@ from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.context import AppContext
 from gpucenter.services.fencing import Fence
 from gpucenter.services.identity.audit_keys import AuditFiles
+from gpucenter.services.kubernetes.settings import KubernetesSettings
 from gpucenter.services.sites.config import LoadedSite, load_site
 from gpucenter.services.sites.registry import register_sites
 from gpucenter.services.sites.runtime import SiteRuntime
@@ -118,6 +126,9 @@ class SiteWiring:
     """More than one site: each keeps its job logs in a folder of its own."""
     fence: Fence | None = None
     """The scheduler's fence, for site code that writes to the database (Slurm's observer)."""
+
+    def clock_now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.now(), tz=UTC)
 
 
 SiteFactory = Callable[[SiteSpec, SiteWiring], SiteRuntime]
@@ -291,9 +302,80 @@ def _slurm_nodes(
     return tuple(Node(n.name, n.gpu_type, n.gpu_count, n.block or name) for n in nodes)
 
 
+def _kubernetes_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
+    """A Kubernetes cluster: nodes from the API (or the site file, or those known last
+    time), jobs as Jobs in a namespace per project, which a project's first job provisions
+    (the namespace sync for that project) where the site applies its sync."""
+    from gpucenter.dispatch.kubernetes.dispatcher import KubernetesDispatcher, read_nodes
+    from gpucenter.services.kubernetes.sync import sync_site
+
+    settings = spec.settings
+    assert isinstance(settings, KubernetesSettings), "SITE_KINDS gives it its settings"
+    api = settings.api()
+    if spec.site_file is not None:
+        nodes = load_site(spec.site_file).site.nodes
+    else:
+        try:
+            nodes = read_nodes(
+                api,
+                settings.gpu_resource,
+                settings.gpu_type_label,
+                settings.block_label,
+                settings.node_selector,
+            )
+        except DispatchError as exc:
+            nodes = _registered_nodes(wiring.sessions, spec.name)
+            if not nodes:
+                raise ValidationError(
+                    f"site {spec.name}", f"the API server does not answer, no nodes known: {exc}"
+                ) from exc
+            log.warning("site %s: the API server does not answer (%s); known nodes", spec.name, exc)
+        if settings.gpu_types:
+            nodes = tuple(n for n in nodes if n.gpu_type in settings.gpu_types)
+    if not nodes:
+        raise ValidationError(f"site {spec.name}", "the cluster has no node with GPUs to place on")
+    nodes = tuple(Node(n.name, n.gpu_type, n.gpu_count, n.block or spec.name) for n in nodes)
+    loaded = LoadedSite(
+        Site(spec.name, nodes), {n.name: list(range(n.gpu_count)) for n in nodes}, frozenset()
+    )
+    if not settings.gpu_types:
+        settings = settings.model_copy(update={"gpu_types": tuple(sorted(loaded.site.gpu_types))})
+    site_settings = settings
+
+    def provision(project: str) -> None:
+        sync_site(wiring.sessions, site_settings, wiring.clock_now(), True, [project], api)
+
+    log_dir = settings.log_dir.resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    dispatcher = KubernetesDispatcher(
+        api,
+        log_dir,
+        shape=settings.shape(),
+        namespace_prefix=settings.namespace_prefix,
+        clock=wiring.clock,
+        observer=DatabaseObserver(wiring.sessions),
+        provision=provision if settings.apply_sync else None,
+        fetch_logs=settings.fetch_logs,
+    )
+    return SiteRuntime(spec.name, loaded, dispatcher, settings=settings)
+
+
+def _registered_nodes(sessions: sessionmaker[Session], site: str) -> tuple[Node, ...]:
+    """The nodes with GPUs the database knows for a site (from its last start)."""
+    with sessions() as s:
+        row = repo.site_by_name(s, site)
+        known = repo.nodes_of(s, row.id) if row is not None else []
+        return tuple(
+            Node(n.name, n.gpu_type, n.gpu_count, n.block) for n in known if n.gpu_count > 0
+        )
+
+
 SITE_KINDS: Mapping[SiteKind, SiteKindSupport] = {
     SiteKind.LOCAL: SiteKindSupport(None, _local_site),
     SiteKind.SLURM: SiteKindSupport(SlurmSettings, _slurm_site, one_site_name="slurm"),
+    SiteKind.KUBERNETES: SiteKindSupport(
+        KubernetesSettings, _kubernetes_site, one_site_name="kubernetes"
+    ),
 }
 """The site kinds a server can drive, by the kind named in the settings or sites file."""
 

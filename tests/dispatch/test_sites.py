@@ -251,7 +251,7 @@ def test_sites_file_names_each_sites_dispatcher(
     assert alpha.slurm.partition is None  # a site's settings are only those in the file
     assert lab.site_file == tmp_path / "lab.yaml"
     with pytest.raises(ValidationError, match="kind"):
-        parse_site_specs({"sites": [{"name": "x", "kind": "kubernetes"}]}, tmp_path)
+        parse_site_specs({"sites": [{"name": "x", "kind": "nomad"}]}, tmp_path)
     with pytest.raises(ValidationError, match="unique"):
         parse_site_specs({"sites": [{"name": "x"}, {"name": "x"}]}, tmp_path)
 

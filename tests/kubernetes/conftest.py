@@ -8,7 +8,9 @@ build) the tests skip with its reason; in CI (CI=true) they fail instead, as doe
 failure: CI must run this suite.
 
 Each test gets a namespace of its own (``gct-<hex>``), deleted at teardown with everything in
-it, so tests never see each other's Jobs, pods or quotas.
+it, so tests never see each other's Jobs, pods or quotas. `kube_world` is gpucenter itself
+wired to the site (see world.py): its own database, instance label and namespaces, removed
+from the cluster at teardown.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from kubernetes import client, config
@@ -32,6 +34,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: The first setup on a machine builds kube-apiserver and friends: allow it that long.
 COLD_BUILD_TIMEOUT_S = 3600
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from tests.kubernetes.world import KubeWorld
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -129,3 +134,17 @@ def wait_until(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(0.2)
+
+
+@pytest.fixture
+def kube_world(k8s_kubeconfig: str, tmp_path: Path) -> Iterator[KubeWorld]:
+    """gpucenter with one Kubernetes site (the test site), users gcalice and gcbob."""
+    from tests.kubernetes.world import make_world
+
+    world = make_world(k8s_kubeconfig, tmp_path, f"gct{uuid.uuid4().hex[:8]}")
+    try:
+        yield world
+    finally:
+        world.ctx.dispatcher.shutdown()
+        world.cleanup()
+        world.ctx.engine.dispose()

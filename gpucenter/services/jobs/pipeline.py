@@ -216,7 +216,7 @@ def qos(ctx: AppContext, sub: Submission) -> None:
 
 
 def image(ctx: AppContext, sub: Submission) -> None:
-    sub.image = rules.image_of(ctx, sub.merged)
+    sub.image = rules.image_of(ctx, sub.merged, sub.gpu)
 
 
 def job_spec(ctx: AppContext, sub: Submission) -> None:

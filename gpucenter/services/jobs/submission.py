@@ -163,15 +163,44 @@ def qos_of(merged: Mapping[str, Any]) -> str:
     return qos
 
 
-def image_of(ctx: AppContext, merged: Mapping[str, Any]) -> str | None:
+def image_of(
+    ctx: AppContext, merged: Mapping[str, Any], gpu: GpuRequest | None = None
+) -> str | None:
+    """The job's container image, accepted only where every site that could run the job
+    runs images: the core places a job on whichever site has its GPU type free first, and
+    cannot yet be told to keep one job to some of the sites that have its type. So an image
+    job must ask for a GPU type that only sites declaring `containers` (Kubernetes) have;
+    anything else is refused here, saying which sites could run it, never at dispatch."""
     image = merged.get("image")
-    if image and not ctx.dispatcher.capabilities.containers:
+    if not image:
+        return None
+    sites = ctx.site_runtimes()
+    runs_images = [rt for rt in sites if rt.dispatcher.capabilities.containers]
+    if not runs_images:
+        names = ", ".join(repr(rt.name) for rt in sites)
         raise ValidationError(
             "image",
-            f"site {ctx.site.site.name!r} runs jobs as plain processes and cannot start "
-            "container images; leave --image out or choose a Kubernetes site",
+            f"site {names} runs jobs as plain processes and cannot start container images; "
+            "leave --image out or choose a Kubernetes site",
         )
-    return str(image) if image else None
+    if gpu is None or len(sites) == 1:
+        return str(image)
+    types = set(gpu.acceptable_types)
+    offered = "; ".join(
+        f"{rt.name!r} ({', '.join(sorted(rt.loaded.site.gpu_types))})" for rt in runs_images
+    )
+    having = [rt for rt in sites if types & rt.loaded.site.gpu_types]
+    cannot = [rt.name for rt in having if not rt.dispatcher.capabilities.containers]
+    if cannot:
+        wanted = ", ".join(sorted(types))
+        raise ValidationError(
+            "image",
+            f"GPU type {wanted} is also on site(s) {', '.join(map(repr, cannot))}, which "
+            "cannot start container images, and a job goes to whichever site can start it "
+            f"first; sites that run images: {offered}. Ask for a GPU type only they have, "
+            "or leave the image out",
+        )
+    return str(image)
 
 
 def spec_of(

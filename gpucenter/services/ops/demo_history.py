@@ -162,7 +162,11 @@ def load_history(
             accounts.create_user(s, name, founded, organisation=org)
     accounts.create_organisation(s, "Ministry of Science and ICT", "government", founded)
     accounts.create_user(
-        s, "pm-kim", founded, organisation="Ministry of Science and ICT", password="pm-kim-demo-password"
+        s,
+        "pm-kim",
+        founded,
+        organisation="Ministry of Science and ICT",
+        password="pm-kim-demo-password",
     )
     for reviewer, home in REVIEWERS:
         accounts.create_user(s, reviewer, founded, organisation=home)

@@ -9,7 +9,8 @@ Leading comes with an epoch (leader.py): every write of the loop goes through
 `AppContext.fenced`, so once another server has taken over, this one's writes are refused
 (`Deposed`) and it steps down. After each pass the leader runs its due periodic tasks
 (`services.periodic`, listed by `scheduling.tasks`): each Slurm site's accounts sync and
-usage ingest, allocation states, the monthly use check. A task that fails is logged and
+usage ingest, each Kubernetes site's namespace sync, allocation states, award aftercare,
+the use check. A task that fails is logged and
 retried; it never stops scheduling.
 
 A poke (a job was submitted: run a pass now) reaches the leader wherever it runs on this

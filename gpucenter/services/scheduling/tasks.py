@@ -5,7 +5,8 @@ the awards' aftercare every minute (lapsed offers, report reminders and holds, r
 appeal window closed, and the awards' monthly check, each idempotent), the use-it-or-lose-it
 notice to projects once per `Settings.use_check` period, and for every site the
 tasks its kind contributes through `SITE_TASKS` (a Slurm site: its accounts sync and its
-usage ingest). A new site kind that needs periodic work adds one entry there.
+usage ingest; a Kubernetes site: its namespace sync). A new site kind that needs periodic
+work adds one entry there.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def _use_check(ctx: AppContext) -> str:
     return f"{len(flagged)} under-used awards flagged to their projects"
 
 
+def _kubernetes_tasks(ctx: AppContext, rt: SiteRuntime) -> list[PeriodicTask]:
+    from gpucenter.services.kubernetes.tasks import kubernetes_site_tasks
+
+    return kubernetes_site_tasks(ctx, rt)
+
+
 def _slurm_tasks(ctx: AppContext, rt: SiteRuntime) -> list[PeriodicTask]:
     from gpucenter.services.slurm.tasks import slurm_site_tasks
 
@@ -73,6 +80,7 @@ def _slurm_tasks(ctx: AppContext, rt: SiteRuntime) -> list[PeriodicTask]:
 
 SITE_TASKS: Mapping[SiteKind, Callable[[AppContext, SiteRuntime], list[PeriodicTask]]] = {
     SiteKind.SLURM: _slurm_tasks,
+    SiteKind.KUBERNETES: _kubernetes_tasks,
 }
 """Periodic tasks each site kind contributes, per site (name them after the site)."""
 

@@ -1,0 +1,1 @@
+"""Kubernetes sites: settings, and namespaces, quotas, queues and roles synced from allocations."""
