@@ -11,6 +11,7 @@ the site its placement is on.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +25,22 @@ from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.health import SiteHealth
 from gpucenter.services.sites.runtime import SiteRuntime
+
+
+@dataclass
+class PassHealth:
+    """How this context's scheduling passes go: failures in a row and the last error."""
+
+    failing: int = 0
+    last_error: str = ""
+
+    def failed(self, error: str) -> None:
+        self.failing += 1
+        self.last_error = error[:300]
+
+    def succeeded(self) -> None:
+        self.failing = 0
+        self.last_error = ""
 
 
 @dataclass
@@ -42,6 +59,12 @@ class AppContext:
     dispatch_lock: threading.RLock = field(default_factory=threading.RLock)
     sites: list[SiteRuntime] = field(default_factory=list)
     """The sites, when they were wired explicitly; empty: `site` and `dispatcher` are one."""
+    pass_health: PassHealth = field(default_factory=PassHealth)
+    """Set by this process's scheduler loop; /readyz reads it (and other processes')."""
+    account_sync: Callable[[], object] | None = None
+    """Makes the Unix accounts of a multi-tenant local site match gpucenter's users and
+    projects (`services.identity.provisioning.AccountSync`); the scheduler leader calls it
+    before each pass. None: nobody's accounts are gpucenter's to make."""
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), tz=UTC)

@@ -1,4 +1,9 @@
-"""Readiness: can this server do its work, and if not, what exactly is wrong."""
+"""Readiness: can this server do its work, and if not, what exactly is wrong.
+
+Besides the database, its migrations and the site, a scheduler whose passes keep failing
+makes the server not ready: it answers requests but starts and ends no job (a poisoned job
+once did exactly that while /readyz said ready). The leader may be another process of the
+server (`serve --workers N`): its failures come through the published metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +16,12 @@ from sqlalchemy import text
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import alembic_config
 from gpucenter.services.context import AppContext
+from gpucenter.services.ops.metrics import OperatorMetrics, gathered, metrics_dir
+
+FAILING_PASSES_NOT_READY = 3
+"""Passes failed in a row (in any process of this server) after which it is not ready: one
+can fail on a passing hiccup (the database restarting); three in a row is a server that
+schedules nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,4 +60,21 @@ def check_readiness(ctx: AppContext, scheduler_role: str) -> list[Check]:
         Check("site", site is not None, "registered" if site else "site not registered yet")
     )
     checks.append(Check("scheduler", scheduler_role != "stopped", scheduler_role))
+    # This process's loop, and the other live processes of this server (the leader may be
+    # one of them); never the process-wide counters, which outlive a context.
+    others = gathered(metrics_dir(ctx.settings), OperatorMetrics())
+    failing, error = ctx.pass_health.failing, ctx.pass_health.last_error
+    if others.failing_passes > failing:
+        failing, error = others.failing_passes, others.last_pass_error
+    if failing >= FAILING_PASSES_NOT_READY:
+        checks.append(
+            Check(
+                "scheduling passes",
+                False,
+                f"the last {failing} scheduling passes failed ({error}); no job starts or "
+                "ends until they work again",
+            )
+        )
+    else:
+        checks.append(Check("scheduling passes", True, "working"))
     return checks

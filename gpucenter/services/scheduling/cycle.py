@@ -72,6 +72,7 @@ def run_pass(ctx: AppContext) -> PassSummary:
                 changes.extend(_poll_site(ctx, rt, wanted, len(sites) > 1))
         usable = [rt for rt in sites if not rt.health.blocked(ctx.now())]
         ended = apply_changes(ctx, changes) if changes else 0
+        _sync_accounts(ctx)
         if not usable:
             return PassSummary(ended, 0, _mark_site_unavailable(ctx, sites, None))
         started, waiting = _decide_and_start(ctx, usable)
@@ -84,6 +85,17 @@ def run_pass(ctx: AppContext) -> PassSummary:
             only_down = {n.gpu_type for rt in down for n in rt.loaded.site.nodes} - up_types
             _mark_site_unavailable(ctx, down, None if len(down) == len(sites) else only_down)
     return PassSummary(ended, started, waiting)
+
+
+def _sync_accounts(ctx: AppContext) -> None:
+    """Unix accounts for new users and members before anything starts (a multi-tenant local
+    site); a failure is logged and retried next pass, never a reason to stop scheduling."""
+    if ctx.account_sync is None:
+        return
+    try:
+        ctx.account_sync()
+    except Exception:
+        log.exception("account provisioning failed; retrying on the next pass")
 
 
 def _poll_site(
@@ -343,13 +355,14 @@ def _launch(
     except SiteUnavailable:
         raise
     except DispatchError as exc:
-        with ctx.sessions.begin() as s:
-            row = s.get(JobRow, int(request.job_id), with_for_update=True)
-            if row is not None and row.state == JobState.PENDING.value:
-                row.state = JobState.FAILED.value
-                row.ended_at = ctx.now()
-                row.reason = ""
-                row.reason_detail = f"could not start: {exc}"
+        _could_not_start(ctx, request, str(exc))
+        return 0
+    except Exception as exc:
+        # Defence in depth: whatever a job carries that its dispatcher chokes on (a NUL byte
+        # once raised ValueError here and failed every pass, for everybody), it fails alone,
+        # saying why to its owner, and the pass goes on with the next job.
+        log.exception("job %s could not be launched", request.job_id)
+        _could_not_start(ctx, request, f"internal error ({exc.__class__.__name__}: {exc})")
         return 0
     with ctx.sessions.begin() as s:
         row = s.get(JobRow, int(request.job_id), with_for_update=True)
@@ -368,6 +381,17 @@ def _launch(
         if site_id is not None:
             row.site_id = site_id  # the site the job was brokered to
     return 1
+
+
+def _could_not_start(ctx: AppContext, request: LaunchRequest, why: str) -> None:
+    """The job ends FAILED with the reason shown to its owner (its `reason_detail`)."""
+    with ctx.sessions.begin() as s:
+        row = s.get(JobRow, int(request.job_id), with_for_update=True)
+        if row is not None and row.state == JobState.PENDING.value:
+            row.state = JobState.FAILED.value
+            row.ended_at = ctx.now()
+            row.reason = ""
+            row.reason_detail = f"could not start: {why}"[:2000]
 
 
 def _eligible(s: Session, pending: Sequence[Row[Any]], now: datetime) -> list[Row[Any]]:

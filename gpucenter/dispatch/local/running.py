@@ -1,0 +1,157 @@
+"""What the local dispatcher keeps of a running job, and how a job's end is described."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpucenter.dispatch.base import SiteUnavailable, StateChange
+from gpucenter.dispatch.isolation.safe_files import owner_of_dir
+from gpucenter.dispatch.isolation.status import SandboxStatus, sandbox_is_ours
+from gpucenter.dispatch.local.process_groups import describe_exit, process_group_of
+from gpucenter.domain.clock import Instant
+from gpucenter.domain.ids import JobId
+from gpucenter.domain.jobs import JobState
+
+__all__ = [
+    "WRAPPER",
+    "Running",
+    "final_state",
+    "latest_run_file",
+    "output_owner",
+    "start_wrapped",
+    "watch_sandbox",
+]
+
+# Unsandboxed runs go through a small wrapper that records the job's exit status in a file, so
+# that a restarted server can re-adopt a running job and still learn how it ended. It catches
+# (rather than ignores) TERM, INT and HUP: it outlives a signal the job itself chooses to
+# survive, and a caught signal is reset to its default in the job it starts. (A sandboxed run
+# needs none: bwrap writes the status file itself.)
+WRAPPER = (
+    'printf "%s" "$$" > "$3"; '
+    'trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
+    'printf "%s" "$rc" > "$1.tmp" && mv -f "$1.tmp" "$1"; exit "$rc"'
+)
+
+
+@dataclass(slots=True)
+class Running:
+    """What the dispatcher tracks for one job until its StateChange is handed out."""
+
+    job_id: JobId
+    popen: subprocess.Popen[bytes] | None  # None for a job adopted after a restart
+    pgid: int  # -1: not proven ours, never signalled
+    started_at: Instant
+    time_limit_s: int
+    stderr_path: Path
+    status_path: Path
+    sandboxed: bool = False
+    status: SandboxStatus | None = None  # sandboxed: what bwrap recorded
+    owner_uid: int | None = None  # who owns the output files (None: unknown, no note)
+    kill_reason: JobState | None = None  # CANCELLED or TIMEOUT once we decided to end it
+    kill_at: float | None = None  # monotonic time at which SIGKILL follows SIGTERM
+    sigkilled: bool = False
+    returncode: int | None = None
+    ended: StateChange | None = None
+
+
+def final_state(job: Running, returncode: int | None, now: Instant) -> StateChange:
+    """The job's end as the control plane records it, from how its process ended."""
+    if returncode is None:
+        if job.kill_reason is None:
+            return StateChange(
+                job.job_id,
+                JobState.FAILED,
+                now,
+                None,
+                "ended while gpucenter was not watching; its exit status is unknown",
+            )
+        returncode = -signal.SIGKILL if job.sigkilled else -signal.SIGTERM
+    exit_code, how = describe_exit(returncode)
+    if job.kill_reason is JobState.TIMEOUT:
+        state, detail = JobState.TIMEOUT, f"time limit of {job.time_limit_s} s exceeded"
+        detail += f" ({how})"
+    elif job.kill_reason is JobState.CANCELLED:
+        state, detail = JobState.CANCELLED, f"cancelled ({how})"
+    elif returncode == 0:
+        state, detail = JobState.COMPLETED, how
+    else:
+        state, detail = JobState.FAILED, how
+    return StateChange(job.job_id, state, now, exit_code, detail)
+
+
+def latest_run_file(spool: Path, job_id: JobId, suffix: str) -> Path | None:
+    """The spool file of the job's latest run (`adopt` is not told which run it is)."""
+    found = []
+    for path in spool.glob(f"job-{job_id}.run-*{suffix}"):
+        run = path.name.removeprefix(f"job-{job_id}.run-").removesuffix(suffix)
+        if run.isdigit():
+            found.append((int(run), path))
+    return max(found)[1] if found else None
+
+
+def start_wrapped(
+    shell: str,
+    command: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    files: Mapping[str, int],
+    status: Path,
+    marker: Path,
+) -> subprocess.Popen[bytes]:
+    """An unsandboxed run: `command` under `WRAPPER`, in a session of its own."""
+    status.unlink(missing_ok=True)
+    try:
+        return subprocess.Popen(
+            [shell, "-c", WRAPPER, shell, str(status), command, str(marker)],
+            cwd=workdir,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=files["stdout"],
+            stderr=files["stderr"],
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SiteUnavailable(f"cannot start {shell}: {exc}") from exc
+
+
+def output_owner(stderr_path: Path, jobs_root: Path) -> int | None:
+    """Who owns a run's output directory (its files must be theirs); None when the path
+    is not one of this dispatcher's run directories."""
+    if jobs_root not in stderr_path.parents:
+        return None
+    try:
+        return owner_of_dir(stderr_path.parent, root=jobs_root)
+    except OSError:
+        return None
+
+
+def watch_sandbox(
+    job_id: JobId,
+    status_path: Path,
+    status: SandboxStatus | None,
+    time_limit_s: int,
+    started_at: Instant,
+    stderr_path: Path,
+    jobs_root: Path,
+) -> Running:
+    """A sandboxed run this process did not start (a restart, a failover): watched by its
+    status file, and signalled only when `sandbox_is_ours` proves it is that sandbox."""
+    mine = status is not None and sandbox_is_ours(status)
+    pgid = process_group_of(status.child_pid) if mine and status is not None else -1
+    return Running(
+        job_id=job_id,
+        popen=None,
+        pgid=pgid if pgid > 1 else -1,
+        started_at=started_at,
+        time_limit_s=time_limit_s,
+        stderr_path=stderr_path,
+        status_path=status_path,
+        sandboxed=True,
+        status=status,
+        owner_uid=output_owner(stderr_path, jobs_root),
+    )
