@@ -37,7 +37,7 @@ def pair(tmp_path: Path, mode: LocalIsolation | None):
 
 def test_an_adopted_job_keeps_running_and_reports_its_exit_code(pair) -> None:
     first, second = pair
-    launched = first.submit(request(1, "echo start; sleep 1; echo end; exit 7"))
+    launched = first.submit(request(1, "echo start; sleep 2; echo end; exit 7"))
     first.detach()
     assert second.adopt(
         JobId(1), launched.external_id, launched.started_at, 60, launched.stderr_path

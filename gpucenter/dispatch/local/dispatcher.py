@@ -1,39 +1,23 @@
 """The local dispatcher: each scheduled job runs as a real process on this machine.
 
-The embedded default (one machine, zero set-up). How a job is isolated is decided by the
-wiring and handed over as a `LocalIsolation` (see ``isolation.py`` and the README's "Security
-model"):
+How a job is isolated is decided by the wiring and handed over as a `LocalIsolation`
+(``isolation.py``; the README's "Security model"): **multi-tenant**, as its owner's Unix
+account (`owner_identity`) inside a bubblewrap sandbox (`prepare_sandbox`); **single-user**,
+as the server's own user, sandboxed where bubblewrap works, otherwise as a plain process
+group; or **refused** (several organisations, no way to switch users): `submit` raises
+`SiteUnavailable` with the reason and `unavailable` says it, so jobs wait and show why.
 
-- **multi-tenant** (the server is root, bubblewrap works): the job runs as its owner's Unix
-  account (`owner_identity`), inside a bubblewrap sandbox (`prepare_sandbox`): its own
-  processes, its own GPUs' device files, its own directories read-write, the system
-  read-only, nothing of the server's state;
-- **single-user, sandboxed**: the same sandbox, as the server's own user;
-- **single-user, unsandboxed** (no bubblewrap, or a dispatcher built by hand): a process
-  group of the server's user, as before the sandbox existed;
-- **refused** (a site with several organisations that cannot switch users): no job starts;
-  `submit` raises `SiteUnavailable` with the reason and `unavailable` says it, so the jobs
-  wait and show why.
+In every mode the job's environment is built from scratch (`job_environment`), each run gets
+a fresh directory of its own (`starting.make_output`), and the placement alone chooses the
+GPUs: ``CUDA_VISIBLE_DEVICES`` lists physical NVML indices in placement order (duplicates
+dropped) with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; ``GPUCENTER_NODES`` names the nodes.
 
-Whatever the mode, the job's environment is built from scratch (`job_environment`: the
-owner's HOME, a clean PATH, the job's own variables, then the dispatcher's), never the
-server's; each run gets a fresh directory of its own (`starting.make_output`); GPUs are
-chosen by the placement alone: ``CUDA_VISIBLE_DEVICES`` lists physical NVML indices in
-placement order (duplicates dropped), with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, and
-``GPUCENTER_NODES`` names the nodes (a local site may declare several virtual nodes).
-
-Ending jobs: ``cancel()`` and the time limit send SIGTERM to the job's process group and, if
-it is still alive ``kill_grace_s`` seconds later, SIGKILL; neither blocks, ``poll()``
-escalates. A sandboxed job has ended only when its PID namespace is gone (SIGKILL to the
-namespace's init ends processes that left the group with ``setsid()``); an unsandboxed one
-when its process group is gone. Time limits follow the given `Clock`; the grace period is
-real time. The dispatcher is a child subreaper on Linux, so orphans are reaped here.
-
-Adoption after a restart: a sandboxed run is trusted only when `sandbox_is_ours` proves it
-(the status file bwrap wrote into the server's private spool names the namespace's init,
-which must still be root's and in that namespace); never by an environment marker, which
-any process can carry. The unsandboxed mode keeps its environment marker: there every job
-is the server's own user anyway.
+Ending jobs: ``cancel()`` and the time limit send SIGTERM to the job's process group and,
+``kill_grace_s`` later, SIGKILL; neither blocks, ``poll()`` escalates. A sandboxed job has
+ended when its PID namespace is gone (SIGKILL to the namespace's init also ends what left the
+group with ``setsid()``), an unsandboxed one when its process group is gone. Time limits
+follow the given `Clock`; the grace period is real time. The dispatcher is a child subreaper
+on Linux, so orphans are reaped here. Adoption after a restart: ``adoption.py``.
 """
 
 from __future__ import annotations
@@ -78,6 +62,15 @@ from gpucenter.dispatch.isolation.status import (
     sandbox_is_ours,
 )
 from gpucenter.dispatch.local import starting
+from gpucenter.dispatch.local.adoption import (
+    latest_run_file,
+    legacy_status_file,
+    mtime_or,
+    output_owner,
+    settled_status,
+    watch_orphan,
+    watch_sandbox,
+)
 from gpucenter.dispatch.local.isolation import LocalIsolation
 from gpucenter.dispatch.local.process_groups import (
     become_subreaper,
@@ -87,14 +80,7 @@ from gpucenter.dispatch.local.process_groups import (
     runs_job,
     signal_group,
 )
-from gpucenter.dispatch.local.running import (
-    Running,
-    final_state,
-    latest_run_file,
-    output_owner,
-    start_wrapped,
-    watch_sandbox,
-)
+from gpucenter.dispatch.local.running import Running, final_state, start_wrapped
 from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -186,19 +172,6 @@ class LocalDispatcher:
         physical = dict.fromkeys(index for _node, index in self._physical(request))
         return ",".join(str(i) for i in physical)
 
-    def _gpu_minors(self, request: LaunchRequest) -> tuple[int, ...]:
-        """The device minors to bind into the sandbox: GPUs of real-device nodes only."""
-        minors = self._isolation.gpu_minors
-        return tuple(
-            sorted(
-                {
-                    minors.get(index, index)
-                    for node, index in self._physical(request)
-                    if node in self._isolation.device_nodes
-                }
-            )
-        )
-
     def submit(self, request: LaunchRequest) -> Launched:
         """Start the job now; DispatchError if it cannot (it fails, saying why),
         SiteUnavailable if no job may start here now (it stays queued)."""
@@ -218,16 +191,20 @@ class LocalDispatcher:
         out_dir = self._jobs_root / name
         if decision.sandboxed:
             status_path = self._spool / f"{name}.json"
-            found = _settled_status(status_path, 1.0) if status_path.exists() else None
+            found = settled_status(status_path, 1.0) if status_path.exists() else None
             if found is not None:
-                # An earlier server process started this very run and died before the
-                # database said so: adopt it (or its exit status) instead of starting twice.
-                return self._adopt_sandbox(request, found, status_path, out_dir)
+                watched = self._watch_sandbox(
+                    request.job_id, status_path, found, request.time_limit_s
+                )
+                return self._adopted(request, watched, out_dir)
         else:
             status_path = self._spool / f"{name}.status"
             marker = self._spool / f"{name}.pid"
             if marker.exists():
-                return self._adopt_orphan(request, marker, out_dir, status_path)
+                orphan = watch_orphan(
+                    request, marker, out_dir, status_path, self._jobs_root, self._clock
+                )
+                return self._adopted(request, orphan, out_dir)
         visible = self.visible_devices(request)
         run_as = starting.resolve_identity(request, self._isolation, decision)
         if run_as is not None:
@@ -244,7 +221,9 @@ class LocalDispatcher:
                 workdir=workdir,
                 run_as=run_as,
                 project_dir=project_dir,
-                gpu_minors=self._gpu_minors(request) if decision.sandboxed else (),
+                gpu_minors=starting.gpu_minors(self._physical(request), self._isolation)
+                if decision.sandboxed
+                else (),
                 env=request.env,
                 job_vars=starting.job_vars(request, visible, project_dir),
                 trusted_root=Path("/"),
@@ -305,26 +284,6 @@ class LocalDispatcher:
         status.unlink(missing_ok=True)
         return start_wrapped(SHELL, request.command, job.workdir, env, files, status, marker)
 
-    def _adopt_sandbox(
-        self, request: LaunchRequest, status: SandboxStatus, status_path: Path, out_dir: Path
-    ) -> Launched:
-        job = self._watch_sandbox(request.job_id, status_path, status, request.time_limit_s)
-        self._jobs[request.job_id] = job
-        _log.warning(
-            "job %s run %d was started before a restart (sandbox init %d, ours: %s); adopted",
-            request.job_id,
-            request.run,
-            status.child_pid,
-            job.pgid > 0,
-        )
-        return Launched(
-            job_id=request.job_id,
-            external_id=str(job.pgid if job.pgid > 0 else status.child_pid),
-            stdout_path=str(out_dir / "stdout"),
-            stderr_path=str(out_dir / "stderr"),
-            started_at=job.started_at,
-        )
-
     def _watch_sandbox(
         self,
         job_id: JobId,
@@ -339,46 +298,25 @@ class LocalDispatcher:
             status_path,
             status,
             time_limit_s,
-            started_at if started_at is not None else _mtime(status_path, self._clock.now()),
+            started_at if started_at is not None else mtime_or(status_path, self._clock.now()),
             stderr_path or self._jobs_root / status_path.name.removesuffix(".json") / "stderr",
             self._jobs_root,
         )
 
-    def _output_owner(self, stderr_path: Path) -> int | None:
-        return output_owner(stderr_path, self._jobs_root)
-
-    def _adopt_orphan(
-        self, request: LaunchRequest, marker: Path, out_dir: Path, status_path: Path
-    ) -> Launched:
-        try:
-            pid = int(marker.read_text().strip() or "0")
-            started_at = marker.stat().st_mtime
-        except (OSError, ValueError):
-            pid, started_at = 0, self._clock.now()
-        mine = pid > 0 and runs_job(pid, request.job_id)
-        self._jobs[request.job_id] = Running(
-            job_id=request.job_id,
-            popen=None,
-            pgid=pid if mine else -1,  # never signal a stranger that reused the pid
-            started_at=started_at,
-            time_limit_s=request.time_limit_s,
-            stderr_path=out_dir / "stderr",
-            status_path=status_path,
-            owner_uid=self._output_owner(out_dir / "stderr"),
-        )
+    def _adopted(self, request: LaunchRequest, job: Running, out_dir: Path) -> Launched:
+        """A start an earlier server process made and died before the database said so:
+        watched (or its exit status reported) instead of started twice."""
+        self._jobs[request.job_id] = job
         _log.warning(
-            "job %s run %d was started before a restart (pid %d, still running: %s); adopted",
-            request.job_id,
-            request.run,
-            pid,
-            mine,
+            "job %s run %d was started before a restart (group %d, proven ours: %s); adopted",
+            *(request.job_id, request.run, job.pgid, job.pgid > 0),
         )
         return Launched(
             job_id=request.job_id,
-            external_id=str(pid),
+            external_id=str(job.pgid),
             stdout_path=str(out_dir / "stdout"),
             stderr_path=str(out_dir / "stderr"),
-            started_at=started_at,
+            started_at=job.started_at,
         )
 
     # ------------------------------------------------------------ ending jobs
@@ -581,7 +519,7 @@ class LocalDispatcher:
             err = Path(stderr_path) if stderr_path else self._log_dir / "adopted.err"
             sandbox_status = self._latest(job_id, ".json")
             if sandbox_status is not None:
-                status = _settled_status(sandbox_status)
+                status = settled_status(sandbox_status)
                 job = self._watch_sandbox(
                     job_id, sandbox_status, status, time_limit_s, started_at, err
                 )
@@ -604,8 +542,8 @@ class LocalDispatcher:
                 started_at=started_at,
                 time_limit_s=time_limit_s,
                 stderr_path=err,
-                status_path=_legacy_status(self._latest(job_id, ".pid"), self._spool),
-                owner_uid=self._output_owner(err),
+                status_path=legacy_status_file(self._latest(job_id, ".pid"), self._spool),
+                owner_uid=output_owner(err, self._jobs_root),
             )
             _log.info("job %s adopted (pid %s, still running: %s)", job_id, pgid, mine)
             return mine
@@ -655,29 +593,3 @@ class LocalDispatcher:
                     job.popen.wait(timeout=max(0.0, settle - time.monotonic()))
             while not group_gone(job.pgid) and time.monotonic() < settle:
                 time.sleep(0.01)
-
-
-def _mtime(path: Path, default: Instant) -> Instant:
-    """When a status file was written (bwrap writes it as the sandbox starts)."""
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return default
-
-
-def _legacy_status(marker: Path | None, spool: Path) -> Path:
-    """The unsandboxed wrapper's exit status file beside its pid marker."""
-    if marker is None:
-        return spool / "unknown.status"
-    return marker.with_name(marker.name.removesuffix(".pid") + ".status")
-
-
-def _settled_status(path: Path, wait_s: float = 2.0) -> SandboxStatus | None:
-    """The status of a sandbox another process started: bwrap writes it a moment after
-    its start, so an empty file is given that moment before it counts as no sandbox."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        status = read_sandbox_status(path)
-        if status is not None or time.monotonic() >= deadline:
-            return status
-        time.sleep(0.02)

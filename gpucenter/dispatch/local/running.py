@@ -9,22 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpucenter.dispatch.base import SiteUnavailable, StateChange
-from gpucenter.dispatch.isolation.safe_files import owner_of_dir
-from gpucenter.dispatch.isolation.status import SandboxStatus, sandbox_is_ours
-from gpucenter.dispatch.local.process_groups import describe_exit, process_group_of
+from gpucenter.dispatch.isolation.status import SandboxStatus
+from gpucenter.dispatch.local.process_groups import describe_exit
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 
-__all__ = [
-    "WRAPPER",
-    "Running",
-    "final_state",
-    "latest_run_file",
-    "output_owner",
-    "start_wrapped",
-    "watch_sandbox",
-]
+__all__ = ["WRAPPER", "Running", "final_state", "start_wrapped"]
 
 # Unsandboxed runs go through a small wrapper that records the job's exit status in a file, so
 # that a restarted server can re-adopt a running job and still learn how it ended. It catches
@@ -84,16 +75,6 @@ def final_state(job: Running, returncode: int | None, now: Instant) -> StateChan
     return StateChange(job.job_id, state, now, exit_code, detail)
 
 
-def latest_run_file(spool: Path, job_id: JobId, suffix: str) -> Path | None:
-    """The spool file of the job's latest run (`adopt` is not told which run it is)."""
-    found = []
-    for path in spool.glob(f"job-{job_id}.run-*{suffix}"):
-        run = path.name.removeprefix(f"job-{job_id}.run-").removesuffix(suffix)
-        if run.isdigit():
-            found.append((int(run), path))
-    return max(found)[1] if found else None
-
-
 def start_wrapped(
     shell: str,
     command: str,
@@ -117,41 +98,3 @@ def start_wrapped(
         )
     except OSError as exc:
         raise SiteUnavailable(f"cannot start {shell}: {exc}") from exc
-
-
-def output_owner(stderr_path: Path, jobs_root: Path) -> int | None:
-    """Who owns a run's output directory (its files must be theirs); None when the path
-    is not one of this dispatcher's run directories."""
-    if jobs_root not in stderr_path.parents:
-        return None
-    try:
-        return owner_of_dir(stderr_path.parent, root=jobs_root)
-    except OSError:
-        return None
-
-
-def watch_sandbox(
-    job_id: JobId,
-    status_path: Path,
-    status: SandboxStatus | None,
-    time_limit_s: int,
-    started_at: Instant,
-    stderr_path: Path,
-    jobs_root: Path,
-) -> Running:
-    """A sandboxed run this process did not start (a restart, a failover): watched by its
-    status file, and signalled only when `sandbox_is_ours` proves it is that sandbox."""
-    mine = status is not None and sandbox_is_ours(status)
-    pgid = process_group_of(status.child_pid) if mine and status is not None else -1
-    return Running(
-        job_id=job_id,
-        popen=None,
-        pgid=pgid if pgid > 1 else -1,
-        started_at=started_at,
-        time_limit_s=time_limit_s,
-        stderr_path=stderr_path,
-        status_path=status_path,
-        sandboxed=True,
-        status=status,
-        owner_uid=output_owner(stderr_path, jobs_root),
-    )

@@ -36,6 +36,7 @@ from gpucenter.dispatch.local.isolation import LocalIsolation
 
 __all__ = [
     "check_request_text",
+    "gpu_minors",
     "job_directory_name",
     "job_vars",
     "make_output",
@@ -211,6 +212,14 @@ def physical_gpus(
                 )
             found.append((part.node, index))
     return found
+
+
+def gpu_minors(physical: Sequence[tuple[str, int]], isolation: LocalIsolation) -> tuple[int, ...]:
+    """The device minors to bind into the sandbox: GPUs on nodes with real devices only."""
+    minors = isolation.gpu_minors
+    return tuple(
+        sorted({minors.get(i, i) for node, i in physical if node in isolation.device_nodes})
+    )
 
 
 def job_vars(
