@@ -153,7 +153,7 @@ MUTATIONS = [
              "            trusted = True", (T_ADOPT,)),
     Mutation("wiring: the end note written through links", DISPATCHER,
              "            append_to_owned_file(\n                job.stderr_path, note,",
-             "            open(job.stderr_path, 'ab').write(note) or (\n"
+             "            (lambda p, d, **_: open(p, 'ab').write(d))(\n"
              "                job.stderr_path, note,", (T_HOSTILE,)),
     Mutation("logs: read with open() as before", MANAGE,
              "        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK)",
