@@ -37,12 +37,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.dispatch.isolation import AccountPolicy, read_sandbox_status
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import migrate
+from gpucenter.persistence.tables import JobRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import accounts
 from gpucenter.services.wiring import build_context, ensure_site
@@ -57,7 +59,7 @@ pytestmark = pytest.mark.usefixtures("as_root_with_bwrap")
 SERVER_SECRET = "server-env-secret-" + secrets.token_hex(6)
 CONFIG_SECRET = "config-file-secret-" + secrets.token_hex(6)
 A_ENV_SECRET = "hf_A_" + secrets.token_hex(8)
-SITE = "site: iso\nnodes:\n  - {name: n1, gpus: 2, gpu_type: vgpu, devices: true, block: b}\n"
+SITE = "site: iso\nnodes:\n  - {name: n1, gpus: 3, gpu_type: vgpu, devices: true, block: b}\n"
 
 A_COMMAND = (
     "echo A-SECRET-OUTPUT; echo A-WORK > result.txt; "
@@ -96,6 +98,8 @@ for name, path in t["write"].items():
 for name, path in t["create"].items():
     path = path.replace("HOME", os.environ["HOME"])
     attempt("create " + name, lambda p=path: create(p))
+for name, path in t["link"].items():
+    attempt("hard-link " + name, lambda p=path, n=name: os.link(p, "linked-" + n.split()[-1]))
 for name, path in t["list"].items():
     attempt("list " + name, lambda p=path: sorted(os.listdir(p)))
 for name, pid in t["signal"].items():
@@ -249,7 +253,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = Path(f"/etc/gpucenter-hostile-test-{tag}.conf")  # in /etc: visible, unless hidden
     config.write_text(f"GPUCENTER_SECRET_KEY={CONFIG_SECRET}\n")
     os.chmod(config, 0o644)
-    settings = _settings(root, policy, config, make_fake_gpus(root / "dev", 2))
+    settings = _settings(root, policy, config, make_fake_gpus(root / "dev", 3))
     migrate(settings.effective_database_url)  # as `gpucenter db upgrade` does: 0644 files
     old = os.environ.get("GPUCENTER_TEST_SERVER_SECRET")
     os.environ["GPUCENTER_TEST_SERVER_SECRET"] = SERVER_SECRET
@@ -342,6 +346,12 @@ def attack(server: Server) -> Attack:
             "own home": "HOME/probe.txt",
             "own run directory": "probe.txt",
         },
+        "link": {
+            "A's output": str(a_run / "stdout"),
+            "A's token": str(token_file),
+            "database": str(db),
+            "root-only file": str(root_only),
+        },
         "list": {
             "state directory": str(var),
             "A's home": str(home),
@@ -390,6 +400,10 @@ ATTACKS = [
     "create in A's run directory",
     "create in the state directory",
     "create in the jobs root",
+    "hard-link A's output",
+    "hard-link A's token",
+    "hard-link database",
+    "hard-link root-only file",
     "list state directory",
     "list A's home",
     "signal A's job",
@@ -529,6 +543,159 @@ def test_the_end_note_never_writes_through_a_link(server: Server, attack: Attack
     job = _state(server, "bob", job_id, "FAILED", "COMPLETED")
     assert job["state"] == "FAILED" and job["exit_code"] == 3
     assert victim.read_bytes() == before
+
+
+def _run_dir(server: Server, job_id: int) -> Path:
+    return server.settings.tenant_root.resolve() / "jobs" / f"job-{job_id}.run-1"
+
+
+def test_the_log_api_refuses_a_hard_link_to_another_tenants_file(
+    server: Server, attack: Attack
+) -> None:
+    """B's logs replaced by hard links to A's output (made here by root: inside its sandbox B
+    cannot even see A's files, see "hard-link A's output"): refused, both streams, because
+    the file is A's and the run directory B's; A's output is never shown to B."""
+    job_id = _submit(server, "bob", "beta", "echo mine; echo mine too >&2")
+    _state(server, "bob", job_id, "COMPLETED")
+    a_stdout = _run_dir(server, attack.a_job["id"]) / "stdout"
+    for stream in ("stdout", "stderr"):
+        log = _run_dir(server, job_id) / stream
+        log.unlink()
+        os.link(a_stdout, log)
+        resp = _log(server, "bob", job_id, stream)
+        assert resp.status_code == 409, resp.text
+        assert f"owned by uid {attack.a_uid}" in resp.text
+        assert "A-SECRET-OUTPUT" not in resp.text
+    assert _log(server, "alice", attack.a_job["id"]).text == attack.a_stdout_before
+
+
+def test_the_end_note_never_writes_through_a_hard_link(server: Server, attack: Attack) -> None:
+    """B's job fails after its stderr became a hard link to A's output: the server's note at
+    the end (written as root) must not land in A's file. The owner check does this: the link
+    is a regular file, not a symlink, so only its owner gives it away."""
+    script = "rm stderr; while [ ! -e go ]; do sleep 0.1; done; exit 3"
+    job_id = _submit(server, "bob", "beta", script)
+    _state(server, "bob", job_id, "RUNNING")
+    run = _run_dir(server, job_id)
+    _until("B's stderr to go", lambda: not os.path.lexists(run / "stderr"))
+    a_stdout = _run_dir(server, attack.a_job["id"]) / "stdout"
+    before = a_stdout.read_bytes()
+    os.link(a_stdout, run / "stderr")
+    (run / "go").touch()
+    job = _state(server, "bob", job_id, "FAILED", "COMPLETED")
+    assert job["state"] == "FAILED" and job["exit_code"] == 3
+    assert a_stdout.read_bytes() == before == attack.a_stdout_before.encode()
+    assert _log(server, "alice", attack.a_job["id"]).text == attack.a_stdout_before
+
+
+def test_a_planted_run_directory_is_never_written_through(server: Server, attack: Attack) -> None:
+    """A run directory already there when B's job starts (planted here by root; the jobs root
+    is root's 0755, so a tenant cannot), its stdout and stderr hard links to A's output: it
+    is moved aside, B's job writes into a fresh directory of its own, A's file is unchanged."""
+    with server.ctx.sessions() as s:
+        next_id = int(s.scalar(select(func.max(JobRow.id))) or 0) + 1
+    planted = _run_dir(server, next_id)
+    planted.mkdir()
+    a_stdout = _run_dir(server, attack.a_job["id"]) / "stdout"
+    for stream in ("stdout", "stderr"):
+        os.link(a_stdout, planted / stream)
+    job_id = _submit(server, "bob", "beta", "echo mine; echo mine too >&2")
+    assert job_id == next_id
+    _state(server, "bob", job_id, "COMPLETED")
+    assert _log(server, "bob", job_id).text == "mine\n"
+    assert _log(server, "bob", job_id, "stderr").text == "mine too\n"
+    assert a_stdout.read_bytes() == attack.a_stdout_before.encode()
+    fresh = _run_dir(server, job_id) / "stdout"
+    assert fresh.stat().st_ino != a_stdout.stat().st_ino
+    assert fresh.stat().st_uid == attack.b_ids[0]
+
+
+MALFORMED = (
+    b"\xff\xfe\x00\x1b[2J\x1b]0;owned\x07\r\xc3\x28 \xed\xa0\x80 \xf4\x90\x80\x80 half\xe2\x82"
+)
+
+
+def test_malformed_bytes_in_a_log_come_back_as_they_are(server: Server, attack: Attack) -> None:
+    """Invalid UTF-8, NUL, terminal escapes, a truncated sequence at the end: the log API
+    returns the bytes unchanged, the event stream as JSON text (replacement characters), and
+    the server stays well."""
+    writer = f"import sys; sys.stdout.buffer.write(bytes.fromhex('{MALFORMED.hex()}'))"
+    job_id = _submit(server, "bob", "beta", f'python3 -c "{writer}"')
+    _state(server, "bob", job_id, "COMPLETED")
+    resp = _log(server, "bob", job_id)
+    assert resp.status_code == 200 and resp.content == MALFORMED
+    with server.client.stream(
+        "GET", f"/api/v1/jobs/{job_id}/events", headers=_auth(server, "bob")
+    ) as events:
+        assert events.status_code == 200
+        frames = "".join(events.iter_text())
+    data = [
+        json.loads(line[len("data: ") :])
+        for line in frames.splitlines()
+        if line.startswith("data: ")
+    ]
+    text = "".join(d.get("text", "") for d in data)
+    assert text == MALFORMED.decode("utf-8", errors="replace")
+    assert data[-1] == {"state": "COMPLETED", "exit_code": 0}
+    assert server.client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"command": "echo a\u0000b"},
+        {"command": "echo \ud800"},
+        {"command": "true", "env": {"X": "a\u0000b"}},
+        {"command": "true", "env": {"X\u0000Y": "1"}},
+        {"command": "true", "env": {"X": "\udcff"}},
+    ],
+    ids=[
+        "NUL in command",
+        "lone surrogate in command",
+        "NUL in env value",
+        "NUL in env name",
+        "lone surrogate in env value",
+    ],
+)
+def test_malformed_text_in_a_submission_fails_alone(
+    server: Server, attack: Attack, field: dict[str, Any]
+) -> None:
+    """Refused at the boundary (422), or taken and then FAILED with the reason shown to B;
+    never a 500, never a stopped scheduler: A's next job still starts and ends."""
+    body = {"project": "beta", "gpus_per_node": 1, "gpu_type": "vgpu", "time_limit_s": 60}
+    content = json.dumps(body | field).encode()  # ensure_ascii: the escapes reach the server
+    resp = server.client.post(
+        "/api/v1/jobs",
+        content=content,
+        headers={**_auth(server, "bob"), "Content-Type": "application/json"},
+    )
+    assert resp.status_code in (201, 422), resp.text
+    if resp.status_code == 201:
+        job = _state(server, "bob", int(resp.json()["id"]), "FAILED", "COMPLETED")
+        assert job["state"] == "FAILED" and job["reason_detail"].startswith("could not start")
+    other = _submit(server, "alice", "alpha", "echo alongside")
+    assert _state(server, "alice", other, "COMPLETED", "FAILED")["state"] == "COMPLETED"
+    assert server.client.get("/readyz").status_code == 200
+
+
+def test_a_job_paused_mid_write_blocks_nobody(server: Server, attack: Attack) -> None:
+    """B's job writes half a line and stops itself (SIGSTOP): its log reads at once with what
+    is there, another tenant's job starts and ends meanwhile, and a cancel still ends it."""
+    job_id = _submit(server, "bob", "beta", "printf 'half a li'; kill -STOP $$; echo ne")
+    _state(server, "bob", job_id, "RUNNING")
+    _until("the half line", lambda: _log(server, "bob", job_id).text == "half a li")
+    started = time.monotonic()
+    resp = _log(server, "bob", job_id)
+    assert time.monotonic() - started < 5 and resp.headers["X-Job-Finished"] == "false"
+    other = _submit(server, "alice", "alpha", "echo alongside")
+    assert _state(server, "alice", other, "COMPLETED", "FAILED")["state"] == "COMPLETED"
+    assert _log(server, "alice", other).text == "alongside\n"
+    resp = server.client.post(f"/api/v1/jobs/{job_id}/cancel", headers=_auth(server, "bob"))
+    assert resp.status_code == 200, resp.text
+    assert _state(server, "bob", job_id, "CANCELLED", "FAILED")["state"] == "CANCELLED"
+    _until("B's processes to end", lambda: not _uid_processes(attack.b_ids[0]))
+    assert _log(server, "bob", job_id).text.startswith("half a li")
+    assert _job(server, "alice", attack.a_job["id"])["state"] == "RUNNING"
 
 
 def test_a_restarted_server_adopts_only_what_it_proves_is_its_own(
