@@ -9,7 +9,7 @@ next to the field it names. Nothing is written unless everything is valid.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
@@ -254,7 +254,7 @@ def job_detail(ctx: Ctx, request: Request, caller: WebCaller, job_id: int) -> HT
     size = 0
     if row.stdout_path:
         try:
-            size = Path(row.stdout_path).stat().st_size
+            size = os.lstat(row.stdout_path).st_size  # never the size of what a link names
         except OSError:
             size = 0
     start = max(0, size - LOG_TAIL_BYTES)
