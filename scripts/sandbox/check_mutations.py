@@ -56,7 +56,7 @@ MUTATIONS = [
     Mutation("read: follow links everywhere", SAFE,
              "first = os.stat(path.name, dir_fd=parent, follow_symlinks=False)",
              "first = os.stat(path.name, dir_fd=parent, follow_symlinks=True); "
-             "_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK",
+             "flags &= ~os.O_NOFOLLOW",
              (T_SAFE,)),
     Mutation("read: blocking open", SAFE,
              "os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY", "os.O_NOFOLLOW | os.O_NOCTTY",
@@ -155,6 +155,9 @@ MUTATIONS = [
              "            append_to_owned_file(\n                job.stderr_path, note,",
              "            (lambda p, d, **_: open(p, 'ab').write(d))(\n"
              "                job.stderr_path, note,", (T_HOSTILE,)),
+    Mutation("wiring: the end note without the owner check (a hard link)", DISPATCHER,
+             "job.stderr_path, note, expected_uid=job.owner_uid, root=self._jobs_root",
+             "job.stderr_path, note, expected_uid=None, root=self._jobs_root", (T_HOSTILE,)),
     Mutation("logs: read with open() as before", MANAGE,
              "        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK)",
              "        chunk = open(path, 'rb').read()[offset : offset + MAX_LOG_CHUNK]",
