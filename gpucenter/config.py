@@ -80,6 +80,37 @@ class Settings(BaseSettings):
         description='GPUs each programme owns per GPU type (JSON, e.g. {"foundation": '
         '{"h100": 4096}}); beyond them its jobs borrow, preemptibly. Empty: no borrowing',
     )
+    # Tenant isolation on local sites (README "Security model"): who a job runs as.
+    isolation: Literal["auto", "multi_tenant", "single_user"] = Field(
+        default="auto",
+        description="multi_tenant: every job runs as its owner's Unix account in a bubblewrap "
+        "sandbox (needs root); single_user: every job runs as the server's own user, allowed "
+        "only while the site has at most one organisation; auto: multi_tenant when the "
+        "server runs as root, else single_user",
+    )
+    isolation_uid_min: int = Field(
+        default=200_000, ge=1000, description="first uid/gid of the accounts gpucenter makes"
+    )
+    isolation_uid_max: int = Field(default=299_999, description="last uid/gid it may use")
+    isolation_user_prefix: str = Field(default="gpc-", description="its user account names")
+    isolation_group_prefix: str = Field(default="gpcp-", description="its project group names")
+    tenant_dir: Path | None = Field(
+        default=None,
+        description="where tenants' directories live: homes/, projects/ (shared spaces) and "
+        "jobs/ (each run's output and working directory); empty: <var_dir>/tenants. Never "
+        "under /var/lib, /var/spool, /var/log, /root or /home (jobs never get those writable)",
+    )
+    isolation_hidden_paths: list[str] = Field(
+        default_factory=list,
+        description="more paths jobs must never see (configuration, secrets); the state "
+        "directory and the site files are hidden anyway",
+    )
+    isolation_device_dir: Path = Field(
+        default=Path("/dev"), description="where the GPU device files (nvidia<minor>) are"
+    )
+    isolation_share_network: bool = Field(
+        default=True, description="jobs share the host's network (off: loopback only)"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     scheduler_interval_s: float = Field(default=1.0, gt=0)
@@ -172,7 +203,13 @@ class Settings(BaseSettings):
 
     @property
     def log_dir(self) -> Path:
+        """The local dispatcher's own state (its spool of status files): server only."""
         return self.var_dir / "jobs"
+
+    @property
+    def tenant_root(self) -> Path:
+        """Homes, project spaces and job directories (`tenant_dir`, by default in var_dir)."""
+        return self.tenant_dir if self.tenant_dir is not None else self.var_dir / "tenants"
 
 
 @lru_cache(maxsize=1)

@@ -30,6 +30,9 @@ def server_env(db_url: str, var_dir: Path, **extra: str) -> dict[str, str]:
         "GPUCENTER_PORT": str(port),
         "GPUCENTER_API_URL": f"http://127.0.0.1:{port}",
         "GPUCENTER_SCHEDULER_INTERVAL_S": "0.2",
+        # Jobs as the test's own user (one organisation per test server; the mode rule
+        # refuses more). Multi-tenant runs: tests/security/hostile_local.
+        "GPUCENTER_ISOLATION": "single_user",
         "COLUMNS": "200",
         **extra,
     }

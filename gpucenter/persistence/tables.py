@@ -56,6 +56,10 @@ class UserRow(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = _ts()
+    # The Unix account gpucenter provisioned for the user on a multi-tenant local site: what
+    # a launch request names as the owner (checked against the machine before a job runs).
+    unix_uid: Mapped[int | None] = mapped_column(Integer)
+    unix_gid: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiTokenRow(Base):

@@ -11,7 +11,7 @@ the site its placement is on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +27,22 @@ from gpucenter.services.fencing import Fence, fenced
 from gpucenter.services.sites.config import LoadedSite
 from gpucenter.services.sites.health import SiteHealth
 from gpucenter.services.sites.runtime import SiteRuntime
+
+
+@dataclass
+class PassHealth:
+    """How this context's scheduling passes go: failures in a row and the last error."""
+
+    failing: int = 0
+    last_error: str = ""
+
+    def failed(self, error: str) -> None:
+        self.failing += 1
+        self.last_error = error[:300]
+
+    def succeeded(self) -> None:
+        self.failing = 0
+        self.last_error = ""
 
 
 @dataclass
@@ -49,6 +65,12 @@ class AppContext:
     """The sites, when they were wired explicitly; empty: `site` and `dispatcher` are one."""
     fence: Fence = field(default_factory=Fence)
     """The scheduler leader's epoch (set by the loop): scheduler writes check it."""
+    pass_health: PassHealth = field(default_factory=PassHealth)
+    """Set by this process's scheduler loop; /readyz reads it (and other processes')."""
+    account_sync: Callable[[], object] | None = None
+    """Makes the Unix accounts of a multi-tenant local site match gpucenter's users and
+    projects (`services.identity.provisioning.AccountSync`); the scheduler leader calls it
+    before each pass. None: nobody's accounts are gpucenter's to make."""
     _implicit: SiteRuntime | None = None
     _wanted: set[str] = field(default_factory=set)
     _wanted_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -41,6 +41,7 @@ over all sites: the core's placement names nodes, and the broker routes a job by
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -59,6 +60,8 @@ from gpucenter.core.fairshare_classic import CLASSIC
 from gpucenter.core.policy import CENTRE_WEIGHTS
 from gpucenter.dispatch.base import Dispatcher, DispatchError, SiteKind
 from gpucenter.dispatch.broker import SiteBroker
+from gpucenter.dispatch.isolation import IsolationSetting
+from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 from gpucenter.dispatch.slurm.dispatcher import (
     LIMIT_CHECK_S,
     SlurmDispatcher,
@@ -73,8 +76,15 @@ from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.services.context import AppContext
 from gpucenter.services.fencing import Fence
 from gpucenter.services.identity.audit_keys import AuditFiles
+from gpucenter.services.identity.provisioning import AccountSync
 from gpucenter.services.kubernetes.settings import KubernetesSettings
 from gpucenter.services.sites.config import LoadedSite, load_site
+from gpucenter.services.sites.isolation import (
+    account_policy,
+    effective_setting,
+    local_isolation,
+    secure_state,
+)
 from gpucenter.services.sites.registry import register_sites
 from gpucenter.services.sites.runtime import SiteRuntime
 from gpucenter.services.sites.slurm_settings import SlurmSettings
@@ -197,7 +207,6 @@ def parse_site_specs(data: Any, base: Path) -> list[SiteSpec]:
 def _local_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
     """Jobs as processes on this machine, on the nodes of the site file."""
     from gpucenter.dispatch.gpuutil import UtilisationSampler, nvml_reader
-    from gpucenter.dispatch.local.dispatcher import LocalDispatcher
 
     loaded = load_site(spec.site_file)
     if spec.name and spec.name != loaded.site.name:
@@ -207,6 +216,9 @@ def _local_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
     settings = wiring.settings
     log_dir = settings.log_dir / loaded.site.name if wiring.several else settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
+    jobs_root = settings.tenant_root / "jobs"
+    if wiring.several:
+        jobs_root = jobs_root / loaded.site.name
     measured = frozenset(n.name for n in loaded.site.nodes) - loaded.virtual_nodes
     reader = nvml_reader() if measured else None  # real GPUs: measure their utilisation
     dispatcher = LocalDispatcher(
@@ -216,6 +228,9 @@ def _local_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
         gpu_index_map=loaded.gpu_index_map,
         sampler=UtilisationSampler(reader) if reader is not None else None,
         measured_nodes=measured,
+        isolation=local_isolation(
+            settings, wiring.sessions, jobs_root=jobs_root.resolve(), device_nodes=measured
+        ),
     )
     return SiteRuntime(loaded.site.name, loaded, dispatcher)
 
@@ -427,7 +442,8 @@ def policies_from(settings: Settings) -> Policies:
 
 def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> AppContext:
     """Wire the configured database and sites (see `build_sites`), or the given dispatcher
-    for the one site of `site_file`."""
+    for the one site of `site_file`. The state directory is made private first."""
+    secure_state(settings)
     engine = make_engine(settings.effective_database_url)
     sessions = session_factory(engine, {"audit_files": AuditFiles.under(settings.var_dir)})
     clock = SystemClock()
@@ -439,7 +455,7 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
     runtimes = build_sites(settings, sessions, clock, fence)
     if len(runtimes) == 1:
         (one,) = runtimes
-        return AppContext(
+        ctx = AppContext(
             settings,
             engine,
             sessions,
@@ -451,19 +467,34 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
             sites=runtimes,
             fence=fence,
         )
-    site, broker = combine(runtimes)
-    return AppContext(
-        settings,
-        engine,
-        sessions,
-        site,
-        broker,
-        clock,
-        policies,
-        site_health=runtimes[0].health,
-        sites=runtimes,
-        fence=fence,
-    )
+    else:
+        site, broker = combine(runtimes)
+        ctx = AppContext(
+            settings,
+            engine,
+            sessions,
+            site,
+            broker,
+            clock,
+            policies,
+            site_health=runtimes[0].health,
+            sites=runtimes,
+            fence=fence,
+        )
+    ctx.account_sync = account_sync_for(settings, sessions, runtimes)
+    return ctx
+
+
+def account_sync_for(
+    settings: Settings, sessions: sessionmaker[Session], runtimes: list[SiteRuntime]
+) -> AccountSync | None:
+    """Provisioning of Unix accounts, where a local site runs jobs as their owners: the
+    setting resolves to multi-tenant and the server is root (it alone can make accounts)."""
+    local = any(isinstance(rt.dispatcher, LocalDispatcher) for rt in runtimes)
+    multi = effective_setting(settings) is IsolationSetting.MULTI_TENANT
+    if not (local and multi and os.geteuid() == 0):
+        return None
+    return AccountSync(sessions, account_policy(settings))
 
 
 def ensure_site(ctx: AppContext) -> int:

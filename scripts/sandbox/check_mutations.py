@@ -28,6 +28,16 @@ T_ROOT_ACCOUNTS = "tests/security/hostile_local/test_unix_accounts_root.py"
 T_ACCOUNTS = "tests/dispatch/test_isolation_accounts.py"
 T_MODE = "tests/dispatch/test_isolation_mode.py"
 T_UNIT = "tests/dispatch/test_isolation_sandbox.py"
+# The wiring: the local dispatcher, the services around it, and the real-path acceptance.
+LOCAL = "gpucenter/dispatch/local/"
+DISPATCHER, STARTING = LOCAL + "dispatcher.py", LOCAL + "starting.py"
+WIRING, CYCLE = "gpucenter/services/sites/isolation.py", "gpucenter/services/scheduling/cycle.py"
+MANAGE, READY = "gpucenter/services/jobs/manage.py", "gpucenter/services/ops/readiness.py"
+T_HOSTILE = "tests/security/hostile_local/test_hostile_tenant.py"
+T_WIRING = "tests/services/test_isolation_wiring.py"
+T_LAUNCH = "tests/services/test_launch_failures.py"
+T_ADOPT = "tests/dispatch/test_adopt.py"
+T_READY = "tests/resilience/test_readiness.py"
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ MUTATIONS = [
     Mutation("read: follow links everywhere", SAFE,
              "first = os.stat(path.name, dir_fd=parent, follow_symlinks=False)",
              "first = os.stat(path.name, dir_fd=parent, follow_symlinks=True); "
-             "_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK",
+             "flags &= ~os.O_NOFOLLOW",
              (T_SAFE,)),
     Mutation("read: blocking open", SAFE,
              "os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY", "os.O_NOFOLLOW | os.O_NOCTTY",
@@ -115,6 +125,51 @@ MUTATIONS = [
              "self.policy.user_prefix, user.username, user.user_id)]", (T_ACCOUNTS,)),
     Mutation("mode: single-user with several organisations", MODE,
              "    if organisations > 1:", "    if False:", (T_MODE,)),
+    Mutation("wiring: jobs run as the server, never switching user", STARTING,
+             "    if not decision.switch_user:\n        return None",
+             "    if True:\n        return None", (T_HOSTILE,)),
+    Mutation("wiring: multi-tenant jobs unsandboxed", DISPATCHER,
+             "        if decision.sandboxed:\n            status_path = ",
+             "        decision = replace(decision, sandboxed=False)\n"
+             "        if decision.sandboxed:\n            status_path = ", (T_HOSTILE,)),
+    Mutation("accounts: a recorded uid trusted without its name and tag", ACCOUNTS,
+             "    if entry.name not in names or entry.gid != gid:", "    if False:",
+             (T_ACCOUNTS,)),
+    Mutation("wiring: the server's environment inherited", DISPATCHER,
+             "        env = job_environment(job, self._isolation.sandbox)",
+             "        env = {**os.environ, **job_environment(job, self._isolation.sandbox)}",
+             ("tests/dispatch/test_local.py",)),
+    Mutation("wiring: the org count never read again", WIRING,
+             "            if self._decision is None or now - self._counted_at >= COUNT_TTL_S:",
+             "            if self._decision is None:", (T_WIRING,)),
+    Mutation("wiring: the state directory left as it is", WIRING,
+             "    changes = ensure_private_dir(settings.var_dir.resolve())",
+             "    changes: list[str] = []", (T_WIRING,)),
+    Mutation("wiring: the state directory not hidden", WIRING,
+             "    hidden = [str(settings.var_dir.resolve())]", "    hidden: list[str] = []",
+             (T_WIRING,)),
+    Mutation("wiring: adoption by the environment marker", DISPATCHER,
+             "            trusted = not self._isolation.mode().sandboxed",
+             "            trusted = True", (T_ADOPT,)),
+    Mutation("wiring: the end note written through links", DISPATCHER,
+             "            append_to_owned_file(\n                job.stderr_path, note,",
+             "            (lambda p, d, **_: open(p, 'ab').write(d))(\n"
+             "                job.stderr_path, note,", (T_HOSTILE,)),
+    Mutation("wiring: the end note without the owner check (a hard link)", DISPATCHER,
+             "job.stderr_path, note, expected_uid=job.owner_uid, root=self._jobs_root",
+             "job.stderr_path, note, expected_uid=None, root=self._jobs_root", (T_HOSTILE,)),
+    Mutation("logs: read with open() as before", MANAGE,
+             "        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK)",
+             "        chunk = open(path, 'rb').read()[offset : offset + MAX_LOG_CHUNK]",
+             (T_HOSTILE,)),
+    Mutation("logs: no owner check below the job directories", MANAGE,
+             "max_bytes=max_bytes, expected_uid=owner, root=jobs)",
+             "max_bytes=max_bytes, expected_uid=None, root=jobs)", (T_HOSTILE,)),
+    Mutation("cycle: a launch error stops the pass", CYCLE,
+             "    except Exception as exc:\n        # Defence in depth",
+             "    except KeyboardInterrupt as exc:\n        # Defence in depth", (T_LAUNCH,)),
+    Mutation("readyz: failing passes ignored", READY,
+             "    if failing >= FAILING_PASSES_NOT_READY:", "    if False:", (T_READY,)),
 ]  # fmt: skip
 
 

@@ -3,10 +3,14 @@ cares about (the rest are plausible defaults)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+
+import pytest
 
 from gpucenter.core.model import NodeGpus
 from gpucenter.dispatch.base import JobOwner, LaunchRequest
+from gpucenter.dispatch.local.isolation import LocalIsolation, single_user_decision
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import GpuRequest
 
@@ -45,3 +49,19 @@ def launch_request(
         image=image,
         run=run,
     )
+
+
+_PROBLEM: list[str | None] = []
+
+
+def sandbox_isolation() -> LocalIsolation:
+    """Single-user, sandboxed; skips (fails in CI) where bubblewrap cannot run here."""
+    from gpucenter.dispatch.isolation import SandboxPolicy, sandbox_problem
+
+    if not _PROBLEM:
+        _PROBLEM.append(sandbox_problem(SandboxPolicy()))
+    if _PROBLEM[0] is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI must run the sandboxed dispatcher tests: {_PROBLEM[0]}")
+        pytest.skip(f"bubblewrap cannot run here: {_PROBLEM[0]}")
+    return LocalIsolation.fixed(single_user_decision(sandboxed=True))

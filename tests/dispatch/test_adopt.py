@@ -1,4 +1,8 @@
-"""Re-adopting running jobs after a server restart or failover, without restarting them."""
+"""Re-adopting running jobs after a server restart or failover, without restarting them.
+
+In both single-user modes (see test_local): unsandboxed runs are recognised by their
+environment marker, sandboxed ones only by `sandbox_is_ours` (the status file bwrap wrote).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpucenter.dispatch.local.dispatcher import CLAIMED_ELSEWHERE, LocalDispatcher
+from gpucenter.dispatch.local.isolation import LocalIsolation
 from gpucenter.dispatch.local.process_groups import group_gone
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -22,9 +27,9 @@ def gone(pgid: int) -> bool:
 
 
 @pytest.fixture
-def pair(tmp_path: Path):
-    first = LocalDispatcher(tmp_path, kill_grace_s=0.5)
-    second = LocalDispatcher(tmp_path, kill_grace_s=0.5)
+def pair(tmp_path: Path, mode: LocalIsolation | None):
+    first = LocalDispatcher(tmp_path, kill_grace_s=0.5, isolation=mode)
+    second = LocalDispatcher(tmp_path, kill_grace_s=0.5, isolation=mode)
     yield first, second
     second.shutdown()
     first.shutdown()
@@ -32,7 +37,7 @@ def pair(tmp_path: Path):
 
 def test_an_adopted_job_keeps_running_and_reports_its_exit_code(pair) -> None:
     first, second = pair
-    launched = first.submit(request(1, "echo start; sleep 1; echo end; exit 7"))
+    launched = first.submit(request(1, "echo start; sleep 2; echo end; exit 7"))
     first.detach()
     assert second.adopt(
         JobId(1), launched.external_id, launched.started_at, 60, launched.stderr_path
@@ -156,3 +161,29 @@ def test_a_run_is_claimed_by_its_process_so_a_late_second_start_runs_nothing(
     assert (change.state, change.exit_code) == (JobState.FAILED, 3)  # the first run's own end
     assert (late_change.state, late_change.exit_code) == (JobState.FAILED, 3)
     assert starts.read_text() == "started\n"  # the command ran once
+
+
+def test_a_forged_job_id_marker_is_not_proof_in_a_sandbox(tmp_path: Path) -> None:
+    """Any process can carry GPUCENTER_JOB_ID=<id> in its environment: a sandboxed site
+    adopts only what `sandbox_is_ours` proves (its status file), so such a process is never
+    taken for the job, nor signalled. (The unsandboxed mode trusts the marker: there every
+    job is the server's own user anyway.)"""
+    from tests.dispatch.builders import sandbox_isolation
+
+    second = LocalDispatcher(tmp_path, kill_grace_s=0.2, isolation=sandbox_isolation())
+    forger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        env={"GPUCENTER_JOB_ID": "6"},
+        start_new_session=True,
+    )
+    try:
+        assert second.adopt(JobId(6), str(forger.pid), time.time(), 1, None) is False
+        change = wait_end(second, 6)
+        assert change.state is JobState.FAILED and "unknown" in change.detail
+        time.sleep(0.5)
+        second.poll()
+        assert forger.poll() is None  # never signalled
+    finally:
+        second.shutdown()
+        forger.kill()
+        forger.wait()

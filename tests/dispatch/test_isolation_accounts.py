@@ -270,3 +270,32 @@ def test_job_identity_checks_tag_range_and_membership() -> None:
 def test_bad_policies_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         AccountPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def _provisioned() -> tuple[FakeMachine, SystemAccounts]:
+    machine = FakeMachine()
+    machine.provision([ALICE, BOB], [TenantProject(7, "alpha", frozenset({1, 2}))])
+    return machine, machine.read()
+
+
+def test_a_launch_request_identity_is_checked_against_the_machine() -> None:
+    """`owner_identity` takes the uid/gid gpucenter recorded, and accepts them only for the
+    account that really is that user's (its tag and name) and a member of the project."""
+    from gpucenter.dispatch.isolation.unix_accounts import owner_identity
+
+    _machine, actual = _provisioned()
+    alice = next(u for u in actual.users if u.name == "gpc-alice")
+    bob = next(u for u in actual.users if u.gecos == POLICY.gecos(2))
+    run_as = owner_identity("alice", alice.uid, alice.gid, "alpha", 7, POLICY, actual)
+    assert (run_as.name, run_as.uid, run_as.gid) == ("gpc-alice", alice.uid, alice.gid)
+    # The database says alice's uid is bob's (a restored or drifted database): refused.
+    with pytest.raises(IdentityError, match="not 'alice'"):
+        owner_identity("alice", bob.uid, bob.gid, "alpha", 7, POLICY, actual)
+    with pytest.raises(IdentityError, match="gid"):
+        owner_identity("alice", alice.uid, bob.gid, "alpha", 7, POLICY, actual)
+    with pytest.raises(IdentityError, match="no Unix account"):
+        owner_identity("alice", None, None, "alpha", 7, POLICY, actual)
+    with pytest.raises(IdentityError, match="not a gpucenter account"):
+        owner_identity("alice", 1000, 1000, "alpha", 7, POLICY, actual)  # a person's own
+    with pytest.raises(IdentityError, match="no gpucenter group"):
+        owner_identity("alice", alice.uid, alice.gid, "beta", 8, POLICY, actual)

@@ -1,4 +1,9 @@
-"""The local dispatcher against real processes: states, logs, GPU visibility, killing groups."""
+"""The local dispatcher against real processes: states, logs, GPU visibility, killing groups.
+
+Each behaviour is checked in both single-user modes: unsandboxed (a process group of the
+server's user) and sandboxed (bubblewrap, as the server's user; skipped where bubblewrap
+cannot run, except in CI). Multi-tenant runs (as the owner) are in tests/security.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from gpucenter.core.model import NodeGpus
 from gpucenter.dispatch.base import DispatchError, LaunchRequest, StateChange
 from gpucenter.dispatch.local import dispatcher as local
 from gpucenter.dispatch.local.dispatcher import LocalDispatcher
+from gpucenter.dispatch.local.isolation import LocalIsolation
 from gpucenter.domain.clock import ManualClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
@@ -73,8 +79,8 @@ def read(path: str) -> str:
 
 
 @pytest.fixture
-def dispatcher(tmp_path: Path) -> Iterator[LocalDispatcher]:
-    d = LocalDispatcher(tmp_path / "logs", kill_grace_s=0.5)
+def dispatcher(tmp_path: Path, mode: LocalIsolation | None) -> Iterator[LocalDispatcher]:
+    d = LocalDispatcher(tmp_path / "logs", kill_grace_s=0.5, isolation=mode)
     yield d
     d.shutdown()
 
@@ -86,10 +92,10 @@ def test_a_job_completes_and_its_stdout_is_in_the_out_file(dispatcher: LocalDisp
 
     assert change.state is JobState.COMPLETED
     assert change.exit_code == 0
-    assert launched.stdout_path.endswith("job-1.out")
+    assert launched.stdout_path.endswith("/job-1.run-1/stdout")
     out = read(launched.stdout_path).splitlines()
     assert out[0] == "hello"
-    assert out[1].endswith("job-1")  # default workdir: a per-job directory under log_dir
+    assert out[1].endswith("/job-1.run-1")  # default workdir: the run's own directory
     assert read(launched.stderr_path) == "oops\n"  # no gpucenter note on success
     assert launched.external_id.isdigit()
 
@@ -107,13 +113,14 @@ def test_a_job_completes_and_its_stdout_is_in_the_out_file(dispatcher: LocalDisp
 )
 def test_cuda_visible_devices_is_exactly_the_placement(
     tmp_path: Path,
+    mode: LocalIsolation | None,
     monkeypatch: pytest.MonkeyPatch,
     placement: tuple[NodeGpus, ...],
     index_map: Mapping[str, Sequence[int]] | None,
     expected: str,
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")  # the server's must not leak
-    d = LocalDispatcher(tmp_path, gpu_index_map=index_map)
+    d = LocalDispatcher(tmp_path, gpu_index_map=index_map, isolation=mode)
     launched = d.submit(
         request(
             7,
@@ -127,21 +134,26 @@ def test_cuda_visible_devices_is_exactly_the_placement(
     assert read(launched.stdout_path) == f"[{expected}] {nodes} 7 PCI_BUS_ID\n"
 
 
-def test_job_env_is_the_request_env_over_a_filtered_server_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_job_env_is_built_afresh_never_the_servers(
+    tmp_path: Path, mode: LocalIsolation | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The job's own variables over a clean base (HOME, PATH, USER...): nothing of the
+    server's environment, not even what looks harmless (its virtualenv on PATH was)."""
     monkeypatch.setenv("GPUCENTER_DATABASE_URL", "postgresql://secret")
     monkeypatch.setenv("SOME_API_TOKEN", "t0k3n")
     monkeypatch.setenv("HARMLESS", "yes")
-    d = LocalDispatcher(tmp_path)
-    launched = d.submit(request(8, "env | sort", env={"MY_SETTING": "42"}, workdir=str(tmp_path)))
+    monkeypatch.setenv("PATH", "/srv/venv/bin:" + os.environ.get("PATH", ""))
+    d = LocalDispatcher(tmp_path / "logs", isolation=mode)
+    launched = d.submit(
+        request(8, "env | sort", env={"MY_SETTING": "42", "GPUCENTER_X": "1"}, workdir=None)
+    )
     assert wait_end(d, 8).state is JobState.COMPLETED
-    env = read(launched.stdout_path)
-    assert "MY_SETTING=42" in env
-    assert "HARMLESS=yes" in env
-    assert "PATH=" in env
-    assert "postgresql://secret" not in env
-    assert "t0k3n" not in env
+    env = dict(line.split("=", 1) for line in read(launched.stdout_path).splitlines())
+    assert env["MY_SETTING"] == "42"
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+    assert env["HOME"] == str(Path(launched.stdout_path).parent)  # the run's directory
+    assert "HARMLESS" not in env and "SOME_API_TOKEN" not in env and "GPUCENTER_X" not in env
+    assert {k for k in env if k.startswith("GPUCENTER_")} == {"GPUCENTER_JOB_ID", "GPUCENTER_NODES"}
 
 
 def test_a_slot_outside_the_index_map_is_refused(tmp_path: Path) -> None:
@@ -195,9 +207,9 @@ def test_time_limit_kills_the_whole_group(dispatcher: LocalDispatcher, command: 
     assert "gpucenter: job killed: time limit of 1 s exceeded" in read(launched.stderr_path)
 
 
-def test_time_limit_follows_the_given_clock(tmp_path: Path) -> None:
+def test_time_limit_follows_the_given_clock(tmp_path: Path, mode: LocalIsolation | None) -> None:
     clock = ManualClock(1000.0)
-    d = LocalDispatcher(tmp_path, clock=clock, kill_grace_s=0.5)
+    d = LocalDispatcher(tmp_path, clock=clock, kill_grace_s=0.5, isolation=mode)
     launched = d.submit(request(6, "sleep 30", time_limit_s=2))
     assert launched.started_at == 1000.0
     clock.advance(2)
@@ -278,16 +290,17 @@ def test_an_invalid_workdir_is_refused(dispatcher: LocalDispatcher, tmp_path: Pa
 
 
 def test_a_missing_shell_is_a_dispatch_error(
-    dispatcher: LocalDispatcher, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    dispatcher = LocalDispatcher(tmp_path / "logs")  # unsandboxed: the server's own shell
     monkeypatch.setattr(local, "SHELL", str(tmp_path / "no-bash"))
     with pytest.raises(DispatchError, match="cannot start"):
         dispatcher.submit(request(16, "true"))
     assert dispatcher.running_job_ids() == frozenset()
 
 
-def test_shutdown_kills_every_group(tmp_path: Path) -> None:
-    d = LocalDispatcher(tmp_path, kill_grace_s=0.2)
+def test_shutdown_kills_every_group(tmp_path: Path, mode: LocalIsolation | None) -> None:
+    d = LocalDispatcher(tmp_path, kill_grace_s=0.2, isolation=mode)
     groups = [
         int(d.submit(request(20 + i, cmd)).external_id)
         for i, cmd in enumerate(["sleep 30", "trap '' TERM; sleep 30 & sleep 30"])

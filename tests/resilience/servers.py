@@ -30,6 +30,9 @@ def server_env(db_url: str, var_dir: Path, port: int) -> dict[str, str]:
         "GPUCENTER_API_URL": f"http://127.0.0.1:{port}",
         "GPUCENTER_SCHEDULER_INTERVAL_S": "0.2",
         "GPUCENTER_KILL_GRACE_S": "1",
+        # Jobs as the test's own user: the servers' data has one organisation (the mode rule
+        # refuses single-user with more). Multi-tenant runs: tests/security/hostile_local.
+        "GPUCENTER_ISOLATION": "single_user",
     }
 
 

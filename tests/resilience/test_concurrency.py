@@ -38,10 +38,11 @@ def _seed(url: str, var: Path) -> list[tuple[str, str]]:
     now = datetime.now(tz=UTC)
     tenants = []
     with ctx.sessions.begin() as s:
+        # One organisation: the test server runs single-user (the mode rule refuses more).
+        accounts.create_organisation(s, "Org", "startup", now)
         for i in range(PROJECTS):
-            accounts.create_organisation(s, f"Org {i}", "startup", now)
-            user = accounts.create_user(s, f"u{i}", now, organisation=f"Org {i}")
-            accounts.create_project(s, f"p{i}", f"Org {i}", now)
+            user = accounts.create_user(s, f"u{i}", now, organisation="Org")
+            accounts.create_project(s, f"p{i}", "Org", now)
             accounts.add_member(s, f"p{i}", f"u{i}")
             accounts.create_allocation(s, f"p{i}", BUDGET_GPU_HOURS, now)
             tenants.append((f"p{i}", user.token))

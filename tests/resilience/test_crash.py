@@ -25,7 +25,7 @@ def test_kill_9_mid_storm_loses_and_doubles_nothing(db_url: str, tmp_path: Path)
     var = tmp_path / "var"
     var.mkdir()
     ctx = make_context(Settings(var_dir=var, database_url=db_url))
-    centre = seed_centre(ctx)
+    centre = seed_centre(ctx, organisations=1)  # a single-user test server
     ctx.engine.dispose()
     server = Server(db_url, var).start()
     headers = {"Authorization": f"Bearer {centre.alice_token}"}

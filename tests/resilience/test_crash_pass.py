@@ -54,13 +54,14 @@ def test_kill_9_inside_a_scheduling_pass(db_url: str, tmp_path: Path) -> None:
     var = tmp_path / "var"
     var.mkdir()
     ctx = make_context(Settings(var_dir=var, database_url=db_url))
-    centre = seed_centre(ctx)
+    centre = seed_centre(ctx, organisations=1)  # a single-user test server
     ctx.engine.dispose()
     engine = make_engine(db_url)
     sessions = session_factory(engine)
     marker = var / "pass-paused"
-    release = var / "release"  # the long jobs run until the test creates this file
-    long_command = f"echo start; while [ ! -e {release} ]; do sleep 0.1; done; echo end"
+    # The long jobs run until the test creates `release` in their run directories (the
+    # only place, besides the system, that a sandboxed job sees).
+    long_command = "echo start; while [ ! -e release ]; do sleep 0.1; done; echo end"
     headers = {"Authorization": f"Bearer {centre.alice_token}"}
 
     server = Server(db_url, var, extra_env={"GPUCENTER_TEST_PASS_PAUSE_S": PAUSE_S}).start()
@@ -120,7 +121,8 @@ def test_kill_9_inside_a_scheduling_pass(db_url: str, tmp_path: Path) -> None:
         wait_until(scheduling_again, timeout=60, step=0.1)
         adopted, _ = _state(sessions)
         assert all(adopted[i][:2] == ("RUNNING", 1) for i in long_ids), adopted
-        release.touch()
+        for i in long_ids:
+            (var / "tenants" / "jobs" / f"job-{i}.run-1" / "release").touch()
 
         def all_done() -> bool:
             _no_gpu_twice(sessions)

@@ -49,7 +49,7 @@ def _setup(db_url: str, tmp_path: Path, *, admin: bool = False) -> tuple[Path, s
     var = tmp_path / "var"
     var.mkdir()
     ctx = make_context(Settings(var_dir=var, database_url=db_url))
-    centre = seed_centre(ctx)
+    centre = seed_centre(ctx, organisations=1)  # a single-user test server
     ctx.dispatcher.shutdown()
     ctx.engine.dispose()
     return var, centre.admin_token if admin else centre.alice_token

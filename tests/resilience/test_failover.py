@@ -22,7 +22,7 @@ def test_killing_the_leader_hands_scheduling_to_the_other_server(
     var = tmp_path / "var"
     var.mkdir()
     ctx = make_context(Settings(var_dir=var, database_url=postgres_url))
-    centre = seed_centre(ctx)
+    centre = seed_centre(ctx, organisations=1)  # a single-user test server
     ctx.engine.dispose()
 
     leader = Server(postgres_url, var).start()

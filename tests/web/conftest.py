@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,11 +22,18 @@ from typing import Any
 import pytest
 
 from gpucenter.config import Settings
+from gpucenter.dispatch.isolation import AccountPolicy
 from gpucenter.services.context import AppContext
 from gpucenter.services.sites.config import load_site
 from tests.conftest import IN_CI
 from tests.factories import make_context
 from tests.live import server_env, serving
+from tests.security.hostile_local.conftest import (
+    TEST_UID_BASE,
+    remove_test_accounts,
+    require,
+    root_sandbox_problem,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -74,11 +82,36 @@ def portal(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
     # same inventory.
     site_path = Path(env["GPUCENTER_SITE_FILE"]) if "GPUCENTER_SITE_FILE" in env else None
     ctx = make_context(settings, load_site(site_path, detect=lambda: ()) if site_path else None)
+    policy = None
+    if request.node.get_closest_marker("portal_multi_tenant") is not None:
+        policy = _multi_tenant(env, tmp_path)
     try:
         with serving(env) as base:
             yield Portal(base, db_url, env, ctx)
     finally:
         ctx.engine.dispose()
+        if policy is not None:
+            remove_test_accounts(policy)
+
+
+def _multi_tenant(env: dict[str, str], tmp_path: Path) -> AccountPolicy:
+    """The server runs jobs as their owners' accounts, sandboxed, as a real centre does: the
+    only mode that runs jobs for several organisations. Needs root and bubblewrap (skipped
+    with the reason elsewhere, failing with CI=true); accounts in a test-only uid range with
+    test-only prefixes, removed at the end."""
+    require(root_sandbox_problem())
+    tag = secrets.token_hex(2)
+    base = TEST_UID_BASE + secrets.randbelow(90) * 100
+    policy = AccountPolicy(base, base + 99, f"w{tag}u-", f"w{tag}g-")
+    env |= {
+        "GPUCENTER_ISOLATION": "multi_tenant",
+        "GPUCENTER_ISOLATION_UID_MIN": str(policy.uid_min),
+        "GPUCENTER_ISOLATION_UID_MAX": str(policy.uid_max),
+        "GPUCENTER_ISOLATION_USER_PREFIX": policy.user_prefix,
+        "GPUCENTER_ISOLATION_GROUP_PREFIX": policy.group_prefix,
+        "GPUCENTER_TENANT_DIR": str(tmp_path / "tenants"),
+    }
+    return policy
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,7 @@ WORDS = {
 
 
 @pytest.mark.portal_site(H100_SITE)
+@pytest.mark.portal_multi_tenant  # applicants of several organisations run jobs
 @pytest.mark.parametrize(
     ("db_url", "lang"), [("sqlite", "en"), ("postgres", "ko")], indirect=["db_url"]
 )

@@ -9,7 +9,7 @@ and what the server may safely read on its behalf.
 - `safe_files`: log reads that cannot be steered, owner-owned output directories, 0700/0600
   server state.
 
-See docs/security-model-draft.md for how the dispatcher uses them.
+The README's "Security model" section says how the local dispatcher uses them.
 """
 
 from gpucenter.dispatch.isolation.identity import RunAs
@@ -18,10 +18,13 @@ from gpucenter.dispatch.isolation.safe_files import (
     JobOutput,
     Tail,
     UnsafeFile,
+    append_to_owned_file,
     ensure_private_dir,
     ensure_private_file,
     make_owned_dir,
+    owner_of_dir,
     prepare_job_output,
+    read_range,
     read_tail,
     write_private_file,
 )
@@ -50,6 +53,7 @@ from gpucenter.dispatch.isolation.unix_accounts import (
     TenantProject,
     TenantUser,
     job_identity,
+    owner_identity,
     provision,
 )
 
@@ -71,6 +75,7 @@ __all__ = [
     "TenantProject",
     "TenantUser",
     "UnsafeFile",
+    "append_to_owned_file",
     "decide_mode",
     "device_minors",
     "ensure_private_dir",
@@ -79,9 +84,12 @@ __all__ = [
     "job_identity",
     "kill_sandbox",
     "make_owned_dir",
+    "owner_identity",
+    "owner_of_dir",
     "prepare_job_output",
     "prepare_sandbox",
     "provision",
+    "read_range",
     "read_sandbox_status",
     "read_tail",
     "sandbox_is_ours",

@@ -41,12 +41,15 @@ __all__ = [
     "JobOutput",
     "Tail",
     "UnsafeFile",
+    "append_to_owned_file",
     "create_owned_file",
     "ensure_private_dir",
     "ensure_private_file",
     "make_owned_dir",
     "open_dir_beneath",
+    "owner_of_dir",
     "prepare_job_output",
+    "read_range",
     "read_tail",
     "write_private_file",
 ]
@@ -138,6 +141,47 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _open_regular(
+    path: Path, expected_uid: int | None, root: Path | None, flags: int = _READ_FLAGS
+) -> int:
+    """A descriptor of regular file `path` opened with `flags` (see `read_tail` for the
+    checks); the caller closes it."""
+    path = Path(path)
+    with _dir(path.parent, root if root is not None else path.parent) as parent:
+        first = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISREG(first.st_mode):
+            raise UnsafeFile(path, f"is {_kind(first.st_mode)}, not a regular file")
+        try:
+            fd = os.open(path.name, flags, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFile(path, "was replaced by a symlink") from exc
+            raise
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (first.st_dev, first.st_ino) or not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(path, "was replaced while being opened")
+        if expected_uid is not None and st.st_uid != expected_uid:
+            raise UnsafeFile(path, f"is owned by uid {st.st_uid}, not {expected_uid}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _pread_upto(fd: int, start: int, max_bytes: int) -> bytes:
+    """At most `max_bytes` from `start`: a file that grows meanwhile still yields the cap."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < max_bytes:
+        chunk = os.pread(fd, min(max_bytes - got, 1 << 16), start + got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def read_tail(
     path: Path,
     *,
@@ -155,33 +199,57 @@ def read_tail(
     """
     if max_bytes <= 0:
         raise ValueError("max_bytes must be positive")
-    path = Path(path)
-    with _dir(path.parent, root if root is not None else path.parent) as parent:
-        first = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
-        if not stat.S_ISREG(first.st_mode):
-            raise UnsafeFile(path, f"is {_kind(first.st_mode)}, not a regular file")
-        try:
-            fd = os.open(path.name, _READ_FLAGS, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafeFile(path, "was replaced by a symlink") from exc
-            raise
+    fd = _open_regular(path, expected_uid, root)
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (first.st_dev, first.st_ino) or not stat.S_ISREG(st.st_mode):
-            raise UnsafeFile(path, "was replaced while being opened")
-        if expected_uid is not None and st.st_uid != expected_uid:
-            raise UnsafeFile(path, f"is owned by uid {st.st_uid}, not {expected_uid}")
         start = max(0, st.st_size - max_bytes)
-        chunks: list[bytes] = []
-        got = 0
-        while got < max_bytes:  # a file that grows meanwhile still yields at most the cap
-            chunk = os.pread(fd, min(max_bytes - got, 1 << 16), start + got)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-        return Tail(b"".join(chunks), st.st_size, start > 0)
+        return Tail(_pread_upto(fd, start, max_bytes), st.st_size, start > 0)
+    finally:
+        os.close(fd)
+
+
+def read_range(
+    path: Path,
+    *,
+    offset: int,
+    max_bytes: int,
+    expected_uid: int | None,
+    root: Path | None = None,
+) -> bytes:
+    """At most `max_bytes` of `path` from byte `offset`, with `read_tail`'s checks: how a
+    client that follows a log (``offset`` = what it has so far) reads it."""
+    if max_bytes <= 0 or offset < 0:
+        raise ValueError("max_bytes must be positive and offset not negative")
+    fd = _open_regular(path, expected_uid, root)
+    try:
+        return _pread_upto(fd, offset, max_bytes)
+    finally:
+        os.close(fd)
+
+
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
+
+
+def append_to_owned_file(
+    path: Path, data: bytes, *, expected_uid: int | None, root: Path | None = None
+) -> None:
+    """Append `data` to the existing regular file `path` of `expected_uid` (the server's note
+    at the end of a job's stderr), never through a link, a FIFO or a device the job put
+    there: the same checks as `read_tail`, on a write descriptor."""
+    fd = _open_regular(path, expected_uid, root, _APPEND_FLAGS | os.O_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def owner_of_dir(path: Path, *, root: Path) -> int:
+    """The uid owning directory `path`, opened below `root` without following links."""
+    fd = open_dir_beneath(path, root=root)
+    try:
+        return os.fstat(fd).st_uid
     finally:
         os.close(fd)
 

@@ -41,6 +41,7 @@ __all__ = [
     "AccountPolicy",
     "Action",
     "Change",
+    "CommandRunner",
     "Conflict",
     "GroupEntry",
     "IdentityError",
@@ -52,6 +53,7 @@ __all__ = [
     "TenantUser",
     "apply_plan",
     "job_identity",
+    "owner_identity",
     "plan_provisioning",
     "provision",
     "read_system_accounts",
@@ -513,3 +515,55 @@ def job_identity(
     if account.name not in group.members:
         raise IdentityError(f"{account.name} is not a member of {name}")
     return RunAs(account.name, account.uid, account.gid, (group.gid,), policy.home(account.name))
+
+
+_TAG = re.compile(r"gpucenter user (\d+)")
+
+
+def owner_identity(
+    username: str,
+    uid: int | None,
+    gid: int | None,
+    project: str,
+    project_id: int,
+    policy: AccountPolicy,
+    actual: SystemAccounts | None = None,
+) -> RunAs:
+    """Who a job runs as, from what its launch request says of the owner (the uid and gid
+    gpucenter recorded when it provisioned the account), checked against the machine.
+
+    The recorded ids are not trusted alone: a database restored onto another machine, or one
+    that drifted from it, could name someone else's uid. So the account with `uid` must be
+    gpucenter's (prefix, range), carry a user tag whose id gives exactly its name for
+    `username`, have primary group `gid`, and be a member of the project's group; then
+    `job_identity` resolves it from the tag as usual. Raises `IdentityError` otherwise.
+    """
+    if uid is None or gid is None:
+        raise IdentityError(
+            f"user {username!r} has no Unix account on this site yet (accounts are made "
+            "before jobs start; see the server log if this persists)"
+        )
+    actual = read_system_accounts() if actual is None else actual
+    entry = next((u for u in actual.users if u.uid == uid), None)
+    if entry is None or not entry.name.startswith(policy.user_prefix) or not policy.owns_id(uid):
+        raise IdentityError(f"uid {uid} recorded for {username!r} is not a gpucenter account here")
+    tag = _TAG.fullmatch(entry.gecos)
+    if tag is None:
+        raise IdentityError(f"account {entry.name} (uid {uid}) carries no gpucenter user tag")
+    user_id = int(tag.group(1))
+    names = {
+        unix_name(policy.user_prefix, username, user_id),
+        unix_name(policy.user_prefix, username, user_id, force_suffix=True),
+    }
+    if entry.name not in names or entry.gid != gid:
+        raise IdentityError(
+            f"account {entry.name} (uid {uid}, gid {entry.gid}) is not {username!r}'s "
+            f"(expected {' or '.join(sorted(names))} with gid {gid}): the database and this "
+            "machine disagree"
+        )
+    run_as = job_identity(
+        TenantUser(user_id, username), TenantProject(project_id, project), policy, actual
+    )
+    if run_as.uid != uid:
+        raise IdentityError(f"{username!r} has more than one account here; refused")
+    return run_as

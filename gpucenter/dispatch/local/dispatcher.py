@@ -1,27 +1,23 @@
-"""The local dispatcher: each scheduled job runs as a real process group on this machine.
+"""The local dispatcher: each scheduled job runs as a real process on this machine.
 
-The embedded default (one machine, zero set-up). Each job is ``/bin/bash -c <command>`` in
-its own session and process group, sees only its GPUs through ``CUDA_VISIBLE_DEVICES``
-(physical NVML indices, with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so CUDA numbers GPUs the same
-way), and writes to ``log_dir/job-<id>.out`` and ``.err``.
+How a job is isolated is decided by the wiring and handed over as a `LocalIsolation`
+(``isolation.py``; the README's "Security model"): **multi-tenant**, as its owner's Unix
+account (`owner_identity`) inside a bubblewrap sandbox (`prepare_sandbox`); **single-user**,
+as the server's own user, sandboxed where bubblewrap works, otherwise as a plain process
+group; or **refused** (several organisations, no way to switch users): `submit` raises
+`SiteUnavailable` with the reason and `unavailable` says it, so jobs wait and show why.
 
-Placements over several nodes: a local site may declare several *virtual* nodes on one
-machine. Such a job still runs as ONE process; ``CUDA_VISIBLE_DEVICES`` lists the physical
-GPUs of every node of its placement in placement order (duplicates dropped: CUDA stops reading
-the list at a repeated index), and ``GPUCENTER_NODES`` names the nodes, comma separated (set
-for single-node jobs too, so job scripts need no special case).
+In every mode the job's environment is built from scratch (`job_environment`), each run gets
+a fresh directory of its own (`starting.make_output`), and the placement alone chooses the
+GPUs: ``CUDA_VISIBLE_DEVICES`` lists physical NVML indices in placement order (duplicates
+dropped) with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; ``GPUCENTER_NODES`` names the nodes.
 
-Ending jobs: ``cancel()`` and the time limit send SIGTERM to the group and, if it is still
-alive ``kill_grace_s`` seconds later, SIGKILL; neither blocks, ``poll()`` escalates. A job is
-reported ended only once its whole process group is gone (leftover background children are
-SIGKILLed), because until then it may hold its GPUs. Time limits follow the given `Clock`
-(the scheduler's); the grace period is real time (`time.monotonic`): it is how long a real
-process gets to clean up.
-
-Limits of a process-group executor (cgroups on a cluster have none): a process that calls
-``setsid()`` escapes its group; GPU visibility is a convention CUDA honours, not isolation.
-On Linux the dispatcher makes its process a *child subreaper*, so orphaned grandchildren are
-re-parented to it and reaped here (container PID 1s often reap nothing, leaving zombies).
+Ending jobs: ``cancel()`` and the time limit send SIGTERM to the job's process group and,
+``kill_grace_s`` later, SIGKILL; neither blocks, ``poll()`` escalates. A sandboxed job has
+ended when its PID namespace is gone (SIGKILL to the namespace's init also ends what left the
+group with ``setsid()``), an unsandboxed one when its process group is gone. Time limits
+follow the given `Clock`; the grace period is real time. The dispatcher is a child subreaper
+on Linux, so orphans are reaped here. Adoption after a restart: ``adoption.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +30,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from gpucenter.dispatch.base import (
@@ -47,106 +43,68 @@ from gpucenter.dispatch.base import (
     StateChange,
 )
 from gpucenter.dispatch.gpuutil import UtilisationSampler
+from gpucenter.dispatch.isolation.safe_files import (
+    UnsafeFile,
+    append_to_owned_file,
+)
+from gpucenter.dispatch.isolation.sandbox import (
+    SandboxError,
+    SandboxJob,
+    job_environment,
+    prepare_sandbox,
+    shell_command,
+    start_sandboxed,
+)
+from gpucenter.dispatch.isolation.status import (
+    SandboxStatus,
+    kill_sandbox,
+    read_sandbox_status,
+    sandbox_is_ours,
+)
+from gpucenter.dispatch.local import starting
+from gpucenter.dispatch.local.adoption import (
+    latest_run_file,
+    legacy_status_file,
+    mtime_or,
+    output_owner,
+    settled_status,
+    watch_orphan,
+    watch_sandbox,
+)
+from gpucenter.dispatch.local.isolation import LocalIsolation
 from gpucenter.dispatch.local.process_groups import (
     become_subreaper,
-    describe_exit,
     group_alive,
     group_gone,
+    process_group_of,
     runs_job,
     signal_group,
+)
+from gpucenter.dispatch.local.running import (
+    CLAIMED_ELSEWHERE,
+    Running,
+    claimed,
+    final_state,
+    start_wrapped,
 )
 from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
 
-__all__ = ["LocalDispatcher"]
+__all__ = ["CLAIMED_ELSEWHERE", "LocalDispatcher"]
 
 _log = logging.getLogger(__name__)
 
 # The shell that runs job commands (a module constant so tests can make it missing).
 SHELL = "/bin/bash"
 
-# The server's own settings (database URL, secret key) live under this prefix: never leak them.
-_SERVER_PREFIX = "GPUCENTER_"
-# Device selection must come from the placement alone, never from the server's environment.
-_DEVICE_VARS = frozenset(
-    {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}
-    | {"ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"}
-)
-# Names that look like credentials of the server's operator are not passed to user jobs.
-_SECRET_MARKERS = (
-    *("PASSWORD", "PASSWD", "SECRET", "TOKEN"),
-    *("CREDENTIAL", "PRIVATE_KEY", "API_KEY", "ACCESS_KEY"),
-)
-# The job runs under a small wrapper that records its exit status in a file, so that a
-# restarted server can re-adopt a running job and still learn how it ended. The wrapper
-# catches (rather than ignores) TERM, INT and HUP: it outlives a signal the job itself
-# chooses to survive, and a caught signal is reset to its default in the job it starts.
-# Its first act *claims* the run: it creates the run's marker only if no process has
-# (noclobber), and otherwise exits with CLAIMED_ELSEWHERE without running the command. The
-# claim is made by the process that would run the job, not checked by the server before it
-# forks, so that a server paused between its checks and the fork (SIGSTOP, deposed as
-# leader meanwhile) can never run a job a second time when it wakes up. The server opens the
-# logs for appending and the wrapper empties them once it holds the claim, so that a start
-# that loses the claim never truncates the output of the run that holds it.
-CLAIMED_ELSEWHERE = 75
-CLAIM_WAIT_S = 10.0
-_WRAPPER = (
-    f'{{ set -C; printf "%s" "$$" > "$3"; }} 2>/dev/null || exit {CLAIMED_ELSEWHERE}; set +C; '
-    ': > "$4"; : > "$5"; rm -f "$1"; trap : TERM INT HUP; "$0" -c "$2"; rc=$?; '
-    'printf "%s" "$rc" > "$1.tmp" && mv -f "$1.tmp" "$1"; exit "$rc"'
-)
-
-
-def _claimed(popen: subprocess.Popen[bytes], marker: Path) -> bool:
-    """Whether `popen`'s wrapper holds the run's claim: its pid is in the marker, or it did
-    not exit with CLAIMED_ELSEWHERE (the claim is its first act, so this takes a moment)."""
-    deadline = time.monotonic() + CLAIM_WAIT_S
-    while True:
-        code = popen.poll()  # before the marker: a run that claimed and ended at once is ours
-        try:
-            if marker.read_text().strip() == str(popen.pid):
-                return True
-        except OSError:
-            pass
-        if code is not None:
-            return code != CLAIMED_ELSEWHERE
-        if time.monotonic() > deadline:
-            return True  # still running past its claim: ours
-        time.sleep(0.002)
-
-
-def _inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The part of the server's environment a job may see (PATH, HOME, locale, ...)."""
-    return {
-        name: value
-        for name, value in environ.items()
-        if not name.startswith(_SERVER_PREFIX)
-        and name not in _DEVICE_VARS
-        and not any(marker in name.upper() for marker in _SECRET_MARKERS)
-    }
-
-
-@dataclass(slots=True)
-class _Running:
-    """What the dispatcher tracks for one job until its StateChange is handed out."""
-
-    job_id: JobId
-    popen: subprocess.Popen[bytes] | None  # None for a job adopted after a restart
-    pgid: int
-    started_at: Instant
-    time_limit_s: int
-    stderr_path: Path
-    status_path: Path
-    kill_reason: JobState | None = None  # CANCELLED or TIMEOUT once we decided to end it
-    kill_at: float | None = None  # monotonic time at which SIGKILL follows SIGTERM
-    sigkilled: bool = False
-    returncode: int | None = None
-    ended: StateChange | None = None
-
 
 class LocalDispatcher:
-    """Runs jobs as local process groups; implements the `Dispatcher` protocol.
+    """Runs jobs as local processes; implements the `Dispatcher` protocol.
+
+    `log_dir` is the dispatcher's own directory: its private spool (status files) and, unless
+    `isolation` names another, the root of the per-run job directories. `isolation` says how
+    jobs are isolated (see the module text); None: single-user, unsandboxed.
 
     `gpu_index_map` maps a node name to the physical (NVML) index of each of its GPU slots:
     slot ``i`` of node ``n`` is physical GPU ``gpu_index_map[n][i]``. Nodes not in the map use
@@ -164,6 +122,7 @@ class LocalDispatcher:
         sampler: UtilisationSampler | None = None,
         measured_nodes: frozenset[str] = frozenset(),
         sample_every_s: float = 5.0,
+        isolation: LocalIsolation | None = None,
     ) -> None:
         """`sampler` (NVML) measures the GPU utilisation of jobs placed wholly on
         `measured_nodes` (nodes with real GPUs), every `sample_every_s` on poll."""
@@ -171,10 +130,16 @@ class LocalDispatcher:
             raise ValueError("kill_grace_s must not be negative")
         self._log_dir = Path(log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._isolation = isolation if isolation is not None else LocalIsolation.unsandboxed()
+        self._jobs_root = self._isolation.jobs_root or self._log_dir
+        self._jobs_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._spool = self._log_dir / "spool"
+        self._spool.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self._spool, 0o700)  # the status files: the server's alone
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._grace = kill_grace_s
         self._index_map = {node: tuple(ix) for node, ix in (gpu_index_map or {}).items()}
-        self._jobs: dict[JobId, _Running] = {}
+        self._jobs: dict[JobId, Running] = {}
         self._lock = threading.Lock()
         self._sampler = sampler
         self._measured_nodes = measured_nodes
@@ -183,7 +148,7 @@ class LocalDispatcher:
         self._capabilities = SiteCapabilities(
             SiteKind.LOCAL,
             containers=False,
-            adopts_after_restart=True,  # by process group and the wrapper's status file
+            adopts_after_restart=True,  # sandbox status files (or the wrapper's)
             reports_utilisation=sampler is not None and bool(measured_nodes),
             enforces_time_limit=True,
         )
@@ -194,60 +159,28 @@ class LocalDispatcher:
         return self._capabilities
 
     @property
+    def jobs_root(self) -> Path:
+        """Where the per-run job directories are (the log API reads below it)."""
+        return self._jobs_root
+
+    @property
     def unavailable(self) -> str:
-        """Always empty: this machine is the site; a failure to start raises instead."""
-        return ""
+        """Why no job may start here now (the isolation mode refuses), or empty."""
+        decision = self._isolation.mode()
+        return "" if decision.may_run_jobs else decision.message
 
     # ----------------------------------------------------------------- submit
+    def _physical(self, request: LaunchRequest) -> list[tuple[str, int]]:
+        return starting.physical_gpus(request, self._index_map)
+
     def visible_devices(self, request: LaunchRequest) -> str:
         """The CUDA_VISIBLE_DEVICES value for a placement: physical indices, node order."""
-        physical: list[int] = []
-        for part in request.placement:
-            slots = self._index_map.get(part.node)
-            for slot in part.gpus:
-                if slots is None:
-                    index = slot
-                elif 0 <= slot < len(slots):
-                    index = slots[slot]
-                else:
-                    raise DispatchError(
-                        f"job {request.job_id}: node {part.node!r} has no GPU slot {slot} "
-                        f"(it has {len(slots)})"
-                    )
-                if index not in physical:
-                    physical.append(index)
+        physical = dict.fromkeys(index for _node, index in self._physical(request))
         return ",".join(str(i) for i in physical)
 
-    def _environment(self, request: LaunchRequest) -> dict[str, str]:
-        env = _inherited_environment(os.environ)
-        env.update(request.env)
-        # Set last, so that neither the server's nor the job's own env can widen its GPUs.
-        env["CUDA_VISIBLE_DEVICES"] = self.visible_devices(request)
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML/nvidia-smi do
-        env["GPUCENTER_JOB_ID"] = str(request.job_id)
-        env["GPUCENTER_NODES"] = ",".join(dict.fromkeys(p.node for p in request.placement))
-        return env
-
-    def _workdir(self, request: LaunchRequest) -> Path:
-        if request.workdir is None:
-            workdir = self._log_dir / f"job-{request.job_id}"
-            try:
-                workdir.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise DispatchError(
-                    f"job {request.job_id}: cannot create {workdir}: {exc}"
-                ) from exc
-            return workdir
-        workdir = Path(request.workdir)
-        if not workdir.is_dir():
-            raise DispatchError(
-                f"job {request.job_id}: working directory {request.workdir!r} "
-                "does not exist or is not a directory"
-            )
-        return workdir
-
     def submit(self, request: LaunchRequest) -> Launched:
-        """Start the job now; raises DispatchError if it cannot start (the job stays queued)."""
+        """Start the job now; DispatchError if it cannot (it fails, saying why),
+        SiteUnavailable if no job may start here now (it stays queued)."""
         with self._lock:  # held throughout, so that one job id cannot start twice
             return self._start(request)
 
@@ -256,102 +189,149 @@ class LocalDispatcher:
             raise DispatchError(f"job {request.job_id} is already running here")
         if request.image is not None:
             raise DispatchError(f"job {request.job_id}: this site runs no container images")
-        out_path = self._log_dir / f"job-{request.job_id}.out"
-        err_path = self._log_dir / f"job-{request.job_id}.err"
-        status_path = self._status_path(request.job_id)
-        marker = self._marker_path(request)
-        if marker.exists():
-            # An earlier server process started this very run and died before the database
-            # said so: adopt that process (or its exit status) instead of starting it twice.
-            return self._adopt_orphan(request, marker, out_path, err_path, status_path)
-        env = self._environment(request)
-        cwd = self._workdir(request)
-        try:
-            with out_path.open("ab") as out, err_path.open("ab") as err:
-                popen = subprocess.Popen(
-                    [
-                        *(SHELL, "-c", _WRAPPER, SHELL, str(status_path), request.command),
-                        *(str(marker), str(out_path), str(err_path)),
-                    ],
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
+        decision = self._isolation.mode()
+        if not decision.may_run_jobs:
+            raise SiteUnavailable(decision.message)
+        starting.check_request_text(request)
+        name = starting.job_directory_name(request)
+        out_dir = self._jobs_root / name
+        if decision.sandboxed:
+            status_path = self._spool / f"{name}.json"
+            found = settled_status(status_path, 1.0) if status_path.exists() else None
+            if found is not None:
+                watched = self._watch_sandbox(
+                    request.job_id, status_path, found, request.time_limit_s
                 )
-        except OSError as exc:
-            raise SiteUnavailable(f"cannot start {SHELL}: {exc}") from exc
-        # The wrapper claims the run by writing the marker as its first act (never the server:
-        # the claim must be the starting process's own, see _WRAPPER). Another process may
-        # hold it already (a start the database never recorded, made after this server looked
-        # for the marker): then that run is the one this start stands for, adopted.
-        if not _claimed(popen, marker):
-            return self._adopt_orphan(request, marker, out_path, err_path, status_path)
+                return self._adopted(request, watched, out_dir)
+        else:
+            status_path = self._spool / f"{name}.status"
+            marker = self._spool / f"{name}.pid"
+            if marker.exists():
+                orphan = watch_orphan(
+                    request, marker, out_dir, status_path, self._jobs_root, self._clock
+                )
+                return self._adopted(request, orphan, out_dir)
+        visible = self.visible_devices(request)
+        run_as = starting.resolve_identity(request, self._isolation, decision)
+        if run_as is not None:
+            starting.ensure_home(run_as)
+        project_dir = starting.project_space(self._isolation, request, run_as)
+        uid = run_as.uid if run_as is not None else os.geteuid()
+        gid = run_as.gid if run_as is not None else os.getegid()
+        output = starting.make_output(self._jobs_root, name, uid, gid)
+        try:
+            workdir = starting.working_directory(request, output.path, run_as, project_dir)
+            job = SandboxJob(
+                job_id=int(request.job_id),
+                argv=shell_command(request.command),
+                workdir=workdir,
+                run_as=run_as,
+                project_dir=project_dir,
+                gpu_minors=starting.gpu_minors(self._physical(request), self._isolation)
+                if decision.sandboxed
+                else (),
+                env=request.env,
+                job_vars=starting.job_vars(request, visible, project_dir),
+                trusted_root=Path("/"),
+            )
+            try:
+                if decision.sandboxed:
+                    with prepare_sandbox(
+                        job, self._isolation.sandbox, status_path=status_path
+                    ) as prepared:
+                        popen = start_sandboxed(
+                            prepared, stdout=output.files["stdout"], stderr=output.files["stderr"]
+                        )
+                else:
+                    popen = self._start_unsandboxed(request, job, output.files, status_path)
+            except (SandboxError, UnsafeFile, ValueError) as exc:
+                raise DispatchError(f"job {request.job_id} cannot start: {exc}") from exc
+            except OSError as exc:
+                raise SiteUnavailable(f"cannot start job {request.job_id}: {exc}") from exc
+        finally:
+            output.close()
+        if not decision.sandboxed:
+            # The wrapper claims the run by writing the marker as its first act (never the
+            # server: the claim must be the starting process's own, see running.WRAPPER).
+            # Another process may hold it already (a start the database never recorded,
+            # made after this server looked for the marker): that run is the one this start
+            # stands for, adopted. Waiting for the claim also means that once submit returns,
+            # the marker is there for any later start to find.
+            marker = self._spool / f"{name}.pid"
+            if not claimed(popen, marker):
+                orphan = watch_orphan(
+                    request, marker, out_dir, status_path, self._jobs_root, self._clock
+                )
+                return self._adopted(request, orphan, out_dir)
         if self._sampler is not None and all(
             part.node in self._measured_nodes for part in request.placement
         ):
-            indices = [int(i) for i in env["CUDA_VISIBLE_DEVICES"].split(",") if i]
-            self._sampler.start(int(request.job_id), indices)
+            self._sampler.start(int(request.job_id), [int(i) for i in visible.split(",") if i])
         started_at = self._clock.now()
-        self._jobs[request.job_id] = _Running(
+        self._jobs[request.job_id] = Running(
             job_id=request.job_id,
             popen=popen,
             pgid=popen.pid,  # start_new_session: the leader's pid is the group id
             started_at=started_at,
             time_limit_s=request.time_limit_s,
-            stderr_path=err_path,
+            stderr_path=out_dir / "stderr",
             status_path=status_path,
+            sandboxed=decision.sandboxed,
+            owner_uid=uid,
         )
-        _log.info("job %s started as pid %d", request.job_id, popen.pid)
+        who = f"as {run_as.name} (uid {run_as.uid})" if run_as else "as the server's user"
+        how = "sandboxed" if decision.sandboxed else "unsandboxed"
+        _log.info("job %s started %s, %s, pid %d", request.job_id, who, how, popen.pid)
         return Launched(
             job_id=request.job_id,
             external_id=str(popen.pid),
-            stdout_path=str(out_path),
-            stderr_path=str(err_path),
+            stdout_path=str(out_dir / "stdout"),
+            stderr_path=str(out_dir / "stderr"),
             started_at=started_at,
         )
 
-    def _marker_path(self, request: LaunchRequest) -> Path:
-        """Written by the job's wrapper as its first act: this run of this job has started."""
-        return self._log_dir / f"job-{request.job_id}.run-{request.run}.pid"
+    def _start_unsandboxed(
+        self, request: LaunchRequest, job: SandboxJob, files: Mapping[str, int], status: Path
+    ) -> subprocess.Popen[bytes]:
+        """Single-user without a sandbox: the server's user, a fresh environment all the same."""
+        env = job_environment(job, self._isolation.sandbox)
+        marker = self._spool / f"{starting.job_directory_name(request)}.pid"
+        status.unlink(missing_ok=True)
+        return start_wrapped(SHELL, request.command, job.workdir, env, files, status, marker)
 
-    def _adopt_orphan(
+    def _watch_sandbox(
         self,
-        request: LaunchRequest,
-        marker: Path,
-        out_path: Path,
-        err_path: Path,
+        job_id: JobId,
         status_path: Path,
-    ) -> Launched:
-        try:
-            pid = int(marker.read_text().strip() or "0")
-            started_at = marker.stat().st_mtime
-        except (OSError, ValueError):
-            pid, started_at = 0, self._clock.now()
-        mine = pid > 0 and runs_job(pid, request.job_id)
-        self._jobs[request.job_id] = _Running(
-            job_id=request.job_id,
-            popen=None,
-            pgid=pid if mine else -1,  # never signal a stranger that reused the pid
-            started_at=started_at,
-            time_limit_s=request.time_limit_s,
-            stderr_path=err_path,
-            status_path=status_path,
+        status: SandboxStatus | None,
+        time_limit_s: int,
+        started_at: Instant | None = None,
+        stderr_path: Path | None = None,
+    ) -> Running:
+        return watch_sandbox(
+            job_id,
+            status_path,
+            status,
+            time_limit_s,
+            started_at if started_at is not None else mtime_or(status_path, self._clock.now()),
+            stderr_path or self._jobs_root / status_path.name.removesuffix(".json") / "stderr",
+            self._jobs_root,
         )
+
+    def _adopted(self, request: LaunchRequest, job: Running, out_dir: Path) -> Launched:
+        """A start an earlier server process made and died before the database said so:
+        watched (or its exit status reported) instead of started twice."""
+        self._jobs[request.job_id] = job
         _log.warning(
-            "job %s run %d was started before a restart (pid %d, still running: %s); adopted",
-            request.job_id,
-            request.run,
-            pid,
-            mine,
+            "job %s run %d was started before a restart (group %d, proven ours: %s); adopted",
+            *(request.job_id, request.run, job.pgid, job.pgid > 0),
         )
         return Launched(
             job_id=request.job_id,
-            external_id=str(pid),
-            stdout_path=str(out_path),
-            stderr_path=str(err_path),
-            started_at=started_at,
+            external_id=str(job.pgid),
+            stdout_path=str(out_dir / "stdout"),
+            stderr_path=str(out_dir / "stderr"),
+            started_at=job.started_at,
         )
 
     # ------------------------------------------------------------ ending jobs
@@ -362,37 +342,47 @@ class LocalDispatcher:
         """
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.kill_reason is not None or job.returncode is not None:
+            if job is None or job.kill_reason is not None or job.ended is not None:
                 return
-            if job.popen is not None and job.popen.poll() is not None:
+            if not job.sandboxed and (
+                job.returncode is not None
+                or (job.popen is not None and job.popen.poll() is not None)
+            ):
                 return
             self._terminate(job, JobState.CANCELLED)
 
-    def _terminate(self, job: _Running, reason: JobState) -> None:
+    def _terminate(self, job: Running, reason: JobState) -> None:
         job.kill_reason = reason
         job.kill_at = time.monotonic() + self._grace
         signal_group(job.pgid, signal.SIGTERM)
 
-    def _enforce(self, job: _Running) -> None:
-        """For a job whose leader still runs: time limit, then SIGKILL once grace is over."""
+    def _kill(self, job: Running) -> None:
+        """SIGKILL everything of the job: its group and, sandboxed, its whole namespace."""
+        job.sigkilled = True
+        signal_group(job.pgid, signal.SIGKILL)
+        if job.sandboxed and job.status is not None:
+            kill_sandbox(job.status)
+
+    def _enforce(self, job: Running) -> None:
+        """For a job that still runs: time limit, then SIGKILL once grace is over."""
         if job.kill_reason is None:
             if 0 < job.time_limit_s < self._clock.now() - job.started_at:
                 self._terminate(job, JobState.TIMEOUT)
         elif not job.sigkilled and job.kill_at is not None and time.monotonic() >= job.kill_at:
-            job.sigkilled = True
-            signal_group(job.pgid, signal.SIGKILL)
+            self._kill(job)
 
-    def _step(self, job: _Running) -> None:
-        """Move one job along; sets `job.ended` once its leader exited and its group is gone."""
+    def _step(self, job: Running) -> None:
+        """Move one job along; sets `job.ended` once nothing of it runs any more."""
         if job.ended is not None:
+            return
+        if job.sandboxed:
+            self._step_sandboxed(job)
             return
         if job.popen is None:  # adopted: we are not its parent; watch the group instead
             if group_alive(job.pgid):
                 self._enforce(job)
                 return
-            job.ended = self._final_state(job, self._read_status(job))
-            if job.ended.state is not JobState.COMPLETED:
-                self._note_in_stderr(job, job.ended)
+            self._end(job, self._read_status(job))
             return
         if job.returncode is None:
             returncode = job.popen.poll()
@@ -404,47 +394,70 @@ class LocalDispatcher:
             signal_group(job.pgid, signal.SIGKILL)
         if not group_gone(job.pgid):
             return
-        job.ended = self._final_state(job, job.returncode)
+        self._end(job, job.returncode)
+
+    def _step_sandboxed(self, job: Running) -> None:
+        """A sandboxed job runs until its main process exits (bwrap records its exit code)
+        and then until its PID namespace is gone: what it left behind (background children,
+        ``setsid()`` escapees) is killed with the namespace, since it may hold the GPUs."""
+        if job.status is None:
+            job.status = read_sandbox_status(job.status_path)
+            if job.status is not None and job.popen is None and sandbox_is_ours(job.status):
+                job.pgid = max(-1, process_group_of(job.status.child_pid))
+        if job.popen is not None and job.returncode is None:
+            returncode = job.popen.poll()
+            if returncode is None:
+                self._enforce(job)
+                return
+            job.returncode = returncode
+        recorded = read_sandbox_status(job.status_path)
+        finished = recorded is not None and recorded.exit_code is not None
+        if job.status is not None and sandbox_is_ours(job.status):
+            if finished:
+                kill_sandbox(job.status)  # the main process is done: leftovers go with it
+            else:
+                self._enforce(job)  # bwrap's outer process is gone (a signal); the job is not
+            return
+        if job.popen is None and group_alive(job.pgid):
+            self._enforce(job)
+            return
+        if job.pgid > 1 and not group_gone(job.pgid):
+            return
+        returncode = job.returncode
+        if recorded is not None and recorded.exit_code is not None:
+            returncode = recorded.exit_code  # bwrap's word: the job's own exit status
+        elif returncode is not None and returncode < 0:
+            # bwrap itself was signalled (a SIGTERM to the group); the job ended after it.
+            returncode = -signal.SIGKILL if job.sigkilled else returncode
+        self._end(job, returncode)
+
+    def _end(self, job: Running, returncode: int | None) -> None:
+        job.ended = self._final_state(job, returncode)
         if job.ended.state is not JobState.COMPLETED:
             self._note_in_stderr(job, job.ended)
 
     @staticmethod
-    def _read_status(job: _Running) -> int | None:
+    def _read_status(job: Running) -> int | None:
         try:
             return int(job.status_path.read_text().strip())
         except (OSError, ValueError):
             return None
 
-    def _final_state(self, job: _Running, returncode: int | None) -> StateChange:
-        if returncode is None:
-            if job.kill_reason is None:
-                return StateChange(
-                    job.job_id,
-                    JobState.FAILED,
-                    self._clock.now(),
-                    None,
-                    "ended while gpucenter was not watching; its exit status is unknown",
-                )
-            returncode = -signal.SIGKILL if job.sigkilled else -signal.SIGTERM
-        exit_code, how = describe_exit(returncode)
-        if job.kill_reason is JobState.TIMEOUT:
-            state, detail = JobState.TIMEOUT, f"time limit of {job.time_limit_s} s exceeded"
-            detail += f" ({how})"
-        elif job.kill_reason is JobState.CANCELLED:
-            state, detail = JobState.CANCELLED, f"cancelled ({how})"
-        elif returncode == 0:
-            state, detail = JobState.COMPLETED, how
-        else:
-            state, detail = JobState.FAILED, how
-        return StateChange(job.job_id, state, self._clock.now(), exit_code, detail)
+    def _final_state(self, job: Running, returncode: int | None) -> StateChange:
+        return final_state(job, returncode, self._clock.now())
 
-    @staticmethod
-    def _note_in_stderr(job: _Running, change: StateChange) -> None:
-        """Tell the user, in the log they will read, why the job ended."""
+    def _note_in_stderr(self, job: Running, change: StateChange) -> None:
+        """Tell the user, in the log they will read, why the job ended. The file is the
+        job's: it is appended to only if it is still a regular file of its owner (a link
+        the job left there would otherwise have root write through it)."""
+        if job.owner_uid is None:
+            return
         verb = "failed" if change.state is JobState.FAILED else "killed"
+        note = f"\ngpucenter: job {verb}: {change.detail}\n".encode()
         try:
-            with job.stderr_path.open("a") as err:
-                err.write(f"\ngpucenter: job {verb}: {change.detail}\n")
+            append_to_owned_file(
+                job.stderr_path, note, expected_uid=job.owner_uid, root=self._jobs_root
+            )
         except OSError as exc:
             _log.warning("job %s: cannot append to %s (%s)", job.job_id, job.stderr_path, exc)
 
@@ -478,7 +491,7 @@ class LocalDispatcher:
         return replace(change, gpu_util=measured, measured_by="nvml")
 
     def wait_for_exit(self, job_id: JobId, timeout_s: float) -> bool:
-        """Block until the job's whole process group is gone, as poll() would see it.
+        """Block until the job has ended, as poll() would see it.
 
         Escalates to SIGKILL after the grace period like poll(). The StateChange is kept
         for the next poll(). True when the job has ended (or is unknown), False on timeout.
@@ -496,8 +509,8 @@ class LocalDispatcher:
                 return False
             time.sleep(0.02)
 
-    def _status_path(self, job_id: JobId) -> Path:
-        return self._log_dir / f"job-{job_id}.status"
+    def _latest(self, job_id: JobId, suffix: str) -> Path | None:
+        return latest_run_file(self._spool, job_id, suffix)
 
     def adopt(
         self,
@@ -509,31 +522,44 @@ class LocalDispatcher:
     ) -> bool:
         """Watch a job started by an earlier server process (after a restart or failover).
 
-        The job keeps running; its time limit is enforced from its original start. If its
-        process is gone already, the next poll() reports how it ended (from the status file
-        the wrapper wrote). Returns False if `external_id` now belongs to another process,
-        in which case the job is reported as ended too.
+        The job keeps running; its time limit is enforced from its original start. If it
+        is gone already, the next poll() reports how it ended (from its status file). Returns
+        False when the process cannot be proven to be that job (a sandbox: `sandbox_is_ours`;
+        unsandboxed: the pid carries the job's id), in which case nothing is ever signalled
+        and the job is reported as ended.
         """
-        try:
-            pgid = int(external_id)
-        except ValueError:
-            return False
         with self._lock:
             if job_id in self._jobs:
                 return True
-            job = _Running(
+            err = Path(stderr_path) if stderr_path else self._log_dir / "adopted.err"
+            sandbox_status = self._latest(job_id, ".json")
+            if sandbox_status is not None:
+                status = settled_status(sandbox_status)
+                job = self._watch_sandbox(
+                    job_id, sandbox_status, status, time_limit_s, started_at, err
+                )
+                self._jobs[job_id] = job
+                mine = status is not None and sandbox_is_ours(status)
+                _log.info("job %s adopted (sandbox, running and ours: %s)", job_id, mine)
+                return mine
+            try:
+                pgid = int(external_id)
+            except ValueError:
+                pgid = -1
+            # The environment marker is forgeable by any process of the same user: trusted
+            # only where every job is the server's user anyway (the unsandboxed mode).
+            trusted = not self._isolation.mode().sandboxed
+            mine = trusted and pgid > 1 and runs_job(pgid, job_id)
+            self._jobs[job_id] = Running(
                 job_id=job_id,
                 popen=None,
-                pgid=pgid,
+                pgid=pgid if mine else -1,  # never signal a stranger; the group counts as gone
                 started_at=started_at,
                 time_limit_s=time_limit_s,
-                stderr_path=Path(stderr_path) if stderr_path else self._log_dir / "adopted.err",
-                status_path=self._status_path(job_id),
+                stderr_path=err,
+                status_path=legacy_status_file(self._latest(job_id, ".pid"), self._spool),
+                owner_uid=output_owner(err, self._jobs_root),
             )
-            mine = runs_job(pgid, job_id)
-            if not mine:
-                job.pgid = -1  # never signal a stranger; the group counts as gone
-            self._jobs[job_id] = job
             _log.info("job %s adopted (pid %s, still running: %s)", job_id, pgid, mine)
             return mine
 
@@ -547,6 +573,14 @@ class LocalDispatcher:
         with self._lock:
             return frozenset(self._jobs)
 
+    @staticmethod
+    def _alive(job: Running) -> bool:
+        if job.sandboxed and job.status is not None and sandbox_is_ours(job.status):
+            return True
+        if job.popen is not None:
+            return job.popen.poll() is None
+        return group_alive(job.pgid)
+
     def shutdown(self) -> None:
         """End every job: SIGTERM, SIGKILL after the grace period, then forget them.
 
@@ -557,16 +591,16 @@ class LocalDispatcher:
             jobs = list(self._jobs.values())
             self._jobs.clear()
         for job in jobs:
+            if job.sandboxed and job.status is None:
+                job.status = read_sandbox_status(job.status_path)
             if job.kill_reason is None and job.ended is None:
                 self._terminate(job, JobState.CANCELLED)
         deadline = time.monotonic() + self._grace
-        while time.monotonic() < deadline and any(
-            group_alive(j.pgid) if j.popen is None else j.popen.poll() is None for j in jobs
-        ):
+        while time.monotonic() < deadline and any(self._alive(j) for j in jobs):
             time.sleep(0.02)
         for job in jobs:
             if job.ended is None:  # an ended job's group id may belong to someone else now
-                signal_group(job.pgid, signal.SIGKILL)
+                self._kill(job)
         settle = time.monotonic() + 2.0
         for job in jobs:
             if job.popen is not None:

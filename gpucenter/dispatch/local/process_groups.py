@@ -116,3 +116,16 @@ def runs_job(pid: int, job_id: JobId) -> bool:
     except OSError:
         return False
     return f"GPUCENTER_JOB_ID={job_id}".encode() in environ.split(b"\0")
+
+
+def process_group_of(pid: int) -> int:
+    """The process group of `pid` as /proc says, or -1 when it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[2])
+    except (IndexError, ValueError):
+        return -1

@@ -58,6 +58,9 @@ def job_events(
             last_beat = time.monotonic()
             continue
         if ended and finished:
+            rest = decoder.decode(b"", final=True)  # a sequence cut short at the very end
+            if rest:
+                yield _event("log", json.dumps({"text": rest, "offset": offset}))
             yield _event("end", json.dumps({"state": row.state, "exit_code": row.exit_code}))
             return
         if time.monotonic() - last_beat > HEARTBEAT_S:

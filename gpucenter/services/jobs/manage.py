@@ -7,6 +7,8 @@ Submission itself lives in `submit.py` (its checks in `pipeline.py`); `submit` a
 from __future__ import annotations
 
 import base64
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gpucenter.auth.permissions import Caller, can_cancel_job, can_view_job
+from gpucenter.dispatch.isolation.safe_files import UnsafeFile, owner_of_dir, read_range
 from gpucenter.domain.errors import (
     Conflict,
     NotFound,
@@ -29,6 +32,7 @@ from gpucenter.services.jobs.submit import submit as submit
 from gpucenter.services.jobs.views import AnyJob, JobView, job_view
 
 MAX_LOG_CHUNK = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def array_task_ids(ctx: AppContext, leader: AnyJob) -> list[int]:
@@ -185,11 +189,18 @@ def read_log(
     row = _visible_row(ctx, caller, job_id)
     path = row.stdout_path if stream == "stdout" else row.stderr_path
     finished = JobState(row.state).is_terminal
-    if not path or not Path(path).exists():
+    if not path:
         return b"", offset, finished
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        chunk = fh.read(MAX_LOG_CHUNK)
+    try:
+        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK)
+    except FileNotFoundError:
+        return b"", offset, finished
+    except UnsafeFile as exc:
+        log.warning("job %s: %s refused: %s", job_id, stream, exc)
+        raise Conflict(
+            f"job {job_id}'s {stream} is not a plain file of its own ({exc.reason}); "
+            "gpucenter does not read it"
+        ) from exc
     return chunk, offset + len(chunk), finished and len(chunk) < MAX_LOG_CHUNK
 
 
@@ -209,13 +220,33 @@ def log_tail(ctx: AppContext, caller: Caller, job_id: int, max_bytes: int) -> Lo
     size = 0
     if row.stdout_path:
         try:
-            size = Path(row.stdout_path).stat().st_size
+            size = os.lstat(row.stdout_path).st_size  # never the size of what a link names
         except OSError:
             size = 0
     start = max(0, size - max_bytes)
     chunk, _, _ = read_log(ctx, caller, job_id, "stdout", start)
     chunk = chunk[:max_bytes]
     return LogTail(chunk, start, start + len(chunk))
+
+
+def read_job_file(ctx: AppContext, path: Path, offset: int, max_bytes: int) -> bytes:
+    """Up to `max_bytes` of a job's log from `offset`, read so that the job cannot steer it.
+
+    The job can replace its own log with anything (the server may be root): a symlink to a
+    secret, a FIFO that blocks the reader forever, a hard link to someone else's file. So no
+    component below a trusted directory is followed, only a regular file is opened (never
+    blocking), and the read is capped (`safe_files.read_range`). Below a local site's job
+    directories the file must also belong to the owner of its run directory, which the job
+    cannot change (the directory's parent is root's): its owner's file, or, single-user, the
+    server's own. Elsewhere (a Slurm site's log directory) the file's own directory is the
+    trusted root.
+    """
+    jobs = ctx.settings.tenant_root.resolve() / "jobs"
+    path = Path(os.path.normpath(path))
+    if jobs in path.parents:
+        owner = owner_of_dir(path.parent, root=jobs)
+        return read_range(path, offset=offset, max_bytes=max_bytes, expected_uid=owner, root=jobs)
+    return read_range(path, offset=offset, max_bytes=max_bytes, expected_uid=None)
 
 
 __all__ = [
@@ -226,5 +257,6 @@ __all__ = [
     "list_page",
     "list_visible",
     "log_tail",
+    "read_job_file",
     "read_log",
 ]

@@ -42,8 +42,24 @@ class OperatorMetrics:
     cycle_sum: float = 0.0
     cycle_count: int = 0
     dispatch_errors: dict[str, int] = field(default_factory=dict)
+    pass_failures: int = 0
+    """Scheduling passes that raised, ever (a counter)."""
+    failing_passes: int = 0
+    """Passes that raised in a row, up to now (0 after a pass that worked): /readyz reads it."""
+    last_pass_error: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _published_at: float = 0.0
+
+    def pass_failed(self, error: str) -> None:
+        with self._lock:
+            self.pass_failures += 1
+            self.failing_passes += 1
+            self.last_pass_error = error[:300]
+
+    def pass_succeeded(self) -> None:
+        with self._lock:
+            self.failing_passes = 0
+            self.last_pass_error = ""
 
     def observe_cycle(self, seconds: float) -> None:
         with self._lock:
@@ -64,6 +80,9 @@ class OperatorMetrics:
                     "cycle_sum": self.cycle_sum,
                     "cycle_count": self.cycle_count,
                     "dispatch_errors": self.dispatch_errors,
+                    "pass_failures": self.pass_failures,
+                    "failing_passes": self.failing_passes,
+                    "last_pass_error": self.last_pass_error,
                 }
             )
 
@@ -78,12 +97,18 @@ class OperatorMetrics:
             self.cycle_count += int(other["cycle_count"])
             for site, n in other["dispatch_errors"].items():
                 self.dispatch_errors[site] = self.dispatch_errors.get(site, 0) + int(n)
+            self.pass_failures += int(other.get("pass_failures", 0))
+            # The worst process decides readiness: the leader's failures, wherever it runs.
+            if int(other.get("failing_passes", 0)) > self.failing_passes:
+                self.failing_passes = int(other["failing_passes"])
+                self.last_pass_error = str(other.get("last_pass_error", ""))
 
-    def publish(self, directory: Path, *, every_s: float = 1.0) -> None:
+    def publish(self, directory: Path, *, every_s: float = 1.0, force: bool = False) -> None:
         """Write this process's counters to `directory/<pid>.json` for the other processes
-        (at most every `every_s` seconds; a torn file is never seen: write, then rename)."""
+        (at most every `every_s` seconds unless `force`; a torn file is never seen: write,
+        then rename)."""
         now = time.monotonic()
-        if now - self._published_at < every_s:
+        if not force and now - self._published_at < every_s:
             return
         self._published_at = now
         directory.mkdir(parents=True, exist_ok=True)
@@ -112,6 +137,14 @@ class OperatorMetrics:
             out += [
                 f'gpucenter_dispatch_errors_total{{site="{_esc(k)}"}} {v}'
                 for k, v in sorted(self.dispatch_errors.items())
+            ]
+            out += [
+                "# HELP gpucenter_scheduler_pass_failures_total Scheduling passes that failed.",
+                "# TYPE gpucenter_scheduler_pass_failures_total counter",
+                f"gpucenter_scheduler_pass_failures_total {self.pass_failures}",
+                "# HELP gpucenter_scheduler_failing_passes Passes failed in a row, up to now.",
+                "# TYPE gpucenter_scheduler_failing_passes gauge",
+                f"gpucenter_scheduler_failing_passes {self.failing_passes}",
             ]
             return out
 

@@ -4,6 +4,11 @@ Besides the database and its migrations, each site's health as the scheduler lea
 saw it (`services.sites.health_record`): any process answers, whichever one leads. A site
 that does not answer (slurmctld down) makes the server not ready, saying which site and
 why; a site no leader has looked at for a while (no scheduler running) says so too.
+
+A scheduler whose passes keep failing makes the server not ready as well: it answers
+requests but starts and ends no job (a poisoned job once did exactly that while /readyz said
+ready). The leader may be another process of the server (`serve --workers N`): its failures
+come through the published metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from sqlalchemy import text
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import alembic_config
 from gpucenter.services.context import AppContext
+from gpucenter.services.ops.metrics import OperatorMetrics, gathered, metrics_dir
 from gpucenter.services.sites.health_record import read_site_health
+
+FAILING_PASSES_NOT_READY = 3
+"""Passes failed in a row (in any process of this server) after which it is not ready: one
+can fail on a passing hiccup (the database restarting); three in a row is a server that
+schedules nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,23 @@ def check_readiness(ctx: AppContext, scheduler_role: str) -> list[Check]:
     for h in health:
         checks.append(Check(f"site {h.site}", h.ok, h.detail))
     checks.append(Check("scheduler", scheduler_role != "stopped", scheduler_role))
+    # This process's loop, and the other live processes of this server (the leader may be
+    # one of them); never the process-wide counters, which outlive a context.
+    others = gathered(metrics_dir(ctx.settings), OperatorMetrics())
+    failing, error = ctx.pass_health.failing, ctx.pass_health.last_error
+    if others.failing_passes > failing:
+        failing, error = others.failing_passes, others.last_pass_error
+    if failing >= FAILING_PASSES_NOT_READY:
+        checks.append(
+            Check(
+                "scheduling passes",
+                False,
+                f"the last {failing} scheduling passes failed ({error}); no job starts or "
+                "ends until they work again",
+            )
+        )
+    else:
+        checks.append(Check("scheduling passes", True, "working"))
     return checks
 
 

@@ -75,6 +75,7 @@ def run_pass(ctx: AppContext) -> PassSummary:
             if changes:
                 ended += apply_changes(ctx, changes, rt.unapplied)
         usable = [rt for rt in sites if not rt.health.blocked(ctx.now())]
+        _sync_accounts(ctx)
         if not usable:
             return PassSummary(ended, 0, _mark_site_unavailable(ctx, sites, None))
         started, waiting = _decide_and_start(ctx, usable)
@@ -87,6 +88,17 @@ def run_pass(ctx: AppContext) -> PassSummary:
             only_down = {n.gpu_type for rt in down for n in rt.loaded.site.nodes} - up_types
             _mark_site_unavailable(ctx, down, None if len(down) == len(sites) else only_down)
     return PassSummary(ended, started, waiting)
+
+
+def _sync_accounts(ctx: AppContext) -> None:
+    """Unix accounts for new users and members before anything starts (a multi-tenant local
+    site); a failure is logged and retried next pass, never a reason to stop scheduling."""
+    if ctx.account_sync is None:
+        return
+    try:
+        ctx.account_sync()
+    except Exception:
+        log.exception("account provisioning failed; retrying on the next pass")
 
 
 def _poll_site(

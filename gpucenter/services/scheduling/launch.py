@@ -2,8 +2,9 @@
 
 The request carries the whole job (shape, owner, project, account, QOS, name, ...) so that no
 dispatcher reads the database or reconstructs the job from its placement; every site kind
-gets the same request for the same job. Its owner's Unix ids are not recorded by gpucenter
-yet, so the owner is named by user name only (the site resolves it).
+gets the same request for the same job. The owner is named by user name and, where
+gpucenter provisioned an account for them (a multi-tenant local site), by its uid and gid,
+which the local dispatcher checks against the machine before it runs anything as them.
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ def launch_requests(
     if not placements:
         return {}
     rows = s.execute(
-        select(JobRow, ProjectRow.name, UserRow.username)
+        select(JobRow, ProjectRow.name, UserRow.username, UserRow.unix_uid, UserRow.unix_gid)
         .join(ProjectRow, ProjectRow.id == JobRow.project_id)
         .join(UserRow, UserRow.id == JobRow.user_id)
         .where(JobRow.id.in_(sorted(int(job_id) for job_id in placements)))
     )
     return {
-        JobId(row.id): launch_request(row, project, JobOwner(username), placements[JobId(row.id)])
-        for row, project, username in rows
+        JobId(row.id): launch_request(
+            row, project, JobOwner(username, uid, gid), placements[JobId(row.id)]
+        )
+        for row, project, username, uid, gid in rows
     }

@@ -21,6 +21,7 @@ after the database. With `gpucenter serve --workers N` the leader is a process o
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import logging
@@ -193,6 +194,8 @@ class SchedulerLoop:
                     self._listen()
                     run_pass(self._ctx)
                     self.passes += 1
+                    OPERATOR_METRICS.pass_succeeded()
+                    self._ctx.pass_health.succeeded()
                     OPERATOR_METRICS.observe_cycle(time.monotonic() - began)
                     for rt in self._ctx.site_runtimes():
                         if rt.health.failures:
@@ -207,9 +210,15 @@ class SchedulerLoop:
                 if self.is_leader:
                     self._step_down()
                     self._lock.release()
-            except Exception:
+            except Exception as exc:
                 # A failed pass must not kill the loop; the next pass retries from the database.
+                # Passes that keep failing make /readyz say so (`check_readiness`), in every
+                # process of this server: the counters are published at once.
                 log.exception("scheduling pass failed")
+                OPERATOR_METRICS.pass_failed(f"{exc.__class__.__name__}: {exc}")
+                self._ctx.pass_health.failed(f"{exc.__class__.__name__}: {exc}")
+                with contextlib.suppress(OSError):
+                    OPERATOR_METRICS.publish(metrics_dir(self._ctx.settings), force=True)
             pass_s = time.monotonic() - began
             self._wake.wait(self._interval)
             self._wake.clear()

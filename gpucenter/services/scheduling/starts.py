@@ -99,10 +99,15 @@ def start_job(
                     _not_ready(ctx, row, runtime, str(exc))
                     return 0
                 except DispatchError as exc:
-                    row.state = JobState.FAILED.value
-                    row.ended_at = ctx.now()
-                    row.reason = ""
-                    row.reason_detail = f"could not start: {exc}"
+                    _could_not_start(ctx, row, str(exc))
+                    return 0
+                except Exception as exc:
+                    # Defence in depth: whatever a job carries that its dispatcher chokes on
+                    # (a NUL byte once raised ValueError here and failed every pass, for
+                    # everybody), it fails alone, saying why to its owner, and the pass goes
+                    # on with the next job.
+                    log.exception("job %s could not be launched", request.job_id)
+                    _could_not_start(ctx, row, f"internal error ({exc.__class__.__name__}: {exc})")
                     return 0
             _record(row, request, launched, borrowed, dispatcher, site_id)
     except DBAPIError:
@@ -174,6 +179,14 @@ def _record_again(
                 raise
             log.warning("recording the start of job %s failed; trying again", request.job_id)
             time.sleep(0.2 * (attempt + 1))
+
+
+def _could_not_start(ctx: AppContext, row: JobRow, why: str) -> None:
+    """The job ends FAILED with the reason shown to its owner (its `reason_detail`)."""
+    row.state = JobState.FAILED.value
+    row.ended_at = ctx.now()
+    row.reason = ""
+    row.reason_detail = f"could not start: {why}"[:2000]
 
 
 def _not_ready(ctx: AppContext, row: JobRow, runtime: SiteRuntime | None, why: str) -> None:

@@ -68,7 +68,10 @@ def parse_site(data: Any, detect: Callable[[], Sequence[DetectedGpu]]) -> Loaded
             gpu_type = str(raw.get("gpu_type") or "")
             if not gpu_type:
                 raise ValidationError(f"nodes[{i}].gpu_type", "required when 'gpus' is a number")
-            virtual.add(node_name)
+            if raw.get("devices") is not True:
+                # Counted by hand: virtual, unless the operator says these are this machine's
+                # devices (`devices: true`: /dev/nvidia<i> is bound into the job's sandbox).
+                virtual.add(node_name)
         nodes.append(Node(node_name, gpu_type.lower(), count, block))
         index_map[node_name] = list(range(count))
     return LoadedSite(Site(name, tuple(nodes)), index_map, frozenset(virtual))
