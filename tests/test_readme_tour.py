@@ -5,8 +5,10 @@ one, against a live server, from another directory, with the server on a port th
 The server is set up the way `make run` does it (`db upgrade`, `demo load`, `serve`, with
 only GPUCENTER_PORT set, in a "checkout" directory of its own); the tour then runs in a
 different directory with no GPUCENTER_* variable at all: the CLI must find its server and
-token in its per-user configuration file. The only change made to the README's text is the
-port in its `curl` line. A command added to the tour without a check here fails the test,
+token in its per-user configuration file. The only changes made to the README's text are the
+port in its `curl` line and, run as root (the server is then multi-tenant and a job works
+only in its owner's gpucenter home or project space), the scripts block's `cd "$(mktemp -d)"`,
+which goes to a directory in the demo user's home instead, as the README says. A command added to the tour without a check here fails the test,
 so the README and this test cannot drift apart.
 """
 
@@ -147,8 +149,10 @@ def centre(tmp_path: Path) -> Iterator[Centre]:
         banner = (checkout / "server.log").read_text()
         assert f"serving on http://127.0.0.1:{port}/" in banner, banner
         assert "note: the CLI" not in banner, banner  # demo load pointed the CLI here
-        elsewhere = tmp_path / "elsewhere"
-        elsewhere.mkdir()
+        elsewhere = _tenant_home(checkout) if os.geteuid() == 0 else None
+        if elsewhere is None:
+            elsewhere = tmp_path / "elsewhere"
+            elsewhere.mkdir()
         yield Centre(port, user_env, elsewhere)
     finally:
         server.terminate()
@@ -156,6 +160,35 @@ def centre(tmp_path: Path) -> Iterator[Centre]:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def _tenant_home(checkout: Path, user: str = "demo") -> Path:
+    """Run as root, the server is multi-tenant: a job runs as its owner's own account and may
+    work only in that account's home or its project's space. The tour then runs where such a
+    centre's user works, a directory in their home (made as the dispatcher makes homes),
+    once the leader has provisioned the account."""
+    import pwd
+
+    from gpucenter.dispatch.isolation.identity import RunAs
+    from gpucenter.dispatch.local.starting import ensure_home
+
+    account = f"gpc-{user}"
+
+    def provisioned() -> bool:
+        try:
+            pwd.getpwnam(account)
+        except KeyError:
+            return False
+        return True
+
+    wait_until(provisioned, timeout=120, step=0.3)
+    entry = pwd.getpwnam(account)
+    home = checkout.resolve() / "var" / "tenants" / "homes" / account
+    ensure_home(RunAs(account, entry.pw_uid, entry.pw_gid, (), home))
+    tour = home / "tour"
+    tour.mkdir()
+    os.chown(tour, entry.pw_uid, entry.pw_gid)
+    return tour
 
 
 def _id(text: str) -> str:
@@ -252,7 +285,11 @@ def test_the_readme_tour_runs_as_written(centre: Centre) -> None:
         check(step)
 
     scripts = commands(blocks["scripts"])
+    if os.geteuid() == 0:  # multi-tenant: the user works in their gpucenter home, not /tmp
+        assert scripts[0] == 'cd "$(mktemp -d)"', scripts[0]
     checks = _checks_for(scripts, SCRIPTS)
+    if os.geteuid() == 0:
+        scripts[0] = f'cd "{centre.elsewhere}"'
     steps = run_steps(scripts, centre.env, centre.elsewhere, timeout=300)
     for step, check in zip(steps, checks, strict=True):
         check(step)
