@@ -12,6 +12,7 @@ One server for the module: the demo centre takes a while to load on a busy machi
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from gpucenter.web import catalogue_check
 from tests.factories import wait_until
 from tests.live import server_env, serving
 from tests.web.axe import describe, violations
-from tests.web.conftest import shoot
+from tests.web.conftest import _multi_tenant, remove_test_accounts, shoot
 
 GPUCENTER = [sys.executable, "-m", "gpucenter.cli"]
 
@@ -64,9 +65,14 @@ def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
     db_url = f"sqlite:///{root / 'gpucenter.db'}"
     env = server_env(db_url, root / "var", GPUCENTER_COOKIE_SECURE="false")
     env["XDG_CONFIG_HOME"] = str(root / "xdg")
+    # The demo centre has organisations of every applicant type: only a multi-tenant server
+    # (root, bubblewrap) runs jobs for more than one organisation.
+    policy = _multi_tenant(env, root)
     _cli(env, "db", "upgrade")
     _cli(env, "demo", "load")
-    with serving(env) as base:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(remove_test_accounts, policy)
+        base = cleanup.enter_context(serving(env))
         # A job that holds two of the four GPUs, and one that waits for three.
         running = _cli(
             env, "job", "submit", "-p", "demo", "-g", "2", "--time", "30m", "--parsable",
