@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pwd
 import re
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -61,6 +63,7 @@ from gpucenter.dispatch.base import (
     SiteNotReady,
     StateChange,
 )
+from gpucenter.dispatch.isolation.safe_files import make_owned_dir
 from gpucenter.dispatch.slurm.accounts import QOS_NORMAL, project_account_name
 from gpucenter.dispatch.slurm.cli import SlurmCli, SlurmUnavailable, parse_slurm_time
 from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
@@ -200,8 +203,7 @@ class SlurmDispatcher:
     def sbatch_args(self, request: LaunchRequest) -> list[str]:
         """sbatch's arguments for a job, all from the request (the shape, not the advisory
         placement, sizes it). Public so tests can check them without Slurm."""
-        out = self._log_dir / f"job-{request.job_id}.out"
-        err = self._log_dir / f"job-{request.job_id}.err"
+        out, err = self._log_paths(request)
         gpu = request.gpu
         args = [
             "--parsable",
@@ -214,7 +216,7 @@ class SlurmDispatcher:
             f"--comment={COMMENT_PREFIX}{request.job_id}",
             f"--output={out}",
             f"--error={err}",
-            f"--chdir={request.workdir or self._log_dir}",
+            f"--chdir={request.workdir or out.parent}",
             "--export=ALL",
         ]
         if self._partition:
@@ -273,28 +275,89 @@ class SlurmDispatcher:
             launched = Launched(
                 job_id=request.job_id,
                 external_id=external_id,
-                stdout_path=str(self._log_dir / f"job-{request.job_id}.out"),
-                stderr_path=str(self._log_dir / f"job-{request.job_id}.err"),
+                stdout_path=str(self._log_paths(request)[0]),
+                stderr_path=str(self._log_paths(request)[1]),
                 started_at=self._clock.now(),
             )
             self._jobs[request.job_id] = _Tracked(request.job_id, external_id, launched=launched)
         _log.info("job %s submitted to Slurm as %s", request.job_id, external_id)
         return launched
 
+    def _log_home(self, request: LaunchRequest) -> Path:
+        """Where the job's output goes: the owner's own directory below the log directory
+        (run_as_owner), else the log directory itself (every job runs as the server)."""
+        if not self._run_as_owner:
+            return self._log_dir
+        return self._log_dir / request.owner.username
+
+    def _log_paths(self, request: LaunchRequest) -> tuple[Path, Path]:
+        home = self._log_home(request)
+        return home / f"job-{request.job_id}.out", home / f"job-{request.job_id}.err"
+
     def _check_log_dir(self, request: LaunchRequest) -> None:
-        """The job's output goes to the log directory, written by its owner at the site: one
-        that cannot be made, or that others cannot write to, makes the job wait (Slurm
-        would start it and fail it at once)."""
+        """Make the job's log directory before sbatch; SiteNotReady (the job waits, saying
+        why) where that cannot be done safely.
+
+        run_as_owner: the log directory must be root's (the server's) and writable by nobody
+        else (a shared 1777 one lets anybody plant a file or a symlink where another user's
+        output will go); made 0711 when missing. Below it the owner's directory is made by
+        the server, owned by the owner and their primary group, mode 0700; one already there
+        must be a real directory of the owner (what mode they give it is theirs to say)."""
+        if not self._run_as_owner:
+            try:
+                self._log_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SiteNotReady(
+                    f"the log directory {self._log_dir} cannot be made: {exc}"
+                ) from exc
+            return
+        uid, gid = self._owner_ids(request)
         try:
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-            mode = self._log_dir.stat().st_mode
+            self._log_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+            st = os.stat(self._log_dir)
         except OSError as exc:
             raise SiteNotReady(f"the log directory {self._log_dir} cannot be made: {exc}") from exc
-        if self._run_as_owner and not mode & 0o002:
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise SiteNotReady(
-                f"the log directory {self._log_dir} is not writable by the jobs' owners "
-                f"(mode {mode & 0o7777:o}; a shared one is 1777)"
+                f"the log directory {self._log_dir} must be root's and writable by nobody "
+                f"else (it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); gpucenter "
+                "makes one directory per user below it (chown root and chmod 0711 it)"
             )
+        home = self._log_home(request)
+        try:
+            try:
+                existing = os.lstat(home)
+            except FileNotFoundError:
+                make_owned_dir(
+                    self._log_dir, home.name, uid=uid, gid=gid, mode=0o700, root=self._log_dir
+                )
+                return
+        except OSError as exc:  # UnsafeFile too: a planted entry, a parent not root's
+            raise SiteNotReady(f"the owner's log directory {home} cannot be made: {exc}") from exc
+        if not stat.S_ISDIR(existing.st_mode) or existing.st_uid != uid:
+            raise SiteNotReady(
+                f"{home} is not a directory of the job's owner (uid {existing.st_uid}, "
+                f"mode {existing.st_mode:o}; expected a directory of uid {uid}); "
+                "gpucenter does not write a job's output there"
+            )
+
+    def _owner_ids(self, request: LaunchRequest) -> tuple[int, int]:
+        """The owner's uid and group at the site, as the request gives them, else looked up
+        by name on the server's host (which must share the cluster's users: one directory
+        service). The group does not open the 0700 directory to anyone; without one known,
+        the server's own."""
+        owner = request.owner
+        if owner.uid is not None:
+            gid = owner.gid if owner.gid is not None else _primary_gid(owner.username)
+            return owner.uid, gid if gid is not None else os.getegid()
+        try:
+            entry = pwd.getpwnam(owner.username)
+        except KeyError:
+            raise SiteNotReady(
+                f"the job's owner {owner.username!r} has no Unix account on the server's host "
+                "(it makes the owner's log directory, and must share the cluster's users)"
+            ) from None
+        return entry.pw_uid, owner.gid if owner.gid is not None else entry.pw_gid
 
     # ----------------------------------------------------------------- cancel
     def cancel(self, job_id: JobId) -> None:
