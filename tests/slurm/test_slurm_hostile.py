@@ -96,9 +96,10 @@ def _log(world: SlurmWorld, user: str, job_id: int, stream: str = "stdout") -> s
     return chunk.decode()
 
 
-def _within(seconds: float, call: Callable[[], object]) -> object:
+def _within(seconds: float, call: Callable[[], object], fifo: str | None = None) -> object:
     """`call`'s result (or the exception it raised) if it returns within `seconds`; fails
-    the test otherwise (a read that blocks on a FIFO never returns)."""
+    the test otherwise (a read that blocks on a FIFO never returns: the test then opens the
+    `fifo` for writing, and closes it, so that the blocked reader gets an end of file)."""
     box: list[object] = []
 
     def target() -> None:
@@ -110,6 +111,10 @@ def _within(seconds: float, call: Callable[[], object]) -> object:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     thread.join(seconds)
+    if not box and fifo is not None:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the reader go
+        thread.join(seconds)
+        pytest.fail(f"blocked on the FIFO {fifo} for {seconds} s, until the test let it go")
     assert box, f"still blocked after {seconds} s"
     return box[0]
 
@@ -124,8 +129,6 @@ def test_another_tenants_job_cannot_read_outputs_or_the_database(
     a = job_row(world, alice_job)
     assert a.stdout_path and a.stderr_path and secret in _log(world, "gcalice", alice_job)
     home = Path(a.stdout_path).parent
-    st = home.stat()
-    assert (st.st_uid, st.st_mode & 0o777) == (_uid("gcalice"), 0o700), "the owner's, private"
     database = Path(str(world.ctx.settings.database_url).removeprefix("sqlite:///"))
     assert database.is_file() and Path(database.parent).stat().st_mode & 0o005 == 0o005
 
@@ -146,6 +149,8 @@ def test_another_tenants_job_cannot_read_outputs_or_the_database(
     with pytest.raises(NotFound):  # nor through gpucenter
         _log(world, "gcbob", alice_job)
     assert _log(world, "gcalice", alice_job).strip() == secret  # untouched
+    st = home.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (_uid("gcalice"), 0o700), "the owner's, private"
 
 
 def test_links_and_fifos_in_place_of_logs_are_refused_at_once(
@@ -176,12 +181,12 @@ def test_links_and_fifos_in_place_of_logs_are_refused_at_once(
         for stream in ("stdout", "stderr"):
             url = f"/api/v1/jobs/{bob_job}/logs?stream={stream}"
             began = time.monotonic()
-            resp = _within(20, lambda url=url: client.get(url, headers=headers))
+            resp = _within(20, lambda url=url: client.get(url, headers=headers), b.stderr_path)
             assert time.monotonic() - began < 10
             assert getattr(resp, "status_code", None) == 409, (stream, resp)
             assert ROOT_ONLY_SECRET not in resp.text  # type: ignore[attr-defined]
         assert client.get("/healthz").status_code == 200  # the server still answers
-    why = _within(20, lambda: _log(world, "gcbob", bob_job, "stderr"))
+    why = _within(20, lambda: _log(world, "gcbob", bob_job, "stderr"), b.stderr_path)
     assert isinstance(why, Conflict) and "FIFO" in str(why), why
 
     # Alice's output hard-linked in place of Bob's log. Bob's own job cannot make the link
