@@ -8,8 +8,9 @@ different directory with no GPUCENTER_* variable at all: the CLI must find its s
 token in its per-user configuration file. The only changes made to the README's text are the
 port in its `curl` line and, run as root (the server is then multi-tenant and a job works
 only in its owner's gpucenter home or project space), the scripts block's `cd "$(mktemp -d)"`,
-which goes to a directory in the demo user's home instead, as the README says. A command added to the tour without a check here fails the test,
-so the README and this test cannot drift apart.
+which goes to a directory in the demo user's home instead, as the README says. A command
+added to the tour without a check here fails the test, so the README and this test cannot
+drift apart.
 """
 
 from __future__ import annotations
