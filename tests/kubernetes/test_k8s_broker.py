@@ -37,8 +37,8 @@ def three_sites(k8s_kubeconfig: str, slurm_cluster: str, tmp_path: Path) -> Iter
     instance = f"gct{uuid.uuid4().hex[:8]}"
     top = f"gct_{instance[3:]}"
     log_dir = SHARED / instance
-    log_dir.mkdir(parents=True, mode=0o1777)
-    log_dir.chmod(0o1777)  # the jobs' owners write their output here
+    log_dir.mkdir(parents=True)
+    log_dir.chmod(0o711)  # root's: gpucenter makes each owner's directory below it
     (tmp_path / "lab.yaml").write_text(LAB)
     extra = (
         f"  - name: alpha\n    kind: slurm\n    slurm:\n      conf: /etc/slurm/slurm.conf\n"

@@ -4,9 +4,12 @@ sessions, no observer), so nothing it sends to sbatch can come from a read of it
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+
+from sqlalchemy import update
 
 from gpucenter.config import Settings
 from gpucenter.core.model import NodeGpus
@@ -17,7 +20,7 @@ from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.jobs import GpuRequest, JobState
 from gpucenter.persistence.db import make_engine, session_factory
-from gpucenter.persistence.tables import JobRow
+from gpucenter.persistence.tables import JobRow, UserRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.jobs.submission import JobForm
@@ -45,14 +48,15 @@ class Sbatch:
 
 def test_the_shape_not_the_placement_sizes_the_slurm_job(tmp_path: Path) -> None:
     sbatch = Sbatch()
-    tmp_path.chmod(0o1777)  # a site's shared log directory: every owner writes there
+    uid, gid = os.geteuid(), os.getegid()  # one the test may hand a directory to
+    tmp_path.chmod(0o711)  # the site's log directory: gpucenter makes each owner's below it
     dispatcher = SlurmDispatcher(tmp_path, cli=SlurmCli(runner=sbatch), run_as_owner=True)
     request = launch_request(
         9,
         "python train.py",
         # Two nodes of one GPU each in the (advisory) placement; the job asked for 4 x b200.
         placement=(NodeGpus("n1", (0,)), NodeGpus("n2", (0,))),
-        owner=JobOwner("ann", uid=200_001, gid=300_001),
+        owner=JobOwner("ann", uid=uid, gid=gid),
         project="proj",
         name="train",
         qos="opportunistic",
@@ -60,7 +64,7 @@ def test_the_shape_not_the_placement_sizes_the_slurm_job(tmp_path: Path) -> None
     dispatcher.submit(replace(request, gpu=GpuRequest("b200", 4, 2)))
     (args,) = sbatch.calls
     assert "--gres=gpu:b200:4" in args and "--nodes=2" in args
-    assert "--uid=200001" in args and "--gid=300001" in args  # the owner's own ids
+    assert f"--uid={uid}" in args and f"--gid={gid}" in args  # the owner's own ids
     assert "--account=gpucenter_proj" in args and "--qos=opportunistic" in args
     assert "--job-name=train" in args
 
@@ -70,7 +74,7 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
     site = LoadedSite(Site("slurm", nodes), {n.name: [0, 1, 2, 3] for n in nodes}, frozenset())
     sbatch = Sbatch()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    settings.log_dir.chmod(0o1777)  # a site's shared log directory: every owner writes there
+    settings.log_dir.chmod(0o711)  # the site's log directory: gpucenter makes each owner's
     dispatcher = SlurmDispatcher(
         settings.log_dir, cli=SlurmCli(runner=sbatch), run_as_owner=True
     )  # no sessions, no observer: it cannot read the database
@@ -79,6 +83,13 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
     try:
         ensure_site(ctx)
         centre = seed_centre(ctx)
+        uid, gid = os.geteuid(), os.getegid()
+        with ctx.sessions.begin() as s:  # alice's account at the site (one directory service)
+            s.execute(
+                update(UserRow)
+                .where(UserRow.username == "alice")
+                .values(unix_uid=uid, unix_gid=gid)
+            )
         form = JobForm(
             project="alpha",
             command="python train.py",
@@ -92,7 +103,7 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
         run_pass(ctx)
         (args,) = sbatch.calls
         assert "--gres=gpu:h100:4" in args and "--nodes=2" in args and "--time=10" in args
-        assert "--uid=alice" in args and "--gid=alice" in args  # its owner, by name
+        assert f"--uid={uid}" in args and f"--gid={gid}" in args  # its owner's account
         assert "--account=gpucenter_alpha" in args and "--job-name=train" in args
         assert f"--comment=gpucenter:{job_id}" in args
         assert not any(a.startswith("--qos") for a in args)  # normal: the account's default

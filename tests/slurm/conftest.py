@@ -157,7 +157,7 @@ def slurm_world(slurm_cluster: str, tmp_path: Path) -> Iterator[SlurmWorld]:
     SHARED.mkdir(mode=0o1777, exist_ok=True)
     log_dir = SHARED / suffix
     log_dir.mkdir()
-    log_dir.chmod(0o1777)  # the jobs' owners write their output here
+    log_dir.chmod(0o711)  # root's: gpucenter makes each owner's directory below it
     url = f"sqlite:///{tmp_path / 'gpucenter.db'}"
     migrate(url)
     settings = Settings(var_dir=tmp_path / "var", database_url=url, scheduler_interval_s=0.2)

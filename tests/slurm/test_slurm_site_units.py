@@ -5,6 +5,8 @@ says which site is down."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from gpucenter.app import create_app
 from gpucenter.config import Settings
-from gpucenter.dispatch.base import SiteNotReady
+from gpucenter.dispatch.base import JobOwner, SiteNotReady
 from gpucenter.dispatch.slurm.accounts import (
     AccountState,
     SiteState,
@@ -138,12 +140,45 @@ def test_a_job_the_site_cannot_run_yet_waits_and_asks_for_the_sync(settings: Set
         ctx.engine.dispose()
 
 
-def test_an_unwritable_log_directory_is_not_ready(tmp_path: Path) -> None:
+def test_a_shared_world_writable_log_directory_is_not_ready(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    logs.mkdir(mode=0o755)
+    logs.mkdir()
+    logs.chmod(0o1777)  # the old shared layout: anybody could plant a name in it
     d = SlurmDispatcher(logs, cli=_cli(), run_as_owner=True)
-    with pytest.raises(SiteNotReady, match="not writable"):
-        d.submit(launch_request(3))
+    with pytest.raises(SiteNotReady, match="writable by nobody else"):
+        d.submit(launch_request(3, owner=JobOwner("ann", uid=200_001, gid=300_001)))
+
+
+def test_an_owner_without_an_account_on_the_host_is_not_ready(tmp_path: Path) -> None:
+    d = SlurmDispatcher(tmp_path / "logs", cli=_cli(), run_as_owner=True)
+    with pytest.raises(SiteNotReady, match="no Unix account on the server's host"):
+        d.submit(launch_request(3, owner=JobOwner("nosuchuser-gc")))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a directory owned by another uid")
+def test_each_owner_gets_a_private_log_directory_made_before_sbatch(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    seen: list[tuple[int, int, int]] = []
+
+    def sbatch(
+        argv: Sequence[str], stdin: str | None, env: Mapping[str, str], timeout: float
+    ) -> Result:
+        home = logs / "ann"
+        st = home.stat()  # made before sbatch runs
+        seen.append((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)))
+        assert f"--output={home}/job-3.out" in argv and f"--chdir={home}" in argv
+        return Result(0, "77\n", "")
+
+    d = SlurmDispatcher(logs, cli=SlurmCli(runner=sbatch), run_as_owner=True)
+    launched = d.submit(launch_request(3, owner=JobOwner("ann", uid=200_001, gid=300_001)))
+    assert seen == [(200_001, 300_001, 0o700)]
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o711  # made by the server: nobody lists it
+    assert launched.stdout_path == str(logs / "ann" / "job-3.out")
+    # The owner's directory replaced by someone else's (or a symlink): the job waits.
+    (logs / "ann").rmdir()
+    (logs / "ann").symlink_to(tmp_path)
+    with pytest.raises(SiteNotReady, match="not a directory of the job's owner"):
+        d.submit(launch_request(4, owner=JobOwner("ann", uid=200_001, gid=300_001)))
 
 
 def test_a_reserved_start_and_its_charge_follow_the_site(settings: Settings) -> None:

@@ -106,8 +106,7 @@ def two_clusters(slurm_cluster: str, second_cluster: str, tmp_path: Path) -> Ite
     for name, (cluster, conf) in clusters.items():
         log_dir = SHARED / suffix / name
         log_dir.mkdir(parents=True)
-        log_dir.chmod(0o1777)  # the jobs' owners write their output here
-        log_dir.parent.chmod(0o1777)
+        log_dir.chmod(0o711)  # root's: gpucenter makes each owner's directory below it
         sites.append(
             f"  - name: {name}\n    kind: slurm\n    slurm:\n      conf: {conf}\n"
             f"      cluster: {cluster}\n      top_account: {top}\n      log_dir: {log_dir}\n"

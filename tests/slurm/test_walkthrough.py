@@ -64,6 +64,7 @@ class Run:
             .replace(
                 "GPUCENTER_SLURM_TOP_ACCOUNT=gpucenter", f"GPUCENTER_SLURM_TOP_ACCOUNT={self.top}"
             )
+            .replace("account=gpucenter_", f"account={self.top}_")
             .replace("llm-ko", self.project)
             .replace(":8000", f":{self.port}")
             .replace("GPUCENTER_PORT=8000", f"GPUCENTER_PORT={self.port}")
@@ -149,7 +150,7 @@ def operator_checks(run: Run) -> dict[str, Check]:
         "groupadd -f gpcusers": _silent,
         "id minji": _silent,
         "install -d -m 0700": _silent,
-        "install -d -m 1770": _silent,
+        "install -d -m 0711": _silent,
         "cat > ": _silent,
         ". ": _silent,
         "gpucenter db upgrade": _ok(),
@@ -160,7 +161,7 @@ def operator_checks(run: Run) -> dict[str, Check]:
         "gpucenter admin alloc create llm-ko": _ok(r"500"),
         "gpucenter slurm sync  ": _ok(r"sacctmgr", rf"{run.project}", r"run with --apply"),
         "gpucenter slurm sync --apply": _ok(r"applied \d+ change"),
-        "sacctmgr -n -P show assoc": _ok(rf"^{run.project}\|minji$"),
+        "sacctmgr -n -P show assoc": _ok(rf"^{run.top}_{run.project}\|minji$"),
         "nohup gpucenter serve": _silent,
     }
 
@@ -188,7 +189,7 @@ def test_the_operator_walkthrough_runs_as_written(run: Run) -> None:
     for step, check in zip(steps, checks, strict=False):
         check(step)
     assert (run.base / "state").stat().st_mode & 0o777 == 0o700
-    assert (run.base / "jobs").stat().st_mode & 0o7777 == 0o1770
+    assert (run.base / "jobs").stat().st_mode & 0o7777 == 0o711
 
     def up() -> bool:
         try:
@@ -210,3 +211,6 @@ def test_the_operator_walkthrough_runs_as_written(run: Run) -> None:
     # The job went through Slurm: its output file belongs to minji.
     outputs = [p for p in (run.base / "jobs").rglob("*") if p.is_file()]
     assert outputs and all(p.owner() == "minji" for p in outputs if p.suffix == ".out"), outputs
+    # In minji's own directory, made by the server: hers, 0700.
+    home = run.base / "jobs" / "minji"
+    assert (home.owner(), home.stat().st_mode & 0o777) == ("minji", 0o700)

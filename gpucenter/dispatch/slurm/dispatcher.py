@@ -22,9 +22,13 @@ What changes with Slurm, and how we treat it:
   marks them ``SiteUnavailable`` with Slurm's message, and the next poll reads them again.
   Cancels that could not be delivered are retried on each poll.
 - **Restarts.** Slurm jobs outlive gpucenter. `adopt` re-attaches a job the database says is
-  running; every job carries ``--comment=gpucenter:<job id>``, and a submit for a job Slurm
-  already runs under that comment (a crash between sbatch and the database commit) adopts
-  that Slurm job instead of submitting it twice. `shutdown` and `detach` leave jobs running.
+  running (by the Slurm job id gpucenter recorded); every job carries
+  ``--comment=gpucenter:<job id>``, and a submit for a job Slurm already runs under that
+  comment (a crash between sbatch and the database commit) adopts that Slurm job instead of
+  submitting it twice, but only a Slurm job that runs as the job's owner (the server, without
+  ``run_as_owner``) under the project's account: any user can put any comment on their own
+  job, so a forged marker is ignored, logged and kept in `refused_adoptions`, and the job is
+  submitted as usual. `shutdown` and `detach` leave jobs running.
 - **Started once, even across leaders** (``hold_until_recorded``, on in the server). A job is
   submitted *held* (``sbatch --hold``) and released by the next poll once the observer
   confirms that gpucenter recorded this very Slurm job as the job's start. A server that was
@@ -44,8 +48,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pwd
 import re
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -61,6 +67,7 @@ from gpucenter.dispatch.base import (
     SiteNotReady,
     StateChange,
 )
+from gpucenter.dispatch.isolation.safe_files import make_owned_dir
 from gpucenter.dispatch.slurm.accounts import QOS_NORMAL, project_account_name
 from gpucenter.dispatch.slurm.cli import SlurmCli, SlurmUnavailable, parse_slurm_time
 from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
@@ -174,7 +181,9 @@ class SlurmDispatcher:
         self._pin = pin_nodes
         self._lost_after = missing_polls_before_lost
         self._jobs: dict[JobId, _Tracked] = {}
-        self._orphans: dict[JobId, str] = {}  # live Slurm jobs of ours nobody tracks
+        # Live Slurm jobs carrying a job's marker that nobody tracks (ours, or forged).
+        self._orphans: dict[JobId, list[str]] = {}
+        self._refused: dict[str, str] = {}  # Slurm job id -> why it was not adopted
         self._lock = threading.Lock()
         self._unavailable = ""
         self._top = top_account
@@ -184,6 +193,13 @@ class SlurmDispatcher:
     @property
     def capabilities(self) -> SiteCapabilities:
         return self._capabilities
+
+    @property
+    def refused_adoptions(self) -> dict[str, str]:
+        """Slurm jobs that carried a gpucenter job's marker but were not that job's (another
+        user's or another account's: a forged ``--comment``), by Slurm job id: why."""
+        with self._lock:
+            return dict(self._refused)
 
     @property
     def unavailable(self) -> str:
@@ -200,8 +216,7 @@ class SlurmDispatcher:
     def sbatch_args(self, request: LaunchRequest) -> list[str]:
         """sbatch's arguments for a job, all from the request (the shape, not the advisory
         placement, sizes it). Public so tests can check them without Slurm."""
-        out = self._log_dir / f"job-{request.job_id}.out"
-        err = self._log_dir / f"job-{request.job_id}.err"
+        out, err = self._log_paths(request)
         gpu = request.gpu
         args = [
             "--parsable",
@@ -214,7 +229,7 @@ class SlurmDispatcher:
             f"--comment={COMMENT_PREFIX}{request.job_id}",
             f"--output={out}",
             f"--error={err}",
-            f"--chdir={request.workdir or self._log_dir}",
+            f"--chdir={request.workdir or out.parent}",
             "--export=ALL",
         ]
         if self._partition:
@@ -253,7 +268,7 @@ class SlurmDispatcher:
             if request.image is not None:
                 raise DispatchError(f"job {request.job_id}: this site runs no container images")
             args = self.sbatch_args(request)
-            existing = self._orphans.pop(request.job_id, None)
+            existing = self._adoptable(request, self._orphans.pop(request.job_id, []))
             if existing is not None:
                 _log.warning("job %s already in Slurm as %s: adopted", request.job_id, existing)
                 external_id = existing
@@ -273,28 +288,131 @@ class SlurmDispatcher:
             launched = Launched(
                 job_id=request.job_id,
                 external_id=external_id,
-                stdout_path=str(self._log_dir / f"job-{request.job_id}.out"),
-                stderr_path=str(self._log_dir / f"job-{request.job_id}.err"),
+                stdout_path=str(self._log_paths(request)[0]),
+                stderr_path=str(self._log_paths(request)[1]),
                 started_at=self._clock.now(),
             )
             self._jobs[request.job_id] = _Tracked(request.job_id, external_id, launched=launched)
         _log.info("job %s submitted to Slurm as %s", request.job_id, external_id)
         return launched
 
+    def _adoptable(self, request: LaunchRequest, candidates: Sequence[str]) -> str | None:
+        """The live Slurm job among `candidates` (all carry the job's marker) that is really
+        this job's: it runs as the job's owner under its project's account. Others are
+        forged markers: logged, remembered in `refused_adoptions`, never adopted."""
+        if not candidates:
+            return None
+        account = project_account_name(request.account, self._top).lower()
+        owner = request.owner
+        if not self._run_as_owner:
+            want_uid: int | None = os.geteuid()
+        elif owner.uid is not None:
+            want_uid = owner.uid
+        else:
+            want_uid = _uid_of(owner.username)
+        found: str | None = None
+        for ext in candidates:
+            try:
+                text = self._cli.run("scontrol", ["-o", "show", "job", ext])
+            except SlurmUnavailable:
+                raise
+            except DispatchError:  # gone meanwhile: nothing to adopt
+                continue
+            user = re.search(r"(?:^| )UserId=([^( ]*)\((\d+)\)", text)
+            acct = re.search(r"(?:^| )Account=(\S*)", text)
+            name, uid = (user.group(1), int(user.group(2))) if user else ("?", -1)
+            same_user = uid == want_uid if want_uid is not None else name == owner.username
+            same_account = acct is not None and acct.group(1).lower() == account
+            if same_user and same_account and found is None:
+                found = ext
+                continue
+            if same_user and same_account:
+                continue  # a second one of ours: left alone, the first is adopted
+            why = (
+                f"Slurm job {ext} carries job {request.job_id}'s marker but runs as "
+                f"{name} ({uid}) under account {acct.group(1) if acct else '?'}, not as the "
+                f"job's owner {owner.username} under {account}: not adopted (forged comment?)"
+            )
+            if ext not in self._refused:
+                _log.warning("%s", why)
+            self._refused[ext] = why
+        return found
+
+    def _log_home(self, request: LaunchRequest) -> Path:
+        """Where the job's output goes: the owner's own directory below the log directory
+        (run_as_owner), else the log directory itself (every job runs as the server)."""
+        if not self._run_as_owner:
+            return self._log_dir
+        return self._log_dir / request.owner.username
+
+    def _log_paths(self, request: LaunchRequest) -> tuple[Path, Path]:
+        home = self._log_home(request)
+        return home / f"job-{request.job_id}.out", home / f"job-{request.job_id}.err"
+
     def _check_log_dir(self, request: LaunchRequest) -> None:
-        """The job's output goes to the log directory, written by its owner at the site: one
-        that cannot be made, or that others cannot write to, makes the job wait (Slurm
-        would start it and fail it at once)."""
+        """Make the job's log directory before sbatch; SiteNotReady (the job waits, saying
+        why) where that cannot be done safely.
+
+        run_as_owner: the log directory must be root's (the server's) and writable by nobody
+        else (a shared 1777 one lets anybody plant a file or a symlink where another user's
+        output will go); made 0711 when missing. Below it the owner's directory is made by
+        the server, owned by the owner and their primary group, mode 0700; one already there
+        must be a real directory of the owner (what mode they give it is theirs to say)."""
+        if not self._run_as_owner:
+            try:
+                self._log_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SiteNotReady(
+                    f"the log directory {self._log_dir} cannot be made: {exc}"
+                ) from exc
+            return
+        uid, gid = self._owner_ids(request)
         try:
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-            mode = self._log_dir.stat().st_mode
+            self._log_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+            st = os.stat(self._log_dir)
         except OSError as exc:
             raise SiteNotReady(f"the log directory {self._log_dir} cannot be made: {exc}") from exc
-        if self._run_as_owner and not mode & 0o002:
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise SiteNotReady(
-                f"the log directory {self._log_dir} is not writable by the jobs' owners "
-                f"(mode {mode & 0o7777:o}; a shared one is 1777)"
+                f"the log directory {self._log_dir} must be root's and writable by nobody "
+                f"else (it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); gpucenter "
+                "makes one directory per user below it (chown root and chmod 0711 it)"
             )
+        home = self._log_home(request)
+        try:
+            try:
+                existing = os.lstat(home)
+            except FileNotFoundError:
+                make_owned_dir(
+                    self._log_dir, home.name, uid=uid, gid=gid, mode=0o700, root=self._log_dir
+                )
+                return
+        except OSError as exc:  # UnsafeFile too: a planted entry, a parent not root's
+            raise SiteNotReady(f"the owner's log directory {home} cannot be made: {exc}") from exc
+        if not stat.S_ISDIR(existing.st_mode) or existing.st_uid != uid:
+            raise SiteNotReady(
+                f"{home} is not a directory of the job's owner (uid {existing.st_uid}, "
+                f"mode {existing.st_mode:o}; expected a directory of uid {uid}); "
+                "gpucenter does not write a job's output there"
+            )
+
+    def _owner_ids(self, request: LaunchRequest) -> tuple[int, int]:
+        """The owner's uid and group at the site, as the request gives them, else looked up
+        by name on the server's host (which must share the cluster's users: one directory
+        service). The group does not open the 0700 directory to anyone; without one known,
+        the server's own."""
+        owner = request.owner
+        if owner.uid is not None:
+            gid = owner.gid if owner.gid is not None else _primary_gid(owner.username)
+            return owner.uid, gid if gid is not None else os.getegid()
+        try:
+            entry = pwd.getpwnam(owner.username)
+        except KeyError:
+            raise SiteNotReady(
+                f"the job's owner {owner.username!r} has no Unix account on the server's host "
+                "(it makes the owner's log directory, and must share the cluster's users)"
+            ) from None
+        return entry.pw_uid, owner.gid if owner.gid is not None else entry.pw_gid
 
     # ----------------------------------------------------------------- cancel
     def cancel(self, job_id: JobId) -> None:
@@ -332,13 +450,18 @@ class SlurmDispatcher:
                 if job.cancel_pending:
                     self._try_cancel(job)
             by_ext = {job.external_id: job for job in self._jobs.values()}
-            self._orphans = {
-                JobId(int(seen.extra["comment"][len(COMMENT_PREFIX) :])): ext
-                for ext, seen in live.items()
-                if ext not in by_ext
-                and seen.extra.get("comment", "").removeprefix(COMMENT_PREFIX).isdigit()
-                and map_state(seen.state).phase is not Phase.ENDED
-            }
+            orphans: dict[JobId, list[str]] = {}
+            for ext, seen in live.items():
+                comment = seen.extra.get("comment", "")
+                marker = comment.removeprefix(COMMENT_PREFIX)
+                if (
+                    ext not in by_ext
+                    and comment.startswith(COMMENT_PREFIX)
+                    and marker.isdigit()
+                    and map_state(seen.state).phase is not Phase.ENDED
+                ):
+                    orphans.setdefault(JobId(int(marker)), []).append(ext)
+            self._orphans = orphans
             ask_sacct = [
                 job.external_id
                 for job in self._jobs.values()
@@ -378,10 +501,15 @@ class SlurmDispatcher:
                 )
                 self._try_cancel(job)
                 del self._jobs[job.job_id]
-        for job_id, ext in list(self._orphans.items()):
-            if ext in held and self._observer.recorded(job_id, ext) is False:
-                _log.warning("job %s: held Slurm job %s nobody recorded; cancelled", job_id, ext)
-                self._try_cancel(_Tracked(job_id, ext))
+        for job_id, exts in list(self._orphans.items()):
+            for ext in list(exts):
+                if ext in held and self._observer.recorded(job_id, ext) is False:
+                    _log.warning(
+                        "job %s: held Slurm job %s nobody recorded; cancelled", job_id, ext
+                    )
+                    self._try_cancel(_Tracked(job_id, ext))
+                    exts.remove(ext)
+            if not exts:
                 del self._orphans[job_id]
         if release:
             try:
@@ -561,6 +689,14 @@ def limit_settings(cli: SlurmCli) -> tuple[int | None, int | None]:
         elif key.strip() == "KillWait" and words and words[0].isdigit():
             kill = int(words[0])
     return over, kill
+
+
+def _uid_of(username: str) -> int | None:
+    """The user's uid on this host, None where it has no such user."""
+    try:
+        return pwd.getpwnam(username).pw_uid
+    except KeyError:
+        return None
 
 
 def _primary_gid(username: str) -> int | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import pwd
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gpucenter.auth.permissions import Caller, can_cancel_job, can_view_job
-from gpucenter.dispatch.isolation.safe_files import UnsafeFile, owner_of_dir, read_range
+from gpucenter.dispatch.isolation.safe_files import (
+    UnsafeFile,
+    open_dir_beneath,
+    owner_of_dir,
+    read_range,
+)
 from gpucenter.domain.errors import (
     Conflict,
     NotFound,
@@ -25,7 +32,7 @@ from gpucenter.domain.errors import (
 )
 from gpucenter.domain.jobs import JobState
 from gpucenter.domain.messages import msg
-from gpucenter.persistence.tables import JobRow, ProjectRow
+from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs.submit import SubmitRequest as SubmitRequest
 from gpucenter.services.jobs.submit import submit as submit
@@ -192,7 +199,7 @@ def read_log(
     if not path:
         return b"", offset, finished
     try:
-        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK)
+        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK, _owner_uid(ctx, row))
     except FileNotFoundError:
         return b"", offset, finished
     except UnsafeFile as exc:
@@ -229,24 +236,67 @@ def log_tail(ctx: AppContext, caller: Caller, job_id: int, max_bytes: int) -> Lo
     return LogTail(chunk, start, start + len(chunk))
 
 
-def read_job_file(ctx: AppContext, path: Path, offset: int, max_bytes: int) -> bytes:
+def _owner_uid(ctx: AppContext, row: JobRow) -> int | None:
+    """The uid the job's owner runs as: the account gpucenter provisioned for them, else
+    their account of the same name on this host (a Slurm site's users, one directory
+    service); None where neither is known."""
+    with ctx.sessions() as s:
+        user = s.get(UserRow, row.user_id)
+        if user is None:
+            return None
+        if user.unix_uid is not None:
+            return user.unix_uid
+        username = user.username
+    try:
+        return pwd.getpwnam(username).pw_uid
+    except KeyError:
+        return None
+
+
+def read_job_file(
+    ctx: AppContext, path: Path, offset: int, max_bytes: int, owner_uid: int | None = None
+) -> bytes:
     """Up to `max_bytes` of a job's log from `offset`, read so that the job cannot steer it.
 
     The job can replace its own log with anything (the server may be root): a symlink to a
     secret, a FIFO that blocks the reader forever, a hard link to someone else's file. So no
     component below a trusted directory is followed, only a regular file is opened (never
-    blocking), and the read is capped (`safe_files.read_range`). Below a local site's job
-    directories the file must also belong to the owner of its run directory, which the job
-    cannot change (the directory's parent is root's): its owner's file, or, single-user, the
-    server's own. Elsewhere (a Slurm site's log directory) the file's own directory is the
-    trusted root.
+    blocking), and the read is capped (`safe_files.read_range`); the file must belong to the
+    uid its directory says:
+
+    - below a local site's job directories, the owner of its run directory, which the job
+      cannot change (the directory's parent is root's): its owner's file, or, single-user,
+      the server's own;
+    - elsewhere the log's directory is opened below its own parent (a Slurm site's log
+      directory, root's): an owner's directory there (a Slurm site running jobs as their
+      owners) must be `owner_uid`'s, the job owner's, and so must the file; in a directory of
+      the server's (Kubernetes' copies, a Slurm site running jobs as the server) the file
+      must be the server's; in an old shared world-writable directory, the job owner's.
     """
     jobs = ctx.settings.tenant_root.resolve() / "jobs"
     path = Path(os.path.normpath(path))
     if jobs in path.parents:
         owner = owner_of_dir(path.parent, root=jobs)
         return read_range(path, offset=offset, max_bytes=max_bytes, expected_uid=owner, root=jobs)
-    return read_range(path, offset=offset, max_bytes=max_bytes, expected_uid=None)
+    root = path.parent.parent
+    fd = open_dir_beneath(path.parent, root=root)
+    try:
+        where = os.fstat(fd)
+    finally:
+        os.close(fd)
+    server = os.geteuid()
+    if where.st_uid not in (0, server):
+        if where.st_uid != owner_uid:
+            raise UnsafeFile(
+                path,
+                f"is in a directory of uid {where.st_uid}, not of the job's owner ({owner_uid})",
+            )
+        expected = where.st_uid
+    elif where.st_mode & stat.S_IWOTH:
+        expected = owner_uid if owner_uid is not None else server
+    else:
+        expected = server
+    return read_range(path, offset=offset, max_bytes=max_bytes, expected_uid=expected, root=root)
 
 
 __all__ = [
