@@ -145,8 +145,14 @@ def test_a_run_is_claimed_by_its_process_so_a_late_second_start_runs_nothing(
     """A server paused after it checked for the run's marker and before it forked (a deposed
     leader waking up) starts the same run after another server did: its process finds the
     run claimed and exits without running the command, and the late server adopts the run
-    that holds the claim; the first run's status and logs stay."""
+    that holds the claim; the first run's status and logs stay.
+
+    Unsandboxed runs only: the claim is the wrapper's (running.WRAPPER). A sandboxed run has
+    no such claim yet (bwrap writes its status file, nothing claims the run before the
+    command starts), which the README's Security model lists as missing."""
     first, second = pair
+    if first._isolation.mode().sandboxed:
+        pytest.skip("a sandboxed run has no claim by its own process yet (see the docstring)")
     starts = tmp_path / "starts"
     command = f"echo started >> {starts}; sleep 0.3; exit 3"
     launched = first.submit(request(9, command))
