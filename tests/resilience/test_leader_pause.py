@@ -68,7 +68,7 @@ def test_a_paused_leader_is_replaced_and_its_writes_never_land(
     var = tmp_path / "var"
     var.mkdir()
     ctx = make_context(Settings(var_dir=var, database_url=postgres_url))
-    centre = seed_centre(ctx, gpu_hours=10_000.0)
+    centre = seed_centre(ctx, gpu_hours=10_000.0, organisations=1)  # single-user servers
     ctx.dispatcher.shutdown()
     ctx.engine.dispose()
     site = tmp_path / "site.yaml"
@@ -93,7 +93,9 @@ def test_a_paused_leader_is_replaced_and_its_writes_never_land(
             n += 1
             body = {
                 "project": "alpha",
-                "command": f'echo "$GPUCENTER_JOB_ID" >> {starts}; sleep 0.5',
+                # In its run directory: all a sandboxed job writes (a second start of a
+                # run gets a fresh directory, the old one set aside: both are counted).
+                "command": 'echo "$GPUCENTER_JOB_ID" >> started; sleep 0.5',
                 "gpus_per_node": 1,
                 "time_limit_s": 60,
             }
@@ -166,6 +168,8 @@ def test_a_paused_leader_is_replaced_and_its_writes_never_land(
         charges = Counter(conn.execute(select(LedgerEntryRow.job_id)).scalars())
     engine.dispose()
     started = Counter(int(line) for line in starts.read_text().split())
+    for record in (var / "tenants" / "jobs").glob("*/started"):
+        started.update(int(line) for line in record.read_text().split())
     assert set(acknowledged) <= {r.id for r in rows}, "an acknowledged job was lost"
     assert len(acknowledged) > ROUNDS * 5, "the storm hardly ran"
     twice = {job: n for job, n in started.items() if n > 1}

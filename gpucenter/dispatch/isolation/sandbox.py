@@ -549,13 +549,28 @@ def _inner(job: SandboxJob, policy: SandboxPolicy) -> list[str]:
     ]
 
 
+CLAIM_EXIT = 75
+"""The exit status of a start that found its run claimed by another process."""
+_CLAIM_THEN_EXEC = (
+    f'{{ set -C; printf "%s" "$$" > "$1"; }} 2>/dev/null || exit {CLAIM_EXIT}; shift; exec "$@"'
+)
+
+
 def start_sandboxed(
-    prepared: PreparedSandbox, *, stdout: int, stderr: int
+    prepared: PreparedSandbox, *, stdout: int, stderr: int, claim: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start the sandbox in a session of its own (the dispatcher signals its group), stdin
-    from /dev/null; only the sandbox's own descriptors are inherited."""
+    from /dev/null; only the sandbox's own descriptors are inherited.
+
+    With `claim`, the started process first creates that file (noclobber) with its pid and
+    then becomes bubblewrap (exec: same pid); if another process created it first, it exits
+    with CLAIM_EXIT and runs nothing. The run is claimed by the process that would run it,
+    so a server paused between its checks and the fork cannot start a run twice."""
+    argv = list(prepared.argv)
+    if claim is not None:
+        argv = ["/bin/sh", "-c", _CLAIM_THEN_EXEC, "sh", str(claim), *argv]
     return subprocess.Popen(
-        prepared.argv,
+        argv,
         env=prepared.env,
         cwd="/",
         stdin=subprocess.DEVNULL,

@@ -195,10 +195,11 @@ class LocalDispatcher:
         starting.check_request_text(request)
         name = starting.job_directory_name(request)
         out_dir = self._jobs_root / name
+        claim = self._spool / f"{name}.claim"
         if decision.sandboxed:
             status_path = self._spool / f"{name}.json"
             found = settled_status(status_path, 1.0) if status_path.exists() else None
-            if found is not None:
+            if found is not None or claim.exists():
                 watched = self._watch_sandbox(
                     request.job_id, status_path, found, request.time_limit_s
                 )
@@ -240,7 +241,10 @@ class LocalDispatcher:
                         job, self._isolation.sandbox, status_path=status_path
                     ) as prepared:
                         popen = start_sandboxed(
-                            prepared, stdout=output.files["stdout"], stderr=output.files["stderr"]
+                            prepared,
+                            stdout=output.files["stdout"],
+                            stderr=output.files["stderr"],
+                            claim=claim,
                         )
                 else:
                     popen = self._start_unsandboxed(request, job, output.files, status_path)
@@ -250,6 +254,14 @@ class LocalDispatcher:
                 raise SiteUnavailable(f"cannot start job {request.job_id}: {exc}") from exc
         finally:
             output.close()
+        if decision.sandboxed and not claimed(popen, claim):
+            # Another process holds this run's claim (see start_sandboxed): adopt that run.
+            deadline = time.monotonic() + 5.0  # the holder's bwrap writes its status at once
+            while not status_path.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            found = settled_status(status_path, 5.0) if status_path.exists() else None
+            watched = self._watch_sandbox(request.job_id, status_path, found, request.time_limit_s)
+            return self._adopted(request, watched, out_dir)
         if not decision.sandboxed:
             # The wrapper claims the run by writing the marker as its first act (never the
             # server: the claim must be the starting process's own, see running.WRAPPER).
