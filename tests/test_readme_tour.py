@@ -132,6 +132,9 @@ def centre(tmp_path: Path) -> Iterator[Centre]:
             timeout=300,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+    # As root the server is multi-tenant and makes the demo user's account and project group:
+    # the ones it makes here go with the test.
+    cleanup = [n for n in ("gpc-demo", "gpcp-demo") if os.geteuid() == 0 and not _exists(n)]
     log = open(checkout / "server.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
         [str(BIN / "gpucenter"), "serve"], env=server_env, cwd=checkout, stdout=log, stderr=log
@@ -161,6 +164,26 @@ def centre(tmp_path: Path) -> Iterator[Centre]:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+        for name in cleanup:
+            tool = "userdel" if name.startswith("gpc-") else "groupdel"
+            subprocess.run([tool, name], capture_output=True, check=False)
+
+
+def _exists(name: str) -> bool:
+    """A user or group of that name on this machine."""
+    import grp
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        pass
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def _tenant_home(checkout: Path, user: str = "demo") -> Path:

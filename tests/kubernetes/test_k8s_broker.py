@@ -91,7 +91,8 @@ def test_jobs_are_brokered_by_gpu_type_and_earliest_start_over_three_kinds(
     w.sync()
     (alpha,) = [rt for rt in w.ctx.site_runtimes() if rt.name == "alpha"]
     assert isinstance(alpha.settings, SlurmSettings)
-    sync_slurm(w.ctx.sessions, alpha.settings, w.ctx.now())
+    synced = sync_slurm(w.ctx.sessions, alpha.settings, w.ctx.now(), site="alpha")
+    assert not synced.failed and not synced.problems, synced.summary()
 
     def job(gpu_type: str, gpus: int, seconds: int, **kw: object) -> int:
         return w.submit(
