@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from gpucenter.allocation import BatchItem
 from gpucenter.auth.permissions import Caller, Permission
-from gpucenter.domain.errors import Conflict, NotFound, ValidationError
+from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
@@ -384,7 +384,10 @@ def _values(app: ApplicationView, items: tuple[BatchItem, ...]) -> dict[str, obj
 )
 def edit_form(app_id: int, ctx: Ctx, request: Request, caller: WebCaller) -> HTMLResponse:
     page = portal.application_page(ctx, caller, app_id)
-    if page.app.applicant_id != caller.user_id or page.app.state != "draft":
+    if page.app.applicant_id != caller.user_id:
+        # A reviewer or manager may read the application, never open its edit form.
+        raise PermissionDenied("only the applicant edits the application")
+    if page.app.state != "draft":
         return _detail(
             ctx, request, caller, app_id, render.t(request, "Only a draft can be edited."), 409
         )
@@ -398,6 +401,8 @@ def edit_submit(
 ) -> Response:
     check_csrf(request, fields)
     page = portal.application_page(ctx, caller, app_id)
+    if page.app.applicant_id != caller.user_id:
+        raise PermissionDenied("only the applicant edits the application")
     call_id = page.app.call_id
     form = render.FormState.of({k: fields.get(k, "") for k in FIELDS})
     check_form(request, portal.call_overview(ctx, call_id), form)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from gpucenter.http.permissions import iter_api_routes
 from tests.security.conftest import Env, auth
 from tests.security.test_isolation_accounting import ACCOUNTING_ROUTES
+from tests.security.test_isolation_awards import AWARD_ROUTES
 from tests.security.test_isolation_programmes import MANAGER_ROUTES
 from tests.security.test_isolation_web import NOT_AN_ID, WEB_ROUTES
 
@@ -17,6 +18,7 @@ JOB_ROUTES = [
     ("GET", "/api/v1/jobs/{job_id}"),
     ("GET", "/api/v1/jobs/{job_id}/logs"),
     ("GET", "/api/v1/jobs/{job_id}/events"),
+    ("GET", "/api/v1/jobs/{job_id}/pending"),
     ("POST", "/api/v1/jobs/{job_id}/cancel"),
 ]
 PROGRAMME_ROUTES = [
@@ -42,6 +44,7 @@ def test_the_matrix_covers_every_route_with_an_id(env: Env) -> None:
         + MANAGER_ROUTES
         + ACCOUNTING_ROUTES
         + WEB_ROUTES
+        + AWARD_ROUTES
     } | NOT_AN_ID
     with_ids = {
         path
@@ -60,6 +63,8 @@ def test_another_tenant_gets_404_or_403_on_every_job_route(env: Env) -> None:
         headers=auth(alice),
     )
     job_id = job.json()["id"]
+    # The job waits, so its owner is told why: bob's 404 below is not "nothing to explain".
+    assert c.get(f"/api/v1/jobs/{job_id}/pending", headers=auth(alice)).status_code == 200
     for method, path in JOB_ROUTES:
         r = c.request(method, path.format(job_id=job_id), headers=auth(bob))
         assert r.status_code in (403, 404), (method, path, r.status_code)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from gpucenter.app import create_app
 from gpucenter.config import Settings
 from gpucenter.persistence.tables import AllocationRow
+from gpucenter.persistence.tables_allocation import AwardRow
 from gpucenter.services.identity import accounts
 from tests.factories import make_context
 
@@ -53,6 +54,8 @@ def _h(token: str) -> dict[str, str]:
 def test_programme_routes_and_conflicted_reviewers(settings: Settings) -> None:
     ctx = make_context(settings)
     now = datetime.now(tz=UTC)
+    # The quarter we are in: an allocation of a past quarter is expired, not active.
+    quarter = f"{now.year}Q{(now.month - 1) // 3 + 1}"
     tokens: dict[str, str] = {}
     with ctx.sessions.begin() as s:
         for name, kind in (
@@ -97,7 +100,7 @@ def test_programme_routes_and_conflicted_reviewers(settings: Settings) -> None:
             "name": "r1",
             "opens_at": (now - timedelta(days=1)).isoformat(),
             "closes_at": (now + timedelta(days=9)).isoformat(),
-            "capacity": {"h100": {"2026Q2": 5000}},
+            "capacity": {"h100": {quarter: 5000}},
             "config": {"eligible_types": ["university"], "reviewers_per_application": 2},
         }
         cid = ok(c.post(f"{base}/{pid}/calls", json=call, headers=_h(tokens["pma"])), 201)["id"]
@@ -105,7 +108,7 @@ def test_programme_routes_and_conflicted_reviewers(settings: Settings) -> None:
             "title": SECRET,
             "region": "busan",
             "min_gpu_hours": 100,
-            "requests": [{"gpu_type": "h100", "period": "2026Q2", "gpu_hours": 400}],
+            "requests": [{"gpu_type": "h100", "period": quarter, "gpu_hours": 400}],
         }
         aid = ok(
             c.post(
@@ -150,10 +153,17 @@ def test_programme_routes_and_conflicted_reviewers(settings: Settings) -> None:
             )
         )
         with ctx.sessions.begin() as s:
+            award = s.scalar(select(AwardRow.id).where(AwardRow.application_id == aid))
             allocation = s.scalars(
                 select(AllocationRow.id).where(AllocationRow.award_id.is_not(None))
             ).first()
-        assert allocation is not None
+        assert award is not None and allocation is not None
+        # The decision offers the award; its allocation is pending until the PI accepts the
+        # agreement (the award life cycle), and active after.
+        ok(c.post(f"/api/v1/awards/{award}/accept", headers=_h(tokens["alice"])))
+        with ctx.sessions.begin() as s:
+            state = s.get(AllocationRow, allocation)
+            assert state is not None and state.state == "active"
         ids = {"programme_id": pid, "call_id": cid, "run_id": run, "allocation_id": allocation}
         bodies: dict[str, Any] = {
             "/calls": call | {"name": "sneaky"},

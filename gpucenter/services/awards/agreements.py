@@ -162,6 +162,10 @@ def decline(s: Session, caller: Caller, award_id: int, reason: str, now: datetim
     """The PI declines the offer (or the organisation refuses to countersign): the award is
     declined, its allocations withdrawn and its capacity back in the call's pool."""
     award = award_row(s, award_id)
+    # Who before what: an outsider learns nothing of the agreement's state (a 409 naming
+    # it would tell them the award exists and how it stands).
+    if not (is_pi(s, caller, award) or is_signatory(s, caller, award)):
+        raise PermissionDenied("only the PI (or, to countersign, the organisation) may decline")
     row = _agreement(s, award)
     pi = is_pi(s, caller, award) and row.state == AgreementState.AWAITING_PI
     org = is_signatory(s, caller, award) and row.state == AgreementState.AWAITING_COUNTERSIGNATURE
