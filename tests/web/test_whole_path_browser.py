@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from gpucenter.persistence.tables_allocation import AwardRow
 from gpucenter.services.jobs import templates
 from tests.web.conftest import Portal, shoot, sign_in
 from tests.web.test_jobs_browser import STEPS
@@ -120,6 +122,12 @@ def test_apply_review_award_then_run_a_job_on_the_award(
     page.goto(portal.url(f"/applications/{mine}"))
     assert page.get_by_text(words["awarded"]).is_visible()
     shoot(page, lang, "application-awarded")
+    # The award's allocation is pending until the PI accepts the agreement, on its page.
+    with portal.ctx.sessions() as s:
+        award = s.scalar(select(AwardRow.id).where(AwardRow.application_id == mine))
+    page.goto(portal.url(f"/awards/{award}"))
+    page.locator(f"form[action='/awards/{award}/accept'] button[type=submit]").click()
+    page.wait_for_url(re.compile(r".*flash=.*"))
     page.goto(portal.url("/jobs/new"))
     page.get_by_role("link", name="Count steps").click()
     page.get_by_label("Steps").fill("12")  # long enough to show on the allocation (3 decimals)
