@@ -217,6 +217,10 @@ _PENDING = {
     "pending.sentence.dependency": "This job waits for other jobs to complete.",
     "pending.sentence.site": "The site that would run this job is not answering.",
     "pending.sentence.new": "The scheduler has not looked at this job yet.",
+    "pending.sentence.site_not_ready": (
+        "The site cannot run this job yet; it is being set up for the project."
+    ),
+    "pending.sentence.held": "The project is on hold until an overdue report is submitted",
 }
 
 # Errors the interfaces show (domain/errors.py carries one as `message`).

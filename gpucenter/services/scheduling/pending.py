@@ -56,6 +56,8 @@ _SENTENCES = {
     WaitReason.DEPENDENCY: "pending.sentence.dependency",
     WaitReason.SITE_UNAVAILABLE: "pending.sentence.site",
     WaitReason.NEW: "pending.sentence.new",
+    WaitReason.SITE_NOT_READY: "pending.sentence.site_not_ready",
+    WaitReason.HELD: "pending.sentence.held",
 }
 
 
