@@ -496,6 +496,17 @@ def main() -> None:
                     [x for x, due in zip(load.from_schedule, load.due, strict=True) if due >= 5],
                     0.99,
                 ),
+                "p99_by_10s_ms": [
+                    _pct(
+                        [
+                            x
+                            for x, due in zip(load.from_schedule, load.due, strict=True)
+                            if start <= due < start + 10
+                        ],
+                        0.99,
+                    )
+                    for start in range(0, int(args.seconds), 10)
+                ],
                 "mean_ms": round(statistics.fmean(load.from_schedule) * 1000, 2)
                 if load.from_schedule
                 else None,

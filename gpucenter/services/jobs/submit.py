@@ -5,9 +5,9 @@ connection.
 PostgreSQL). `submit_async` is the fast path's common case on an async PostgreSQL
 connection (`fast_path.py`). Both run `pipeline.CHECKS`, the one ordered list of checks, so
 they accept and refuse alike by construction; they differ only in what they write:
-`submit_async` writes one job the first time its key is seen, and hands everything else
-(an array, a repeated key, a refusal that a key may turn into a replay) back to `submit`
-having written nothing.
+`submit_async` writes one job the first time its key is seen (or reads the job a repeated
+key names), and hands everything else (an array, a refusal that a key may turn into a
+replay) back to `submit` having written nothing.
 
 The common case costs two statements: one query answers the project, membership,
 allocation, site and token checks (`repositories.submit_target`) and one INSERT ... ON
@@ -91,9 +91,12 @@ async def submit_async(
     errors; then one job written in one statement.
 
     Returns None where `submit` must answer instead, having written nothing: an array (its
-    rows go in one transaction), a repeated Idempotency-Key (`submit` reads the job it
-    repeats), or a refusal of a request with a key (which may be the retry of a job
-    accepted earlier)."""
+    rows go in one transaction) or a refusal of a request with a key (which may be the
+    retry of a job accepted earlier). A repeated Idempotency-Key is answered here: the
+    insert found the key taken (ON CONFLICT waited for the original to commit), so one
+    more read returns the job it repeats. Why not hand it to `submit`: a client's retries
+    come in bursts, and each would run every check again in a worker thread (7-9 ms of
+    CPU under the GIL, issue 11's figures), stalling the event loop's other requests."""
     sub = Submission.start(ctx, caller, form, idempotency_key)
     try:
         await run_checks_async(ctx, sub, db.rows)
@@ -106,8 +109,34 @@ async def submit_async(
             raise
         return None
     if new_id is None:
-        return None  # the key is taken: `submit` reads the job it repeats
+        assert idempotency_key is not None  # only an insert with a key can conflict
+        found = await db.rows(_repeat_query(caller.user_id, idempotency_key))
+        return _repeated(_row_from(found[0]) if found else None, sub.fingerprint)
     return _written(new_id, values)
+
+
+_JOB_COLUMNS = tuple(JobRow.__mapper__.column_attrs)
+_REPEAT = select(*(attr.columns[0] for attr in _JOB_COLUMNS)).where(
+    JobRow.user_id == bindparam("user_id"), JobRow.idempotency_key == bindparam("key")
+)
+
+
+def _repeat_query(user_id: int, key: str) -> Query[Any]:
+    """The job one user's key was first used for, as plain columns (fast path)."""
+    return Query(_REPEAT, {"user_id": user_id, "key": key}, lambda rows: rows)
+
+
+def _row_from(values: Sequence[Any]) -> JobRow:
+    """A detached job from the columns of `_REPEAT`, in their order."""
+    return JobRow(**{attr.key: v for attr, v in zip(_JOB_COLUMNS, values, strict=True)})
+
+
+def _repeated(previous: JobRow | None, fingerprint: str) -> JobRow:
+    """The job a repeated key names, if the request is the same; else a Conflict."""
+    assert previous is not None  # the conflicting row is committed: ON CONFLICT waited for it
+    if previous.request_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was used for a different submission")
+    return previous
 
 
 def _write(s: Session, sub: Submission) -> JobRow:
@@ -240,10 +269,7 @@ def _repeat(s: Session, caller: Caller, key: str, fingerprint: str) -> JobRow:
     previous = s.scalar(
         select(JobRow).where(JobRow.user_id == caller.user_id, JobRow.idempotency_key == key)
     )
-    assert previous is not None  # the conflicting row is committed: ON CONFLICT waited for it
-    if previous.request_hash != fingerprint:
-        raise Conflict("this Idempotency-Key was used for a different submission")
-    return previous
+    return _repeated(previous, fingerprint)
 
 
 __all__ = [
