@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import GpuRequest
+from gpucenter.domain.messages import msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +20,9 @@ class Node:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValidationError("node.name", "must not be empty")
+            raise ValidationError.about("node.name", msg("error.not_empty"))
         if self.gpu_count < 0:
-            raise ValidationError("node.gpu_count", "must not be negative")
+            raise ValidationError.about("node.gpu_count", msg("error.not_negative"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class Site:
     def __post_init__(self) -> None:
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
-            raise ValidationError("site.nodes", "node names must be unique within a site")
+            raise ValidationError.about("site.nodes", msg("error.node_names_unique"))
 
     @property
     def gpu_types(self) -> frozenset[str]:
@@ -55,9 +56,13 @@ class Site:
         known = self.gpu_types
         for gpu_type in request.acceptable_types:
             if gpu_type not in known:
-                raise ValidationError(
+                raise ValidationError.about(
                     "gpu_type",
-                    f"unknown GPU type {gpu_type!r}; this site has {', '.join(sorted(known))}",
+                    msg(
+                        "error.unknown_gpu_type",
+                        gpu_type=repr(gpu_type),
+                        types=", ".join(sorted(known)),
+                    ),
                 )
         fits_somewhere = False
         for gpu_type in request.acceptable_types:
@@ -66,15 +71,23 @@ class Site:
                 if request.nodes <= self.nodes_of_type(gpu_type):
                     fits_somewhere = True
                     break
-                raise ValidationError(
+                raise ValidationError.about(
                     "nodes",
-                    f"{request.nodes} nodes requested but the site has only "
-                    f"{self.nodes_of_type(gpu_type)} nodes with {gpu_type}",
+                    msg(
+                        "error.too_many_nodes",
+                        nodes=request.nodes,
+                        most=self.nodes_of_type(gpu_type),
+                        gpu_type=gpu_type,
+                    ),
                 )
         if not fits_somewhere:
             largest = max(self.max_gpus_per_node(t) for t in request.acceptable_types)
-            raise ValidationError(
+            raise ValidationError.about(
                 "gpus_per_node",
-                f"{request.gpus_per_node} GPUs per node requested but no {request.gpu_type} "
-                f"node has more than {largest}",
+                msg(
+                    "error.too_many_gpus",
+                    gpus=request.gpus_per_node,
+                    gpu_type=request.gpu_type,
+                    most=largest,
+                ),
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 PREFIX = "#GPUCENTER"
 
@@ -72,13 +73,15 @@ def parse_directives(script: str) -> dict[str, Any]:
             continue
         rest = line[len(PREFIX) :]
         if rest and not rest[0].isspace():
-            raise ValidationError(
-                "script", f"line {number}: write '{PREFIX} --option value', got {line!r}"
+            raise ValidationError.about(
+                "script", msg("error.directive_form", line=number, prefix=PREFIX, got=repr(line))
             )
         try:
             words = shlex.split(rest)
         except ValueError as exc:
-            raise ValidationError("script", f"line {number}: {exc}") from None
+            raise ValidationError.about(
+                "script", msg("error.directive_syntax", line=number, problem=str(exc))
+            ) from None
         _apply(words, number, found)
     return found
 
@@ -91,21 +94,30 @@ def _apply(words: list[str], number: int, found: dict[str, Any]) -> None:
         option = _OPTIONS.get(name)
         if option is None:
             known = ", ".join(sorted(k for k in _OPTIONS if k.startswith("--")))
-            raise ValidationError(
-                "script", f"line {number}: unknown directive option {name!r}; known: {known}"
+            raise ValidationError.about(
+                "script", msg("error.directive_unknown", line=number, name=repr(name), known=known)
             )
         if eq:
             value = inline
         else:
             if i + 1 >= len(words):
-                raise ValidationError("script", f"line {number}: {name} needs a value")
+                raise ValidationError.about(
+                    "script", msg("error.directive_value_missing", line=number, name=name)
+                )
             i += 1
             value = words[i]
         try:
             converted = option.convert(value)
         except ValueError:
-            raise ValidationError(
-                "script", f"line {number}: {name} expects {option.what}, got {value!r}"
+            raise ValidationError.about(
+                "script",
+                msg(
+                    "error.directive_value",
+                    line=number,
+                    name=name,
+                    what=option.what,
+                    got=repr(value),
+                ),
             ) from None
         if option.repeat:
             found.setdefault(option.field, []).append(converted)
@@ -135,12 +147,10 @@ def parse_array(spec: str, max_tasks: int = 1000) -> list[int]:
             else:
                 indices.append(int(rng))
     except ValueError:
-        raise ValidationError(
-            "array", f"{spec!r} is not an index range; write 0-9, 1,3,5 or 0-20:5"
-        ) from None
+        raise ValidationError.about("array", msg("error.array_range", spec=repr(spec))) from None
     if not indices or min(indices) < 0:
-        raise ValidationError("array", "needs at least one index, none negative")
+        raise ValidationError.about("array", msg("error.array_empty"))
     unique = sorted(set(indices))
     if len(unique) > max_tasks:
-        raise ValidationError("array", f"at most {max_tasks} tasks per array job")
+        raise ValidationError.about("array", msg("error.array_size", most=max_tasks))
     return unique

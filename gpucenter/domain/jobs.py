@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gpucenter.domain.errors import InvalidTransition, ValidationError
+from gpucenter.domain.messages import msg
 
 MAX_TIME_LIMIT_S = 30 * 24 * 3600
 MAX_COMMAND_CHARS = 64 * 1024
@@ -87,11 +88,11 @@ class GpuRequest:
 
     def __post_init__(self) -> None:
         if not self.gpu_type:
-            raise ValidationError("gpu_type", "must name a GPU type, for example 'h100'")
+            raise ValidationError.about("gpu_type", msg("error.gpu_type_missing"))
         if self.gpus_per_node < 1:
-            raise ValidationError("gpus_per_node", "must be at least 1")
+            raise ValidationError.about("gpus_per_node", msg("error.at_least_one"))
         if self.nodes < 1:
-            raise ValidationError("nodes", "must be at least 1")
+            raise ValidationError.about("nodes", msg("error.at_least_one"))
 
     @property
     def total_gpus(self) -> int:
@@ -115,15 +116,17 @@ class JobSpec:
 
     def __post_init__(self) -> None:
         if not self.command.strip():
-            raise ValidationError("command", "must not be empty; give the program to run")
+            raise ValidationError.about("command", msg("error.command_empty"))
         if len(self.command) > MAX_COMMAND_CHARS:
-            raise ValidationError("command", f"must be at most {MAX_COMMAND_CHARS} characters")
+            raise ValidationError.about(
+                "command", msg("error.at_most_chars", most=MAX_COMMAND_CHARS)
+            )
         if self.time_limit_s < 1:
-            raise ValidationError("time_limit", "must be at least 1 second")
+            raise ValidationError.about("time_limit", msg("error.time_limit_short"))
         if self.time_limit_s > MAX_TIME_LIMIT_S:
-            raise ValidationError("time_limit", "must be at most 30 days")
+            raise ValidationError.about("time_limit", msg("error.time_limit_long"))
         if len(self.name) > 200:
-            raise ValidationError("name", "must be at most 200 characters")
+            raise ValidationError.about("name", msg("error.at_most_chars", most=200))
         for key in self.env:
             if not key or "=" in key or "\0" in key:
-                raise ValidationError("env", f"invalid variable name {key!r}")
+                raise ValidationError.about("env", msg("error.env_name", name=repr(key)))

@@ -237,12 +237,73 @@ _ERRORS = {
     ),
     "error.cli_database": "cannot use the database: %(problem)s; check GPUCENTER_DATABASE_URL",
     "error.field": "%(field)s: %(problem)s",
-    "error.unknown_project": "no project named %(project)s that you are a member of",
+    "error.unknown_project": "unknown project %(project)s (or not yours)",
     "error.unknown_template": "unknown template %(name)s; published: %(published)s",
-    "error.unknown_gpu_type": "no GPU type %(gpu_type)s at this site; it has: %(types)s",
-    "error.too_many_gpus": "%(gpus)s GPUs per node, but the largest %(gpu_type)s node has %(most)s",
-    "error.time_limit": "the time limit must be between 1 second and %(days)s days",
+    "error.unknown_gpu_type": "unknown GPU type %(gpu_type)s; this site has %(types)s",
+    "error.too_many_gpus": (
+        "%(gpus)s GPUs per node requested but no %(gpu_type)s node has more than %(most)s"
+    ),
+    "error.too_many_nodes": (
+        "%(nodes)s nodes requested but the site has only %(most)s nodes with %(gpu_type)s"
+    ),
     "error.no_command": "give a command, a script or a template",
+    "error.token_invalid": "invalid or revoked token",
+    "error.key_length": "must be 1-200 characters",
+    "error.no_allocation": "project %(project)s has no active allocation to charge",
+    "error.site_unregistered": "the site is not registered yet; start the server once",
+    "error.env_pair": "expected NAME=VALUE, got %(pair)s",
+    "error.env_name": "invalid variable name %(name)s",
+    "error.fields_need_template": "form fields need a template; name one with 'template'",
+    "error.script_and_command": "give either a command or a script, not both",
+    "error.project_missing": "name the project to charge (-p/--project)",
+    "error.gpu_type_ambiguous": "this site has several GPU types (%(types)s); name one",
+    "error.gpu_type_missing": "must name a GPU type, for example 'h100'",
+    "error.at_least_one": "must be at least 1",
+    "error.at_least": "must be at least %(least)s",
+    "error.at_most": "must be at most %(most)s",
+    "error.at_most_chars": "must be at most %(most)s characters",
+    "error.command_empty": "must not be empty; give the program to run",
+    "error.time_limit_short": "must be at least 1 second",
+    "error.time_limit_long": "must be at most 30 days",
+    "error.workdir_relative": "must be an absolute path",
+    "error.workdir_missing": "%(path)s is not an existing directory",
+    "error.unknown_qos": "unknown QoS %(qos)s; use one of %(names)s",
+    "error.image_no_containers": (
+        "site %(sites)s runs jobs as plain processes and cannot start container images; "
+        "leave --image out or choose a Kubernetes site"
+    ),
+    "error.image_mixed_sites": (
+        "GPU type %(gpu_type)s is also on site(s) %(cannot)s, which cannot start container "
+        "images, and a job goes to whichever site can start it first; sites that run images: "
+        "%(offered)s. Ask for a GPU type only they have, or leave the image out"
+    ),
+    "error.too_many_dependencies": "at most %(most)s dependencies",
+    "error.dependency_missing": "job %(job)s not found",
+    "error.dependency_ended": "job %(job)s ended %(state)s; a job after it could never run",
+    "error.directive_form": "line %(line)s: write '%(prefix)s --option value', got %(got)s",
+    "error.directive_syntax": "line %(line)s: %(problem)s",
+    "error.directive_unknown": "line %(line)s: unknown directive option %(name)s; known: %(known)s",
+    "error.directive_value_missing": "line %(line)s: %(name)s needs a value",
+    "error.directive_value": "line %(line)s: %(name)s expects %(what)s, got %(got)s",
+    "error.array_range": "%(spec)s is not an index range; write 0-9, 1,3,5 or 0-20:5",
+    "error.array_empty": "needs at least one index, none negative",
+    "error.array_size": "at most %(most)s tasks per array job",
+    "error.whole_number": "must be a whole number, got %(got)s",
+    "error.one_of": "must be one of %(choices)s, got %(got)s",
+    "error.template_no_field": (
+        "template %(template)s has no field %(field)s; its fields are %(known)s"
+    ),
+    "error.field_required": "is required by this template",
+    "error.template_not_number": "template %(template)s made %(got)s, not a number",
+    "error.log_stream": "must be 'stdout' or 'stderr'",
+    "error.not_negative": "must not be negative",
+    "error.not_empty": "must not be empty",
+    "error.node_names_unique": "node names must be unique within a site",
+    "error.cursor": "not a cursor this API gave out; start again without one",
+    "error.log_unsafe": (
+        "job %(job)s's %(stream)s is not a plain file of its own (%(reason)s); "
+        "gpucenter does not read it"
+    ),
     "error.job_failed": "job %(job)s ended %(state)s: %(detail)s",
 }
 

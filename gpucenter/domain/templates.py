@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 _FIELD_TYPES = ("string", "int", "choice")
 _REF = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -38,21 +39,28 @@ class TemplateField:
             try:
                 value = int(str(raw))
             except ValueError:
-                raise ValidationError(
-                    f"fields.{self.name}", f"must be a whole number, got {raw!r}"
+                raise ValidationError.about(
+                    f"fields.{self.name}", msg("error.whole_number", got=repr(raw))
                 ) from None
             if self.minimum is not None and value < self.minimum:
-                raise ValidationError(f"fields.{self.name}", f"must be at least {self.minimum}")
+                raise ValidationError.about(
+                    f"fields.{self.name}", msg("error.at_least", least=self.minimum)
+                )
             if self.maximum is not None and value > self.maximum:
-                raise ValidationError(f"fields.{self.name}", f"must be at most {self.maximum}")
+                raise ValidationError.about(
+                    f"fields.{self.name}", msg("error.at_most", most=self.maximum)
+                )
             return value
         text = str(raw)
         if self.type == "choice" and text not in self.choices:
-            raise ValidationError(
-                f"fields.{self.name}", f"must be one of {', '.join(self.choices)}, got {text!r}"
+            raise ValidationError.about(
+                f"fields.{self.name}",
+                msg("error.one_of", choices=", ".join(self.choices), got=repr(text)),
             )
         if len(text) > 4096:
-            raise ValidationError(f"fields.{self.name}", "must be at most 4096 characters")
+            raise ValidationError.about(
+                f"fields.{self.name}", msg("error.at_most_chars", most=4096)
+            )
         return text
 
 
@@ -69,10 +77,14 @@ class JobTemplate:
         known = {f.name: f for f in self.fields}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValidationError(
+            raise ValidationError.about(
                 f"fields.{unknown[0]}",
-                f"template {self.name!r} has no field {unknown[0]!r}; "
-                f"its fields are {', '.join(known) or 'none'}",
+                msg(
+                    "error.template_no_field",
+                    template=repr(self.name),
+                    field=repr(unknown[0]),
+                    known=", ".join(known) or "-",
+                ),
             )
         resolved: dict[str, str | int] = {}
         for f in self.fields:
@@ -81,7 +93,7 @@ class JobTemplate:
             elif f.default is not None:
                 resolved[f.name] = f.coerce(f.default)
             elif f.required:
-                raise ValidationError(f"fields.{f.name}", "is required by this template")
+                raise ValidationError.about(f"fields.{f.name}", msg("error.field_required"))
         job: dict[str, Any] = {}
         for key, pattern in self.job.items():
             job[key] = _REF.sub(partial(_value, resolved=resolved, quote=key == "command"), pattern)
@@ -90,8 +102,13 @@ class JobTemplate:
                 try:
                     job[key] = int(job[key])
                 except ValueError:
-                    raise ValidationError(
-                        key, f"template {self.name!r} made {job[key]!r}, not a number"
+                    raise ValidationError.about(
+                        key,
+                        msg(
+                            "error.template_not_number",
+                            template=repr(self.name),
+                            got=repr(job[key]),
+                        ),
                     ) from None
         return job
 

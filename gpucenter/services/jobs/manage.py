@@ -86,9 +86,7 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
-        raise ValidationError(
-            "cursor", "not a cursor this API gave out; start again without one"
-        ) from None
+        raise ValidationError.about("cursor", msg("error.cursor")) from None
 
 
 def list_page(
@@ -190,9 +188,9 @@ def read_log(
 ) -> tuple[bytes, int, bool]:
     """Return (chunk, next_offset, finished) of a job's stdout or stderr from `offset`."""
     if stream not in ("stdout", "stderr"):
-        raise ValidationError("stream", "must be 'stdout' or 'stderr'")
+        raise ValidationError.about("stream", msg("error.log_stream"))
     if offset < 0:
-        raise ValidationError("offset", "must not be negative")
+        raise ValidationError.about("offset", msg("error.not_negative"))
     row = _visible_row(ctx, caller, job_id)
     path = row.stdout_path if stream == "stdout" else row.stderr_path
     finished = JobState(row.state).is_terminal
@@ -204,9 +202,8 @@ def read_log(
         return b"", offset, finished
     except UnsafeFile as exc:
         log.warning("job %s: %s refused: %s", job_id, stream, exc)
-        raise Conflict(
-            f"job {job_id}'s {stream} is not a plain file of its own ({exc.reason}); "
-            "gpucenter does not read it"
+        raise Conflict.of(
+            msg("error.log_unsafe", job=str(job_id), stream=stream, reason=exc.reason)
         ) from exc
     return chunk, offset + len(chunk), finished and len(chunk) < MAX_LOG_CHUNK
 

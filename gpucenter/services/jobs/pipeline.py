@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Conflict, Unauthenticated, ValidationError
 from gpucenter.domain.jobs import GpuRequest, JobSpec
+from gpucenter.domain.messages import msg
 from gpucenter.domain.templates import JobTemplate
 from gpucenter.domain.text import refuse_control
 from gpucenter.persistence import repositories as repo
@@ -174,7 +175,7 @@ def plain_text(ctx: AppContext, sub: Submission) -> None:
 
 def check_key(ctx: AppContext, sub: Submission) -> None:
     if sub.key is not None and not 1 <= len(sub.key) <= 200:
-        raise ValidationError("Idempotency-Key", "must be 1-200 characters")
+        raise ValidationError.about("Idempotency-Key", msg("error.key_length"))
     sub.replayable = sub.key is not None
 
 
@@ -242,28 +243,30 @@ def load_target(ctx: AppContext, sub: Submission) -> Loads:
 
 def token_not_revoked(ctx: AppContext, sub: Submission) -> None:
     if sub.target is not None and not sub.target.token_ok:
-        raise Unauthenticated("invalid or revoked token")
+        raise Unauthenticated.of(msg("error.token_invalid"))
 
 
 def project_is_callers(ctx: AppContext, sub: Submission) -> None:
     target = sub.target
     if target is None or not (sub.caller.is_admin or target.member):
         # Same answer whether the project is missing or not the caller's: no leak.
-        raise ValidationError("project", f"unknown project {sub.project!r} (or not yours)")
+        raise ValidationError.about(
+            "project", msg("error.unknown_project", project=repr(sub.project))
+        )
 
 
 def allocation_to_charge(ctx: AppContext, sub: Submission) -> None:
     assert sub.target is not None
     if sub.target.allocation_id is None:
-        raise ValidationError(
-            "project", f"project {sub.project!r} has no active allocation to charge"
+        raise ValidationError.about(
+            "project", msg("error.no_allocation", project=repr(sub.project))
         )
 
 
 def site_registered(ctx: AppContext, sub: Submission) -> None:
     assert sub.target is not None
     if sub.target.site_id is None:
-        raise Conflict("the site is not registered yet; start the server once")
+        raise Conflict.of(msg("error.site_unregistered"))
 
 
 CHECKS: tuple[Step, ...] = (

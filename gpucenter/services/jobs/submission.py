@@ -22,6 +22,7 @@ from gpucenter.domain.directives import parse_array, parse_directives
 from gpucenter.domain.durations import parse_duration
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import GpuRequest, JobSpec, JobState
+from gpucenter.domain.messages import msg
 from gpucenter.domain.templates import JobTemplate, parse_template
 from gpucenter.services.context import AppContext
 
@@ -67,8 +68,9 @@ def template_of(name: str, body: Any | None, published: Sequence[str]) -> JobTem
     """The template `name` from its stored body; an unknown one names those published
     (`published` is read only when the body is missing)."""
     if body is None:
-        raise ValidationError(
-            "template", f"unknown template {name!r}; published: {', '.join(published) or 'none'}"
+        raise ValidationError.about(
+            "template",
+            msg("error.unknown_template", name=repr(name), published=", ".join(published) or "-"),
         )
     return parse_template(body)
 
@@ -78,7 +80,7 @@ def _env_pairs(values: Sequence[str]) -> dict[str, str]:
     for pair in values:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValidationError("env", f"expected NAME=VALUE, got {pair!r}")
+            raise ValidationError.about("env", msg("error.env_pair", pair=repr(pair)))
         env[key] = value
     return env
 
@@ -89,10 +91,10 @@ def layers(template: JobTemplate | None, form: JobForm) -> dict[str, Any]:
     if template is not None:
         merged.update(template.render(form.fields or {}))
     elif form.fields:
-        raise ValidationError("fields", "form fields need a template; name one with 'template'")
+        raise ValidationError.about("fields", msg("error.fields_need_template"))
     if form.script is not None:
         if form.command is not None:
-            raise ValidationError("script", "give either a command or a script, not both")
+            raise ValidationError.about("script", msg("error.script_and_command"))
         directives = parse_directives(form.script)
         if "env" in directives:
             directives["env"] = _env_pairs(directives["env"])
@@ -111,7 +113,7 @@ def layers(template: JobTemplate | None, form: JobForm) -> dict[str, Any]:
 def project_of(merged: Mapping[str, Any]) -> str:
     project = merged.get("project")
     if not project:
-        raise ValidationError("project", "name the project to charge (-p/--project)")
+        raise ValidationError.about("project", msg("error.project_missing"))
     return str(project)
 
 
@@ -141,25 +143,25 @@ def _resolve_gpu_type(ctx: AppContext, requested: object) -> str:
     types = sorted(ctx.site.site.gpu_types)
     if len(types) == 1:
         return types[0]
-    raise ValidationError(
-        "gpu_type", f"this site has several GPU types ({', '.join(types)}); name one"
-    )
+    raise ValidationError.about("gpu_type", msg("error.gpu_type_ambiguous", types=", ".join(types)))
 
 
 def workdir_of(merged: Mapping[str, Any]) -> str | None:
     workdir = merged.get("workdir")
     if workdir is not None:
         if not os.path.isabs(workdir):
-            raise ValidationError("workdir", "must be an absolute path")
+            raise ValidationError.about("workdir", msg("error.workdir_relative"))
         if not Path(workdir).is_dir():
-            raise ValidationError("workdir", f"{workdir} is not an existing directory")
+            raise ValidationError.about("workdir", msg("error.workdir_missing", path=str(workdir)))
     return workdir
 
 
 def qos_of(merged: Mapping[str, Any]) -> str:
     qos = str(merged.get("qos", "normal"))
     if qos not in QOS_NAMES:
-        raise ValidationError("qos", f"unknown QoS {qos!r}; use one of {', '.join(QOS_NAMES)}")
+        raise ValidationError.about(
+            "qos", msg("error.unknown_qos", qos=repr(qos), names=", ".join(QOS_NAMES))
+        )
     return qos
 
 
@@ -178,11 +180,7 @@ def image_of(
     runs_images = [rt for rt in sites if rt.dispatcher.capabilities.containers]
     if not runs_images:
         names = ", ".join(repr(rt.name) for rt in sites)
-        raise ValidationError(
-            "image",
-            f"site {names} runs jobs as plain processes and cannot start container images; "
-            "leave --image out or choose a Kubernetes site",
-        )
+        raise ValidationError.about("image", msg("error.image_no_containers", sites=names))
     if gpu is None or len(sites) == 1:
         return str(image)
     types = set(gpu.acceptable_types)
@@ -193,12 +191,14 @@ def image_of(
     cannot = [rt.name for rt in having if not rt.dispatcher.capabilities.containers]
     if cannot:
         wanted = ", ".join(sorted(types))
-        raise ValidationError(
+        raise ValidationError.about(
             "image",
-            f"GPU type {wanted} is also on site(s) {', '.join(map(repr, cannot))}, which "
-            "cannot start container images, and a job goes to whichever site can start it "
-            f"first; sites that run images: {offered}. Ask for a GPU type only they have, "
-            "or leave the image out",
+            msg(
+                "error.image_mixed_sites",
+                gpu_type=wanted,
+                cannot=", ".join(map(repr, cannot)),
+                offered=offered,
+            ),
         )
     return str(image)
 
@@ -228,7 +228,9 @@ def spec_of(
 def after_ok_of(merged: Mapping[str, Any]) -> tuple[int, ...]:
     after_ok = tuple(int(j) for j in merged.get("after_ok") or ())
     if len(after_ok) > MAX_DEPENDENCIES:
-        raise ValidationError("after_ok", f"at most {MAX_DEPENDENCIES} dependencies")
+        raise ValidationError.about(
+            "after_ok", msg("error.too_many_dependencies", most=MAX_DEPENDENCIES)
+        )
     return after_ok
 
 
@@ -236,11 +238,11 @@ def check_dependency(caller: Caller, job_id: int, found: Sequence[Any] | None) -
     """One job named in after_ok, as (user_id, project_id, state) or None if missing: it
     must be visible to the caller and able still to complete."""
     if found is None or not can_view_job(caller, found[0], found[1]):
-        raise ValidationError("after_ok", f"job {job_id} not found")
+        raise ValidationError.about("after_ok", msg("error.dependency_missing", job=str(job_id)))
     state = JobState(found[2])
     if state.is_terminal and state is not JobState.COMPLETED:
-        raise ValidationError(
-            "after_ok", f"job {job_id} ended {state}; a job after it could never run"
+        raise ValidationError.about(
+            "after_ok", msg("error.dependency_ended", job=str(job_id), state=str(state))
         )
 
 
