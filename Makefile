@@ -29,7 +29,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 run: $(STAMP_RUN)
 	$(BIN)/gpucenter db upgrade
 	$(BIN)/gpucenter demo load $(if $(EMPTY),--empty,)
-	$(BIN)/gpucenter serve
+	GPUCENTER_SINGLE_USER_OWNER=$${GPUCENTER_SINGLE_USER_OWNER-demo} $(BIN)/gpucenter serve
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check gpucenter tests bench

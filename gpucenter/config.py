@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         "only while the site has at most one organisation; auto: multi_tenant when the "
         "server runs as root, else single_user",
     )
+    single_user_owner: str | None = Field(
+        default=None,
+        description="single_user only: the one gpucenter user whose jobs this server runs (as "
+        "its own Unix user), whatever the number of organisations; other users' jobs wait. "
+        "`make run` names the demo user",
+    )
     isolation_uid_min: int = Field(
         default=200_000, ge=1000, description="first uid/gid of the accounts gpucenter makes"
     )

@@ -61,6 +61,34 @@ def test_single_user_refuses_a_second_organisation_naming_the_count() -> None:
     assert "2 organisations" in decision.message and "multi_tenant" in decision.message
 
 
+@pytest.mark.parametrize(
+    ("euid", "setting", "orgs", "mode", "only"),
+    [
+        (1000, SINGLE, 10, RunMode.SINGLE_USER, "demo"),  # the lived-in demo on a laptop
+        (1000, SINGLE, 1, RunMode.SINGLE_USER, "demo"),
+        (0, MULTI, 10, RunMode.MULTI_TENANT, None),  # multi-tenant runs everybody's as theirs
+        (1000, MULTI, 10, RunMode.REFUSED, None),
+    ],
+)
+def test_single_user_naming_its_owner_runs_only_that_users_jobs(
+    euid: int, setting: IsolationSetting, orgs: int, mode: RunMode, only: str | None
+) -> None:
+    decision = decide_mode(euid=euid, setting=setting, organisations=orgs, owner="demo")
+    assert decision.mode is mode
+    assert decision.only_owner == only
+    if only is not None:
+        assert decision.refuses_owner("demo") == ""
+        assert "only demo's jobs" in decision.refuses_owner("alice")
+        assert "only demo's jobs run" in decision.message
+    else:
+        assert decision.refuses_owner("alice") == ""
+
+
+def test_an_empty_owner_name_is_no_owner() -> None:
+    decision = decide_mode(euid=1000, setting=SINGLE, organisations=2, owner="")
+    assert decision.mode is RunMode.REFUSED
+
+
 def test_single_user_as_root_says_root() -> None:
     decision = decide_mode(euid=0, setting=SINGLE, organisations=1)
     assert "ROOT" in decision.message

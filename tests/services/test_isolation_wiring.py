@@ -228,6 +228,41 @@ def test_only_a_root_multi_tenant_local_site_provisions(tmp_path: Path) -> None:
         ctx.engine.dispose()
 
 
+def test_single_user_serving_one_owner_runs_theirs_and_never_anybody_elses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` as yourself with the lived-in demo (several organisations): the named
+    owner's job runs; another organisation's user's job waits with the reason, never starts,
+    and does not stop the owner's job in the same pass."""
+    monkeypatch.setattr(isolation, "COUNT_TTL_S", 0.0)
+    settings = Settings(
+        var_dir=tmp_path / "var",
+        database_url=f"sqlite:///{tmp_path / 'var' / 'gpucenter.db'}",
+        isolation="single_user",
+        single_user_owner="alice",
+        kill_grace_s=0.5,
+    )
+    migrate(settings.effective_database_url)
+    ctx = build_context(settings)
+    ensure_site(ctx)
+    try:
+        _organisation(ctx, "Alpha University", "alice", "alpha")
+        _organisation(ctx, "Beta Startup", "bob", "beta")
+        bob_job = _submit(ctx, "bob", "beta", "echo should-not-run")
+        alice_job = _submit(ctx, "alice", "alpha", "echo ran")
+        run_pass(ctx)
+        with ctx.sessions() as s:
+            bob = s.get(JobRow, bob_job)
+            alice = s.get(JobRow, alice_job)
+            assert alice is not None and alice.state == JobState.RUNNING.value, alice.reason_detail
+            assert bob is not None and bob.state == JobState.PENDING.value
+            assert "only alice's jobs" in bob.reason_detail
+        assert bob_job not in {int(j) for j in ctx.dispatcher.running_job_ids()}
+    finally:
+        ctx.dispatcher.shutdown()
+        ctx.engine.dispose()
+
+
 def test_single_user_jobs_wait_until_the_rule_allows_them_again(single_user: AppContext) -> None:
     """Refused is not failed: when the second organisation goes away, the job starts."""
     _organisation(single_user, "Alpha University", "alice", "alpha")

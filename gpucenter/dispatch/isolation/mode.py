@@ -10,6 +10,11 @@ Two explicit site settings:
   own user (sandboxed when bubblewrap works, so it still cannot see the server's state;
   unsandboxed otherwise). Allowed only while the site has at most one organisation: with two,
   one tenant's job would run with the same identity as the other's files and the database.
+  Unless the operator names the one person it serves (``single_user_owner``): then only
+  that gpucenter user's jobs run, whatever the number of organisations, and everybody
+  else's wait, saying why (a laptop with the lived-in demo's ten organisations: the demo
+  user's jobs run as you, nobody else's run at all). One person's jobs under one identity is
+  what the mode means; no second tenant ever shares it.
 
 `decide_mode` is a pure function of explicit inputs so every case is a one-line test; the
 server logs the decision's message at the decision's level when it starts, and refuses to
@@ -51,6 +56,17 @@ class ModeDecision:
     """Jobs run inside bubblewrap."""
     level: int
     message: str
+    only_owner: str | None = None
+    """Single-user mode serving one named person: only this gpucenter user's jobs start."""
+
+    def refuses_owner(self, username: str) -> str:
+        """Why a job of `username` may not start under this decision (empty: it may)."""
+        if self.only_owner is None or username == self.only_owner:
+            return ""
+        return (
+            f"single-user mode runs only {self.only_owner}'s jobs (as the server's own user); "
+            f"{username}'s jobs wait. Run the server as root (multi-tenant) to run everybody's"
+        )
 
 
 def decide_mode(
@@ -59,9 +75,11 @@ def decide_mode(
     setting: IsolationSetting | str,
     organisations: int,
     sandbox_problem: str | None = None,
+    owner: str | None = None,
 ) -> ModeDecision:
     """Decide from the server's effective uid, the site setting, the number of organisations
-    on the site, and why the sandbox cannot run here (None: it works)."""
+    on the site, why the sandbox cannot run here (None: it works) and, for single-user mode,
+    the one gpucenter user it serves (None: whoever, while there is one organisation)."""
     try:
         chosen = IsolationSetting(setting)
     except ValueError:
@@ -106,7 +124,7 @@ def decide_mode(
             "multi-tenant isolation: every job runs as its owner's Unix account inside a "
             "bubblewrap sandbox (own processes, own GPUs, no server state)",
         )
-    if organisations > 1:
+    if organisations > 1 and not owner:
         return ModeDecision(
             RunMode.REFUSED,
             False,
@@ -116,13 +134,26 @@ def decide_mode(
             f"single-user mode runs every job as the server's own user (uid {euid}), but this "
             f"site has {organisations} organisations, whose jobs would then share one identity "
             "with each other's files and the server's: NO JOB WILL START. Use "
-            "isolation=multi_tenant (as root).",
+            "isolation=multi_tenant (as root), or name the one user this server runs jobs "
+            "for with single_user_owner.",
         )
     who = "ROOT" if euid == 0 else f"uid {euid}"
     if sandbox_problem is None:
         how = "inside a bubblewrap sandbox (it cannot see the server's state)"
     else:
         how = f"UNSANDBOXED, bubblewrap does not work here ({sandbox_problem})"
+    if owner:
+        return ModeDecision(
+            RunMode.SINGLE_USER,
+            True,
+            False,
+            sandbox_problem is None,
+            logging.WARNING,
+            f"SINGLE-USER MODE: only {owner}'s jobs run, as the server's own user ({who}), "
+            f"{how}; the jobs of the other users of this site's {organisations} "
+            "organisation(s) wait. Fine for one person on a laptop; never for a shared site.",
+            only_owner=owner,
+        )
     return ModeDecision(
         RunMode.SINGLE_USER,
         True,

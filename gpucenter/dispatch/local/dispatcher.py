@@ -39,6 +39,7 @@ from gpucenter.dispatch.base import (
     LaunchRequest,
     SiteCapabilities,
     SiteKind,
+    SiteNotReady,
     SiteUnavailable,
     StateChange,
 )
@@ -192,6 +193,9 @@ class LocalDispatcher:
         decision = self._isolation.mode()
         if not decision.may_run_jobs:
             raise SiteUnavailable(decision.message)
+        refused = decision.refuses_owner(request.owner.username)
+        if refused:
+            raise SiteNotReady(refused)  # this job waits; the pass goes on with the others
         starting.check_request_text(request)
         name = starting.job_directory_name(request)
         out_dir = self._jobs_root / name

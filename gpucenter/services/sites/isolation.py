@@ -132,8 +132,10 @@ class ModeGate:
         count_organisations: Callable[[], int],
         problem: str | None,
         euid: int | None = None,
+        owner: str | None = None,
     ) -> None:
         self._setting = setting
+        self._owner = owner
         self._count = count_organisations
         self._problem = problem
         self._euid = os.geteuid() if euid is None else euid
@@ -159,6 +161,7 @@ class ModeGate:
                     setting=self._setting,
                     organisations=self._organisations,
                     sandbox_problem=self._problem,
+                    owner=self._owner,
                 )
                 if self._decision is None or decision.mode is not self._decision.mode:
                     log.log(decision.level, "job isolation: %s", decision.message)
@@ -206,7 +209,9 @@ def local_isolation(
     setting = effective_setting(settings)
     policy = sandbox_policy(settings)
     problem = sandbox_problem(policy)
-    gate = ModeGate(setting, organisation_counter(sessions), problem)
+    gate = ModeGate(
+        setting, organisation_counter(sessions), problem, owner=settings.single_user_owner
+    )
     gate()  # said at start, loudly where it must be
     multi = setting is IsolationSetting.MULTI_TENANT
     return LocalIsolation(
