@@ -143,6 +143,47 @@ def _idle_until_reclaim(sessions, world: World) -> tuple[int, int]:
         return award_id, notice.id
 
 
+def test_an_idle_award_is_told_once_by_its_own_check_not_also_by_the_use_check(
+    sessions,
+) -> None:
+    """Two periodic tasks assess use: the award's monthly check (warning, reclaim notice)
+    and the leader's use check (every current allocation). An award's PI hears of its idle
+    allocation from the first only; an allocation outside any award still gets the second."""
+    from gpucenter.services.accounting.useit import periodic_use_check
+
+    world = decided(sessions)
+    award_id, _ = _idle_until_reclaim(sessions, world)
+    at = datetime(2026, 6, 1, 3, tzinfo=UTC)
+    with sessions.begin() as s:
+        award = s.get(AwardRow, award_id)
+        assert award is not None
+        project = award.project_id
+        before = s.scalars(select(NotificationRow.subject)).all()
+        flagged = periodic_use_check(s, at)
+        added = s.scalars(select(NotificationRow.subject)).all()[len(before) :]
+    assert any("Award" in subject and "under-used" in subject for subject in before)
+    assert [a for a in flagged if a.project_id == project and a.kind == "allocation"] == []
+    assert [subject for subject in added if "allocation" in subject] == []
+    with sessions.begin() as s:  # an allocation of no award, idle for months: told
+        s.add(
+            AllocationRow(
+                project_id=project,
+                gpu_seconds=1000 * 3600,
+                starts_at=datetime(2026, 3, 1, tzinfo=UTC),
+                ends_at=datetime(2026, 12, 1, tzinfo=UTC),
+                created_at=datetime(2026, 3, 1, tzinfo=UTC),
+                state="active",
+            )
+        )
+    with sessions.begin() as s:
+        flagged = periodic_use_check(s, at)
+        told = s.scalars(
+            select(NotificationRow.subject).where(NotificationRow.kind == "use-check")
+        ).all()
+    assert [a.kind for a in flagged if a.project_id == project] == ["allocation"]
+    assert len(told) >= 1 and all("allocation" in subject for subject in told)
+
+
 def test_an_appeal_in_time_stops_a_reclaim_one_too_late_does_not(sessions) -> None:
     world = decided(sessions)
     award_id, notice_id = _idle_until_reclaim(sessions, world)

@@ -253,11 +253,27 @@ def periodic_use_check(s: Session, at: datetime) -> list[UseAssessment]:
     allocation and lease, and tell each project's PIs (and members, where it has no PI)
     about each flagged award, once per award and period (`kind` ``use-check``). Reclaiming
     stays a programme manager's decision, with a reason; this only makes sure nobody
-    learns of an under-used award at the end of it."""
+    learns of an under-used award at the end of it.
+
+    The allocations of an active award are left to the award's own monthly check
+    (`services/awards/checks.run_monthly`: a warning, then a reclaim notice its PI may
+    appeal), so a PI hears of one under-used allocation once, not from both."""
+    from gpucenter.allocation.lifecycle import AwardState
     from gpucenter.persistence.tables import MembershipRow
 
     period = at.strftime("%Y-%m")
-    flagged = [a for a in assess_use(s, SYSTEM, at) if a.flagged]
+    under_awards = set(
+        s.scalars(
+            select(AllocationRow.id)
+            .join(AwardRow, AwardRow.id == AllocationRow.award_id)
+            .where(AwardRow.state == AwardState.ACTIVE.value)
+        )
+    )
+    flagged = [
+        a
+        for a in assess_use(s, SYSTEM, at)
+        if a.flagged and not (a.kind == "allocation" and a.id in under_awards)
+    ]
     for a in flagged:
         members = s.execute(
             select(MembershipRow.user_id, MembershipRow.role).where(
