@@ -98,6 +98,19 @@ def test_cli_bad_input_is_a_clear_message_and_a_nonzero_exit(live) -> None:
     assert result.returncode != 0 and "token" in result.stderr
     assert "Traceback" not in result.stderr
 
+    # The same refusals under a Korean locale: the server's message codes, said in Korean.
+    korean = {"LANG": "ko_KR.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""} | user
+    said = {
+        ("-p", "ghost", "--", "echo"): "알 수 없는 프로젝트 'ghost'",
+        ("-p", "acme", "-g", "99", "--", "echo"): "노드당 GPU 99개를 요청했지만",
+        ("-p", "acme", "-t", "tpu", "--", "echo"): "알 수 없는 GPU 종류 'tpu'",
+        ("-p", "acme", "-g", "0", "--", "echo"): "gpus_per_node: 1 이상이어야 합니다",
+    }
+    for args, words in said.items():
+        result = cli("job", "submit", *args, ok=False, **korean)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert "requested" not in result.stderr and "unknown" not in result.stderr
+
 
 def test_time_limit_and_cancel_from_the_cli(live) -> None:
     cli, _ = live
