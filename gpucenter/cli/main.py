@@ -14,6 +14,7 @@ from gpucenter.cli import (
     accounting,
     admin,
     audit,
+    awards,
     db,
     jobs,
     profiles,
@@ -61,6 +62,7 @@ app.add_typer(slurm.app, name="slurm")
 app.add_typer(audit.app, name="audit")
 app.add_typer(tokens.app, name="token")
 app.add_typer(accounting.app, name="accounting")
+app.add_typer(awards.app, name="award")
 
 
 @app.callback()

@@ -17,6 +17,11 @@ CLI_TEXTS: tuple[str, ...] = (
     "ID", "Name", "State", "GPUs", "Type", "QoS", "Reason / detail", "Project", "Alloc",
     "GPU-hours", "Used", "Remaining", "Burn/day", "Runs out", "Ends", "User", "GPU type",
     "Jobs", "Template", "Title", "Fields (--set NAME=VALUE)",
+    # gpucenter award: headers, what was done, award and agreement states
+    "Agreement", "Respond by", "countersign", "Accepted", "Declined", "Countersigned",
+    "offered", "active", "declined", "lapsed", "completed", "revoked", "awaiting_pi",
+    "awaiting_countersignature", "in_force", "pending", "exhausted", "expired", "suspended",
+    "withdrawn",
 )  # fmt: skip
 
 __all__ = ["CLI_TEXTS"]

@@ -40,6 +40,7 @@ from gpucenter.services.awards.common import (
     project_people,
     record,
     signatories_of,
+    visible_award,
 )
 from gpucenter.services.programmes import awards as rounds
 
@@ -113,8 +114,10 @@ def _set(s: Session, row: AgreementRow, new: AgreementState, who: Who, now: date
 
 
 def accept(s: Session, caller: Caller, award_id: int, now: datetime) -> AwardRow:
-    """The PI accepts the terms; in force at once, or after the organisation countersigns."""
-    award = award_row(s, award_id)
+    """The PI accepts the terms; in force at once, or after the organisation countersigns.
+    Anyone who may not see the award gets NotFound: ids are sequential, and a refusal
+    naming the PI would tell an outsider that award exists."""
+    award = visible_award(s, caller, award_id)
     if not is_pi(s, caller, award):
         raise PermissionDenied("only the award's PI accepts its agreement")
     row = _agreement(s, award)
@@ -143,7 +146,7 @@ def accept(s: Session, caller: Caller, award_id: int, now: datetime) -> AwardRow
 
 def countersign(s: Session, caller: Caller, award_id: int, now: datetime) -> AwardRow:
     """The PI's organisation countersigns (a signatory of that organisation only)."""
-    award = award_row(s, award_id)
+    award = visible_award(s, caller, award_id)
     if not is_signatory(s, caller, award):
         raise PermissionDenied("only a signatory of the applicant's organisation countersigns")
     row = _agreement(s, award)
@@ -161,7 +164,7 @@ def countersign(s: Session, caller: Caller, award_id: int, now: datetime) -> Awa
 def decline(s: Session, caller: Caller, award_id: int, reason: str, now: datetime) -> AwardRow:
     """The PI declines the offer (or the organisation refuses to countersign): the award is
     declined, its allocations withdrawn and its capacity back in the call's pool."""
-    award = award_row(s, award_id)
+    award = visible_award(s, caller, award_id)
     # Who before what: an outsider learns nothing of the agreement's state (a 409 naming
     # it would tell them the award exists and how it stands).
     if not (is_pi(s, caller, award) or is_signatory(s, caller, award)):
