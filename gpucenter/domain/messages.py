@@ -188,6 +188,8 @@ _WAITS = {
     "job.cancelled_pending": "cancelled by %(user)s before it started",
     "job.cancel_requested": "cancel requested by %(user)s",
     "job.could_not_start": "could not start: %(error)s",
+    "job.env_unreadable": "could not start: its environment could not be decrypted "
+    "(%(why)s); submit it again",
     "job.being_preempted": "being preempted: %(why)s",
     "job.exit_code": "exited with code %(code)s",
     "job.time_limit": "reached its time limit of %(limit)s",

@@ -40,7 +40,7 @@ def job_events(
     last_beat = time.monotonic()
     deadline = last_beat + MAX_STREAM_S
     while time.monotonic() < deadline:
-        row = jobs.get_visible(ctx, caller, job_id)
+        row = jobs.get_visible(ctx, caller, job_id, with_env=False)
         if row.state != last_state:
             last_state = row.state
             payload = {

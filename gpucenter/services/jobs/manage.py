@@ -32,8 +32,10 @@ from gpucenter.domain.errors import (
 )
 from gpucenter.domain.jobs import JobState
 from gpucenter.domain.messages import msg
+from gpucenter.persistence.sealed_env import SealError, is_sealed, open_env
 from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
 from gpucenter.services.context import AppContext
+from gpucenter.services.jobs.pipeline import env_keys
 from gpucenter.services.jobs.submit import SubmitRequest as SubmitRequest
 from gpucenter.services.jobs.submit import submit as submit
 from gpucenter.services.jobs.views import AnyJob, JobView, job_view
@@ -55,9 +57,18 @@ def array_task_ids(ctx: AppContext, leader: AnyJob) -> list[int]:
         )
 
 
-def get_visible(ctx: AppContext, caller: Caller, job_id: int) -> JobView:
-    """The job, if the caller may see it; NotFound otherwise (whether it exists or not)."""
-    return job_view(_visible_row(ctx, caller, job_id))
+def get_visible(ctx: AppContext, caller: Caller, job_id: int, *, with_env: bool = True) -> JobView:
+    """The job, if the caller may see it; NotFound otherwise (whether it exists or not).
+    Its env's values are opened for its owner only: project members and admins see the
+    names with the values masked (issue 17)."""
+    row = _visible_row(ctx, caller, job_id)
+    if not with_env or caller.user_id != row.user_id or not is_sealed(row.env):
+        return job_view(row)
+    try:
+        return job_view(row, open_env(env_keys(ctx), row.user_id, row.env))
+    except SealError as exc:
+        log.warning("job %s: its environment cannot be opened: %s", row.id, exc)
+        return job_view(row)
 
 
 def _visible_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
