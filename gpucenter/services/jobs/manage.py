@@ -17,7 +17,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from gpucenter.auth.permissions import Caller, can_cancel_job, can_view_job
+from gpucenter.auth.permissions import (
+    Caller,
+    can_cancel_job,
+    can_read_job_output,
+    can_view_job,
+)
 from gpucenter.dispatch.isolation.safe_files import (
     UnsafeFile,
     open_dir_beneath,
@@ -76,6 +81,21 @@ def _visible_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
         row = s.get(JobRow, job_id)
         if row is None or not can_view_job(caller, row.user_id, row.project_id):
             raise NotFound("job", job_id)
+        return row
+
+
+def _readable_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
+    """The job, if the caller may read its logs: NotFound where they may not see it at all,
+    PermissionDenied where they see it but its project does not share outputs."""
+    with ctx.sessions.begin() as s:
+        row = s.get(JobRow, job_id)
+        if row is None or not can_view_job(caller, row.user_id, row.project_id):
+            raise NotFound("job", job_id)
+        shares = bool(
+            s.scalar(select(ProjectRow.share_outputs).where(ProjectRow.id == row.project_id))
+        )
+        if not can_read_job_output(caller, row.user_id, row.project_id, shares):
+            raise PermissionDenied.of(msg("error.logs_not_shared", job=str(job_id)))
         return row
 
 
@@ -204,7 +224,7 @@ def read_log(
         raise ValidationError("stream", "must be 'stdout' or 'stderr'")
     if offset < 0:
         raise ValidationError("offset", "must not be negative")
-    row = _visible_row(ctx, caller, job_id)
+    row = _readable_row(ctx, caller, job_id)
     path = row.stdout_path if stream == "stdout" else row.stderr_path
     finished = JobState(row.state).is_terminal
     if not path:
@@ -234,7 +254,10 @@ class LogTail:
 def log_tail(ctx: AppContext, caller: Caller, job_id: int, max_bytes: int) -> LogTail:
     """The last `max_bytes` of the job's stdout as it is now (the portal's first screen;
     the log's place on disk stays in here)."""
-    row = _visible_row(ctx, caller, job_id)
+    try:
+        row = _readable_row(ctx, caller, job_id)
+    except PermissionDenied:
+        return LogTail(b"", 0, 0)  # the page shows the job, without its owner's output
     size = 0
     if row.stdout_path:
         try:

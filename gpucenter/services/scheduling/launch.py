@@ -35,6 +35,7 @@ def launch_request(
     owner: JobOwner,
     placement: tuple[NodeGpus, ...],
     keys: EnvKeys | None = None,
+    share_outputs: bool = False,
 ) -> LaunchRequest:
     """The request for the next run of the job in `row`, of `project`, on `placement`.
     Its env is opened here, for the dispatcher only (SealError where it cannot be)."""
@@ -54,6 +55,7 @@ def launch_request(
         image=row.image,
         array_index=row.array_index,
         run=(row.runs or 0) + 1,
+        share_outputs=share_outputs,
     )
 
 
@@ -67,18 +69,25 @@ def launch_requests(
     if not placements:
         return {}
     rows = s.execute(
-        select(JobRow, ProjectRow.name, UserRow.username, UserRow.unix_uid, UserRow.unix_gid)
+        select(
+            JobRow,
+            ProjectRow.name,
+            ProjectRow.share_outputs,
+            UserRow.username,
+            UserRow.unix_uid,
+            UserRow.unix_gid,
+        )
         .join(ProjectRow, ProjectRow.id == JobRow.project_id)
         .join(UserRow, UserRow.id == JobRow.user_id)
         .where(JobRow.id.in_(sorted(int(job_id) for job_id in placements)))
     )
     keys = keys_for(s.info)
     requests: dict[JobId, LaunchRequest] = {}
-    for row, project, username, uid, gid in rows:
+    for row, project, shared, username, uid, gid in rows:
         owner = JobOwner(username, uid, gid)
         try:
             requests[JobId(row.id)] = launch_request(
-                row, project, owner, placements[JobId(row.id)], keys
+                row, project, owner, placements[JobId(row.id)], keys, bool(shared)
             )
         except SealError as exc:
             # Fail closed: a job whose secrets cannot be opened (tampered with, copied from
