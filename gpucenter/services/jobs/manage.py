@@ -70,10 +70,13 @@ def get_visible(ctx: AppContext, caller: Caller, job_id: int, *, with_env: bool 
     if not with_env or caller.user_id != row.user_id or not is_sealed(row.env):
         return job_view(row)
     try:
-        return job_view(row, open_env(env_keys(ctx), row.user_id, row.env))
+        opened = open_env(env_keys(ctx), row.user_id, row.env)
     except SealError as exc:
         log.warning("job %s: its environment cannot be opened: %s", row.id, exc)
         return job_view(row)
+    # Shown as text: what UTF-8 cannot carry (a lone surrogate a client sent) is replaced.
+    shown = {k: v.encode("utf-8", "replace").decode("utf-8") for k, v in opened.items()}
+    return job_view(row, shown)
 
 
 def _visible_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
