@@ -16,6 +16,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _group() -> None:
+    """A project's settings (output sharing)."""
+
+
 @app.command("sharing")
 def sharing(
     project: str,
