@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +103,14 @@ class EnvKeys:
     _by_path: ClassVar[dict[Path, EnvKeys]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
+    RECHECK_S = 2.0  # how often sealing looks for a rotation made by another process
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._ring: _Ring | None = None
         self._ciphers: dict[str, AESGCM] = {}
+        self._checked = 0.0
+        self._stamp: tuple[int, int] | None = None
 
     @classmethod
     def under(cls, var_dir: Path) -> EnvKeys:
@@ -119,9 +124,28 @@ class EnvKeys:
 
     def _load(self) -> _Ring | None:
         try:
-            return _Ring.from_json(self.path.read_text())
+            st = os.stat(self.path)
+            ring = _Ring.from_json(self.path.read_text())
         except FileNotFoundError:
             return None
+        self._stamp = (st.st_ino, st.st_mtime_ns)
+        return ring
+
+    def _recheck(self) -> None:
+        """Take up a rotation made by another process (`gpucenter admin rotate-env-key`):
+        the file is looked at (one stat) at most every RECHECK_S seconds."""
+        now = time.monotonic()
+        if self._ring is None or now - self._checked < self.RECHECK_S:
+            return
+        self._checked = now
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_ino, st.st_mtime_ns) != self._stamp:
+            reloaded = self._load()
+            if reloaded is not None:
+                self._ring = reloaded
 
     def ring(self) -> _Ring:
         """The ring; made on first use (two processes at once end with the first one's)."""
@@ -163,7 +187,8 @@ class EnvKeys:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
-        self._ring = ring
+        st = os.stat(self.path)
+        self._ring, self._stamp = ring, (st.st_ino, st.st_mtime_ns)
         return ring.current[0]
 
     def digest_key(self) -> bytes:
@@ -173,6 +198,8 @@ class EnvKeys:
 
     def cipher(self, key_id: str | None = None) -> tuple[str, AESGCM]:
         """(id, cipher) of the current key, or of the key `key_id` (SealError if unknown)."""
+        if key_id is None:
+            self._recheck()
         ring = self.ring()
         kid = ring.current[0] if key_id is None else key_id
         found = self._ciphers.get(kid)

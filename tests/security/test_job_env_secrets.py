@@ -222,7 +222,45 @@ def test_rotation_keeps_old_rows_readable_and_a_lost_key_fails_closed(
         other = EnvKeys(keys.path)
         assert open_env(other, old_row.user_id, old_row.env)["HF_TOKEN"] == SECRET
         assert open_env(other, new_row.user_id, new_row.env)["HF_TOKEN"] == SECRET
+        # A rotation made by another process is taken up for sealing within RECHECK_S.
+        third = other.rotate()
+        keys._checked = 0.0  # as if RECHECK_S had passed
+        assert keys.cipher()[0] == third
         # A server without the ring (a restored database elsewhere) opens nothing.
         stranger = EnvKeys.under(tmp_path / "elsewhere")
         with pytest.raises(SealError):
             open_env(stranger, old_row.user_id, old_row.env)
+
+
+def test_the_admin_cli_rotates_the_key_on_the_record(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gpucenter admin rotate-env-key` on the server host: a new key is current, the old
+    row still opens, and the audit log says so."""
+    from gpucenter.cli.main import app
+    from gpucenter.config import get_settings
+    from gpucenter.persistence.tables_audit import AuditEntryRow
+
+    old = _submit(env, env.centre.alice_token, {"HF_TOKEN": SECRET})
+    keys = keys_for(env.ctx.sessions.kw["info"])
+    first = keys.cipher()[0]
+    monkeypatch.setenv("GPUCENTER_VAR_DIR", str(env.ctx.settings.var_dir))
+    monkeypatch.setenv("GPUCENTER_DATABASE_URL", env.ctx.settings.effective_database_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["admin", "rotate-env-key"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    with env.ctx.sessions() as s:
+        entry = s.scalars(
+            select(AuditEntryRow).where(AuditEntryRow.action == "job_env.key_rotated")
+        ).one()
+        assert entry.details["from"] == first and entry.details["to"] in result.output
+        row = s.get_one(JobRow, old)
+        # The server's own ring object learns the new key from the file (another process).
+        assert open_env(keys, row.user_id, row.env)["HF_TOKEN"] == SECRET
+    new = _submit(env, env.centre.alice_token, {"HF_TOKEN": SECRET})
+    with env.ctx.sessions() as s:
+        sealed = s.get_one(JobRow, new).env["$sealed"]
+    assert f".{entry.details['to']}." in sealed
