@@ -171,9 +171,13 @@ def test_upgrading_the_previous_release_keeps_its_data_and_the_services_read_it(
     with raw.connect() as conn:
         stored = conn.execute(text("SELECT env, request_hash FROM jobs WHERE id = 2")).one()
         dump = str(conn.execute(text("SELECT * FROM jobs")).all())
+        # 0019: no project shares its outputs until its PI says so.
+        shares = conn.execute(text("SELECT share_outputs FROM projects")).scalars().all()
     raw.dispose()
+    assert shares == [False]
     assert OLD_SECRET not in dump and "EPOCHS" in dump  # names stay readable
     assert stored.request_hash is None
+
     if empty_url.startswith("sqlite:///"):
         assert OLD_SECRET.encode() not in Path(empty_url.removeprefix("sqlite:///")).read_bytes()
 
