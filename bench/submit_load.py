@@ -111,16 +111,22 @@ class Load:
     disagreements: int = 0  # two answers for one key that named different jobs
 
 
+# `--env-vars N`: each request also carries N environment variables (secrets, sealed at rest
+# by the server: issue 17), to measure what sealing costs. 0 (the default): no env.
+_ENV: dict[str, str] = {}
+
+
 def _request(host: str, port: int, project: str, token: str, key: str) -> bytes:
-    body = json.dumps(
-        {
-            "project": project,
-            "command": "true",
-            "gpus_per_node": 1,
-            "time_limit_s": 60,
-            "name": key,  # the request's own mark: duplicates are counted by it
-        }
-    ).encode()
+    fields: dict[str, Any] = {
+        "project": project,
+        "command": "true",
+        "gpus_per_node": 1,
+        "time_limit_s": 60,
+        "name": key,  # the request's own mark: duplicates are counted by it
+    }
+    if _ENV:
+        fields["env"] = _ENV
+    body = json.dumps(fields).encode()
     head = (
         f"POST /api/v1/jobs HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {token}\r\nIdempotency-Key: {key}\r\n"
@@ -424,7 +430,11 @@ def main() -> None:
     parser.add_argument(
         "--timeout-s", type=float, default=10.0, help="abandon and resend after this long"
     )
+    parser.add_argument(
+        "--env-vars", type=int, default=0, help="environment variables per request (sealed)"
+    )
     args = parser.parse_args()
+    _ENV.update({f"SECRET_{n}": f"hf_{uuid.uuid4().hex}" for n in range(args.env_vars)})
     if args.seconds * args.rate > 200_000:
         parser.error("bounded: at most 200,000 requests per run")
     if args.ceiling:

@@ -16,6 +16,7 @@ from gpucenter.domain.clock import SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
+from gpucenter.persistence.sealed_env import EnvKeys
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import accounts
 from gpucenter.services.identity.audit_keys import AuditFiles
@@ -67,7 +68,13 @@ def make_context(settings: Settings, site: LoadedSite | None = None) -> AppConte
         gpu_index_map=loaded.gpu_index_map,
         isolation=isolation_for_tests(settings),
     )
-    sessions = session_factory(engine, {"audit_files": AuditFiles.under(settings.var_dir)})
+    sessions = session_factory(
+        engine,
+        {
+            "audit_files": AuditFiles.under(settings.var_dir),
+            "env_keys": EnvKeys.under(settings.var_dir),
+        },
+    )
     ctx = AppContext(settings, engine, sessions, loaded, dispatcher, clock)
     ensure_site(ctx)
     return ctx

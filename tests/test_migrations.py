@@ -3,6 +3,7 @@ and upgrade the previous release's database with its data in it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def test_upgrading_twice_is_harmless(db_url: str) -> None:
 
 # ------------------------------------------- forward from the previous release, with data
 PREVIOUS_RELEASE = "0011"
+OLD_SECRET = "hf_oldrowsecret0123456789"
 T = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
@@ -93,7 +95,7 @@ def _previous_release_data(url: str) -> None:
         "gpu_type, gpus_per_node, nodes, time_limit_s, env, state, reason, reason_detail, "
         "submitted_at, started_at, ended_at, external_id, placement, idempotency_key, qos, "
         "after_ok, runs, borrowed) VALUES (:id, 1, 1, 1, 1, :name, :cmd, 'vgpu', 1, 1, 600, "
-        "'{}', :state, '', '', :sub, :start, :end, :ext, :placement, :key, 'normal', '[]', "
+        ":env, :state, '', '', :sub, :start, :end, :ext, :placement, :key, 'normal', '[]', "
         ":runs, false)"
     )
     done = T + timedelta(minutes=10)
@@ -132,7 +134,8 @@ def _previous_release_data(url: str) -> None:
             "runs": 1,
         },
     ):
-        rows.append((job, values | {"sub": ts(T), "key": f"old-{values['id']}"}))
+        env = json.dumps({"HF_TOKEN": OLD_SECRET, "EPOCHS": "3"}) if values["id"] == 2 else "{}"
+        rows.append((job, values | {"sub": ts(T), "key": f"old-{values['id']}", "env": env}))
     ledger = (
         "INSERT INTO ledger_entries (id, allocation_id, job_id, source, gpu_type, gpu_seconds, "
         "created_at) VALUES (:id, 1, :job, :src, 'vgpu', :secs, :t)"
@@ -160,7 +163,23 @@ def test_upgrading_the_previous_release_keeps_its_data_and_the_services_read_it(
 ) -> None:
     migrate(empty_url, PREVIOUS_RELEASE)
     _previous_release_data(empty_url)
-    migrate(empty_url)  # to head: 0012 (audit key ids) and 0013 (epoch, cursors, ...)
+    # to head: 0012 (audit key ids), 0013 (epoch, cursors, ...), 0018 (env sealed)
+    migrate(empty_url, var_dir=tmp_path / "var")
+
+    # 0018 sealed the old job's env: no value of it is left in clear in the database.
+    raw = create_engine(empty_url)
+    with raw.connect() as conn:
+        stored = conn.execute(text("SELECT env, request_hash FROM jobs WHERE id = 2")).one()
+        dump = str(conn.execute(text("SELECT * FROM jobs")).all())
+        # 0019: no project shares its outputs until its PI says so.
+        shares = conn.execute(text("SELECT share_outputs FROM projects")).scalars().all()
+    raw.dispose()
+    assert shares == [False]
+    assert OLD_SECRET not in dump and "EPOCHS" in dump  # names stay readable
+    assert stored.request_hash is None
+
+    if empty_url.startswith("sqlite:///"):
+        assert OLD_SECRET.encode() not in Path(empty_url.removeprefix("sqlite:///")).read_bytes()
 
     from gpucenter.config import Settings
     from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
@@ -181,6 +200,10 @@ def test_upgrading_the_previous_release_keeps_its_data_and_the_services_read_it(
             }
             assert all(r.reserved_s is None for r in jobs.values())  # new column, no value
             assert jobs[1].placement == [{"node": "local", "gpus": [0]}]
+            from gpucenter.persistence.sealed_env import keys_for, open_env
+
+            opened = open_env(keys_for(s.info), 1, jobs[2].env)
+            assert opened == {"HF_TOKEN": OLD_SECRET, "EPOCHS": "3"}
             leader = s.get(SchedulerLeaderRow, 1)
             assert leader is not None and leader.epoch == 0
             alloc = s.get_one(AllocationRow, 1)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel, ConfigDict
 
 from gpucenter.api.schemas import (
     AllocationOut,
@@ -21,6 +22,7 @@ from gpucenter.auth.permissions import Permission
 from gpucenter.domain.templates import JobTemplate
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import public, requires
+from gpucenter.services.identity import sharing
 from gpucenter.services.jobs import templates
 from gpucenter.services.ops import overview, readiness
 
@@ -178,3 +180,45 @@ def usage(
         )
         for r in overview.usage(ctx, caller, since, until, project)
     ]
+
+
+class SharingOut(BaseModel):
+    project: str
+    share_outputs: bool
+    can_change: bool
+
+
+class SharingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    share_outputs: bool
+
+
+def _sharing_out(found: sharing.Sharing) -> SharingOut:
+    return SharingOut(
+        project=found.project, share_outputs=found.share_outputs, can_change=found.can_change
+    )
+
+
+@router.get(
+    "/api/v1/projects/{project}/sharing",
+    response_model=SharingOut,
+    tags=["projects"],
+    dependencies=[requires(Permission.PROJECTS_READ)],
+)
+def get_project_sharing(ctx: Ctx, caller: CurrentCaller, project: str) -> SharingOut:
+    """Whether the project shares its jobs' outputs with its members (issue 17)."""
+    return _sharing_out(sharing.get_sharing(ctx, caller, project))
+
+
+@router.put(
+    "/api/v1/projects/{project}/sharing",
+    response_model=SharingOut,
+    tags=["projects"],
+    dependencies=[requires(Permission.PROJECTS_WRITE)],
+)
+def put_project_sharing(
+    ctx: Ctx, caller: CurrentCaller, project: str, body: SharingIn
+) -> SharingOut:
+    """Turn output sharing on or off: the project's PI or a centre admin; audited. New runs'
+    outputs are group-readable by the project (2750/0640) while it is on."""
+    return _sharing_out(sharing.set_sharing(ctx, caller, project, body.share_outputs))

@@ -70,6 +70,11 @@ class JobOut(BaseModel):
         description="reason_detail as {code, params}, to be said in the reader's language; "
         "null when the detail exists in English only",
     )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="the job's environment: values shown to the job's owner only, masked "
+        "(********) for everyone else",
+    )
 
     @classmethod
     def of(cls, job: JobView, array_task_ids: list[int] | None = None) -> JobOut:
@@ -101,6 +106,7 @@ class JobOut(BaseModel):
             exit_code=job.exit_code,
             placement=job.placement,
             reason_message=job.reason_message.to_json() if job.reason_message else None,
+            env=dict(job.env),
         )
 
 

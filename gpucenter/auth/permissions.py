@@ -76,6 +76,7 @@ class Permission(StrEnum):
     JOBS_READ = "jobs:read"
     JOBS_CANCEL = "jobs:cancel"
     PROJECTS_READ = "projects:read"
+    PROJECTS_WRITE = "projects:write"  # a project's settings (its PI: output sharing)
     USAGE_READ = "usage:read"
     SITE_READ = "site:read"
     TEMPLATES_READ = "templates:read"
@@ -100,6 +101,7 @@ _MEMBER_PERMISSIONS = frozenset(
         Permission.JOBS_READ,
         Permission.JOBS_CANCEL,
         Permission.PROJECTS_READ,
+        Permission.PROJECTS_WRITE,
         Permission.USAGE_READ,
         Permission.SITE_READ,
         Permission.TEMPLATES_READ,
@@ -172,6 +174,16 @@ def check_scopes(caller: Caller, requested: Iterable[str]) -> frozenset[str]:
 def can_view_job(caller: Caller, owner_id: int, project_id: int) -> bool:
     """Members of a job's project see it; so do admins. Nobody else, not even its existence."""
     return caller.is_admin or caller.user_id == owner_id or project_id in caller.project_ids
+
+
+def can_read_job_output(
+    caller: Caller, owner_id: int, project_id: int, project_shares_outputs: bool
+) -> bool:
+    """A job's logs and outputs: its owner's (and the centre admins'); its project's other
+    members' only where the project shares its outputs (issue 17)."""
+    if caller.is_admin or caller.user_id == owner_id:
+        return True
+    return project_shares_outputs and project_id in caller.project_ids
 
 
 def can_cancel_job(caller: Caller, owner_id: int, project_id: int) -> bool:

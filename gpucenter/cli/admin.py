@@ -72,6 +72,26 @@ def _run(action: Callable[[Session], T]) -> T:
         return action(s)
 
 
+@app.command("rotate-env-key")
+def rotate_env_key() -> None:
+    """Take a new key into use for sealing job environments (issue 17); older keys stay in
+    the ring (`<var>/secrets/env-keys.json`), so jobs sealed under them still start. The
+    change is recorded in the audit log. Run on the server host, as the server's user."""
+    from gpucenter.persistence.sealed_env import EnvKeys
+    from gpucenter.services.identity import audit
+
+    keys = EnvKeys.under(get_settings().var_dir)
+    before = keys.cipher()[0]
+
+    def record(s: Session) -> str:
+        key_id = keys.rotate()
+        details = {"from": before, "to": key_id}
+        audit.log(s, "job_env.key_rotated", audit.SYSTEM, _now(), "env_key", key_id, details)
+        return key_id
+
+    console.print(f"environment key {_run(record)} in use", highlight=False)
+
+
 @org_app.command("create")
 def org_create(
     name: str,

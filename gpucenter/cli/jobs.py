@@ -204,6 +204,8 @@ def _render_job(j: dict[str, Any], why: dict[str, Any] | None = None) -> None:
             value = when(j[key]) if key in _TIMES else j.get(key)
             value = tr(str(value)) if key == "state" else value
             console.print(f"[bold]{tr(key):>14}[/] {value}", highlight=False)
+    for name, value in (j.get("env") or {}).items():  # masked unless it is your own job
+        console.print(f"[bold]{tr('env'):>14}[/] {name}={value}", highlight=False)
     if j["state"] == "PENDING":
         detail = say(j.get("reason_message"), j["reason_detail"])
         if why is not None:

@@ -19,6 +19,7 @@ from gpucenter.cli import (
     jobs,
     profiles,
     programmes,
+    projects,
     sim,
     slurm,
     tokens,
@@ -61,6 +62,7 @@ app.add_typer(sim.app, name="sim")
 app.add_typer(slurm.app, name="slurm")
 app.add_typer(audit.app, name="audit")
 app.add_typer(tokens.app, name="token")
+app.add_typer(projects.app, name="project")
 app.add_typer(accounting.app, name="accounting")
 app.add_typer(awards.app, name="award")
 

@@ -135,6 +135,10 @@ class LaunchRequest:
     run: int = 1
     """Which start of the job this is (1, then +1 after each requeue). A dispatcher uses it to
     recognise a start it already made for a server that died before recording it."""
+    share_outputs: bool = False
+    """The project shares its jobs' outputs with its group: the run's directory and files are
+    group-readable by the project's group (2750/0640, umask 027); otherwise the owner's
+    alone (0700/0600, umask 077). Never world-readable either way."""
 
     @property
     def account(self) -> str:

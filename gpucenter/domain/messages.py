@@ -188,6 +188,14 @@ _WAITS = {
     "job.cancelled_pending": "cancelled by %(user)s before it started",
     "job.cancel_requested": "cancel requested by %(user)s",
     "job.could_not_start": "could not start: %(error)s",
+    "project.sharing_on": "%(project)s shares its jobs' outputs with its members",
+    "project.sharing_off": "%(project)s keeps each job's outputs to its owner",
+    "error.sharing_not_pi": "only the PI of %(project)s (or a centre admin) may change "
+    "whether it shares its jobs' outputs",
+    "error.logs_not_shared": "job %(job)s belongs to another member of its project, which "
+    "does not share its jobs' outputs; its PI can turn sharing on",
+    "job.env_unreadable": "could not start: its environment could not be decrypted "
+    "(%(why)s); submit it again",
     "job.being_preempted": "being preempted: %(why)s",
     "job.exit_code": "exited with code %(code)s",
     "job.time_limit": "reached its time limit of %(limit)s",

@@ -8,8 +8,8 @@ CLI_TEXTS: tuple[str, ...] = (
     # job show: the job's fields and the pending answer
     "id", "name", "state", "command", "gpu_type", "gpus_per_node", "nodes", "time_limit_s",
     "qos", "image", "template", "array_job_id", "array_index", "after_ok", "submitted_at",
-    "started_at", "ended_at", "exit_code", "placement", "waiting", "queue", "start", "sooner",
-    "detail", "priority", "fairshare", "age", "jobsize",
+    "started_at", "ended_at", "exit_code", "placement", "env", "waiting", "queue", "start",
+    "sooner", "detail", "priority", "fairshare", "age", "jobsize",
     # the core's wait reasons, shown before the scheduler's sentence
     "Resources", "Priority", "Reservation", "AllocationExhausted", "QuotaLimit", "Topology",
     "Dependency", "SiteUnavailable", "New",

@@ -130,7 +130,12 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate(url: str, revision: str = "heads") -> None:
-    """Bring the database at `url` up to `revision` (same migrations on SQLite and PostgreSQL)."""
+def migrate(url: str, revision: str = "heads", var_dir: Path | None = None) -> None:
+    """Bring the database at `url` up to `revision` (same migrations on SQLite and PostgreSQL).
+    `var_dir`: the server's state directory, whose key ring seals job environments (0018);
+    None: the configured one."""
     _ensure_sqlite_dir(url)
-    command.upgrade(alembic_config(url), revision)
+    cfg = alembic_config(url)
+    if var_dir is not None:
+        cfg.attributes["var_dir"] = var_dir
+    command.upgrade(cfg, revision)

@@ -81,6 +81,11 @@ class ProjectRow(Base):
     title: Mapped[str] = mapped_column(String(300), nullable=False, default="")
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), nullable=False)
     created_at: Mapped[datetime] = _ts()
+    # New jobs' outputs readable by the project's Unix group, and their logs by its members
+    # (migration 0019): set by the project's PI, audited. Off: the owner's alone.
+    share_outputs: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
 
 class MembershipRow(Base):

@@ -73,6 +73,7 @@ from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.errors import ValidationError
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
+from gpucenter.persistence.sealed_env import EnvKeys
 from gpucenter.services.context import AppContext
 from gpucenter.services.fencing import Fence
 from gpucenter.services.identity.audit_keys import AuditFiles
@@ -445,7 +446,13 @@ def build_context(settings: Settings, dispatcher: Dispatcher | None = None) -> A
     for the one site of `site_file`. The state directory is made private first."""
     secure_state(settings)
     engine = make_engine(settings.effective_database_url)
-    sessions = session_factory(engine, {"audit_files": AuditFiles.under(settings.var_dir)})
+    sessions = session_factory(
+        engine,
+        {
+            "audit_files": AuditFiles.under(settings.var_dir),
+            "env_keys": EnvKeys.under(settings.var_dir),
+        },
+    )
     clock = SystemClock()
     policies = policies_from(settings)
     if dispatcher is not None:

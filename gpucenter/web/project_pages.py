@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
 from gpucenter.auth.permissions import Permission
+from gpucenter.http import csrf
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
+from gpucenter.services.identity import sharing
 from gpucenter.services.ops import overview, portal_queries
 from gpucenter.web import charts, i18n, job_labels, render
 
@@ -89,6 +92,25 @@ def project_detail(ctx: Ctx, request: Request, caller: WebCaller, project_id: in
         gpu_types=page.gpu_types,
         members=page.members,
         recent_jobs=page.recent_jobs,
+        sharing=sharing.get_sharing(ctx, caller, project_id),
         charts=[burn_chart(request, b, zone) for b in page.burn],
         state_label=job_labels.state_label,
     )
+
+
+@router.post(
+    "/projects/{project_id}/sharing",
+    dependencies=[requires_web(Permission.PROJECTS_WRITE)],
+)
+def project_sharing(
+    ctx: Ctx,
+    request: Request,
+    caller: WebCaller,
+    project_id: int,
+    share_outputs: Annotated[str, Form(max_length=5)] = "",
+    csrf_token: Annotated[str, Form(alias=csrf.FIELD)] = "",
+) -> RedirectResponse:
+    """The PI turns output sharing on or off (issue 17); audited by the service."""
+    csrf.check(request, csrf_token)
+    sharing.set_sharing(ctx, caller, project_id, share_outputs == "on")
+    return RedirectResponse(f"/projects/{project_id}", status_code=303)

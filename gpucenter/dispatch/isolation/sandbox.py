@@ -151,6 +151,11 @@ class SandboxJob:
     """Set by the dispatcher, last: GPUCENTER_JOB_ID, GPUCENTER_NODES, CUDA_VISIBLE_DEVICES."""
     trusted_root: Path = Path("/")
     """Directories below it are opened without following symlinks (the output root)."""
+    shared_runs: Path | None = None
+    """The run directories' root, visible read-only, where the job's project shares its
+    outputs (issue 17): the job then reads its co-members' runs, which are group-readable by
+    the project's group; anybody else's stay closed by their modes (0700, or another
+    project's group). None: no other run is there."""
 
 
 def shell_command(command: str) -> tuple[str, ...]:
@@ -320,6 +325,11 @@ def sandbox_layout(job: SandboxJob, policy: SandboxPolicy) -> tuple[Step, ...]:
         binds.add(_check_job_path("project directory", job.project_dir, policy))
     if job.run_as is not None and job.run_as.home is not None and job.run_as.home.is_dir():
         binds.add(_check_job_path("home directory", job.run_as.home, policy))
+    if job.shared_runs is not None:  # before the job's own run directory, nested in it
+        shared = _check_job_path("shared run directories", job.shared_runs, policy)
+        parents(shared)
+        steps.append(Step(StepKind.RO_BIND, shared, src=shared))
+        made.add(shared)
     for path in sorted(binds, key=lambda p: (p.count("/"), p)):  # outer before nested
         parents(path)
         steps.append(Step(StepKind.RW_BIND, path, src=path))
@@ -557,7 +567,12 @@ _CLAIM_THEN_EXEC = (
 
 
 def start_sandboxed(
-    prepared: PreparedSandbox, *, stdout: int, stderr: int, claim: Path | None = None
+    prepared: PreparedSandbox,
+    *,
+    stdout: int,
+    stderr: int,
+    claim: Path | None = None,
+    umask: int = 0o077,
 ) -> subprocess.Popen[bytes]:
     """Start the sandbox in a session of its own (the dispatcher signals its group), stdin
     from /dev/null; only the sandbox's own descriptors are inherited.
@@ -578,4 +593,5 @@ def start_sandboxed(
         stderr=stderr,
         pass_fds=prepared.pass_fds,
         start_new_session=True,
+        umask=umask,  # inherited through bubblewrap and setpriv by the job (its files' modes)
     )

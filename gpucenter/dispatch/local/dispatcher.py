@@ -223,7 +223,9 @@ class LocalDispatcher:
         project_dir = starting.project_space(self._isolation, request, run_as)
         uid = run_as.uid if run_as is not None else os.geteuid()
         gid = run_as.gid if run_as is not None else os.getegid()
-        output = starting.make_output(self._jobs_root, name, uid, gid)
+        sharing = starting.output_sharing(request, run_as)
+        group = sharing.group if sharing.group is not None else gid
+        output = starting.make_output(self._jobs_root, name, uid, group, sharing)
         try:
             workdir = starting.working_directory(request, output.path, run_as, project_dir)
             job = SandboxJob(
@@ -238,6 +240,7 @@ class LocalDispatcher:
                 env=request.env,
                 job_vars=starting.job_vars(request, visible, project_dir),
                 trusted_root=Path("/"),
+                shared_runs=self._jobs_root if sharing.group is not None else None,
             )
             try:
                 if decision.sandboxed:
@@ -249,9 +252,12 @@ class LocalDispatcher:
                             stdout=output.files["stdout"],
                             stderr=output.files["stderr"],
                             claim=claim,
+                            umask=sharing.umask,
                         )
                 else:
-                    popen = self._start_unsandboxed(request, job, output.files, status_path)
+                    popen = self._start_unsandboxed(
+                        request, job, output.files, status_path, sharing.umask
+                    )
             except (SandboxError, UnsafeFile, ValueError) as exc:
                 raise DispatchError(f"job {request.job_id} cannot start: {exc}") from exc
             except OSError as exc:
@@ -307,13 +313,20 @@ class LocalDispatcher:
         )
 
     def _start_unsandboxed(
-        self, request: LaunchRequest, job: SandboxJob, files: Mapping[str, int], status: Path
+        self,
+        request: LaunchRequest,
+        job: SandboxJob,
+        files: Mapping[str, int],
+        status: Path,
+        umask: int = 0o077,
     ) -> subprocess.Popen[bytes]:
         """Single-user without a sandbox: the server's user, a fresh environment all the same."""
         env = job_environment(job, self._isolation.sandbox)
         marker = self._spool / f"{starting.job_directory_name(request)}.pid"
         status.unlink(missing_ok=True)
-        return start_wrapped(SHELL, request.command, job.workdir, env, files, status, marker)
+        return start_wrapped(
+            SHELL, request.command, job.workdir, env, files, status, marker, umask=umask
+        )
 
     def _watch_sandbox(
         self,

@@ -116,8 +116,9 @@ def start_wrapped(
     files: Mapping[str, int],
     status: Path,
     marker: Path,
+    umask: int = 0o077,
 ) -> subprocess.Popen[bytes]:
-    """An unsandboxed run: `command` under `WRAPPER`, in a session of its own."""
+    """An unsandboxed run: `command` under `WRAPPER`, in a session of its own, with `umask`."""
     status.unlink(missing_ok=True)
     try:
         return subprocess.Popen(
@@ -128,6 +129,7 @@ def start_wrapped(
             stdout=files["stdout"],
             stderr=files["stderr"],
             start_new_session=True,
+            umask=umask,
         )
     except OSError as exc:
         raise SiteUnavailable(f"cannot start {shell}: {exc}") from exc

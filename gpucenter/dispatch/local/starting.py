@@ -19,6 +19,7 @@ import errno
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpucenter.dispatch.base import DispatchError, LaunchRequest
@@ -40,6 +41,7 @@ __all__ = [
     "job_directory_name",
     "job_vars",
     "make_output",
+    "output_sharing",
     "physical_gpus",
     "project_space",
     "resolve_identity",
@@ -127,15 +129,27 @@ def project_space(
         raise DispatchError(f"project space of {request.project!r}: {exc}") from exc
 
 
-def make_output(jobs_root: Path, name: str, uid: int, gid: int) -> JobOutput:
-    """The run's fresh directory with its stdout and stderr, owned by `uid`:`gid`.
+def make_output(
+    jobs_root: Path, name: str, uid: int, gid: int, sharing: OutputSharing | None = None
+) -> JobOutput:
+    """The run's fresh directory with its stdout and stderr, owned by `uid`:`gid` (the
+    project's group where the project shares outputs), with `sharing`'s modes.
 
     A directory already there under the name was left by a server that died between making
     it and starting the job (a start that happened is adopted before this is reached): it is
     renamed aside, never reused, and a fresh one is made.
     """
+    sharing = sharing or PRIVATE
     try:
-        return prepare_job_output(jobs_root, name, uid=uid, gid=gid, root=jobs_root)
+        return prepare_job_output(
+            jobs_root,
+            name,
+            uid=uid,
+            gid=gid,
+            root=jobs_root,
+            dir_mode=sharing.dir_mode,
+            file_mode=sharing.file_mode,
+        )
     except UnsafeFile as exc:
         if "already exists" not in exc.reason:
             raise DispatchError(f"cannot make {jobs_root / name}: {exc.reason}") from exc
@@ -149,9 +163,41 @@ def make_output(jobs_root: Path, name: str, uid: int, gid: int) -> JobOutput:
     finally:
         os.close(parent)
     try:
-        return prepare_job_output(jobs_root, name, uid=uid, gid=gid, root=jobs_root)
+        return prepare_job_output(
+            jobs_root,
+            name,
+            uid=uid,
+            gid=gid,
+            root=jobs_root,
+            dir_mode=sharing.dir_mode,
+            file_mode=sharing.file_mode,
+        )
     except OSError as exc:
         raise DispatchError(f"cannot make {jobs_root / name}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSharing:
+    """Who may read a run's outputs: its directory's and files' modes, the group they
+    belong to (None: the owner's own), and the umask the job runs with, so that the files
+    it makes itself follow the same rule. Never world-readable."""
+
+    dir_mode: int
+    file_mode: int
+    umask: int
+    group: int | None = None
+
+
+PRIVATE = OutputSharing(dir_mode=0o700, file_mode=0o600, umask=0o077)
+
+
+def output_sharing(request: LaunchRequest, run_as: RunAs | None) -> OutputSharing:
+    """Group-readable by the project's group (2750 setgid / 0640, umask 027) where the
+    project shares its outputs and the job runs as its owner with that group; the owner's
+    alone (0700/0600, umask 077) otherwise."""
+    if request.share_outputs and run_as is not None and run_as.groups:
+        return OutputSharing(0o2750, 0o640, 0o027, run_as.groups[0])
+    return PRIVATE
 
 
 def _within(path: Path, tree: Path) -> bool:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from gpucenter.auth.permissions import Caller
+from gpucenter.domain.errors import PermissionDenied
 from gpucenter.domain.jobs import JobState
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs import manage as jobs
@@ -40,7 +41,7 @@ def job_events(
     last_beat = time.monotonic()
     deadline = last_beat + MAX_STREAM_S
     while time.monotonic() < deadline:
-        row = jobs.get_visible(ctx, caller, job_id)
+        row = jobs.get_visible(ctx, caller, job_id, with_env=False)
         if row.state != last_state:
             last_state = row.state
             payload = {
@@ -51,7 +52,10 @@ def job_events(
             }
             yield _event("state", json.dumps(payload))
         ended = JobState(row.state).is_terminal
-        chunk, offset, finished = jobs.read_log(ctx, caller, job_id, stream, offset)
+        try:
+            chunk, offset, finished = jobs.read_log(ctx, caller, job_id, stream, offset)
+        except PermissionDenied:  # a co-member's job in a project that does not share
+            chunk, finished = b"", True
         if chunk:
             text = decoder.decode(chunk)
             yield _event("log", json.dumps({"text": text, "offset": offset}))

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from gpucenter.auth.permissions import Caller, can_cancel_job, can_view_job
+from gpucenter.auth.permissions import (
+    Caller,
+    can_cancel_job,
+    can_read_job_output,
+    can_view_job,
+)
 from gpucenter.dispatch.isolation.safe_files import (
     UnsafeFile,
     open_dir_beneath,
@@ -32,8 +37,10 @@ from gpucenter.domain.errors import (
 )
 from gpucenter.domain.jobs import JobState
 from gpucenter.domain.messages import msg
+from gpucenter.persistence.sealed_env import SealError, is_sealed, open_env
 from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
 from gpucenter.services.context import AppContext
+from gpucenter.services.jobs.pipeline import env_keys
 from gpucenter.services.jobs.submit import SubmitRequest as SubmitRequest
 from gpucenter.services.jobs.submit import submit as submit
 from gpucenter.services.jobs.views import AnyJob, JobView, job_view
@@ -55,9 +62,21 @@ def array_task_ids(ctx: AppContext, leader: AnyJob) -> list[int]:
         )
 
 
-def get_visible(ctx: AppContext, caller: Caller, job_id: int) -> JobView:
-    """The job, if the caller may see it; NotFound otherwise (whether it exists or not)."""
-    return job_view(_visible_row(ctx, caller, job_id))
+def get_visible(ctx: AppContext, caller: Caller, job_id: int, *, with_env: bool = True) -> JobView:
+    """The job, if the caller may see it; NotFound otherwise (whether it exists or not).
+    Its env's values are opened for its owner only: project members and admins see the
+    names with the values masked (issue 17)."""
+    row = _visible_row(ctx, caller, job_id)
+    if not with_env or caller.user_id != row.user_id or not is_sealed(row.env):
+        return job_view(row)
+    try:
+        opened = open_env(env_keys(ctx), row.user_id, row.env)
+    except SealError as exc:
+        log.warning("job %s: its environment cannot be opened: %s", row.id, exc)
+        return job_view(row)
+    # Shown as text: what UTF-8 cannot carry (a lone surrogate a client sent) is replaced.
+    shown = {k: v.encode("utf-8", "replace").decode("utf-8") for k, v in opened.items()}
+    return job_view(row, shown)
 
 
 def _visible_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
@@ -65,6 +84,21 @@ def _visible_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
         row = s.get(JobRow, job_id)
         if row is None or not can_view_job(caller, row.user_id, row.project_id):
             raise NotFound("job", job_id)
+        return row
+
+
+def _readable_row(ctx: AppContext, caller: Caller, job_id: int) -> JobRow:
+    """The job, if the caller may read its logs: NotFound where they may not see it at all,
+    PermissionDenied where they see it but its project does not share outputs."""
+    with ctx.sessions.begin() as s:
+        row = s.get(JobRow, job_id)
+        if row is None or not can_view_job(caller, row.user_id, row.project_id):
+            raise NotFound("job", job_id)
+        shares = bool(
+            s.scalar(select(ProjectRow.share_outputs).where(ProjectRow.id == row.project_id))
+        )
+        if not can_read_job_output(caller, row.user_id, row.project_id, shares):
+            raise PermissionDenied.of(msg("error.logs_not_shared", job=str(job_id)))
         return row
 
 
@@ -191,7 +225,7 @@ def read_log(
         raise ValidationError.about("stream", msg("error.log_stream"))
     if offset < 0:
         raise ValidationError.about("offset", msg("error.not_negative"))
-    row = _visible_row(ctx, caller, job_id)
+    row = _readable_row(ctx, caller, job_id)
     path = row.stdout_path if stream == "stdout" else row.stderr_path
     finished = JobState(row.state).is_terminal
     if not path:
@@ -220,7 +254,10 @@ class LogTail:
 def log_tail(ctx: AppContext, caller: Caller, job_id: int, max_bytes: int) -> LogTail:
     """The last `max_bytes` of the job's stdout as it is now (the portal's first screen;
     the log's place on disk stays in here)."""
-    row = _visible_row(ctx, caller, job_id)
+    try:
+        row = _readable_row(ctx, caller, job_id)
+    except PermissionDenied:
+        return LogTail(b"", 0, 0)  # the page shows the job, without its owner's output
     size = 0
     if row.stdout_path:
         try:

@@ -41,6 +41,7 @@ from gpucenter.domain.messages import msg
 from gpucenter.domain.templates import JobTemplate
 from gpucenter.domain.text import refuse_control
 from gpucenter.persistence import repositories as repo
+from gpucenter.persistence.sealed_env import EnvKeys, keys_for
 from gpucenter.persistence.tables import JobRow, JobTemplateRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs import submission as rules
@@ -83,6 +84,11 @@ class Target(NamedTuple):
     token_ok: bool
 
 
+def env_keys(ctx: AppContext) -> EnvKeys:
+    """The key ring that seals this centre's job environments (see `sealed_env`)."""
+    return keys_for(ctx.sessions.kw.get("info"))
+
+
 @dataclass(slots=True)
 class Submission:
     """What a submission has loaded and decided so far. The steps fill it in order; a
@@ -111,7 +117,8 @@ class Submission:
 
     @classmethod
     def start(cls, ctx: AppContext, caller: Caller, form: JobForm, key: str | None) -> Submission:
-        return cls(caller, form, key, ctx.now(), form.fingerprint())
+        secret = env_keys(ctx).digest_key() if form.env else None
+        return cls(caller, form, key, ctx.now(), form.fingerprint(secret))
 
     @property
     def command(self) -> str:

@@ -10,6 +10,7 @@ REST route, the web form, the CLI and the submission fast path all run.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -53,10 +54,17 @@ class JobForm:
     template: str | None = None
     fields: Mapping[str, Any] | None = None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, secret_key: bytes | None = None) -> str:
         """A digest of the whole form (an Idempotency-Key's body check). The same JSON as
-        `json.dumps(asdict(self), ...)` without asdict's deep copy (a hot path)."""
+        `json.dumps(asdict(self), ...)` without asdict's deep copy (a hot path).
+
+        With `secret_key`, the env's values enter only as an HMAC under it: the digest is
+        stored with the job (`request_hash`), and a plain hash of a weak secret beside the
+        rest of the form in clear could be found by guessing (issue 17)."""
         values = {name: getattr(self, name) for name in _FORM_FIELDS}
+        if secret_key is not None and self.env:
+            canonical = json.dumps(dict(self.env), sort_keys=True).encode()
+            values["env"] = "hmac:" + hmac.new(secret_key, canonical, "sha256").hexdigest()
         body = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()
 

@@ -26,11 +26,13 @@ from sqlalchemy.orm import Session
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Conflict, ValidationError
 from gpucenter.domain.jobs import JobState, WaitReason
+from gpucenter.persistence.sealed_env import ARRAY_TASK_VAR, seal_env
 from gpucenter.persistence.tables import JobRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs.pipeline import (
     Query,
     Submission,
+    env_keys,
     run_checks,
     run_checks_async,
     session_reader,
@@ -52,7 +54,7 @@ def submit(
     try:
         with ctx.sessions.begin() as s:
             run_checks(ctx, sub, session_reader(s))
-            return _write(s, sub)
+            return _write(s, sub, _sealed(ctx, sub))
     except (ValidationError, Conflict):
         if not sub.replayable:
             raise
@@ -102,7 +104,7 @@ async def submit_async(
         await run_checks_async(ctx, sub, db.rows)
         if sub.array_indices:
             return None
-        values = _first_values(sub)
+        values = _first_values(sub, _sealed(ctx, sub))
         new_id = await db.insert(values, idempotency_key is not None)
     except (ValidationError, Conflict):
         if not sub.replayable:
@@ -139,9 +141,16 @@ def _repeated(previous: JobRow | None, fingerprint: str) -> JobRow:
     return previous
 
 
-def _write(s: Session, sub: Submission) -> JobRow:
+def _sealed(ctx: AppContext, sub: Submission) -> dict[str, Any]:
+    """The job's env as stored: its values sealed (`sealed_env`), once per submission
+    (every task of an array shares the one token)."""
+    assert sub.spec is not None
+    return seal_env(env_keys(ctx), sub.caller.user_id, sub.spec.env)
+
+
+def _write(s: Session, sub: Submission, env: dict[str, Any]) -> JobRow:
     """The first (or only) job; then the other tasks of an array."""
-    values = _first_values(sub)
+    values = _first_values(sub, env)
     new_id = s.execute(_INSERT[sub.key is not None], values).scalar()
     if new_id is None:
         assert sub.key is not None
@@ -152,7 +161,7 @@ def _write(s: Session, sub: Submission) -> JobRow:
     base = _job_values(sub)
     assert sub.spec is not None
     for index in sub.array_indices[1:]:
-        row = JobRow(**_task(base, sub.spec.name, dict(sub.spec.env), index), array_job_id=new_id)
+        row = JobRow(**_task(base, sub.spec.name, env, index), array_job_id=new_id)
         s.add(row)
     s.execute(update(JobRow).where(JobRow.id == new_id).values(array_job_id=new_id))
     first.array_job_id = new_id
@@ -189,20 +198,22 @@ def _job_values(sub: Submission) -> dict[str, Any]:
     }
 
 
-def _first_values(sub: Submission) -> dict[str, Any]:
-    """The column values of the first (or only) job, its Idempotency-Key included."""
+def _first_values(sub: Submission, env: dict[str, Any]) -> dict[str, Any]:
+    """The column values of the first (or only) job, its Idempotency-Key included; `env`
+    is the stored (sealed) env."""
     assert sub.spec is not None
     index = sub.array_indices[0] if sub.array_indices else None
-    values = _task(_job_values(sub), sub.spec.name, dict(sub.spec.env), index)
+    values = _task(_job_values(sub), sub.spec.name, env, index)
     return values | {"idempotency_key": sub.key}
 
 
 def _task(
-    base: dict[str, Any], name: str, env: dict[str, str], index: int | None
+    base: dict[str, Any], name: str, env: dict[str, Any], index: int | None
 ) -> dict[str, Any]:
-    """The column values of one job (or one task of an array)."""
+    """The column values of one job (or one task of an array); the task's index is the one
+    clear entry of its stored env."""
     if index is not None:
-        env = {**env, "GPUCENTER_ARRAY_TASK_ID": str(index)}
+        env = {**env, ARRAY_TASK_VAR: str(index)}
         name = f"{name}[{index}]"
     return {**base, "name": name[:200], "env": env, "array_index": index}
 

@@ -9,11 +9,12 @@ templates and the API's schema read the same attributes as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
 from gpucenter.domain.messages import Message
+from gpucenter.persistence.sealed_env import masked
 from gpucenter.persistence.tables import JobRow
 
 
@@ -49,6 +50,9 @@ class JobView:
     # `reason_detail` as a code with parameters, for readers in another language or zone;
     # None when the detail was written in English only.
     reason_message: Message | None = None
+    # The job's environment: names with their values masked (`sealed_env.MASK`), except in
+    # the view its owner asks for (`manage.get_visible`), where the values are opened.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def reason_message_of(stored: object, detail: str) -> Message | None:
@@ -68,8 +72,9 @@ def reason_message_of(stored: object, detail: str) -> Message | None:
 AnyJob: TypeAlias = JobRow | JobView
 
 
-def job_view(job: AnyJob) -> JobView:
-    """The view of `job` (a view is returned as it is)."""
+def job_view(job: AnyJob, env: dict[str, str] | None = None) -> JobView:
+    """The view of `job` (a view is returned as it is). Its env's values are masked unless
+    `env` (opened for the job's owner) is given."""
     if isinstance(job, JobView):
         return job
     return JobView(
@@ -99,6 +104,7 @@ def job_view(job: AnyJob) -> JobView:
         exit_code=job.exit_code,
         placement=job.placement,
         reason_message=reason_message_of(getattr(job, "reason_message", None), job.reason_detail),
+        env=env if env is not None else masked(job.env),
     )
 
 

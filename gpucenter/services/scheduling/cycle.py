@@ -317,7 +317,7 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
                 )
         if changes:
             s.execute(update(JobRow), [{"id": k, **v} for k, v in changes.items()])
-        requests = launch_requests(s, {st.job_id: st.placement for st in result.starts})
+        requests = launch_requests(s, {st.job_id: st.placement for st in result.starts}, now)
         to_launch = [
             (requests[st.job_id], st.borrowed) for st in result.starts if st.job_id in requests
         ]

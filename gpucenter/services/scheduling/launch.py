@@ -9,7 +9,9 @@ which the local dispatcher checks against the machine before it runs anything as
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,16 +19,26 @@ from sqlalchemy.orm import Session
 from gpucenter.core import NodeGpus
 from gpucenter.dispatch.base import JobOwner, LaunchRequest
 from gpucenter.domain.ids import JobId, ProjectId
-from gpucenter.domain.jobs import GpuRequest
+from gpucenter.domain.jobs import GpuRequest, JobState
+from gpucenter.domain.messages import msg
+from gpucenter.persistence.sealed_env import EnvKeys, SealError, keys_for, open_env
 from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
+
+log = logging.getLogger(__name__)
 
 __all__ = ["launch_request", "launch_requests"]
 
 
 def launch_request(
-    row: JobRow, project: str, owner: JobOwner, placement: tuple[NodeGpus, ...]
+    row: JobRow,
+    project: str,
+    owner: JobOwner,
+    placement: tuple[NodeGpus, ...],
+    keys: EnvKeys | None = None,
+    share_outputs: bool = False,
 ) -> LaunchRequest:
-    """The request for the next run of the job in `row`, of `project`, on `placement`."""
+    """The request for the next run of the job in `row`, of `project`, on `placement`.
+    Its env is opened here, for the dispatcher only (SealError where it cannot be)."""
     return LaunchRequest(
         job_id=JobId(row.id),
         command=row.command,
@@ -39,29 +51,52 @@ def launch_request(
         name=row.name,
         qos=row.qos,
         workdir=row.workdir,
-        env=dict(row.env or {}),
+        env=open_env(keys or keys_for(None), row.user_id, row.env),
         image=row.image,
         array_index=row.array_index,
         run=(row.runs or 0) + 1,
+        share_outputs=share_outputs,
     )
 
 
 def launch_requests(
-    s: Session, placements: Mapping[JobId, tuple[NodeGpus, ...]]
+    s: Session,
+    placements: Mapping[JobId, tuple[NodeGpus, ...]],
+    now: datetime | None = None,
 ) -> dict[JobId, LaunchRequest]:
-    """The requests of the jobs about to start, by one query (jobs no longer there are
-    left out)."""
+    """The requests of the jobs about to start, by one query (jobs no longer there, and
+    jobs whose env cannot be opened, which fail here, are left out)."""
     if not placements:
         return {}
     rows = s.execute(
-        select(JobRow, ProjectRow.name, UserRow.username, UserRow.unix_uid, UserRow.unix_gid)
+        select(
+            JobRow,
+            ProjectRow.name,
+            ProjectRow.share_outputs,
+            UserRow.username,
+            UserRow.unix_uid,
+            UserRow.unix_gid,
+        )
         .join(ProjectRow, ProjectRow.id == JobRow.project_id)
         .join(UserRow, UserRow.id == JobRow.user_id)
         .where(JobRow.id.in_(sorted(int(job_id) for job_id in placements)))
     )
-    return {
-        JobId(row.id): launch_request(
-            row, project, JobOwner(username, uid, gid), placements[JobId(row.id)]
-        )
-        for row, project, username, uid, gid in rows
-    }
+    keys = keys_for(s.info)
+    requests: dict[JobId, LaunchRequest] = {}
+    for row, project, shared, username, uid, gid in rows:
+        owner = JobOwner(username, uid, gid)
+        try:
+            requests[JobId(row.id)] = launch_request(
+                row, project, owner, placements[JobId(row.id)], keys, bool(shared)
+            )
+        except SealError as exc:
+            # Fail closed: a job whose secrets cannot be opened (tampered with, copied from
+            # another job, sealed under a key this server lacks) never runs; it fails
+            # alone, saying why, and the pass goes on with the others.
+            log.warning("job %s: its environment cannot be opened: %s", row.id, exc)
+            why = msg("job.env_unreadable", why=str(exc))
+            row.state = JobState.FAILED.value
+            row.ended_at = now or datetime.now(tz=UTC)
+            row.reason = ""
+            row.reason_detail, row.reason_message = why.english(), why.to_json()
+    return requests

@@ -457,8 +457,10 @@ def test_jobs_run_as_their_owners_accounts(server: Server, attack: Attack) -> No
     assert attack.a_uid not in (0, uid)
     run = server.settings.tenant_root / "jobs" / f"job-{attack.a_job['id']}.run-1"
     st = run.stat()
-    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (attack.a_uid, 0o750)
-    assert (run / "stdout").stat().st_uid == attack.a_uid
+    # The project does not share its outputs (the default): the owner's alone.
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (attack.a_uid, 0o700)
+    out = (run / "stdout").stat()
+    assert (out.st_uid, stat.S_IMODE(out.st_mode)) == (attack.a_uid, 0o600)
 
 
 def test_a_job_environment_is_its_owners_not_the_servers(server: Server, attack: Attack) -> None:
@@ -502,7 +504,9 @@ def test_the_api_shows_b_nothing_of_a(server: Server, attack: Attack) -> None:
     )
     assert _log(server, "bob", a_id).status_code == 404
     own = server.client.get("/api/v1/jobs", headers=_auth(server, "alice")).json()["items"]
-    assert all("env" not in job for job in own)  # env values are never returned at all
+    # Lists carry env names only, their values masked (issue 17: values reach the owner's
+    # own job view alone).
+    assert all(set(job["env"].values()) <= {"********"} for job in own)
 
 
 def test_the_log_api_refuses_a_link_the_job_left(server: Server, attack: Attack) -> None:
