@@ -132,3 +132,34 @@ def site(
     except SiteError as exc:
         fail(str(exc))
     console.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
+
+
+@app.command("submit-rule")
+def submit_rule(
+    install: Annotated[
+        bool,
+        typer.Option(
+            "--install",
+            help="write job_submit.lua into slurm.conf's directory and mark this namespace "
+            "as GPUCENTER_SLURM_OUTSIDE_SUBMISSIONS says (run on the controller, as root)",
+        ),
+    ] = False,
+    conf_dir: Annotated[str, typer.Option(help="slurm.conf's directory")] = "/etc/slurm",
+    site: SiteOption = None,
+) -> None:
+    """The submit rule that refuses jobs sent to a project's account outside gpucenter
+    (slurm.conf: JobSubmitPlugins=lua). Without --install: print the script."""
+    from pathlib import Path
+
+    from gpucenter.services.slurm.sync import install_submit_rule, submit_rule_script
+
+    settings = _slurm_settings(site)
+    if not install:
+        typer.echo(submit_rule_script(), nl=False)  # as it is: no wrapping
+        return
+    try:
+        done = install_submit_rule(settings, Path(conf_dir))
+    except OSError as exc:
+        fail(f"cannot install the submit rule: {exc}")
+    for line in done or ["nothing to change"]:
+        console.print(line, highlight=False, markup=False)

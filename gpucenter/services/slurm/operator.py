@@ -75,7 +75,12 @@ def ingest_site_usage(
         records = read_usage(settings.cli(), since, now)
         with sessions.begin() as s:
             return ingest_records(
-                s, records, now, top=settings.top_account, foreign_jobs=settings.foreign_jobs
+                s,
+                records,
+                now,
+                top=settings.top_account,
+                foreign_jobs=settings.foreign_jobs,
+                marker_key=settings.marker_key(),
             )
 
 
