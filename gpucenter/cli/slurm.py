@@ -26,18 +26,28 @@ SiteOption = Annotated[
 
 
 def _slurm_settings(site: str | None) -> SlurmSettings:
-    """The named Slurm site's settings from the sites file, or GPUCENTER_SLURM_*."""
+    """The named Slurm site's settings from the sites file, or GPUCENTER_SLURM_*; the job
+    marker key where the server keeps it (under GPUCENTER_VAR_DIR) unless set."""
     from gpucenter.services.sites.slurm_settings import SlurmSettings
     from gpucenter.services.wiring import load_site_specs
 
     if site is None:
-        return SlurmSettings()
+        return _with_marker_key(SlurmSettings())
     with friendly_errors():
         specs = load_site_specs(get_settings())
     for spec in specs:
         if spec.name == site and spec.slurm is not None:
-            return spec.slurm
+            return _with_marker_key(spec.slurm)
     fail(f"no Slurm site {site!r} in the sites file")
+
+
+def _with_marker_key(settings: SlurmSettings) -> SlurmSettings:
+    from pathlib import Path
+
+    if settings.marker_key_file is not None:
+        return settings
+    key_file = Path(get_settings().var_dir) / "secrets" / "slurm-marker.key"
+    return settings.model_copy(update={"marker_key_file": key_file})
 
 
 app = typer.Typer(

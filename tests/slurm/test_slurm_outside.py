@@ -232,3 +232,45 @@ def test_flag_an_outside_submission_is_charged_once_and_flagged(world: SlurmWorl
         assert (
             len(s.scalars(select(LedgerEntryRow).where(LedgerEntryRow.source == source)).all()) == 1
         )
+
+
+def test_after_a_restart_a_row_naming_a_users_own_slurm_job_is_not_adopted(
+    world: SlurmWorld,
+) -> None:
+    """The database names a Slurm job for a running job (an edited or restored row), but that
+    Slurm job is the owner's own, without the job's marker: the restarted server does not
+    adopt it (the job ends, saying so) and leaves the Slurm job alone."""
+    from gpucenter.persistence.tables import JobRow
+    from gpucenter.services.context import AppContext
+    from gpucenter.services.scheduling.cycle import recover_after_restart
+
+    name = _setup(world, "flag")
+    account = world.account(name)
+    form = JobForm(
+        project=name, command="sleep 120", gpus_per_node=1, gpu_type="h100", time_limit_s=180
+    )
+    job = jobs.submit(world.ctx, world.caller("gcalice"), form).id
+    row = run_until(world, job, lambda r: bool(r.external_id) and r.started_at is not None)
+    hers = _job_id(
+        _sbatch_as("gcalice", f"-A{account}", f"--comment=gpucenter:{job}", "--wrap", "sleep 300")
+    )
+    with world.ctx.sessions.begin() as s:
+        s.get_one(JobRow, job).external_id = hers  # the row now names her job
+    world.dispatcher.detach()
+    fresh = make_slurm_dispatcher(world.ctx.sessions, world.settings, world.ctx.clock)
+    ctx = AppContext(
+        world.ctx.settings,
+        world.ctx.engine,
+        world.ctx.sessions,
+        world.ctx.site,
+        fresh,
+        world.ctx.clock,
+    )
+    assert recover_after_restart(ctx) == 1
+    assert JobId(job) not in fresh.running_job_ids()
+    assert "no valid marker" in fresh.refused_adoptions[hers]
+    after = run_until(world, job, lambda r: JobState(r.state).is_terminal)
+    assert after.state == JobState.FAILED.value and "re-adopt" in after.reason_detail
+    state = slurm("squeue", "-h", "-j", hers, "-o", "%T").strip()
+    assert state in ("RUNNING", "PENDING")  # her job is hers: left alone
+    subprocess.run(["scancel", hers, str(row.external_id)], capture_output=True, check=False)
