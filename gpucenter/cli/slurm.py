@@ -173,3 +173,23 @@ def submit_rule(
         fail(f"cannot install the submit rule: {exc}")
     for line in done or ["nothing to change"]:
         console.print(line, highlight=False, markup=False)
+
+
+@app.command("flags")
+def flags(
+    project: Annotated[str | None, typer.Option(help="only this project's")] = None,
+) -> None:
+    """Jobs run under a project's Slurm account outside gpucenter, as the usage ingest
+    found and flagged them (charged, or not where the site says foreign_jobs: flag)."""
+    from gpucenter.services.slurm.operator import outside_jobs
+
+    found = outside_jobs(_sessions(), project)
+    for job in found:
+        console.print(
+            f"{job.source}  {job.project or '?'}  {job.username or '?'}  "
+            f"{job.gpu_hours:.3f} GPU-h  ended {job.ended_at:%Y-%m-%d %H:%M}  {job.reason}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(f"{len(found)} job(s) run outside gpucenter", highlight=False)

@@ -62,7 +62,11 @@ class SlurmSettings(BaseSettings):
 
     def marker_key(self) -> MarkerKey:
         """The key of this site's job markers (made on first use), bound to its top account."""
-        path = self.marker_key_file or Path("var") / "secrets" / "slurm-marker.key"
+        path = self.marker_key_file
+        if path is None:  # the server's: beside the audit key ring under GPUCENTER_VAR_DIR
+            from gpucenter.config import get_settings
+
+            path = Path(get_settings().var_dir) / "secrets" / "slurm-marker.key"
         return MarkerKey.load_or_create(path, self.top_account)
 
     def cli(self) -> SlurmCli:
