@@ -26,18 +26,28 @@ SiteOption = Annotated[
 
 
 def _slurm_settings(site: str | None) -> SlurmSettings:
-    """The named Slurm site's settings from the sites file, or GPUCENTER_SLURM_*."""
+    """The named Slurm site's settings from the sites file, or GPUCENTER_SLURM_*; the job
+    marker key where the server keeps it (under GPUCENTER_VAR_DIR) unless set."""
     from gpucenter.services.sites.slurm_settings import SlurmSettings
     from gpucenter.services.wiring import load_site_specs
 
     if site is None:
-        return SlurmSettings()
+        return _with_marker_key(SlurmSettings())
     with friendly_errors():
         specs = load_site_specs(get_settings())
     for spec in specs:
         if spec.name == site and spec.slurm is not None:
-            return spec.slurm
+            return _with_marker_key(spec.slurm)
     fail(f"no Slurm site {site!r} in the sites file")
+
+
+def _with_marker_key(settings: SlurmSettings) -> SlurmSettings:
+    from pathlib import Path
+
+    if settings.marker_key_file is not None:
+        return settings
+    key_file = Path(get_settings().var_dir) / "secrets" / "slurm-marker.key"
+    return settings.model_copy(update={"marker_key_file": key_file})
 
 
 app = typer.Typer(
@@ -132,3 +142,54 @@ def site(
     except SiteError as exc:
         fail(str(exc))
     console.print(yaml.safe_dump(data, sort_keys=False), end="", highlight=False)
+
+
+@app.command("submit-rule")
+def submit_rule(
+    install: Annotated[
+        bool,
+        typer.Option(
+            "--install",
+            help="write job_submit.lua into slurm.conf's directory and mark this namespace "
+            "as GPUCENTER_SLURM_OUTSIDE_SUBMISSIONS says (run on the controller, as root)",
+        ),
+    ] = False,
+    conf_dir: Annotated[str, typer.Option(help="slurm.conf's directory")] = "/etc/slurm",
+    site: SiteOption = None,
+) -> None:
+    """The submit rule that refuses jobs sent to a project's account outside gpucenter
+    (slurm.conf: JobSubmitPlugins=lua). Without --install: print the script."""
+    from pathlib import Path
+
+    from gpucenter.services.slurm.sync import install_submit_rule, submit_rule_script
+
+    settings = _slurm_settings(site)
+    if not install:
+        typer.echo(submit_rule_script(), nl=False)  # as it is: no wrapping
+        return
+    try:
+        done = install_submit_rule(settings, Path(conf_dir))
+    except OSError as exc:
+        fail(f"cannot install the submit rule: {exc}")
+    for line in done or ["nothing to change"]:
+        console.print(line, highlight=False, markup=False)
+
+
+@app.command("flags")
+def flags(
+    project: Annotated[str | None, typer.Option(help="only this project's")] = None,
+) -> None:
+    """Jobs run under a project's Slurm account outside gpucenter, as the usage ingest
+    found and flagged them (charged, or not where the site says foreign_jobs: flag)."""
+    from gpucenter.services.slurm.operator import outside_jobs
+
+    found = outside_jobs(_sessions(), project)
+    for job in found:
+        console.print(
+            f"{job.source}  {job.project or '?'}  {job.username or '?'}  "
+            f"{job.gpu_hours:.3f} GPU-h  ended {job.ended_at:%Y-%m-%d %H:%M}  {job.reason}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(f"{len(found)} job(s) run outside gpucenter", highlight=False)

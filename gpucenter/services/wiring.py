@@ -246,6 +246,9 @@ def _slurm_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
     )
     if not settings.gpu_types:
         settings = settings.model_copy(update={"gpu_types": tuple(sorted(loaded.site.gpu_types))})
+    if settings.marker_key_file is None:  # beside the audit key ring, never in the database
+        key_file = Path(wiring.settings.var_dir) / "secrets" / "slurm-marker.key"
+        settings = settings.model_copy(update={"marker_key_file": key_file})
     dispatcher = make_slurm_dispatcher(wiring.sessions, settings, wiring.clock, wiring.fence)
     return SiteRuntime(spec.name, loaded, dispatcher, settings=settings)
 
@@ -291,6 +294,7 @@ def make_slurm_dispatcher(
         top_account=settings.top_account,
         grace_s=slurm_grace_s(settings),
         hold_until_recorded=True,
+        marker_key=settings.marker_key(),
     )
 
 

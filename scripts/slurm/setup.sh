@@ -195,6 +195,9 @@ AccountingStorageHost=localhost
 AccountingStorageTRES=gres/gpu,gres/gpu:${GPU_TYPE}
 AccountingStorageEnforce=associations,limits,qos,safe
 AccountingStoreFlags=job_comment
+# gpucenter's submit rule (job_submit.lua): refuses jobs in a refusing namespace's project
+# accounts that root or SlurmUser did not submit (gpucenter/dispatch/slurm/submit_rule.py).
+JobSubmitPlugins=lua
 PriorityType=priority/multifactor
 PriorityCalcPeriod=1
 PriorityDecayHalfLife=0
@@ -204,6 +207,13 @@ PriorityWeightAge=1000
 NodeName=${HOST} CPUs=${CPUS} Boards=1 SocketsPerBoard=1 CoresPerSocket=${CPUS} ThreadsPerCore=1 RealMemory=${MEM_MB} Gres=gpu:${GPU_TYPE}:${GPUS} State=UNKNOWN
 PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
+
+# The rule's script, rendered by gpucenter itself (the module runs without its package);
+# which namespaces refuse is a file each in /etc/slurm/gpucenter-refuse.d, not the script.
+put "$CONF_DIR/job_submit.lua" 644 root < <(
+  python3 "$(dirname "${BASH_SOURCE[0]}")/../../gpucenter/dispatch/slurm/submit_rule.py" 0 "$(id -u slurm)"
+)
+install -d -m 755 /etc/slurm/gpucenter-refuse.d
 
 put "$CONF_DIR/gres.conf" 644 root <<EOF
 # Fake GPUs: symlinks to /dev/null (see scripts/slurm/setup.sh).

@@ -165,3 +165,67 @@ def test_foreign_jobs_are_flagged_where_the_site_says_so(world: World) -> None:
         "gpucenter_alpha",
     )
     assert _ingest(world, sacct, foreign_jobs="flag").flagged == []  # once
+
+
+def test_outside_jobs_are_charged_and_flagged_once_for_the_pi_and_the_admins(
+    world: World,
+) -> None:
+    """A site with ``outside_submissions: flag``: a job run under a project's account outside
+    gpucenter is charged like any usage, listed in usage_flags, audited and told to the
+    project's members; a re-read charges and flags nothing again."""
+    from gpucenter.persistence.tables_accounting import NotificationRow
+    from gpucenter.persistence.tables_audit import AuditEntryRow
+    from gpucenter.services.slurm.ingest import OUTSIDE_JOB
+
+    sacct = FakeSacct()
+    sacct.job(71, "gpucenter_alpha", 2, 100, NOW - timedelta(minutes=1))
+    report = _ingest(world, sacct)
+    assert report.charged == ["71"] and report.flagged == ["71"]
+    assert _ledger(world) == {"slurm:c1:71": 200.0}
+    with world.ctx.sessions() as s:
+        flag = s.scalars(select(UsageFlagRow)).one()
+        audits = s.scalars(select(AuditEntryRow).where(AuditEntryRow.action == OUTSIDE_JOB)).all()
+        notes = s.scalars(
+            select(NotificationRow).where(NotificationRow.kind == "slurm_outside_job")
+        ).all()
+    assert flag.source == "slurm:c1:71" and "charged" in flag.reason
+    assert len(audits) == 1 and audits[0].target_type == "project"
+    assert world.centre.alice.user_id in {n.user_id for n in notes}
+    again = _ingest(world, sacct)
+    assert again.charged == [] and again.flagged == [] and _ledger(world) == {"slurm:c1:71": 200.0}
+
+
+@pytest.mark.parametrize(
+    ("comment", "ours"),
+    [
+        ("right", True),  # a valid marker of run 1 of the job, now in run 2: charged per run
+        ("plain", False),  # the old form: anybody can write it
+        ("forged", False),  # a MAC made with another key
+        ("current", False),  # run 2's marker on another Slurm job: a copy
+    ],
+)
+def test_only_a_valid_earlier_run_marker_counts_as_an_earlier_run(
+    world: World, comment: str, ours: bool
+) -> None:
+    from gpucenter.dispatch.slurm.marker import MarkerKey
+
+    key = MarkerKey(b"s" * 32, "gpucenter")
+    job = jobs.submit(world.ctx, world.centre.alice, JobForm(project="alpha", command="x")).id
+    with world.ctx.sessions.begin() as s:
+        row = s.get_one(JobRow, job)
+        row.state, row.external_id, row.runs = JobState.RUNNING.value, "90", 2
+    text = {
+        "right": key.marker(job, 1),
+        "plain": f"gpucenter:{job}",
+        "forged": MarkerKey(b"x" * 32, "gpucenter").marker(job, 1),
+        "current": key.marker(job, 2),
+    }[comment]
+    sacct = FakeSacct()
+    sacct.job(81, "gpucenter_alpha", 1, 100, NOW - timedelta(minutes=1), text)
+    with world.ctx.sessions.begin() as s:
+        report = ingest_site(s, SlurmCli(runner=sacct), "c1", "gpucenter", NOW, marker_key=key)
+    if ours:
+        assert report.already == 1 and _ledger(world) == {}
+    else:
+        assert report.charged == ["81"] and report.flagged == ["81"]
+        assert _ledger(world) == {"slurm:c1:81": 100.0}

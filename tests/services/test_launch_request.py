@@ -105,7 +105,7 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
         assert "--gres=gpu:h100:4" in args and "--nodes=2" in args and "--time=10" in args
         assert f"--uid={uid}" in args and f"--gid={gid}" in args  # its owner's account
         assert "--account=gpucenter_alpha" in args and "--job-name=train" in args
-        assert f"--comment=gpucenter:{job_id}" in args
+        assert any(a.startswith(f"--comment=gpucenter:{job_id}:1:") for a in args)  # marker
         assert not any(a.startswith("--qos") for a in args)  # normal: the account's default
         with ctx.sessions() as s:
             row = s.get(JobRow, job_id)

@@ -96,3 +96,39 @@ def test_usage_ingest_reads_sacct_and_reports(slurm: FakeSlurm) -> None:
     done = CliRunner().invoke(cli_app, ["slurm", "usage", "--hours", "2"])
     assert done.exit_code == 0, done.output
     assert done.output.startswith("charged 0 job(s), corrected 0, flagged 0, 0 already charged")
+
+
+def test_flags_lists_the_outside_submissions_the_ingest_found(slurm: FakeSlurm) -> None:
+    from gpucenter.persistence.tables_ops import UsageFlagRow
+    from gpucenter.services.identity import accounts
+
+    sessions = session_factory(make_engine(get_settings().effective_database_url))
+    now = datetime(2026, 11, 1, 11, tzinfo=UTC)
+    with sessions.begin() as s:
+        accounts.create_organisation(s, "Alpha University", "university", now)
+        project = accounts.create_project(s, "alpha", "Alpha University", now)
+        s.add(
+            UsageFlagRow(
+                source="slurm:testcluster:77",
+                project_id=project.id,
+                account="gpucenter_alpha",
+                username="mallory",
+                gpu_type="h100",
+                gpu_seconds=7200.0,
+                ended_at=now,
+                reason="ran outside gpucenter; charged to the project's allocation",
+                created_at=now,
+            )
+        )
+    (job,) = operator.outside_jobs(sessions, "alpha")
+    assert (job.source, job.project, job.username, job.gpu_hours) == (
+        "slurm:testcluster:77",
+        "alpha",
+        "mallory",
+        2.0,
+    )
+    assert operator.outside_jobs(sessions, "beta") == []
+    done = CliRunner().invoke(cli_app, ["slurm", "flags"])
+    assert done.exit_code == 0, done.output
+    assert "slurm:testcluster:77  alpha  mallory  2.000 GPU-h" in done.output
+    assert done.output.rstrip().endswith("1 job(s) run outside gpucenter")

@@ -162,7 +162,10 @@ def slurm_world(slurm_cluster: str, tmp_path: Path) -> Iterator[SlurmWorld]:
     migrate(url)
     settings = Settings(var_dir=tmp_path / "var", database_url=url, scheduler_interval_s=0.2)
     slurm_settings = SlurmSettings(
-        top_account=f"gct_{suffix}", log_dir=log_dir, cluster=slurm_cluster
+        top_account=f"gct_{suffix}",
+        log_dir=log_dir,
+        cluster=slurm_cluster,
+        marker_key_file=tmp_path / "var" / "secrets" / "slurm-marker.key",
     )
     engine = make_engine(url)
     sessions = session_factory(engine)

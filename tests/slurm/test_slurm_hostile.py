@@ -7,7 +7,7 @@ and a FIFO in place of their own logs and Alice's output in place of one (a hard
 Bob submits a Slurm job of his own carrying the marker of Alice's job (``--comment``). Each is
 refused: by the file modes gpucenter gives (0700 per-owner log directories, a 0600 database),
 or by the log API (409 at once, never a hang), or by the adoption check (the Slurm job's
-owner and account must be the job's).
+owner and account must be the job's, and its marker valid: tests/slurm/test_slurm_outside.py).
 
 The server's state lives in a directory every user can reach (the test's own `tmp_path`,
 below), so that only the modes gpucenter sets keep Bob out of the database.

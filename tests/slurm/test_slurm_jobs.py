@@ -58,7 +58,8 @@ def test_job_runs_under_slurm_with_its_account_gpus_logs_and_one_charge(
     account, user, tres, elapsed, comment, name = _sacct(
         row.external_id, "Account,User,AllocTRES,ElapsedRaw,Comment,JobName"
     )
-    expected = (world.account(project), "gcalice", f"gpucenter:{job_id}", "hello")
+    marker = world.settings.marker_key().marker(job_id, 1)  # the per-run marker
+    expected = (world.account(project), "gcalice", marker, "hello")
     assert (account, user, comment, name) == expected
     assert "gres/gpu=2" in tres and "gres/gpu:h100=2" in tres
     assert row.stdout_path and row.stderr_path

@@ -33,7 +33,8 @@ def _form(name: str, seconds: int) -> JobForm:
 def _slurm_jobs_of(account: str) -> list[str]:
     """The comments of every Slurm job of the account, live or ended: one per submission."""
     out = slurm("sacct", "-X", "-n", "-P", "-a", "-A", account, "-S", "now-1hour", "-o", "Comment")
-    return sorted(line for line in out.splitlines() if line)
+    # "gpucenter:<job>" of each marker "gpucenter:<job>:<run>:<mac>"
+    return sorted(line.rsplit(":", 2)[0] for line in out.splitlines() if line)
 
 
 def _controller_up() -> bool:

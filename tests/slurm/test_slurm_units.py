@@ -16,6 +16,7 @@ from gpucenter.dispatch.base import JobOwner
 from gpucenter.dispatch.slurm.accounts import SiteState, plan_sync
 from gpucenter.dispatch.slurm.cli import Result, SlurmCli, SlurmUnavailable
 from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher
+from gpucenter.dispatch.slurm.marker import MarkerKey
 from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.ids import JobId
@@ -76,7 +77,10 @@ def _fake(replies: Mapping[str, Result]) -> SlurmCli:
 
 
 def test_sbatch_arguments(tmp_path: Path) -> None:
-    dispatcher = SlurmDispatcher(tmp_path, cli=_fake({}), partition="gpu", run_as_owner=True)
+    key = MarkerKey(b"k" * 32, "gpucenter")
+    dispatcher = SlurmDispatcher(
+        tmp_path, cli=_fake({}), partition="gpu", run_as_owner=True, marker_key=key
+    )
     request = launch_request(
         7,
         "train.py",
@@ -89,7 +93,7 @@ def test_sbatch_arguments(tmp_path: Path) -> None:
     )
     args = dispatcher.sbatch_args(request)
     assert "--account=gpucenter_proj" in args and "--gres=gpu:h100:2" in args
-    assert "--time=2" in args and "--comment=gpucenter:7" in args and "--chdir=/w" in args
+    assert "--time=2" in args and f"--comment={key.marker(7, 1)}" in args and "--chdir=/w" in args
     assert "--partition=gpu" in args and "--uid=ann" in args and "--job-name=t" in args
     assert not any(a.startswith("--qos") for a in args)  # normal: the account's default
 

@@ -92,7 +92,7 @@ class TwoClusters:
         for line in out.splitlines():
             slurm_id, account, comment, tres, on = line.split("|")
             assert on == cluster, line
-            found[comment.removeprefix("gpucenter:")] = (slurm_id, account, tres)
+            found[comment.split(":")[1]] = (slurm_id, account, tres)  # gpucenter:<job>:...
         return found
 
 
@@ -191,7 +191,10 @@ def test_each_job_lands_on_the_cluster_with_its_gpu_type(two_clusters: TwoCluste
     # Slurm's own queues, each asked through its cluster's slurm.conf.
     for site, ids in (("alpha", first), ("beta", b200)):
         conf = w.clusters[site][1]
-        queued = slurm("squeue", "-h", "-A", w.account, "-o", "%k", conf=conf).split()
+        queued = [
+            c.rsplit(":", 2)[0]  # gpucenter:<job> of gpucenter:<job>:<run>:<mac>
+            for c in slurm("squeue", "-h", "-A", w.account, "-o", "%k", conf=conf).split()
+        ]
         assert sorted(queued) == sorted(f"gpucenter:{j}" for j in ids), (site, queued)
 
     def all_ended() -> bool:

@@ -22,13 +22,17 @@ What changes with Slurm, and how we treat it:
   marks them ``SiteUnavailable`` with Slurm's message, and the next poll reads them again.
   Cancels that could not be delivered are retried on each poll.
 - **Restarts.** Slurm jobs outlive gpucenter. `adopt` re-attaches a job the database says is
-  running (by the Slurm job id gpucenter recorded); every job carries
-  ``--comment=gpucenter:<job id>``, and a submit for a job Slurm already runs under that
-  comment (a crash between sbatch and the database commit) adopts that Slurm job instead of
-  submitting it twice, but only a Slurm job that runs as the job's owner (the server, without
-  ``run_as_owner``) under the project's account: any user can put any comment on their own
-  job, so a forged marker is ignored, logged and kept in `refused_adoptions`, and the job is
-  submitted as usual. `shutdown` and `detach` leave jobs running.
+  running (by the Slurm job id gpucenter recorded) when Slurm's copy still carries a valid
+  marker for that job. Every job carries ``--comment=gpucenter:<job id>:<run>:<mac>``, a
+  per-run marker under a key only the server can read (`marker`: why a user who copies the
+  marker of their own job gains nothing). A submit for a job Slurm already runs under a valid
+  marker for this very job *and run* (a crash between sbatch and the database commit) adopts
+  that Slurm job instead of submitting it twice, but only a Slurm job that runs as the job's
+  owner (the server, without ``run_as_owner``) under the project's account; of several such,
+  the earliest submitted (the lowest Slurm job id). Anything else that names the job (another
+  user's or account's job, a forged or old-run marker, a later copy) is ignored, logged and
+  kept in `refused_adoptions`, and the job is submitted as usual. `shutdown` and `detach`
+  leave jobs running.
 - **Started once, even across leaders** (``hold_until_recorded``, on in the server). A job is
   submitted *held* (``sbatch --hold``) and released by the next poll once the observer
   confirms that gpucenter recorded this very Slurm job as the job's start. A server that was
@@ -51,6 +55,7 @@ import math
 import os
 import pwd
 import re
+import secrets
 import stat
 import threading
 from collections.abc import Sequence
@@ -70,6 +75,7 @@ from gpucenter.dispatch.base import (
 from gpucenter.dispatch.isolation.safe_files import make_owned_dir
 from gpucenter.dispatch.slurm.accounts import QOS_NORMAL, project_account_name
 from gpucenter.dispatch.slurm.cli import SlurmCli, SlurmUnavailable, parse_slurm_time
+from gpucenter.dispatch.slurm.marker import COMMENT_PREFIX, Marker, MarkerKey, parse_marker
 from gpucenter.dispatch.slurm.states import Phase, describe_reason, exit_status, map_state
 from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.cluster import Node
@@ -88,7 +94,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-COMMENT_PREFIX = "gpucenter:"
 _SQUEUE_FIELDS = ("id", "state", "reason", "start", "end", "comment")
 _SACCT_FIELDS = ("id", "state", "exit", "start", "end", "reason")
 # Variables a job's own env may not set: they would change how sbatch reads our options.
@@ -166,12 +171,15 @@ class SlurmDispatcher:
         top_account: str = "gpucenter",
         grace_s: int = LIMIT_CHECK_S + 30,
         hold_until_recorded: bool = False,
+        marker_key: MarkerKey | None = None,
     ) -> None:
         """`run_as_owner`: sbatch --uid/--gid of the request's owner (the server must be
         root); otherwise jobs run as the calling user. `grace_s`: how long past its rounded
         limit Slurm may let a job run (OverTimeLimit + LIMIT_CHECK_S + KillWait; by default
         Slurm's own defaults). `hold_until_recorded`: see the module docstring (needs an
-        observer that answers `recorded`)."""
+        observer that answers `recorded`). `marker_key`: the server's key for the jobs'
+        markers (`marker`); without one, a key of this process alone (nothing it submitted
+        is adopted after a restart)."""
         self._log_dir = Path(log_dir)
         self._cli = cli or SlurmCli()
         self._partition = partition
@@ -181,14 +189,16 @@ class SlurmDispatcher:
         self._pin = pin_nodes
         self._lost_after = missing_polls_before_lost
         self._jobs: dict[JobId, _Tracked] = {}
-        # Live Slurm jobs carrying a job's marker that nobody tracks (ours, or forged).
-        self._orphans: dict[JobId, list[str]] = {}
+        # Live Slurm jobs whose comment names a job nobody tracks (ours, or forged), with
+        # the marker when it is valid (None: a bad MAC or the old form).
+        self._orphans: dict[JobId, list[tuple[str, Marker | None]]] = {}
         self._refused: dict[str, str] = {}  # Slurm job id -> why it was not adopted
         self._lock = threading.Lock()
         self._unavailable = ""
         self._top = top_account
         self._hold = hold_until_recorded and observer is not None
         self._capabilities = replace(_CAPABILITIES, time_limit_grace_s=max(0, grace_s))
+        self._key = marker_key or MarkerKey(secrets.token_bytes(32), top_account)
 
     @property
     def capabilities(self) -> SiteCapabilities:
@@ -196,8 +206,9 @@ class SlurmDispatcher:
 
     @property
     def refused_adoptions(self) -> dict[str, str]:
-        """Slurm jobs that carried a gpucenter job's marker but were not that job's (another
-        user's or another account's: a forged ``--comment``), by Slurm job id: why."""
+        """Slurm jobs whose comment named a gpucenter job but that were not that job's run
+        (another user's or another account's, a forged or an old run's marker, a later copy
+        of a valid one), by Slurm job id: why."""
         with self._lock:
             return dict(self._refused)
 
@@ -226,7 +237,7 @@ class SlurmDispatcher:
             f"--gres=gpu:{gpu.gpu_type}:{gpu.gpus_per_node}",
             # Slurm counts time limits in whole minutes; round up so a job never gets less.
             f"--time={max(1, math.ceil(request.time_limit_s / 60))}",
-            f"--comment={COMMENT_PREFIX}{request.job_id}",
+            f"--comment={self._key.marker(request.job_id, request.run)}",
             f"--output={out}",
             f"--error={err}",
             f"--chdir={request.workdir or out.parent}",
@@ -296,10 +307,14 @@ class SlurmDispatcher:
         _log.info("job %s submitted to Slurm as %s", request.job_id, external_id)
         return launched
 
-    def _adoptable(self, request: LaunchRequest, candidates: Sequence[str]) -> str | None:
-        """The live Slurm job among `candidates` (all carry the job's marker) that is really
-        this job's: it runs as the job's owner under its project's account. Others are
-        forged markers: logged, remembered in `refused_adoptions`, never adopted."""
+    def _adoptable(
+        self, request: LaunchRequest, candidates: Sequence[tuple[str, Marker | None]]
+    ) -> str | None:
+        """The live Slurm job among `candidates` (all name the job in their comment) that is
+        really this run of the job: a valid marker for this job and run, as the job's owner,
+        under its project's account; of several, the earliest submitted (a copy of the
+        marker is always submitted after the job it was copied from). The others are
+        logged, remembered in `refused_adoptions`, never adopted."""
         if not candidates:
             return None
         account = project_account_name(request.account, self._top).lower()
@@ -311,7 +326,20 @@ class SlurmDispatcher:
         else:
             want_uid = _uid_of(owner.username)
         found: str | None = None
-        for ext in candidates:
+        ordered = sorted(candidates, key=lambda c: (len(c[0]), c[0]))  # Slurm ids, ascending
+        for ext, valid in ordered:
+            if valid is None or valid.job_id != request.job_id or valid.run != request.run:
+                what = (
+                    "no valid marker (forged, or from an older gpucenter)"
+                    if valid is None
+                    else f"the marker of run {valid.run}, not of run {request.run}"
+                )
+                self._refuse(
+                    ext,
+                    f"Slurm job {ext} names job {request.job_id} in its comment but carries "
+                    f"{what}: not adopted",
+                )
+                continue
             try:
                 text = self._cli.run("scontrol", ["-o", "show", "job", ext])
             except SlurmUnavailable:
@@ -327,16 +355,25 @@ class SlurmDispatcher:
                 found = ext
                 continue
             if same_user and same_account:
-                continue  # a second one of ours: left alone, the first is adopted
-            why = (
+                self._refuse(
+                    ext,
+                    f"Slurm job {ext} carries job {request.job_id}'s marker for run "
+                    f"{request.run}, but Slurm job {found} was submitted before it with the "
+                    "same marker: not adopted (a copied marker?)",
+                )
+                continue
+            self._refuse(
+                ext,
                 f"Slurm job {ext} carries job {request.job_id}'s marker but runs as "
                 f"{name} ({uid}) under account {acct.group(1) if acct else '?'}, not as the "
-                f"job's owner {owner.username} under {account}: not adopted (forged comment?)"
+                f"job's owner {owner.username} under {account}: not adopted (forged comment?)",
             )
-            if ext not in self._refused:
-                _log.warning("%s", why)
-            self._refused[ext] = why
         return found
+
+    def _refuse(self, ext: str, why: str) -> None:
+        if ext not in self._refused:
+            _log.warning("%s", why)
+        self._refused[ext] = why
 
     def _log_home(self, request: LaunchRequest) -> Path:
         """Where the job's output goes: the owner's own directory below the log directory
@@ -450,17 +487,18 @@ class SlurmDispatcher:
                 if job.cancel_pending:
                     self._try_cancel(job)
             by_ext = {job.external_id: job for job in self._jobs.values()}
-            orphans: dict[JobId, list[str]] = {}
+            orphans: dict[JobId, list[tuple[str, Marker | None]]] = {}
             for ext, seen in live.items():
                 comment = seen.extra.get("comment", "")
-                marker = comment.removeprefix(COMMENT_PREFIX)
+                named = parse_marker(comment)
                 if (
                     ext not in by_ext
-                    and comment.startswith(COMMENT_PREFIX)
-                    and marker.isdigit()
+                    and named is not None
                     and map_state(seen.state).phase is not Phase.ENDED
                 ):
-                    orphans.setdefault(JobId(int(marker)), []).append(ext)
+                    orphans.setdefault(JobId(named.job_id), []).append(
+                        (ext, self._key.valid(comment))
+                    )
             self._orphans = orphans
             ask_sacct = [
                 job.external_id
@@ -502,13 +540,14 @@ class SlurmDispatcher:
                 self._try_cancel(job)
                 del self._jobs[job.job_id]
         for job_id, exts in list(self._orphans.items()):
-            for ext in list(exts):
-                if ext in held and self._observer.recorded(job_id, ext) is False:
+            for ext, valid in list(exts):
+                # Only a job with our valid marker is ours to cancel (never a user's own).
+                if valid and ext in held and self._observer.recorded(job_id, ext) is False:
                     _log.warning(
                         "job %s: held Slurm job %s nobody recorded; cancelled", job_id, ext
                     )
                     self._try_cancel(_Tracked(job_id, ext))
-                    exts.remove(ext)
+                    exts.remove((ext, valid))
             if not exts:
                 del self._orphans[job_id]
         if release:
@@ -645,10 +684,31 @@ class SlurmDispatcher:
         time_limit_s: int,
         stderr_path: str | None,
     ) -> bool:
-        """Watch a job an earlier server submitted; the next poll reports where it is."""
+        """Watch a job an earlier server submitted; the next poll reports where it is. Where
+        Slurm still shows the job, its comment must carry a valid marker for this job (the
+        database's record alone does not make a user's job ours: a restored or edited row
+        could name any Slurm job id); otherwise it is refused (False) and kept in
+        `refused_adoptions`. A job Slurm no longer shows (ended and purged) is watched: the
+        poll then reads its end from sacct."""
         del started_at, time_limit_s, stderr_path  # Slurm keeps these itself
         if not external_id.isdigit():
             return False
+        try:
+            text = self._cli.run("scontrol", ["-o", "show", "job", external_id])
+        except DispatchError:  # unreachable, or gone from slurmctld: the poll finds out
+            text = ""
+        comment = re.search(r"(?:^| )Comment=(\S*)", text) if text.strip() else None
+        if text.strip():
+            valid = self._key.valid(comment.group(1) if comment else "")
+            if valid is None or valid.job_id != job_id:
+                with self._lock:
+                    self._refuse(
+                        external_id,
+                        f"Slurm job {external_id}, recorded for job {job_id}, carries no valid "
+                        f"marker for it ({comment.group(1) if comment else 'no comment'!r}): "
+                        "not adopted",
+                    )
+                return False
         with self._lock:
             self._jobs.setdefault(job_id, _Tracked(job_id, external_id))
         return True

@@ -511,14 +511,17 @@ def recover_after_restart(ctx: AppContext) -> int:
                 and row.external_id
                 and row.started_at is not None
             ):
-                dispatcher.adopt(
+                adopted = dispatcher.adopt(
                     JobId(row.id),
                     row.external_id,
                     as_utc(row.started_at).timestamp(),
                     row.time_limit_s,
                     row.stderr_path,
                 )
-                continue
+                # Refused and not watched (a Slurm job without the job's marker): it ends
+                # here; one that is watched anyway reports its own end at the next poll.
+                if adopted or JobId(row.id) in dispatcher.running_job_ids():
+                    continue
             finish_job(
                 s,
                 row,

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpucenter.dispatch.slurm.cli import SlurmCli
+from gpucenter.dispatch.slurm.marker import MarkerKey
 
 
 class SlurmSettings(BaseSettings):
@@ -29,8 +30,26 @@ class SlurmSettings(BaseSettings):
     bin_dir: str | None = Field(default=None, description="where sbatch etc. are; empty: PATH")
     foreign_jobs: Literal["charge", "flag"] = Field(
         default="charge",
-        description="jobs run under a project's account outside gpucenter (sbatch -A): "
-        "charge them to the project's allocation, or flag them to the operator uncharged",
+        description="jobs found run under a project's account outside gpucenter (sbatch -A): "
+        "charge them to the project's allocation and flag them (audit, the project's "
+        "members told), or (flag) only flag them to the operator, uncharged",
+    )
+    outside_submissions: Literal["refuse", "flag"] = Field(
+        default="refuse",
+        description="refuse: the site's submit rule (gpucenter slurm submit-rule, "
+        "job_submit/lua) refuses at sbatch any job in a project's account not submitted by "
+        "gpucenter; flag: such jobs run, and the usage ingest charges and flags them",
+    )
+    submit_rule_dir: Path | None = Field(
+        default=None,
+        description="slurm.conf's directory where the server runs on the controller's host: "
+        "the sync then keeps the submit rule (job_submit.lua) and this namespace's "
+        "outside_submissions in step; empty: run gpucenter slurm submit-rule there",
+    )
+    marker_key_file: Path | None = Field(
+        default=None,
+        description="the server's secret for job markers (0600); empty: "
+        "<var_dir>/secrets/slurm-marker.key",
     )
     over_time_limit_min: int | None = Field(
         default=None,
@@ -40,6 +59,15 @@ class SlurmSettings(BaseSettings):
     kill_wait_s: int | None = Field(
         default=None, ge=0, description="the site's KillWait; empty: read from scontrol"
     )
+
+    def marker_key(self) -> MarkerKey:
+        """The key of this site's job markers (made on first use), bound to its top account."""
+        path = self.marker_key_file
+        if path is None:  # the server's: beside the audit key ring under GPUCENTER_VAR_DIR
+            from gpucenter.config import get_settings
+
+            path = Path(get_settings().var_dir) / "secrets" / "slurm-marker.key"
+        return MarkerKey.load_or_create(path, self.top_account)
 
     def cli(self) -> SlurmCli:
         return SlurmCli(slurm_conf=self.conf, bin_dir=self.bin_dir, timeout_s=self.timeout_s)

@@ -16,12 +16,20 @@ PostgreSQL), together with the fair-share usage, the flags and the new cursor:
   slurmdbd was down reach it late, with their old end times). Each read also goes back
   `OVERLAP_S` before the cursor. While ``sacct`` or the database is down the task fails and
   is retried; the cursor has not moved, so the next run catches up on the whole outage.
-- **Jobs gpucenter submitted** (``--comment=gpucenter:<id>``) are charged by the loop when
-  they end; the ingest writes only the difference to Slurm's own figure (allocated GPUs x
-  ElapsedRaw), so that the ledger equals ``sacct`` job by job.
-- **Jobs run under a project's account outside gpucenter** (``sbatch -A``) are charged to the
-  project's allocation, or, where the site says ``foreign_jobs: flag``, recorded in
-  `usage_flags` for the operator and not charged.
+- **Jobs gpucenter submitted** are the Slurm job ids gpucenter recorded for its jobs (never
+  the comment alone: any user can write any comment). The loop charges them when they end;
+  the ingest writes only the difference to Slurm's own figure (allocated GPUs x ElapsedRaw),
+  so that the ledger equals ``sacct`` job by job. An earlier run of a requeued job (charged
+  per run by the loop) is recognised by a valid marker (`dispatch.slurm.marker`) of an
+  earlier run, as the job's owner, under its project's account.
+- **Jobs run under a project's account outside gpucenter** (``sbatch -A``, a forged or
+  copied marker: what a site with ``outside_submissions: flag`` lets run, and what a missing
+  submit rule lets through at a ``refuse`` site) are charged to the project's allocation like
+  any usage and *flagged*: a row in `usage_flags` (the operator's list), an audit entry
+  (``slurm.outside_job``) for the centre's admins and a notification to the project's
+  members (its PI among them). Where the site says ``foreign_jobs: flag`` they are flagged
+  and not charged. The flag's source is the charge's, so a re-read never charges or flags
+  twice.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from gpucenter.dispatch.slurm.accounts import project_account_name
 from gpucenter.dispatch.slurm.cli import SlurmCli
+from gpucenter.dispatch.slurm.marker import MarkerKey
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence import repositories as repo
@@ -48,6 +57,7 @@ from gpucenter.services.fairshare import add_decayed_usage
 from gpucenter.services.slurm.usage import UsageRecord, read_usage
 
 __all__ = [
+    "OUTSIDE_JOB",
     "OVERLAP_S",
     "IngestReport",
     "agent_queue_empty",
@@ -58,6 +68,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 OVERLAP_S = 600.0
 """Each read starts this long before the cursor (records that reached slurmdbd late)."""
+OUTSIDE_JOB = "slurm.outside_job"
+"""The audit action of a job found run under a project's account outside gpucenter."""
 SETTLE_S = 5.0
 """The cursor stays this far behind the time of the read (sacct keeps whole seconds)."""
 
@@ -107,6 +119,7 @@ def ingest_site(
     *,
     foreign_jobs: str = "charge",
     first_lookback_s: float = 7 * 86400.0,
+    marker_key: MarkerKey | None = None,
 ) -> IngestReport:
     """Read the site's usage from its cursor and charge it, all in `s`'s transaction (the
     caller commits; the scheduler's is fenced). Raises while sacct does not answer."""
@@ -118,7 +131,9 @@ def ingest_site(
     since = position - timedelta(seconds=OVERLAP_S)
     records = [r for r in read_usage(cli, since, now) if r.cluster in ("", cluster)]
     settled = agent_queue_empty(cli)
-    report = ingest_records(s, records, now, top=top, foreign_jobs=foreign_jobs)
+    report = ingest_records(
+        s, records, now, top=top, foreign_jobs=foreign_jobs, marker_key=marker_key
+    )
     report.read_from = since
     new_position = position
     if settled:
@@ -140,6 +155,7 @@ class _Plan:
     usage: dict[tuple[int, int], float] = field(default_factory=lambda: defaultdict(float))
     flags: list[UsageFlagRow] = field(default_factory=list)
     utilisation: list[tuple[int, int, float, datetime]] = field(default_factory=list)
+    outside: list[tuple[ProjectRow, UsageRecord, bool]] = field(default_factory=list)
 
 
 def ingest_records(
@@ -149,8 +165,11 @@ def ingest_records(
     *,
     top: str = "gpucenter",
     foreign_jobs: str = "charge",
+    marker_key: MarkerKey | None = None,
 ) -> IngestReport:
-    """Charge what `records` say, in one batch; safe to call again with the same records."""
+    """Charge what `records` say, in one batch; safe to call again with the same records.
+    Without `marker_key` (older callers) any comment naming a requeued job counts as one of
+    its earlier runs."""
     report = IngestReport()
     wanted = [r for r in records if r.gpus > 0 and r.elapsed_s > 0]
     present = _present_sources(s, [r.source for r in wanted])
@@ -166,7 +185,7 @@ def ingest_records(
         job = jobs.get(record.gpucenter_job) if record.gpucenter_job is not None else None
         if job is not None and job.external_id == record.job_id:
             _correct(job, record, at, charged.get(job.id, 0.0), plan, report)
-        elif job is not None and (job.runs or 0) > 1:
+        elif job is not None and _earlier_run(job, record, marker_key, projects, users):
             report.already += 1  # an earlier run of a requeued job: charged per run
         else:
             _foreign(s, record, at, projects, users, foreign_jobs, plan, report, now)
@@ -176,6 +195,9 @@ def ingest_records(
         add_decayed_usage(s, project_id, user_id, gpu_seconds, now)
     for flag in plan.flags:
         s.add(flag)
+    if plan.outside:
+        s.flush()
+        _tell_outside(s, plan.outside, now)
     if plan.utilisation:
         from gpucenter.services.accounting.useit import record_utilisation
 
@@ -232,26 +254,17 @@ def _foreign(
         report.skipped.append((record.job_id, f"account {record.account!r} is no project"))
         return
     if policy == "flag":
-        plan.flags.append(
-            UsageFlagRow(
-                source=record.source,
-                project_id=project.id,
-                account=record.account,
-                username=record.user,
-                gpu_type=record.gpu_type or "gpu",
-                gpu_seconds=record.gpu_seconds,
-                ended_at=at,
-                reason="run under the project's Slurm account outside gpucenter; not charged "
-                "(the site flags such jobs)",
-                created_at=now,
-            )
-        )
+        plan.flags.append(_flag(record, project, at, now, "not charged (the site flags such jobs)"))
+        plan.outside.append((project, record, False))
         report.flagged.append(record.job_id)
         return
     allocation = repo.active_allocation(s, project.id, at, record.gpu_type)
     if allocation is None:
         report.skipped.append((record.job_id, f"project {project.name} has no allocation"))
         return
+    plan.flags.append(_flag(record, project, at, now, "charged to the project's allocation"))
+    plan.outside.append((project, record, True))
+    report.flagged.append(record.job_id)
     plan.charges.append(
         UsageCharge(
             record.source, allocation.id, record.gpu_type or "gpu", record.gpu_seconds, at, None
@@ -262,6 +275,92 @@ def _foreign(
         plan.usage[(project.id, user_id)] += record.gpu_seconds
     report.charged.append(record.job_id)
     report.gpu_seconds += record.gpu_seconds
+
+
+def _flag(
+    record: UsageRecord, project: ProjectRow, at: datetime, now: datetime, charged: str
+) -> UsageFlagRow:
+    return UsageFlagRow(
+        source=record.source,
+        project_id=project.id,
+        account=record.account,
+        username=record.user,
+        gpu_type=record.gpu_type or "gpu",
+        gpu_seconds=record.gpu_seconds,
+        ended_at=at,
+        reason=f"Slurm job {record.job_id} ran under the project's Slurm account outside "
+        f"gpucenter (submitted by {record.user or '?'}, no valid gpucenter marker); {charged}",
+        created_at=now,
+    )
+
+
+def _earlier_run(
+    job: JobRow,
+    record: UsageRecord,
+    key: MarkerKey | None,
+    projects: dict[str, ProjectRow],
+    users: dict[str, int],
+) -> bool:
+    """Is `record` an earlier run of the requeued `job` (charged per run by the loop)? Only
+    with a valid marker of an earlier run, as the job's owner, under its project's account:
+    a comment that merely names the job is an outside submission."""
+    runs = job.runs or 0
+    if runs <= 1:
+        return False
+    if key is None:
+        return True
+    valid = key.valid(record.comment)
+    if valid is None or valid.job_id != job.id or valid.run is None or valid.run >= runs:
+        return False
+    project = projects.get(record.account)
+    return (
+        project is not None
+        and project.id == job.project_id
+        and users.get(record.user) == job.user_id
+    )
+
+
+def _tell_outside(
+    s: Session, found: Sequence[tuple[ProjectRow, UsageRecord, bool]], now: datetime
+) -> None:
+    """An audit entry for the centre's admins and a notification to the project's members
+    (its PI among them) for each outside submission found."""
+    from gpucenter.services.accounting.budgets import notify_project
+    from gpucenter.services.identity import audit
+
+    for project, record, charged in found:
+        hours = record.gpu_seconds / 3600
+        audit.log(
+            s,
+            OUTSIDE_JOB,
+            audit.SYSTEM,
+            now,
+            "project",
+            project.id,
+            {
+                "slurm_job": record.source,
+                "account": record.account,
+                "user": record.user,
+                "gpu_hours": round(hours, 4),
+                "charged": charged,
+            },
+        )
+        notify_project(
+            s,
+            project.id,
+            "slurm_outside_job",
+            f"Slurm job {record.job_id} ran under project {project.name} outside gpucenter",
+            f"{record.user or 'Someone'} ran Slurm job {record.job_id} directly under the "
+            f"project's account {record.account} ({hours:.3f} GPU-hours), not through "
+            "gpucenter. "
+            + (
+                "It is charged to the project's allocation. "
+                if charged
+                else "It is not charged; the centre reviews it. "
+            )
+            + "Submit jobs through gpucenter; ask the centre if this was not you.",
+            now,
+        )
 
 
 _CHUNK = 5_000

@@ -75,7 +75,12 @@ def ingest_site_usage(
         records = read_usage(settings.cli(), since, now)
         with sessions.begin() as s:
             return ingest_records(
-                s, records, now, top=settings.top_account, foreign_jobs=settings.foreign_jobs
+                s,
+                records,
+                now,
+                top=settings.top_account,
+                foreign_jobs=settings.foreign_jobs,
+                marker_key=settings.marker_key(),
             )
 
 
@@ -101,3 +106,46 @@ __all__ = [
     "ingest_site_usage",
     "plan_site_sync",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideJob:
+    """A Slurm job found run under a project's account outside gpucenter (usage_flags)."""
+
+    source: str
+    project: str
+    account: str
+    username: str
+    gpu_hours: float
+    ended_at: datetime
+    reason: str
+
+
+def outside_jobs(sessions: sessionmaker[Session], project: str | None = None) -> list[OutsideJob]:
+    """The outside submissions the usage ingest flagged, newest first (one project's, or
+    all): what ``gpucenter slurm flags`` lists for the centre's operators."""
+    from sqlalchemy import select
+
+    from gpucenter.persistence.tables import ProjectRow
+    from gpucenter.persistence.tables_ops import UsageFlagRow
+
+    stmt = (
+        select(UsageFlagRow, ProjectRow.name)
+        .outerjoin(ProjectRow, ProjectRow.id == UsageFlagRow.project_id)
+        .order_by(UsageFlagRow.ended_at.desc(), UsageFlagRow.id.desc())
+    )
+    if project is not None:
+        stmt = stmt.where(ProjectRow.name == project)
+    with sessions() as s:
+        return [
+            OutsideJob(
+                flag.source,
+                name or "",
+                flag.account,
+                flag.username,
+                flag.gpu_seconds / 3600,
+                flag.ended_at,
+                flag.reason,
+            )
+            for flag, name in s.execute(stmt).tuples()
+        ]

@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -227,4 +228,40 @@ def sync_site(
     outcome.commands = plan_sync(desired, actual, cluster, top, outcome.problems)
     if apply:
         outcome.done = apply_sync(cli, outcome.commands, outcome.failed)
+        if settings.submit_rule_dir is not None:
+            try:
+                outcome.done += install_submit_rule(settings, settings.submit_rule_dir)
+            except OSError as exc:
+                outcome.failed.append((f"submit rule in {settings.submit_rule_dir}", str(exc)))
     return outcome
+
+
+def _rule_uids() -> tuple[int, ...]:
+    """Who may submit to project accounts: root (the server) and the SlurmUser."""
+    import pwd
+
+    try:
+        return (0, pwd.getpwnam("slurm").pw_uid)
+    except KeyError:
+        return (0,)
+
+
+def submit_rule_script() -> str:
+    """The site's job_submit.lua (`dispatch.slurm.submit_rule`)."""
+    from gpucenter.dispatch.slurm import submit_rule
+
+    return submit_rule.render(_rule_uids())
+
+
+def install_submit_rule(settings: SlurmSettings, conf_dir: Path) -> list[str]:
+    """Write the site's submit rule (`dispatch.slurm.submit_rule`) into `conf_dir` and make
+    this namespace refuse outside submissions, or not, as ``outside_submissions`` says; what
+    changed. Root and the SlurmUser may submit to project accounts (the server is root)."""
+    from gpucenter.dispatch.slurm import submit_rule
+
+    return submit_rule.install(
+        conf_dir,
+        settings.top_account,
+        refuse=settings.outside_submissions == "refuse",
+        allowed_uids=_rule_uids(),
+    )

@@ -47,6 +47,7 @@ def slurm_site_tasks(ctx: AppContext, rt: SiteRuntime) -> list[PeriodicTask]:
                 settings.top_account,
                 ctx.now(),
                 foreign_jobs=settings.foreign_jobs,
+                marker_key=settings.marker_key(),
             )
         return report.summary()
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.dispatch.gpuutil import parse_slurm_gpuutil
 from gpucenter.dispatch.slurm.cli import SlurmCli, SlurmCommandError, parse_slurm_time
-from gpucenter.dispatch.slurm.dispatcher import COMMENT_PREFIX
+from gpucenter.dispatch.slurm.marker import parse_marker
 from gpucenter.dispatch.slurm.states import Phase, map_state
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.ids import JobId
@@ -106,8 +106,9 @@ class UsageRecord:
 
     @property
     def gpucenter_job(self) -> int | None:
-        rest = self.comment.removeprefix(COMMENT_PREFIX)
-        return int(rest) if self.comment.startswith(COMMENT_PREFIX) and rest.isdigit() else None
+        """The gpucenter job the comment names (valid marker or not: see the ingest)."""
+        named = parse_marker(self.comment)
+        return named.job_id if named is not None else None
 
 
 def parse_alloc_tres(text: str) -> tuple[int, str | None]:
