@@ -15,7 +15,7 @@ never reads gpucenter's database.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -144,6 +144,17 @@ class LaunchRequest:
     def account(self) -> str:
         """The site-side account the job is charged to (see `project_account`)."""
         return project_account(self.project)
+
+    def for_site(self, kind: SiteKind) -> LaunchRequest:
+        """This request as a site of `kind` should see it. The owner's Unix ids are those
+        gpucenter provisioned on its local site (`services/identity/provisioning`); a Slurm
+        or Kubernetes site has its own users (a Slurm site's directory names the user
+        like gpucenter does), so it gets the name only. Handing it the local uid made
+        ``sbatch --uid`` name the local account, which has no association at the cluster
+        ("Invalid account"), in a centre with both kinds of site."""
+        if kind is SiteKind.LOCAL or (self.owner.uid is None and self.owner.gid is None):
+            return self
+        return replace(self, owner=JobOwner(self.owner.username))
 
 
 @dataclass(frozen=True, slots=True)

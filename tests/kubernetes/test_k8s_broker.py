@@ -69,13 +69,6 @@ def site_of(w: KubeWorld, job_id: int) -> str:
         return s.get_one(SiteRow, row.site_id).name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known failure since the Slurm namespacing and per-owner log directories merged: "
-    "the Slurm site of this three-kind test refuses sbatch ('Invalid account or "
-    "account/partition combination') although the sync reports the project's account and "
-    "its user association made; under investigation (see the session note)",
-)
 def test_jobs_are_brokered_by_gpu_type_and_earliest_start_over_three_kinds(
     three_sites: KubeWorld,
 ) -> None:

@@ -5,15 +5,18 @@ sessions, no observer), so nothing it sends to sbatch can come from a read of it
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
 from gpucenter.config import Settings
 from gpucenter.core.model import NodeGpus
-from gpucenter.dispatch.base import JobOwner
+from gpucenter.dispatch.base import JobOwner, SiteKind
+from gpucenter.dispatch.slurm import dispatcher as slurm_dispatcher
 from gpucenter.dispatch.slurm.cli import Result, SlurmCli
 from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher
 from gpucenter.domain.clock import SystemClock
@@ -69,7 +72,9 @@ def test_the_shape_not_the_placement_sizes_the_slurm_job(tmp_path: Path) -> None
     assert "--job-name=train" in args
 
 
-def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settings) -> None:
+def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nodes = (Node("n1", "h100", 4, "b1"), Node("n2", "h100", 4, "b1"))
     site = LoadedSite(Site("slurm", nodes), {n.name: [0, 1, 2, 3] for n in nodes}, frozenset())
     sbatch = Sbatch()
@@ -84,11 +89,21 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
         ensure_site(ctx)
         centre = seed_centre(ctx)
         uid, gid = os.geteuid(), os.getegid()
-        with ctx.sessions.begin() as s:  # alice's account at the site (one directory service)
+        # alice's account at the site, by her name (one directory service with the host);
+        # a local site's account on her row (gpc-...) is not the cluster's and goes unused.
+        real = pwd.getpwnam
+
+        def getpwnam(name: str) -> pwd.struct_passwd:
+            if name != "alice":
+                return real(name)
+            return pwd.struct_passwd((name, "x", uid, gid, "", "/nonexistent", "/bin/sh"))
+
+        monkeypatch.setattr(slurm_dispatcher.pwd, "getpwnam", getpwnam)
+        with ctx.sessions.begin() as s:
             s.execute(
                 update(UserRow)
                 .where(UserRow.username == "alice")
-                .values(unix_uid=uid, unix_gid=gid)
+                .values(unix_uid=200_777, unix_gid=300_777)
             )
         form = JobForm(
             project="alpha",
@@ -103,7 +118,7 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
         run_pass(ctx)
         (args,) = sbatch.calls
         assert "--gres=gpu:h100:4" in args and "--nodes=2" in args and "--time=10" in args
-        assert f"--uid={uid}" in args and f"--gid={gid}" in args  # its owner's account
+        assert "--uid=alice" in args and f"--gid={gid}" in args  # its owner's, by name
         assert "--account=gpucenter_alpha" in args and "--job-name=train" in args
         assert any(a.startswith(f"--comment=gpucenter:{job_id}:1:") for a in args)  # marker
         assert not any(a.startswith("--qos") for a in args)  # normal: the account's default
@@ -113,3 +128,20 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(settings: Settin
             assert (row.state, row.external_id) == (JobState.RUNNING.value, "501")
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "keeps_ids"),
+    [(SiteKind.LOCAL, True), (SiteKind.SLURM, False), (SiteKind.KUBERNETES, False)],
+)
+def test_only_the_local_site_gets_the_ids_gpucenter_provisioned_there(
+    kind: SiteKind, keeps_ids: bool
+) -> None:
+    """The uid on a user's row is the local site's account (gpc-...). A Slurm site has its
+    own users: given that uid, `sbatch --uid` named an account with no association there
+    and every job waited with "Invalid account" in a centre with both kinds of site."""
+    request = launch_request(3, owner=JobOwner("ann", uid=200_001, gid=300_001))
+    seen = request.for_site(kind)
+    assert seen.owner.username == "ann"
+    assert (seen.owner.uid, seen.owner.gid) == ((200_001, 300_001) if keeps_ids else (None, None))
+    assert replace(seen, owner=request.owner) == request  # nothing else changes

@@ -23,6 +23,7 @@ from gpucenter.auth.permissions import (
     can_read_job_output,
     can_view_job,
 )
+from gpucenter.dispatch.base import SiteKind
 from gpucenter.dispatch.isolation.safe_files import (
     UnsafeFile,
     open_dir_beneath,
@@ -38,7 +39,7 @@ from gpucenter.domain.errors import (
 from gpucenter.domain.jobs import JobState
 from gpucenter.domain.messages import msg
 from gpucenter.persistence.sealed_env import SealError, is_sealed, open_env
-from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
+from gpucenter.persistence.tables import JobRow, ProjectRow, SiteRow, UserRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs.pipeline import env_keys
 from gpucenter.services.jobs.submit import SubmitRequest as SubmitRequest
@@ -278,7 +279,9 @@ def _owner_uid(ctx: AppContext, row: JobRow) -> int | None:
         user = s.get(UserRow, row.user_id)
         if user is None:
             return None
-        if user.unix_uid is not None:
+        site = s.get(SiteRow, row.site_id) if row.site_id is not None else None
+        local = site is None or site.kind == SiteKind.LOCAL.value
+        if local and user.unix_uid is not None:  # provisioned for the local site only
             return user.unix_uid
         username = user.username
     try:

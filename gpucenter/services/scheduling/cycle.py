@@ -328,7 +328,9 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
         if rt.health.blocked(ctx.now()):
             continue  # failed earlier in this pass: its jobs stay queued
         try:
-            started += start_job(ctx, request, borrowed, rt.dispatcher, site_id, rt)
+            started += start_job(
+                ctx, request.for_site(rt.kind), borrowed, rt.dispatcher, site_id, rt
+            )
         except SiteUnavailable as exc:
             # The site's other jobs stay queued; the next pass after the backoff tries again.
             rt.health.failed(ctx.now(), str(exc))
