@@ -147,12 +147,13 @@ class LaunchRequest:
 
     def for_site(self, kind: SiteKind) -> LaunchRequest:
         """This request as a site of `kind` should see it. The owner's Unix ids are those
-        gpucenter provisioned on its local site (`services/identity/provisioning`); a Slurm
-        or Kubernetes site has its own users (a Slurm site's directory names the user
-        like gpucenter does), so it gets the name only. Handing it the local uid made
-        ``sbatch --uid`` name the local account, which has no association at the cluster
-        ("Invalid account"), in a centre with both kinds of site."""
-        if kind is SiteKind.LOCAL or (self.owner.uid is None and self.owner.gid is None):
+        gpucenter provisioned on its local site (`services/identity/provisioning`). A Slurm
+        site has its own users (its directory names the user like gpucenter does, and its
+        associations are by name), so it gets the name only: handed the local uid,
+        ``sbatch --uid`` named an account with no association at the cluster ("Invalid
+        account") in a centre with both kinds of site. A Kubernetes pod keeps them: a
+        distinct non-root uid per person (``runAsUser``), whatever the image says."""
+        if kind is not SiteKind.SLURM or (self.owner.uid is None and self.owner.gid is None):
             return self
         return replace(self, owner=JobOwner(self.owner.username))
 

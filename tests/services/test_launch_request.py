@@ -132,9 +132,9 @@ def test_a_scheduled_job_reaches_slurm_with_its_shape_and_owner(
 
 @pytest.mark.parametrize(
     ("kind", "keeps_ids"),
-    [(SiteKind.LOCAL, True), (SiteKind.SLURM, False), (SiteKind.KUBERNETES, False)],
+    [(SiteKind.LOCAL, True), (SiteKind.SLURM, False), (SiteKind.KUBERNETES, True)],
 )
-def test_only_the_local_site_gets_the_ids_gpucenter_provisioned_there(
+def test_a_slurm_site_gets_the_owner_by_name_not_the_local_ids(
     kind: SiteKind, keeps_ids: bool
 ) -> None:
     """The uid on a user's row is the local site's account (gpc-...). A Slurm site has its
