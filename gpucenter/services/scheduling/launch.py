@@ -18,15 +18,27 @@ from gpucenter.core import NodeGpus
 from gpucenter.dispatch.base import JobOwner, LaunchRequest
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import GpuRequest
+from gpucenter.domain.sessions import TOKEN_VARIABLE, kind_of_template
 from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
+from gpucenter.services.sessions.secret import session_token
 
 __all__ = ["launch_request", "launch_requests"]
 
 
 def launch_request(
-    row: JobRow, project: str, owner: JobOwner, placement: tuple[NodeGpus, ...]
+    row: JobRow,
+    project: str,
+    owner: JobOwner,
+    placement: tuple[NodeGpus, ...],
+    session_key: bytes | None = None,
 ) -> LaunchRequest:
-    """The request for the next run of the job in `row`, of `project`, on `placement`."""
+    """The request for the next run of the job in `row`, of `project`, on `placement`.
+
+    An interactive session's job gets its secret in its environment here, at launch, so that
+    it is never stored with the job (see `services.sessions.secret`)."""
+    env = dict(row.env or {})
+    if session_key is not None and kind_of_template(row.template) is not None:
+        env[TOKEN_VARIABLE] = session_token(session_key, row.id)
     return LaunchRequest(
         job_id=JobId(row.id),
         command=row.command,
@@ -39,7 +51,7 @@ def launch_request(
         name=row.name,
         qos=row.qos,
         workdir=row.workdir,
-        env=dict(row.env or {}),
+        env=env,
         image=row.image,
         array_index=row.array_index,
         run=(row.runs or 0) + 1,
@@ -47,7 +59,9 @@ def launch_request(
 
 
 def launch_requests(
-    s: Session, placements: Mapping[JobId, tuple[NodeGpus, ...]]
+    s: Session,
+    placements: Mapping[JobId, tuple[NodeGpus, ...]],
+    session_key: bytes | None = None,
 ) -> dict[JobId, LaunchRequest]:
     """The requests of the jobs about to start, by one query (jobs no longer there are
     left out)."""
@@ -61,7 +75,7 @@ def launch_requests(
     )
     return {
         JobId(row.id): launch_request(
-            row, project, JobOwner(username, uid, gid), placements[JobId(row.id)]
+            row, project, JobOwner(username, uid, gid), placements[JobId(row.id)], session_key
         )
         for row, project, username, uid, gid in rows
     }
