@@ -4,7 +4,8 @@ A session is a job like any other (same scheduler, time limit, ledger, cancel); 
 a session is its kind, a template for the job's command. The command is filled in by the
 server, never by the user, so a session's job cannot be steered into anything else:
 
-- it listens on a Unix socket named `SOCKET_NAME` in its run directory (its working directory),
+- it listens on a Unix socket named `socket_name(job_id)` in its working directory (its run
+  directory on a local site, its owner's log directory on a Slurm site),
   which only its owner and the root server can reach (a TCP port on a shared node would be
   reachable by every tenant there);
 - it serves below `base_url(job_id)`, the portal's proxy prefix, so its pages' links work
@@ -30,16 +31,22 @@ __all__ = [
     "JUPYTERLAB",
     "KINDS",
     "SESSION_TEMPLATE_PREFIX",
-    "SOCKET_NAME",
     "TOKEN_VARIABLE",
     "SessionKind",
     "base_url",
     "is_session_path",
     "kind_named",
     "kind_of_template",
+    "socket_name",
 ]
 
-SOCKET_NAME = "session.sock"
+
+def socket_name(job_id: int) -> str:
+    """The socket's name in the job's working directory. Named after the job: on a Slurm site
+    the working directory is the owner's log directory, shared by all their jobs."""
+    return f"session-{int(job_id)}.sock"
+
+
 TOKEN_VARIABLE = "JUPYTER_TOKEN"
 SESSION_TEMPLATE_PREFIX = "session:"
 """A session's job records its kind in the job's template column as ``session:<kind>``."""
@@ -66,8 +73,9 @@ class SessionKind:
     name: str
     title: str
     command: str
-    """Format string: ``{python}`` (the site's interpreter), ``{socket}``, ``{idle_s}``; the job
-    id is read from ``$GPUCENTER_JOB_ID`` when the job starts (unknown when it is submitted)."""
+    """Format string: ``{python}`` (the site's interpreter), ``{idle_s}``; the job id (its socket's
+    name, its base URL) is read from ``$GPUCENTER_JOB_ID`` when the job starts (unknown when it
+    is submitted)."""
 
     @property
     def template(self) -> str:
@@ -80,9 +88,7 @@ class SessionKind:
             raise ValidationError("python", f"must be an absolute path, got {python!r}")
         if idle_s < 60:
             raise ValidationError("idle_s", "must be at least 60 seconds")
-        return self.command.format(
-            python=shlex.quote(python), socket=shlex.quote(SOCKET_NAME), idle_s=int(idle_s)
-        )
+        return self.command.format(python=shlex.quote(python), idle_s=int(idle_s))
 
 
 JUPYTERLAB = SessionKind(
@@ -90,7 +96,7 @@ JUPYTERLAB = SessionKind(
     title="JupyterLab",
     command=(
         "exec {python} -m jupyterlab --no-browser"
-        " --ServerApp.sock={socket} --ServerApp.sock_mode=0600"
+        ' --ServerApp.sock="session-$GPUCENTER_JOB_ID.sock" --ServerApp.sock_mode=0600'
         ' --ServerApp.base_url="/sessions/$GPUCENTER_JOB_ID/app/"'
         " --ServerApp.allow_remote_access=True"
         " --ServerApp.shutdown_no_activity_timeout={idle_s}"

@@ -19,10 +19,11 @@ import pytest
 
 from gpucenter.dispatch.isolation.safe_files import UnsafeFile
 from gpucenter.domain.errors import Conflict
-from gpucenter.domain.sessions import SOCKET_NAME
+from gpucenter.domain.sessions import socket_name
 from gpucenter.services.sessions.endpoint import Endpoint, _check_socket, connect_checked
 
 OWNER = 399_991  # an id nobody has: only its number matters to the checks
+SOCKET_NAME = socket_name(1)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
 
@@ -51,7 +52,7 @@ def _listening(path: Path, uid: int) -> socket.socket:
 def test_an_owners_socket_passes_the_name_check(run_dir: tuple[Path, int]) -> None:
     where, fd = run_dir
     with _listening(where / SOCKET_NAME, OWNER):
-        _check_socket(fd, OWNER, where)
+        _check_socket(fd, SOCKET_NAME, OWNER, where)
 
 
 def test_a_symlink_to_a_listening_socket_is_refused(
@@ -61,7 +62,7 @@ def test_a_symlink_to_a_listening_socket_is_refused(
     with _listening(tmp_path / "elsewhere.sock", OWNER):
         (where / SOCKET_NAME).symlink_to(tmp_path / "elsewhere.sock")
         with pytest.raises(UnsafeFile, match="not a socket"):
-            _check_socket(fd, OWNER, where)
+            _check_socket(fd, SOCKET_NAME, OWNER, where)
 
 
 @pytest.mark.parametrize("kind", ["file", "fifo"])
@@ -76,7 +77,7 @@ def test_a_file_or_fifo_is_refused_without_being_opened(
         os.mkfifo(path)  # opening it would block the proxy
     os.chown(path, OWNER, OWNER)
     with pytest.raises(UnsafeFile, match="not a socket"):
-        _check_socket(fd, OWNER, where)
+        _check_socket(fd, SOCKET_NAME, OWNER, where)
 
 
 def test_another_uids_socket_is_refused(run_dir: tuple[Path, int]) -> None:
@@ -85,7 +86,7 @@ def test_another_uids_socket_is_refused(run_dir: tuple[Path, int]) -> None:
         _listening(where / SOCKET_NAME, OWNER + 1),
         pytest.raises(UnsafeFile, match=f"uid {OWNER + 1}"),
     ):
-        _check_socket(fd, OWNER, where)
+        _check_socket(fd, SOCKET_NAME, OWNER, where)
 
 
 def test_a_socket_served_by_another_uid_is_refused_at_the_connect(
@@ -94,7 +95,7 @@ def test_a_socket_served_by_another_uid_is_refused_at_the_connect(
     """The name looks right (a socket of the owner's) but root's process listens on it."""
     where, fd = run_dir
     with _listening(where / SOCKET_NAME, OWNER):
-        _check_socket(fd, OWNER, where)  # passes: only the peer tells
+        _check_socket(fd, SOCKET_NAME, OWNER, where)  # passes: only the peer tells
         endpoint = Endpoint(1, fd, OWNER, "secret", "/sessions/1/app/")
         with pytest.raises(Conflict, match="served by uid 0"):
             connect_checked(endpoint)

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from gpucenter.domain.errors import Conflict
 from gpucenter.domain.jobs import JobState
+from gpucenter.domain.sessions import socket_name
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import JobRow
 from gpucenter.services.identity import accounts
@@ -213,7 +214,7 @@ def test_start_use_and_stop_a_jupyterlab_session(portal: Portal, chromium: Any, 
 
         # A socket name swapped for a symlink (to the real socket, even) is refused.
         run_dir = _run_dir(portal, job_id)
-        sock = run_dir / "session.sock"
+        sock = run_dir / socket_name(job_id)
         moved = run_dir / "real.sock"
         os.rename(sock, moved)
         os.symlink(moved, sock)

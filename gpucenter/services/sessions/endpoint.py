@@ -14,8 +14,9 @@ file, a FIFO. The server (root on a multi-tenant site) therefore:
    that accepted must run as the job's account, so a name swapped between the check and the
    connect still reaches nobody else.
 
-Only sessions on this machine's job root can be reached (a local site); a Slurm site's
-sessions need the compute node's address, which is not there yet.
+Sessions are reached where their working directory is on this host: a local site's run
+directory, or a Slurm site's log directory when the compute node shares it and the socket
+(one machine, or a node whose sockets the server can reach: not across hosts yet).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.dispatch.isolation.safe_files import UnsafeFile, open_dir_beneath
 from gpucenter.domain.errors import Conflict
 from gpucenter.domain.jobs import JobState
-from gpucenter.domain.sessions import SOCKET_NAME, base_url
+from gpucenter.domain.sessions import base_url, socket_name
+from gpucenter.persistence.tables import JobRow
 from gpucenter.services.context import AppContext
+from gpucenter.services.jobs.manage import owner_uid
 from gpucenter.services.sessions.manage import access_row
 from gpucenter.services.sessions.secret import session_key, session_token
 
@@ -64,7 +67,7 @@ class Endpoint:
 
     @property
     def socket_path(self) -> str:
-        return f"/proc/self/fd/{self.dir_fd}/{SOCKET_NAME}"
+        return f"/proc/self/fd/{self.dir_fd}/{socket_name(self.job_id)}"
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -72,15 +75,38 @@ class Endpoint:
             self.dir_fd = -1
 
 
-def _check_socket(dir_fd: int, owner: int, where: Path) -> None:
+def _check_socket(dir_fd: int, name: str, owner: int, where: Path) -> None:
     try:
-        st = os.stat(SOCKET_NAME, dir_fd=dir_fd, follow_symlinks=False)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         raise Conflict("the session is starting: its server is not listening yet") from None
     if not stat.S_ISSOCK(st.st_mode):
-        raise UnsafeFile(where / SOCKET_NAME, "is not a socket (a link, file or FIFO)")
+        raise UnsafeFile(where / name, "is not a socket (a link, file or FIFO)")
     if st.st_uid != owner:
-        raise UnsafeFile(where / SOCKET_NAME, f"belongs to uid {st.st_uid}, not {owner}")
+        raise UnsafeFile(where / name, f"belongs to uid {st.st_uid}, not {owner}")
+
+
+def _open_run_dir(ctx: AppContext, row: JobRow, run_dir: Path) -> tuple[int, int]:
+    """The session's working directory, opened without following links, and its owner.
+
+    Below a local site's job root: its run directory, whose owner is the job's account (the
+    parent is root's, so the job cannot swap it). Elsewhere (a Slurm site's log directory on
+    this host): the owner's directory below the site's root-owned log directory, which must
+    belong to the job owner's uid, never root's or the server's (a shared directory would let
+    anyone plant the socket)."""
+    jobs_root = ctx.settings.tenant_root.resolve() / "jobs"
+    root = jobs_root if jobs_root in run_dir.parents else run_dir.parent
+    fd = open_dir_beneath(run_dir, root=root)
+    try:
+        owner = os.fstat(fd).st_uid
+        if root != jobs_root:
+            expected = owner_uid(ctx, row)
+            if expected is None or owner != expected or owner in (0, os.geteuid()):
+                raise UnsafeFile(run_dir, f"belongs to uid {owner}, not the session's owner")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, owner
 
 
 def open_endpoint(ctx: AppContext, caller: Caller, job_id: int) -> Endpoint:
@@ -89,17 +115,13 @@ def open_endpoint(ctx: AppContext, caller: Caller, job_id: int) -> Endpoint:
     row = access_row(ctx, caller, job_id)
     if row.state != JobState.RUNNING.value or not row.stdout_path:
         raise Conflict(f"session {job_id} is not running")
-    jobs = ctx.settings.tenant_root.resolve() / "jobs"
     run_dir = Path(os.path.normpath(row.stdout_path)).parent
-    if jobs not in run_dir.parents:
-        raise Conflict(f"session {job_id} runs where this server cannot reach it")
     try:
-        fd = open_dir_beneath(run_dir, root=jobs)
+        fd, owner = _open_run_dir(ctx, row, run_dir)
     except OSError as exc:
-        raise Conflict(f"session {job_id}: its run directory is not safe to use: {exc}") from None
+        raise Conflict(f"session {job_id}: its directory is not safe to use: {exc}") from None
     try:
-        owner = os.fstat(fd).st_uid
-        _check_socket(fd, owner, run_dir)
+        _check_socket(fd, socket_name(job_id), owner, run_dir)
     except UnsafeFile as exc:
         os.close(fd)
         raise Conflict(f"session {job_id}: its socket is refused: {exc}") from None
