@@ -95,6 +95,9 @@ JUPYTERLAB = SessionKind(
     name="jupyterlab",
     title="JupyterLab",
     command=(
+        # A Slurm job may inherit a HOME it cannot write (sbatch --uid keeps the submitter's):
+        # Jupyter's runtime files then go to the working directory, the owner's own.
+        '[ -w "$HOME" ] || export HOME="$PWD"; '
         "exec {python} -m jupyterlab --no-browser"
         ' --ServerApp.sock="session-$GPUCENTER_JOB_ID.sock" --ServerApp.sock_mode=0600'
         ' --ServerApp.base_url="/sessions/$GPUCENTER_JOB_ID/app/"'
