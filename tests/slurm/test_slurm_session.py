@@ -78,6 +78,10 @@ def test_a_jupyterlab_session_on_slurm_is_reached_through_the_proxy(
         assert "last_activity" in answer.json()
         with client.websocket_connect(events) as ws:  # the owner's WebSocket opens
             ws.close()
+        # ... but not from a page of another site, which the browser sends the cookie with.
+        evil = {"Origin": "https://evil.example", "Host": "testserver"}
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect(events, headers=evil):
+            pass
         intruder = TestClient(app)  # another tenant: as if it did not exist
         intruder.cookies.set(SESSION_COOKIE, signins.start(world.ctx, bob, "password"))
         assert intruder.get(status).status_code == 404
