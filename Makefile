@@ -21,7 +21,7 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,jupyter]'
 	touch $@ $(STAMP_RUN)
 
 # The port is read by all three commands from GPUCENTER_PORT (default 8000): `demo load`

@@ -40,6 +40,8 @@ from gpucenter.web.pages import router as web_router
 from gpucenter.web.project_pages import router as web_projects_router
 from gpucenter.web.report_pages import router as web_reports_router
 from gpucenter.web.review_pages import router as web_review_router
+from gpucenter.web.session_pages import router as web_sessions_router
+from gpucenter.web.session_proxy import router as web_session_proxy_router
 from gpucenter.web.sso import router as sso_router
 
 
@@ -92,6 +94,8 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
     app.include_router(sso_router)
     app.include_router(accounting_router)
     app.include_router(web_jobs_router)
+    app.include_router(web_sessions_router)
+    app.include_router(web_session_proxy_router)
     app.include_router(web_job_events_router)
     app.include_router(web_projects_router)
     app.include_router(web_ops_router)

@@ -114,6 +114,19 @@ class Settings(BaseSettings):
     isolation_device_dir: Path = Field(
         default=Path("/dev"), description="where the GPU device files (nvidia<minor>) are"
     )
+    isolation_extra_ro_paths: list[str] = Field(
+        default_factory=list,
+        description="more host directories jobs see read-only (a software tree, the Python "
+        "environment interactive sessions run from)",
+    )
+    session_python: str = Field(
+        default="",
+        description="the interpreter interactive sessions run (with jupyterlab installed), as "
+        "jobs see it; empty: interactive sessions are off",
+    )
+    session_idle_timeout_s: int = Field(
+        default=3600, ge=60, description="an interactive session with no activity this long ends"
+    )
     isolation_share_network: bool = Field(
         default=True, description="jobs share the host's network (off: loopback only)"
     )

@@ -10,15 +10,24 @@ without routing.
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
+from gpucenter.domain.sessions import is_session_path
 from gpucenter.domain.text import refuse_control
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-async def refuse_control_characters(request: Request) -> None:
+async def refuse_control_characters(connection: HTTPConnection) -> None:
+    """The check; not for what an interactive session is sent (`web.session_proxy` forwards
+    it untouched: a notebook's JSON holds terminal colours as escaped control characters)
+    nor for WebSockets (nothing of theirs reaches a route's parsing)."""
+    if connection.scope["type"] != "http" or is_session_path(connection.url.path):
+        return
+    request = cast(Request, connection)
     for key, value in request.query_params.multi_items():
         refuse_control({key: value})
     refuse_control(dict(request.path_params))

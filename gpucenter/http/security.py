@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from gpucenter.domain.errors import DomainError
+from gpucenter.domain.sessions import is_session_path
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +33,15 @@ DOCS_CSP = (
     "frame-ancestors 'none'"
 )
 _DOCS = ("/docs", "/redoc")
+# An interactive session's pages (JupyterLab) start inline scripts, evaluate code and open
+# WebSockets to the same origin; they are the owner's own code, served by the proxy
+# (web/session_proxy.py), which keeps cookies away from them in both directions.
+SESSION_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:; "
+    "style-src 'self' 'unsafe-inline' blob: data:; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self' ws: wss:; worker-src 'self' blob:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+)
 
 COMMON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
@@ -76,7 +86,12 @@ class SecurityMiddleware:
                     raise BodyTooLarge(f"the request body is over {self.max_body} bytes")
             return message
 
-        csp = DOCS_CSP if path.startswith(_DOCS) else CSP
+        if path.startswith(_DOCS):
+            csp = DOCS_CSP
+        elif is_session_path(path):
+            csp = SESSION_CSP
+        else:
+            csp = CSP
 
         async def hardened_send(message: Message) -> None:
             if message["type"] == "http.response.start":

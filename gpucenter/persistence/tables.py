@@ -222,3 +222,16 @@ class JobTemplateRow(Base):
     published_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = _ts()
     updated_at: Mapped[datetime] = _ts()
+
+
+class SessionShareRow(Base):
+    """A project member the owner of an interactive session lets use it (migration 0018).
+
+    The session is its job (`job_id`); the owner needs no row. Only members of the job's
+    project may be added, and a member who leaves the project loses access with the membership
+    (checked on every request, not only here)."""
+
+    __tablename__ = "session_shares"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    created_at: Mapped[datetime] = _ts()

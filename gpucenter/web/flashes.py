@@ -52,6 +52,12 @@ FLASHES: frozenset[str] = frozenset(
         N_("Your report was submitted."),
         N_("Your request was sent to the programme."),
     }
+    # Interactive sessions (session_pages).
+    | {
+        N_("Session requested: it starts when its GPUs are free."),
+        N_("The session is stopping."),
+        N_("Sharing of the session was changed."),
+    }
 )
 
 

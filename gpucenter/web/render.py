@@ -56,6 +56,7 @@ def navigation(caller: Caller | None) -> list[NavItem]:
         NavItem("/applications", N_("My applications")),
         NavItem("/awards", N_("My awards")),
         NavItem("/jobs", N_("Jobs")),
+        NavItem("/sessions", N_("Sessions")),
         NavItem("/projects", N_("Projects")),
     ]
     if caller.has_role(Role.REVIEWER) or any(r == Role.REVIEWER for r, _ in caller.roles):

@@ -75,6 +75,9 @@ def portal(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
         site_file = tmp_path / "site.yaml"
         site_file.write_text(marker.args[0])
         env["GPUCENTER_SITE_FILE"] = str(site_file)
+    extra = request.node.get_closest_marker("portal_env")
+    if extra is not None:
+        env |= extra.args[0]
     # The server's own state directory: seeding writes audit entries, signed with the key
     # ring kept there, which the server's `audit verify` must find.
     settings = Settings(database_url=db_url, var_dir=tmp_path / "var", cookie_secure=False)

@@ -232,7 +232,7 @@ def read_log(
     if not path:
         return b"", offset, finished
     try:
-        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK, _owner_uid(ctx, row))
+        chunk = read_job_file(ctx, Path(path), offset, MAX_LOG_CHUNK, owner_uid(ctx, row))
     except FileNotFoundError:
         return b"", offset, finished
     except UnsafeFile as exc:
@@ -271,7 +271,7 @@ def log_tail(ctx: AppContext, caller: Caller, job_id: int, max_bytes: int) -> Lo
     return LogTail(chunk, start, start + len(chunk))
 
 
-def _owner_uid(ctx: AppContext, row: JobRow) -> int | None:
+def owner_uid(ctx: AppContext, row: JobRow) -> int | None:
     """The uid the job's owner runs as: the account gpucenter provisioned for them, else
     their account of the same name on this host (a Slurm site's users, one directory
     service); None where neither is known."""
@@ -344,6 +344,7 @@ __all__ = [
     "list_page",
     "list_visible",
     "log_tail",
+    "owner_uid",
     "read_job_file",
     "read_log",
 ]

@@ -38,6 +38,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Conflict, Unauthenticated, ValidationError
 from gpucenter.domain.jobs import GpuRequest, JobSpec
 from gpucenter.domain.messages import msg
+from gpucenter.domain.sessions import SESSION_TEMPLATE_PREFIX, kind_named
 from gpucenter.domain.templates import JobTemplate
 from gpucenter.domain.text import refuse_control
 from gpucenter.persistence import repositories as repo
@@ -189,6 +190,11 @@ def check_key(ctx: AppContext, sub: Submission) -> None:
 def load_template(ctx: AppContext, sub: Submission) -> Loads:
     name = sub.form.template
     if not name:
+        return
+    if name.startswith(SESSION_TEMPLATE_PREFIX):
+        # An interactive session: its command is made by services/sessions, not a published
+        # template; only the kind is checked here (the column tells launch to add its secret).
+        kind_named(name[len(SESSION_TEMPLATE_PREFIX) :])
         return
     body = yield from Query(_TEMPLATE_BODY, {"name": name}, _first_value)
     published: list[str] = []

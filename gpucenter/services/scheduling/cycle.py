@@ -48,6 +48,7 @@ from gpucenter.services.programmes.awards import active_leases
 from gpucenter.services.scheduling.endings import apply_changes, finish_job
 from gpucenter.services.scheduling.launch import launch_requests
 from gpucenter.services.scheduling.starts import held_back, start_job
+from gpucenter.services.sessions.secret import session_key
 from gpucenter.services.sites.runtime import SiteRuntime
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,12 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
                 )
         if changes:
             s.execute(update(JobRow), [{"id": k, **v} for k, v in changes.items()])
-        requests = launch_requests(s, {st.job_id: st.placement for st in result.starts}, now)
+        requests = launch_requests(
+            s,
+            {st.job_id: st.placement for st in result.starts},
+            now,
+            session_key(ctx.settings) if result.starts else None,
+        )
         to_launch = [
             (requests[st.job_id], st.borrowed) for st in result.starts if st.job_id in requests
         ]

@@ -21,8 +21,10 @@ from gpucenter.dispatch.base import JobOwner, LaunchRequest
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import GpuRequest, JobState
 from gpucenter.domain.messages import msg
+from gpucenter.domain.sessions import TOKEN_VARIABLE, kind_of_template
 from gpucenter.persistence.sealed_env import EnvKeys, SealError, keys_for, open_env
 from gpucenter.persistence.tables import JobRow, ProjectRow, UserRow
+from gpucenter.services.sessions.secret import session_token
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,16 @@ def launch_request(
     placement: tuple[NodeGpus, ...],
     keys: EnvKeys | None = None,
     share_outputs: bool = False,
+    session_key: bytes | None = None,
 ) -> LaunchRequest:
     """The request for the next run of the job in `row`, of `project`, on `placement`.
-    Its env is opened here, for the dispatcher only (SealError where it cannot be)."""
+    Its env is opened here, for the dispatcher only (SealError where it cannot be).
+
+    An interactive session's job gets its secret in its environment here, at launch, so that
+    it is never stored with the job (see `services.sessions.secret`)."""
+    env = open_env(keys or keys_for(None), row.user_id, row.env)
+    if session_key is not None and kind_of_template(row.template) is not None:
+        env[TOKEN_VARIABLE] = session_token(session_key, row.id)
     return LaunchRequest(
         job_id=JobId(row.id),
         command=row.command,
@@ -51,7 +60,7 @@ def launch_request(
         name=row.name,
         qos=row.qos,
         workdir=row.workdir,
-        env=open_env(keys or keys_for(None), row.user_id, row.env),
+        env=env,
         image=row.image,
         array_index=row.array_index,
         run=(row.runs or 0) + 1,
@@ -63,6 +72,7 @@ def launch_requests(
     s: Session,
     placements: Mapping[JobId, tuple[NodeGpus, ...]],
     now: datetime | None = None,
+    session_key: bytes | None = None,
 ) -> dict[JobId, LaunchRequest]:
     """The requests of the jobs about to start, by one query (jobs no longer there, and
     jobs whose env cannot be opened, which fail here, are left out)."""
@@ -87,7 +97,13 @@ def launch_requests(
         owner = JobOwner(username, uid, gid)
         try:
             requests[JobId(row.id)] = launch_request(
-                row, project, owner, placements[JobId(row.id)], keys, bool(shared)
+                row,
+                project,
+                owner,
+                placements[JobId(row.id)],
+                keys,
+                bool(shared),
+                session_key,
             )
         except SealError as exc:
             # Fail closed: a job whose secrets cannot be opened (tampered with, copied from

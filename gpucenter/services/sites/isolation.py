@@ -97,6 +97,7 @@ def sandbox_policy(settings: Settings) -> SandboxPolicy:
     return SandboxPolicy(
         device_dir=str(settings.isolation_device_dir),
         share_network=settings.isolation_share_network,
+        extra_ro_paths=tuple(settings.isolation_extra_ro_paths),
         hidden_paths=tuple(dict.fromkeys(hidden)),
         tenant_ids=range(settings.isolation_uid_min, settings.isolation_uid_max + 1),
     )

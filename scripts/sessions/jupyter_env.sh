@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# A Python environment with JupyterLab that every job's account can run: Debian's python3 and
+# a virtualenv in a world-readable directory (not the server's own environment, which may live
+# where tenants cannot reach, such as below /root). Used by the Slurm session test, whose jobs
+# run unsandboxed as real users; a site points GPUCENTER_SESSION_PYTHON at such a tree.
+# Idempotent: prints the interpreter's path; builds it the first time (PyPI, about a minute).
+set -euo pipefail
+DIR="${GPUCENTER_JUPYTER_ENV:-/var/cache/gpucenter-jupyter}"
+PY="$DIR/bin/python"
+if [ -x "$PY" ] && "$PY" -c "import jupyterlab, ipykernel" 2>/dev/null; then
+  echo "$PY"; exit 0
+fi
+umask 022
+/usr/bin/python3 -m venv "$DIR" >&2
+"$DIR/bin/pip" install --quiet 'jupyterlab>=4.2,<5' >&2
+chmod -R a+rX "$DIR"
+echo "$PY"
