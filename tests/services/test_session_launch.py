@@ -39,10 +39,10 @@ def test_a_session_gets_its_secret_at_launch_and_an_ordinary_job_does_not(
     key = session_key(Settings(var_dir=tmp_path))
     place = (NodeGpus("local", (0,)),)
     session = _row(7, JUPYTERLAB.template)
-    request = launch_request(session, "p", JobOwner("ann"), place, key)
+    request = launch_request(session, "p", JobOwner("ann"), place, session_key=key)
     assert request.env[TOKEN_VARIABLE] == session_token(key, 7)
     assert TOKEN_VARIABLE not in session.env  # not written back to the row
-    plain = launch_request(_row(8, "steps"), "p", JobOwner("ann"), place, key)
+    plain = launch_request(_row(8, "steps"), "p", JobOwner("ann"), place, session_key=key)
     assert TOKEN_VARIABLE not in plain.env
     assert session_token(key, 7) != session_token(key, 8)
 
