@@ -86,6 +86,46 @@ def parse_directives(script: str) -> dict[str, Any]:
     return found
 
 
+SEALED = "(sealed)"
+"""What an env directive's value reads as in the stored script (`redact_env_values`)."""
+
+
+def redact_env_values(script: str) -> str:
+    """The script as stored: each ``#GPUCENTER --env NAME=VALUE`` line keeps its name and
+    loses its value. Why: the values are the job's environment, which is sealed at rest and
+    shown to its owner only (issue 17); the script text is stored in clear and shown to the
+    project, so a token given as a directive would otherwise sit there readable. The job
+    loses nothing: directives are comments to the shell, and the environment reaches the
+    job from the sealed copy. Call it after `parse_directives` accepted the script."""
+    lines = script.splitlines(keepends=True)
+    for number, raw in enumerate(lines):
+        line = raw.strip()
+        if (number == 0 and line.startswith("#!")) or not line:
+            continue
+        if not line.startswith("#"):
+            break
+        if not line.startswith(PREFIX):
+            continue
+        words = shlex.split(line[len(PREFIX) :])
+        changed = False
+        for i, word in enumerate(words):
+            name, eq, inline = word.partition("=")
+            if _OPTIONS.get(name) is None or _OPTIONS[name].field != "env":
+                continue
+            if eq:  # --env=NAME=VALUE
+                key = inline.partition("=")[0]
+                words[i] = f"{name}={key}={SEALED}"
+                changed = True
+            elif i + 1 < len(words):  # --env NAME=VALUE
+                words[i + 1] = f"{words[i + 1].partition('=')[0]}={SEALED}"
+                changed = True
+        if changed:
+            indent = raw[: len(raw) - len(raw.lstrip())]
+            ending = raw[len(raw.rstrip("\r\n")) :]
+            lines[number] = f"{indent}{PREFIX} {shlex.join(words)}{ending}"
+    return "".join(lines)
+
+
 def _apply(words: list[str], number: int, found: dict[str, Any]) -> None:
     i = 0
     while i < len(words):

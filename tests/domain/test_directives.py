@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpucenter.domain.directives import parse_array, parse_directives
+from gpucenter.domain.directives import SEALED, parse_array, parse_directives, redact_env_values
 from gpucenter.domain.errors import ValidationError
 
 SCRIPT = """#!/bin/bash
@@ -64,3 +64,23 @@ def test_bad_array_ranges(spec: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_array(spec)
     assert info.value.field == "array"
+
+
+@pytest.mark.parametrize(
+    ("script", "stored"),
+    [
+        ("#GPUCENTER --env A=1\necho\n", f"#GPUCENTER --env 'A={SEALED}'\necho\n"),
+        ("#GPUCENTER -e 'B=two words' -g 2\n", f"#GPUCENTER -e 'B={SEALED}' -g 2\n"),
+        ("  #GPUCENTER --env=C=x=y\n", f"  #GPUCENTER '--env=C={SEALED}'\n"),
+        ("#GPUCENTER -p demo\n", "#GPUCENTER -p demo\n"),  # no env: untouched
+        ("echo\n#GPUCENTER --env D=1\n", "echo\n#GPUCENTER --env D=1\n"),  # not a directive
+        ("#!/bin/sh\n# --env E=1\n", "#!/bin/sh\n# --env E=1\n"),  # a plain comment
+    ],
+)
+def test_env_values_leave_the_stored_script(script: str, stored: str) -> None:
+    assert redact_env_values(script) == stored
+    # Every other directive reads the same, and env keeps its names.
+    before, after = parse_directives(script), parse_directives(stored)
+    names = [e.partition("=")[0] for e in before.pop("env", [])]
+    assert [e.partition("=")[0] for e in after.pop("env", [])] == names
+    assert after == before

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from gpucenter.auth.credentials import hash_password
 from gpucenter.client import Client
+from gpucenter.domain.directives import parse_directives
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.sealed_env import MASK, EnvKeys, SealError, keys_for, open_env
 from gpucenter.persistence.tables import JobRow
@@ -126,6 +127,30 @@ def test_env_values_are_sealed_at_rest_on_both_submission_paths(
     key_file = env.ctx.settings.var_dir / "secrets" / "env-keys.json"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert key_file.read_bytes() not in dump
+
+
+def test_an_env_given_as_a_script_directive_is_sealed_too(env: Env, db_url: str) -> None:
+    """`#GPUCENTER --env NAME=VALUE` in a script: the value goes sealed into the job's env,
+    and the script is stored with the name only (it is stored in clear and shown to the
+    project); the job still gets the value, and the script still reads its directives."""
+    script = (
+        "#!/bin/bash\n"
+        f"#GPUCENTER --env HF_TOKEN={SECRET} -e 'NOTE=two words' --gpus 1\n"
+        "echo $HF_TOKEN\n"
+    )
+    body = {"project": "alpha", "script": script}
+    resp = env.client.post(PATH, json=body, headers=auth(env.centre.alice_token))
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["id"])
+    assert SECRET.encode() not in _raw_dump(env, db_url)
+    with env.ctx.sessions() as s:
+        row = s.get_one(JobRow, job_id)
+        keys = keys_for(s.info)
+        assert open_env(keys, row.user_id, row.env) == {"HF_TOKEN": SECRET, "NOTE": "two words"}
+        assert "HF_TOKEN=(sealed)" in row.command and "echo $HF_TOKEN" in row.command
+        assert parse_directives(row.command)["gpus_per_node"] == 1
+    shown = env.client.get(f"{PATH}/{job_id}", headers=auth(env.centre.alice_token)).json()
+    assert SECRET not in shown["command"] and shown["env"]["HF_TOKEN"] == SECRET
 
 
 def test_only_the_owner_sees_the_values_api_portal_and_cli(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gpucenter.auth.permissions import Caller, can_view_job
-from gpucenter.domain.directives import parse_array, parse_directives
+from gpucenter.domain.directives import parse_array, parse_directives, redact_env_values
 from gpucenter.domain.durations import parse_duration
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.jobs import GpuRequest, JobSpec, JobState
@@ -107,7 +107,7 @@ def layers(template: JobTemplate | None, form: JobForm) -> dict[str, Any]:
         if "env" in directives:
             directives["env"] = _env_pairs(directives["env"])
         merged.update(directives)
-        merged["command"] = form.script
+        merged["command"] = redact_env_values(form.script)  # the values go sealed, in env
     for key, value in asdict(form).items():
         if key in ("script", "template", "fields") or value is None:
             continue
