@@ -30,8 +30,10 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from gpucenter.auth.permissions import Permission
 from gpucenter.domain.errors import DomainError
 from gpucenter.http.deps import SESSION_COOKIE, WebCaller
+from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import sessions as signins
 from gpucenter.services.sessions.endpoint import Endpoint, connect_checked, http_pool, open_endpoint
@@ -64,7 +66,13 @@ def _headers(raw: Iterable[tuple[bytes, bytes]], endpoint: Endpoint) -> list[tup
     return kept
 
 
-@router.api_route("/sessions/{job_id}/app/{path:path}", methods=_METHODS)
+@router.api_route(
+    "/sessions/{job_id}/app/{path:path}",
+    methods=_METHODS,
+    # Signed in and allowed to read jobs; `open_endpoint` then admits the session's owner and
+    # the members the owner allowed, and answers 404 to everyone else.
+    dependencies=[requires_web(Permission.JOBS_READ)],
+)
 async def proxy_http(request: Request, caller: WebCaller, job_id: int, path: str) -> Response:
     ctx: AppContext = request.app.state.ctx
     endpoint = await run_in_threadpool(open_endpoint, ctx, caller, job_id)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gpucenter.allocation.lifecycle import AwardState
 from gpucenter.allocation.outcomes import OutcomeInput
 from gpucenter.config import Settings
-from gpucenter.domain.errors import Conflict, PermissionDenied, ValidationError
+from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.persistence.tables import AllocationRow
 from gpucenter.persistence.tables_accounting import NotificationRow
@@ -74,10 +74,11 @@ def test_an_offer_not_accepted_in_time_lapses_and_only_its_people_act_on_it(sess
     world = decided(sessions)
     with sessions.begin() as s:
         jiwoo = award_of(s, world, "jiwoo")
-        with pytest.raises(PermissionDenied):
+        # Who may not see the award learns nothing of it (not even that it exists).
+        with pytest.raises(NotFound):
             agreements.accept(s, world.who(s, "minho"), jiwoo.id, DECIDED)
         agreements.accept(s, world.who(s, "jiwoo"), jiwoo.id, DECIDED)
-        with pytest.raises(PermissionDenied):  # another organisation's signatory
+        with pytest.raises(NotFound):  # another organisation's signatory
             agreements.countersign(
                 s, world.who(s, SIGNATORIES["Busan AI Startup"]), jiwoo.id, DECIDED
             )
