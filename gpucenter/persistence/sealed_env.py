@@ -21,7 +21,6 @@ and old rows still open.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +34,8 @@ from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gpucenter.persistence.private_files import create_private, replace_private
 
 __all__ = [
     "ARRAY_TASK_VAR",
@@ -156,20 +157,10 @@ class EnvKeys:
             ring = self._load()
             if ring is None:
                 ring = _Ring((_new_key(),))
-                _private_dir(self.path.parent)
-                try:
-                    fd = os.open(
-                        self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-                    )
-                except FileExistsError:
+                if not create_private(self.path, ring.to_json()):
                     loaded = self._load()
                     assert loaded is not None
                     ring = loaded
-                else:
-                    with os.fdopen(fd, "w") as out:
-                        out.write(ring.to_json())
-                        out.flush()
-                        os.fsync(out.fileno())
             self._ring = ring
             return ring
 
@@ -177,16 +168,7 @@ class EnvKeys:
         """Take a new key into use (old ones stay, so old rows still open); its id."""
         ring = self.ring()
         ring = _Ring((*ring.keys, _new_key()))
-        _private_dir(self.path.parent)
-        tmp = self.path.with_name(self.path.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(ring.to_json())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        replace_private(self.path, ring.to_json())
         st = os.stat(self.path)
         self._ring, self._stamp = ring, (st.st_ino, st.st_mtime_ns)
         return ring.current[0]
@@ -295,8 +277,3 @@ def env_names(stored: Mapping[str, Any] | None) -> list[str]:
 def masked(stored: Mapping[str, Any] | None) -> dict[str, str]:
     """Names with their values masked: what anyone but the job's owner sees."""
     return dict.fromkeys(env_names(stored), MASK)
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)

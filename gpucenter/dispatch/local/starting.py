@@ -139,17 +139,21 @@ def make_output(
     it and starting the job (a start that happened is adopted before this is reached): it is
     renamed aside, never reused, and a fresh one is made.
     """
-    sharing = sharing or PRIVATE
-    try:
+    modes = sharing or PRIVATE
+
+    def make() -> JobOutput:
         return prepare_job_output(
             jobs_root,
             name,
             uid=uid,
             gid=gid,
             root=jobs_root,
-            dir_mode=sharing.dir_mode,
-            file_mode=sharing.file_mode,
+            dir_mode=modes.dir_mode,
+            file_mode=modes.file_mode,
         )
+
+    try:
+        return make()
     except UnsafeFile as exc:
         if "already exists" not in exc.reason:
             raise DispatchError(f"cannot make {jobs_root / name}: {exc.reason}") from exc
@@ -163,15 +167,7 @@ def make_output(
     finally:
         os.close(parent)
     try:
-        return prepare_job_output(
-            jobs_root,
-            name,
-            uid=uid,
-            gid=gid,
-            root=jobs_root,
-            dir_mode=sharing.dir_mode,
-            file_mode=sharing.file_mode,
-        )
+        return make()
     except OSError as exc:
         raise DispatchError(f"cannot make {jobs_root / name}: {exc}") from exc
 

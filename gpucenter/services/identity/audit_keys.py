@@ -15,7 +15,6 @@ keyed entries with wrong HMACs, or as unkeyed entries past the sealed prefix.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from gpucenter.persistence.private_files import create_private, private_dir, replace_private
 
 __all__ = ["AuditFiles", "KeyRing", "SigningKey"]
 
@@ -115,38 +116,22 @@ class AuditFiles:
         if ring is not None:
             return ring
         ring = KeyRing((SigningKey.new(),), sealed_id, sealed_hash)
-        _private_dir(self.key_ring.parent)
-        try:
-            fd = os.open(self.key_ring, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
+        if not create_private(self.key_ring, ring.to_json()):
             loaded = self.load()
             assert loaded is not None
             return loaded
-        with os.fdopen(fd, "w") as out:
-            out.write(ring.to_json())
-            out.flush()
-            os.fsync(out.fileno())
         return ring
 
     def save(self, ring: KeyRing) -> None:
         """Replace the ring (rotation) atomically, never leaving a half-written file."""
-        _private_dir(self.key_ring.parent)
-        tmp = self.key_ring.with_name(self.key_ring.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(ring.to_json())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.key_ring)
+        replace_private(self.key_ring, ring.to_json())
 
     def append_heads(self, heads: list[tuple[int, str]]) -> None:
         """Append committed entries' (id, hash), one line each, in one write (O_APPEND keeps
         lines of several server processes whole)."""
         if not heads:
             return
-        _private_dir(self.head_log.parent)
+        private_dir(self.head_log.parent)
         fd = os.open(self.head_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, "".join(f"{i} {h}\n" for i, h in heads).encode())
@@ -165,8 +150,3 @@ class AuditFiles:
             if len(parts) == 2 and parts[0].isdigit() and len(parts[1]) == 64:
                 heads[int(parts[0])] = parts[1]
         return heads
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
