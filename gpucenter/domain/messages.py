@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+from gpucenter.domain.texts_programmes import PROGRAMME_ERRORS
+from gpucenter.domain.texts_services import SERVICE_ERRORS
+
 
 @dataclass(frozen=True, slots=True)
 class At:
@@ -373,4 +376,13 @@ _AWARDS = {
     ),
 }
 
-ENGLISH: dict[str, str] = {**_WAITS, **_PENDING, **_ERRORS, **_HEALTH, **_NOTICES, **_AWARDS}
+ENGLISH: dict[str, str] = {
+    **_WAITS,
+    **_PENDING,
+    **_ERRORS,
+    **_HEALTH,
+    **_NOTICES,
+    **_AWARDS,
+    **PROGRAMME_ERRORS,
+    **SERVICE_ERRORS,
+}

@@ -125,7 +125,7 @@ def create_user(ctx: Ctx, request: Request, caller: WebCaller, fields: FormField
         except NotFound:
             form.error("organisation", render.t(request, "Choose an existing organisation."))
         except ValidationError as exc:
-            form.error(exc.field, render.t(request, exc.message))
+            form.error(exc.field, render.error_text(request, exc))
     if not form.ok:
         return _admin_page(ctx, request, caller, 422, user_form=form)
     return done("/admin", N_("The user was created."))

@@ -257,13 +257,13 @@ def apply_submit(
             )
             app_id = made.id
         except ValidationError as exc:
-            form.error(_FIELD_OF.get(exc.field, "call"), render.t(request, exc.message))
+            form.error(_FIELD_OF.get(exc.field, "call"), render.error_text(request, exc))
         except NotFound as exc:
             if exc.kind != "user":
                 raise
             form.error("team", render.t(request, "A team member's username is not known."))
         except Conflict as exc:
-            form.error("call", render.t(request, str(exc)))
+            form.error("call", render.error_text(request, exc))
     if not form.ok:
         return _form_page(ctx, request, caller, call_id, form, 422)
     flash = N_("Your application was submitted.") if submit else N_("Your draft was saved.")
@@ -335,9 +335,9 @@ def submit_application(
     try:
         actions.submit_application(ctx, caller, app_id)
     except ValidationError as exc:
-        return _detail(ctx, request, caller, app_id, render.t(request, exc.message), 422)
+        return _detail(ctx, request, caller, app_id, render.error_text(request, exc), 422)
     except Conflict as exc:
-        return _detail(ctx, request, caller, app_id, render.t(request, str(exc)), 409)
+        return _detail(ctx, request, caller, app_id, render.error_text(request, exc), 409)
     return done(f"/applications/{app_id}", N_("Your application was submitted."))
 
 
@@ -349,7 +349,7 @@ def withdraw_application(
     try:
         actions.withdraw_application(ctx, caller, app_id)
     except Conflict as exc:
-        return _detail(ctx, request, caller, app_id, render.t(request, str(exc)), 409)
+        return _detail(ctx, request, caller, app_id, render.error_text(request, exc), 409)
     return done(f"/applications/{app_id}", N_("Your application was withdrawn."))
 
 
@@ -411,13 +411,13 @@ def edit_submit(
         try:
             actions.update_application(ctx, caller, app_id, application_of(form), submit=submit)
         except ValidationError as exc:
-            form.error(_FIELD_OF.get(exc.field, "call"), render.t(request, exc.message))
+            form.error(_FIELD_OF.get(exc.field, "call"), render.error_text(request, exc))
         except NotFound as exc:
             if exc.kind != "user":
                 raise
             form.error("team", render.t(request, "A team member's username is not known."))
         except Conflict as exc:
-            form.error("call", render.t(request, str(exc)))
+            form.error("call", render.error_text(request, exc))
     if not form.ok:
         return _form_page(ctx, request, caller, call_id, form, 422, editing=app_id)
     flash = N_("Your application was submitted.") if submit else N_("Your draft was saved.")

@@ -47,7 +47,7 @@ NEED = [requires_web(Permission.PROGRAMMES)]
 
 
 def _message(request: Request, exc: Exception) -> str:
-    return render.t(request, exc.message if isinstance(exc, ValidationError) else str(exc))
+    return render.error_text(request, exc)
 
 
 def _call_page(

@@ -85,8 +85,7 @@ def _failed(
     ctx: AppContext, request: Request, caller: Caller, award_id: int, exc: Exception
 ) -> HTMLResponse:
     status = 422 if isinstance(exc, ValidationError) else 409
-    message = exc.message if isinstance(exc, ValidationError) else str(exc)
-    return _award(ctx, request, caller, award_id, render.t(request, message), status)
+    return _award(ctx, request, caller, award_id, render.error_text(request, exc), status)
 
 
 @router.post("/awards/{award_id}/accept", dependencies=NEED)
@@ -210,7 +209,7 @@ def recommend(
             caller,
             422,
             rows=rows,
-            error=render.t(request, exc.message if isinstance(exc, ValidationError) else str(exc)),
+            error=render.error_text(request, exc),
             label=label,
             **LABELS,
         )

@@ -234,8 +234,7 @@ def submit_job(ctx: Ctx, request: Request, caller: WebCaller, posted: Posted) ->
             name = _FIELD_OF.get(name, name)
             if name not in keep:
                 name = "project" if template is not None else "command"
-            text = exc.message if isinstance(exc, ValidationError) else str(exc)
-            form.error(name, render.t(request, text))
+            form.error(name, render.error_text(request, exc))
         else:
             _poke(request)
             return _to_job(row.id, SUBMITTED)

@@ -97,7 +97,7 @@ def assign(
     try:
         actions.assign_reviews(ctx, caller, call_id)
     except ValidationError as exc:
-        return _call_page(ctx, request, caller, call_id, render.t(request, exc.message), 422)
+        return _call_page(ctx, request, caller, call_id, render.error_text(request, exc), 422)
     return done(f"/manage/calls/{call_id}", N_("Reviewers were assigned."))
 
 
@@ -118,7 +118,7 @@ def run(
     try:
         run_id = actions.run_round(ctx, caller, call_id, policy_changes=changes).id
     except (ValidationError, Conflict) as exc:
-        return _call_page(ctx, request, caller, call_id, render.t(request, str(exc)), 409)
+        return _call_page(ctx, request, caller, call_id, render.error_text(request, exc), 409)
     return done(f"/manage/runs/{run_id}", N_("The optimiser ran. Nothing is decided yet."))
 
 
@@ -196,7 +196,7 @@ def decide(
         call_id = actions.get_run(ctx, caller, run_id).call_id
         award_actions.decide(ctx, caller, run_id, fields.get("reason", "")[:2000])
     except (ValidationError, Conflict) as exc:
-        return _run_page(ctx, request, caller, run_id, render.t(request, str(exc)), 409)
+        return _run_page(ctx, request, caller, run_id, render.error_text(request, exc), 409)
     return done(
         f"/manage/calls/{call_id}/awards",
         N_("The awards are decided: projects and allocations exist."),

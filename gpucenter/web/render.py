@@ -20,6 +20,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gpucenter.auth.permissions import Caller, Role
+from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import Message
 from gpucenter.http import csrf
 from gpucenter.services.context import AppContext
 from gpucenter.web import charts, flashes, i18n
@@ -103,6 +105,27 @@ class FormState:
 def t(request: Request, msgid: str) -> str:
     """Translate a message produced in Python (errors, flashes) for this request."""
     return i18n.gettext(i18n.language_of(request), msgid)
+
+
+def error_text(request: Request, exc: Exception) -> str:
+    """A refusal (a domain error) said in this request's language, for a form or a page.
+
+    Why: services raise errors that carry a message code (`DomainError.coded`) so that each
+    reader gets their own language; gettext on the English text would find no entry, since
+    the English has its parameters filled in. A `ValidationError` is shown next to its field,
+    so the field's name is left out (the inner problem only); an error without a code falls
+    back to the catalogue lookup of its English text."""
+    coded = getattr(exc, "coded", None)
+    lang = i18n.language_of(request)
+    zone = i18n.display_zone(request.app.state.ctx.settings.display_timezone)
+    if isinstance(exc, ValidationError):
+        inner = coded.values.get("problem") if coded is not None else None
+        if isinstance(inner, Message):
+            return i18n.render_message(lang, inner, zone)
+        return t(request, exc.message)
+    if coded is not None:
+        return i18n.render_message(lang, coded, zone)
+    return t(request, str(exc))
 
 
 def page(

@@ -120,7 +120,7 @@ def review_submit(
             actions.submit_review(ctx, caller, app_id, scores, form.value("comment"))
         except ValidationError as exc:
             field = exc.field.replace("scores.", "score_")
-            form.error(field if field in names else "comment", render.t(request, exc.message))
+            form.error(field if field in names else "comment", render.error_text(request, exc))
     if not form.ok:
         return _review_page(ctx, request, caller, app_id, form, 422)
     return done(f"/reviews/{app_id}", N_("Your review was submitted."))
@@ -135,5 +135,7 @@ def declare_conflict(
         reason = fields.get("reason", "")[:2000]
         portal.declare_queued_conflict(ctx, caller, app_id, reason)
     except (Conflict, PermissionDenied) as exc:
-        return _review_page(ctx, request, caller, app_id, None, 409, render.t(request, str(exc)))
+        return _review_page(
+            ctx, request, caller, app_id, None, 409, render.error_text(request, exc)
+        )
     return done("/reviews", N_("Conflict of interest declared; the application left your queue."))

@@ -118,8 +118,7 @@ def start_session(ctx: Ctx, request: Request, caller: WebCaller, posted: Posted)
             field = {"time_limit": "time", "time_limit_s": "time", "gpus_per_node": "gpus"}.get(
                 field, field
             )
-            text = exc.message if isinstance(exc, ValidationError) else str(exc)
-            form.error(field if field in keep else "kind", render.t(request, text))
+            form.error(field if field in keep else "kind", render.error_text(request, exc))
         else:
             _poke(request)
             return _back(REQUESTED)

@@ -91,36 +91,113 @@ def test_each_refusal_reads_in_korean(
     assert locale.gettext("ko", ENGLISH[code]) != ENGLISH[code]  # translated, not echoed
 
 
-# Modules whose refusals reach people submitting, watching and managing jobs.
-USER_FACING = [
-    "gpucenter/services/jobs/pipeline.py",
-    "gpucenter/services/jobs/submission.py",
-    "gpucenter/services/jobs/manage.py",
-    "gpucenter/domain/jobs.py",
-    "gpucenter/domain/cluster.py",
-    "gpucenter/domain/directives.py",
+# Every refusal anywhere in the package carries a message code, except in the modules below,
+# not yet converted (issue 22, item 5). Remove a module from its list once it is converted;
+# the scan then keeps it converted.
+# Programmes, calls, applications, reviews and awards:
+NOT_YET_PROGRAMMES = [
+    "gpucenter/allocation/eligibility.py",
+    "gpucenter/allocation/lifecycle.py",
+    "gpucenter/allocation/model.py",
+    "gpucenter/allocation/outcomes.py",
+    "gpucenter/allocation/review.py",
+    "gpucenter/allocation/terms.py",
+    "gpucenter/cli/programmes.py",
+    "gpucenter/services/awards/agreements.py",
+    "gpucenter/services/awards/checks.py",
+    "gpucenter/services/awards/common.py",
+    "gpucenter/services/awards/decision.py",
+    "gpucenter/services/awards/reports.py",
+    "gpucenter/services/awards/requests.py",
+    "gpucenter/services/awards/reserve.py",
+    "gpucenter/services/awards/tiers.py",
+    "gpucenter/services/programmes/applications.py",
+    "gpucenter/services/programmes/awards.py",
+    "gpucenter/services/programmes/calls.py",
+    "gpucenter/web/apply_pages.py",
+    "gpucenter/web/award_manage_pages.py",
 ]
+# Accounts, sign-in, accounting, sessions, sites, settings, the core's own checks:
+NOT_YET_SERVICES = [
+    "gpucenter/accounting/rates.py",
+    "gpucenter/accounting/report.py",
+    "gpucenter/api/routes_admin.py",
+    "gpucenter/api/routes_jobs.py",
+    "gpucenter/auth/permissions.py",
+    "gpucenter/cli/admin.py",
+    "gpucenter/core/queue.py",
+    "gpucenter/core/reservations.py",
+    "gpucenter/core/scheduler.py",
+    "gpucenter/core/state.py",
+    "gpucenter/domain/durations.py",
+    "gpucenter/domain/sessions.py",
+    "gpucenter/domain/templates.py",
+    "gpucenter/domain/text.py",
+    "gpucenter/http/csrf.py",
+    "gpucenter/http/deps.py",
+    "gpucenter/http/permissions.py",
+    "gpucenter/persistence/backup.py",
+    "gpucenter/services/accounting/budgets.py",
+    "gpucenter/services/accounting/ledger.py",
+    "gpucenter/services/accounting/reports.py",
+    "gpucenter/services/accounting/useit.py",
+    "gpucenter/services/identity/accounts.py",
+    "gpucenter/services/identity/mfa.py",
+    "gpucenter/services/identity/oidc.py",
+    "gpucenter/services/identity/signin.py",
+    "gpucenter/services/identity/tokens.py",
+    "gpucenter/services/jobs/submit.py",
+    "gpucenter/services/sessions/endpoint.py",
+    "gpucenter/services/sessions/manage.py",
+    "gpucenter/services/sites/config.py",
+    "gpucenter/services/wiring.py",
+    "gpucenter/web/admin_pages.py",
+    "gpucenter/web/report_pages.py",
+    "gpucenter/web/sso.py",
+]
+# A refusal no person can cause through the API, the portal, the CLI or the settings (a
+# caller's programming error) may stay in English: its `raise` line, or the line above it,
+# says so with a comment starting `# English on purpose:` and why.
+ON_PURPOSE = "# English on purpose:"
 ERRORS = {"ValidationError", "Conflict", "PermissionDenied", "Unauthenticated"}
 
 
 def _uncoded_raises(path: Path) -> list[str]:
     """`raise X(...)` of a domain error called directly (not `.about`/`.of`)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    source = path.read_text()
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
             func = node.exc.func
-            if isinstance(func, ast.Name) and func.id in ERRORS:
+            said = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
+            if isinstance(func, ast.Name) and func.id in ERRORS and ON_PURPOSE not in said:
                 found.append(f"{path}:{node.lineno}")
     return found
 
 
-def test_no_refusal_on_the_job_path_is_raised_without_a_code() -> None:
+def test_no_refusal_is_raised_without_a_code() -> None:
     root = Path(__file__).resolve().parents[2]
-    uncoded = [line for name in USER_FACING for line in _uncoded_raises(root / name)]
+    skipped = set(NOT_YET_PROGRAMMES) | set(NOT_YET_SERVICES)
+    uncoded = [
+        line.removeprefix(f"{root}/")
+        for path in sorted((root / "gpucenter").rglob("*.py"))
+        if str(path.relative_to(root)) not in skipped
+        for line in _uncoded_raises(path)
+    ]
     assert uncoded == []
+
+
+def test_the_lists_name_only_modules_that_still_need_work() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for name in NOT_YET_PROGRAMMES + NOT_YET_SERVICES:
+        assert _uncoded_raises(root / name), f"{name} is converted: remove it from its list"
 
 
 def test_the_scan_finds_an_uncoded_raise(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text('def f():\n    raise ValidationError("x", "in English only")\n')
+    sample.write_text(
+        'def f():\n    raise ValidationError("x", "in English only")\n'
+        "def g():\n    # English on purpose: a caller's bug\n    raise Conflict('x')\n"
+    )
     assert _uncoded_raises(sample) == [f"{sample}:2"]

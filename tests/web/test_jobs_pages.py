@@ -3,6 +3,7 @@ member sees of a job and a project, and the operator and report pages' content."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from gpucenter.services.jobs import templates
 from gpucenter.web import job_labels
 from tests.factories import make_context, seed_centre
 from tests.security.web import csrf_of, web_session
+
+HANGUL = re.compile("[\uac00-\ud7a3]")
 
 # A template whose command is shell-quoted from an int field (see domain/templates.py).
 STEPS_TEMPLATE = {
@@ -148,6 +151,18 @@ def test_errors_are_in_korean_for_a_korean_reader(web: Web) -> None:
     assert r.status_code == 422  # type: ignore[attr-defined]
     assert "차감할 과제를 고르세요." in r.text  # type: ignore[attr-defined]
     assert "실행할 명령이나 스크립트를 입력하세요." in r.text  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("change", [{"project": "beta"}, {"gpus_per_node": "9"}])
+def test_a_service_refusal_is_in_korean_next_to_its_field(
+    web: Web, change: dict[str, str]
+) -> None:
+    """The submission service refuses these (not the form), with a message code: the field's
+    error must be the Korean rendering, not the English text the service filled in."""
+    r = _post(web, {**GOOD, **change}, lang="ko")
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    errors = re.findall(r'class="field-error"[^>]*>(.*?)<', r.text)  # type: ignore[attr-defined]
+    assert errors and all(HANGUL.search(e) for e in errors), errors
 
 
 def test_a_good_form_submits_once_and_leads_to_the_job(web: Web) -> None:
