@@ -154,9 +154,7 @@ def test_errors_are_in_korean_for_a_korean_reader(web: Web) -> None:
 
 
 @pytest.mark.parametrize("change", [{"project": "beta"}, {"gpus_per_node": "9"}])
-def test_a_service_refusal_is_in_korean_next_to_its_field(
-    web: Web, change: dict[str, str]
-) -> None:
+def test_a_service_refusal_is_in_korean_next_to_its_field(web: Web, change: dict[str, str]) -> None:
     """The submission service refuses these (not the form), with a message code: the field's
     error must be the Korean rendering, not the English text the service filled in."""
     r = _post(web, {**GOOD, **change}, lang="ko")
