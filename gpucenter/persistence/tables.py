@@ -224,6 +224,23 @@ class JobTemplateRow(Base):
     updated_at: Mapped[datetime] = _ts()
 
 
+class JobRunRow(Base):
+    """One run of a job as its site knows it: which site job id that run was (migration 0021).
+
+    Why: a job's row keeps only its current run's site id (`JobRow.external_id`); a preempted
+    and requeued job's earlier runs are otherwise known to the Slurm usage ingest only by the
+    marker in their comment, which the job's owner can copy into a Slurm job of their own and
+    so run it uncharged. With each run's site id recorded, an earlier run is recognised by
+    its id, and a copied marker is an outside submission."""
+
+    __tablename__ = "job_runs"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    run: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime] = _ts()
+
+
 class SessionShareRow(Base):
     """A project member the owner of an interactive session lets use it (migration 0018).
 

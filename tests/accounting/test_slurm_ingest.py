@@ -229,3 +229,33 @@ def test_only_a_valid_earlier_run_marker_counts_as_an_earlier_run(
     else:
         assert report.charged == ["81"] and report.flagged == ["81"]
         assert _ledger(world) == {"slurm:c1:81": 100.0}
+
+
+@pytest.mark.parametrize(("slurm_id", "ours"), [("81", True), ("82", False)])
+def test_a_recorded_earlier_run_is_its_own_slurm_job_and_a_copy_is_outside(
+    world: World, slurm_id: str, ours: bool
+) -> None:
+    """Run 1 of a requeued job was Slurm job 81 (recorded in job_runs at its start). Its valid
+    marker on Slurm job 81 is that run (charged per run by the loop); the same marker copied
+    by the owner into Slurm job 82 is an outside submission: charged and flagged."""
+    from gpucenter.dispatch.slurm.marker import MarkerKey
+    from gpucenter.persistence.tables import JobRunRow
+
+    key = MarkerKey(b"s" * 32, "gpucenter")
+    job = jobs.submit(world.ctx, world.centre.alice, JobForm(project="alpha", command="x")).id
+    with world.ctx.sessions.begin() as s:
+        row = s.get_one(JobRow, job)
+        row.state, row.external_id, row.runs = JobState.RUNNING.value, "90", 2
+        s.add(JobRunRow(job_id=job, run=1, external_id="81", started_at=NOW))
+        s.add(JobRunRow(job_id=job, run=2, external_id="90", started_at=NOW))
+    sacct = FakeSacct()
+    sacct.job(
+        int(slurm_id), "gpucenter_alpha", 1, 100, NOW - timedelta(minutes=1), key.marker(job, 1)
+    )
+    with world.ctx.sessions.begin() as s:
+        report = ingest_site(s, SlurmCli(runner=sacct), "c1", "gpucenter", NOW, marker_key=key)
+    if ours:
+        assert report.already == 1 and _ledger(world) == {}
+    else:
+        assert report.charged == [slurm_id] and report.flagged == [slurm_id]
+        assert _ledger(world) == {f"slurm:c1:{slurm_id}": 100.0}

@@ -16,7 +16,7 @@ from gpucenter.config import Settings
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
-from gpucenter.persistence.tables import JobRow, LedgerEntryRow
+from gpucenter.persistence.tables import JobRow, JobRunRow, LedgerEntryRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs import manage as jobs
 from gpucenter.services.scheduling.cycle import run_pass
@@ -250,6 +250,17 @@ def test_opportunistic_work_is_preempted_requeued_and_charged_per_run(
             select(LedgerEntryRow.source).where(LedgerEntryRow.job_id == scavenger)
         ).all()
     assert sources == [f"job:{scavenger}:run:1"]
+    _run_until(ctx, scavenger, {JobState.RUNNING})  # its second run
+    with ctx.sessions.begin() as s:
+        runs = s.execute(
+            select(JobRunRow.run, JobRunRow.external_id)
+            .where(JobRunRow.job_id == scavenger)
+            .order_by(JobRunRow.run)
+        ).all()
+        current = s.get_one(JobRow, scavenger).external_id
+    # Each run is recorded with the site's id it had (the Slurm ingest tells runs by it).
+    assert [r for r, _ in runs] == [1, 2]
+    assert runs[1][1] == current and runs[0][1] and runs[0][1] != current
     jobs.cancel(ctx, centre.alice, scavenger)
 
 

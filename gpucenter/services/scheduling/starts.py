@@ -31,6 +31,7 @@ import time
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import object_session
 
 from gpucenter.dispatch.base import (
     Dispatcher,
@@ -41,7 +42,7 @@ from gpucenter.dispatch.base import (
     SiteUnavailable,
 )
 from gpucenter.domain.jobs import JobState, WaitReason, check_transition
-from gpucenter.persistence.tables import JobRow
+from gpucenter.persistence.tables import JobRow, JobRunRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.periodic import site_sync_task
 from gpucenter.services.scheduling.endings import datetime_from
@@ -153,6 +154,17 @@ def _record(
     row.reserved_s = dispatcher.capabilities.enforced_time_limit(row.time_limit_s)
     if site_id is not None:
         row.site_id = site_id  # the site the job was brokered to
+    session = object_session(row)
+    assert session is not None  # a row the caller locked in its transaction
+    session.merge(
+        JobRunRow(
+            job_id=row.id,
+            run=row.runs,
+            site_id=row.site_id,
+            external_id=launched.external_id,
+            started_at=row.started_at,
+        )
+    )
 
 
 def _record_again(

@@ -50,7 +50,13 @@ from gpucenter.dispatch.slurm.marker import MarkerKey
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.jobs import JobState
 from gpucenter.persistence import repositories as repo
-from gpucenter.persistence.tables import JobRow, LedgerEntryRow, ProjectRow, UserRow
+from gpucenter.persistence.tables import (
+    JobRow,
+    JobRunRow,
+    LedgerEntryRow,
+    ProjectRow,
+    UserRow,
+)
 from gpucenter.persistence.tables_ops import UsageCursorRow, UsageFlagRow
 from gpucenter.services.accounting.ledger import UsageCharge, ingest_usage
 from gpucenter.services.fairshare import add_decayed_usage
@@ -177,6 +183,7 @@ def ingest_records(
     report.already += len(wanted) - len(todo)
     jobs = _jobs(s, [r.gpucenter_job for r in todo if r.gpucenter_job is not None])
     charged = _charged_per_job(s, [j.id for j in jobs.values()])
+    run_ids = _run_ids(s, [j.id for j in jobs.values() if (j.runs or 0) > 1])
     projects = _projects_by_account(s, top)
     users = dict(s.execute(select(UserRow.username, UserRow.id)).tuples().all())
     plan = _Plan()
@@ -185,7 +192,9 @@ def ingest_records(
         job = jobs.get(record.gpucenter_job) if record.gpucenter_job is not None else None
         if job is not None and job.external_id == record.job_id:
             _correct(job, record, at, charged.get(job.id, 0.0), plan, report)
-        elif job is not None and _earlier_run(job, record, marker_key, projects, users):
+        elif job is not None and _earlier_run(
+            job, record, marker_key, projects, users, run_ids.get(job.id)
+        ):
             report.already += 1  # an earlier run of a requeued job: charged per run
         else:
             _foreign(s, record, at, projects, users, foreign_jobs, plan, report, now)
@@ -300,10 +309,15 @@ def _earlier_run(
     key: MarkerKey | None,
     projects: dict[str, ProjectRow],
     users: dict[str, int],
+    run_ids: dict[int, str | None] | None = None,
 ) -> bool:
     """Is `record` an earlier run of the requeued `job` (charged per run by the loop)? Only
     with a valid marker of an earlier run, as the job's owner, under its project's account:
-    a comment that merely names the job is an outside submission."""
+    a comment that merely names the job is an outside submission. Where the job's runs were
+    recorded (`job_runs`, every run started since migration 0021), the Slurm job must also be
+    the one that run was: the owner can copy an earlier run's marker into a job of their own,
+    and that job is then an outside submission, charged (or flagged) like any. (A run started
+    before that migration has no row; its marker alone still counts.)"""
     runs = job.runs or 0
     if runs <= 1:
         return False
@@ -312,6 +326,8 @@ def _earlier_run(
     valid = key.valid(record.comment)
     if valid is None or valid.job_id != job.id or valid.run is None or valid.run >= runs:
         return False
+    if run_ids is not None and valid.run in run_ids and run_ids[valid.run] != record.job_id:
+        return False  # a recorded run was another Slurm job: this one carries a copy
     project = projects.get(record.account)
     return (
         project is not None
@@ -384,6 +400,20 @@ def _jobs(s: Session, ids: Sequence[int]) -> dict[int, JobRow]:
         chunk = sorted(set(ids[i : i + _CHUNK]))
         out.update({j.id: j for j in s.scalars(select(JobRow).where(JobRow.id.in_(chunk)))})
     return out
+
+
+def _run_ids(s: Session, ids: Sequence[int]) -> dict[int, dict[int, str | None]]:
+    """job id -> {run: the site job id it had}, for the jobs given (recorded runs only)."""
+    found: dict[int, dict[int, str | None]] = defaultdict(dict)
+    if ids:
+        rows = s.execute(
+            select(JobRunRow.job_id, JobRunRow.run, JobRunRow.external_id).where(
+                JobRunRow.job_id.in_(ids)
+            )
+        )
+        for job_id, run, external_id in rows:
+            found[job_id][run] = external_id
+    return found
 
 
 def _charged_per_job(s: Session, ids: Sequence[int]) -> dict[int, float]:
