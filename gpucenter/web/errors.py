@@ -46,7 +46,7 @@ def _wrap(original: Handler) -> Handler:
         if status >= 500:
             detail = render.t(request, "The server could not complete the request.")
         else:
-            detail = render.error_text(request, exc) or heading
+            detail = render.error_text(request, exc, beside_field=False) or heading
         return render.page(
             request, ctx, "error.html", caller, status, heading=heading, detail=detail
         )

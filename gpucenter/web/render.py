@@ -107,22 +107,25 @@ def t(request: Request, msgid: str) -> str:
     return i18n.gettext(i18n.language_of(request), msgid)
 
 
-def error_text(request: Request, exc: Exception) -> str:
+def error_text(request: Request, exc: Exception, *, beside_field: bool = True) -> str:
     """A refusal (a domain error) said in this request's language, for a form or a page.
 
     Why: services raise errors that carry a message code (`DomainError.coded`) so that each
     reader gets their own language; gettext on the English text would find no entry, since
     the English has its parameters filled in. A `ValidationError` is shown next to its field,
-    so the field's name is left out (the inner problem only); an error without a code falls
-    back to the catalogue lookup of its English text."""
+    so the field's name is left out (the inner problem only) unless `beside_field` is False
+    (an error page, where nothing else names the field); an error without a code falls back
+    to the catalogue lookup of its English text."""
     coded = getattr(exc, "coded", None)
     lang = i18n.language_of(request)
     zone = i18n.display_zone(request.app.state.ctx.settings.display_timezone)
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError) and beside_field:
         inner = coded.values.get("problem") if coded is not None else None
         if isinstance(inner, Message):
             return i18n.render_message(lang, inner, zone)
         return t(request, exc.message)
+    if isinstance(exc, ValidationError) and coded is None:
+        return f"{exc.field}: {t(request, exc.message)}"
     if coded is not None:
         return i18n.render_message(lang, coded, zone)
     return t(request, str(exc))
