@@ -96,12 +96,6 @@ def test_each_refusal_reads_in_korean(
 # the scan then keeps it converted.
 # Programmes, calls, applications, reviews and awards:
 NOT_YET_PROGRAMMES = [
-    "gpucenter/allocation/eligibility.py",
-    "gpucenter/allocation/lifecycle.py",
-    "gpucenter/allocation/model.py",
-    "gpucenter/allocation/outcomes.py",
-    "gpucenter/allocation/review.py",
-    "gpucenter/allocation/terms.py",
     "gpucenter/cli/programmes.py",
     "gpucenter/services/awards/agreements.py",
     "gpucenter/services/awards/checks.py",

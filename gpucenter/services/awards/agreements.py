@@ -21,6 +21,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow
 from gpucenter.persistence.tables_allocation import AwardRow, CallRow, LeaseRow
@@ -107,7 +108,7 @@ def _agreement(s: Session, award: AwardRow) -> AgreementRow:
 
 def _set(s: Session, row: AgreementRow, new: AgreementState, who: Who, now: datetime) -> None:
     old = AgreementState(row.state)
-    check(AGREEMENT_MOVES, f"the agreement of award {row.award_id}", old, new)
+    check(AGREEMENT_MOVES, msg("thing.agreement", id=row.award_id), old, new)
     row.state = new.value
     s.flush()
     record(s, who, f"agreement.{new.value}", now, "award", row.award_id, {"from": old, "to": new})

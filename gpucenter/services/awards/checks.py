@@ -33,6 +33,7 @@ from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow
 from gpucenter.persistence.tables_accounting import GpuUtilisationRow, ReclaimRow
@@ -81,7 +82,7 @@ def _notices(s: Session, award_id: int, kind: NoticeKind) -> list[UseNoticeRow]:
 def _set(s: Session, row: UseNoticeRow, new: NoticeState, who: Who, now: datetime) -> None:
     kind = NoticeKind(row.kind)
     old = NoticeState(row.state)
-    check(NOTICE_MOVES[kind], f"{kind.value} notice {row.id}", old, new)
+    check(NOTICE_MOVES[kind], msg("thing.notice", kind=kind.value, id=row.id), old, new)
     row.state = new.value
     s.flush()
     record(

@@ -29,6 +29,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied
 from gpucenter.domain.ids import ProjectId
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables_allocation import AwardRow, CallRow
 from gpucenter.persistence.tables_awards import AwardReportRow, OutcomeRow
 from gpucenter.services.awards.common import (
@@ -78,7 +79,7 @@ def _hold_after(due: datetime, hold: bool, grace_days: int) -> datetime | None:
 
 def _set(s: Session, row: AwardReportRow, new: ReportState, who: Who, now: datetime) -> None:
     old = ReportState(row.state)
-    check(REPORT_MOVES, f"report {row.id}", old, new)
+    check(REPORT_MOVES, msg("thing.report", id=row.id), old, new)
     row.state = new.value
     s.flush()
     record(

@@ -40,6 +40,7 @@ from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, UserRow
 from gpucenter.persistence.tables_allocation import AwardRow
@@ -143,7 +144,7 @@ def request_row(s: Session, request_id: int) -> AwardRequestRow:
 
 def _set(s: Session, row: AwardRequestRow, new: RequestState, who: Who, now: datetime) -> None:
     old = RequestState(row.state)
-    check(REQUEST_MOVES, f"request {row.id}", old, new)
+    check(REQUEST_MOVES, msg("thing.request", id=row.id), old, new)
     row.state = new.value
     s.flush()
     record(
