@@ -186,7 +186,7 @@ def visible_award(s: Session, caller: Caller, award_id: int) -> AwardRow:
 
 def require_pi(s: Session, caller: Caller, award: AwardRow) -> None:
     if not is_pi(s, caller, award):
-        raise PermissionDenied("only the award's PI may do this")
+        raise PermissionDenied.of(msg("error.award_pi_only"))
 
 
 def require_manager(s: Session, caller: Caller, award: AwardRow) -> None:

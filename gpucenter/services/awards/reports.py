@@ -152,7 +152,7 @@ def submit(
     if not is_pi(s, caller, award):
         raise NotFound("report", report_id)
     if row.state not in OPEN_STATES:
-        raise Conflict(f"the report is {row.state}; it cannot be submitted again")
+        raise Conflict.of(msg("error.report_not_submittable", state=row.state))
     form = reporting_rules(call_of(s, award).config).form
     row.answers = check_answers(form, answers)
     row.submitted_by, row.submitted_at = caller.user_id, now
@@ -237,9 +237,9 @@ def record_outcome(
     """A paper, model, patent, product or people trained, from the award's team."""
     award = award_row(s, award_id)
     if not (is_pi(s, caller, award) or award.project_id in caller.project_ids):
-        raise PermissionDenied("only the award's team records its outcomes")
+        raise PermissionDenied.of(msg("error.outcomes_team_only"))
     if award.state not in (AwardState.ACTIVE, AwardState.COMPLETED):
-        raise Conflict(f"award {award.id} is {award.state}; outcomes belong to active awards")
+        raise Conflict.of(msg("error.outcomes_award_inactive", award=award.id, state=award.state))
     kind, title, ident, count = check_outcome(raw)
     dup = s.scalar(
         select(OutcomeRow.id).where(
@@ -250,7 +250,7 @@ def record_outcome(
         )
     )
     if dup is not None:
-        raise Conflict(f"this {kind.value} is already recorded for award {award.id}")
+        raise Conflict.of(msg("error.outcome_duplicate", kind=kind.value, award=award.id))
     row = OutcomeRow(
         award_id=award.id,
         report_id=report_id,
