@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from gpucenter.domain.errors import Conflict
+from gpucenter.domain.messages import Message, msg
 
 S = TypeVar("S", bound=StrEnum)
 
@@ -201,10 +202,11 @@ REQUEST_MOVES: Mapping[RequestState, frozenset[RequestState]] = {
 }
 
 
-def check(moves: Mapping[S, frozenset[S]], what: str, old: S, new: S) -> None:
-    """Raise Conflict unless `old` -> `new` is an allowed move in `moves`."""
+def check(moves: Mapping[S, frozenset[S]], what: Message, old: S, new: S) -> None:
+    """Raise Conflict unless `old` -> `new` is an allowed move in `moves`. `what` names the
+    thing (a `thing.*` message), so the refusal reads in the reader's language."""
     if new not in moves.get(old, frozenset()):
-        raise Conflict(f"{what} is {old.value}; it cannot become {new.value}")
+        raise Conflict.of(msg("error.state_change", what=what, old=old.value, new=new.value))
 
 
 def next_step(kind: RequestKind, state: RequestState) -> ReviewStep | None:

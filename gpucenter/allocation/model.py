@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 
 class ApplicantType(StrEnum):
@@ -111,7 +112,7 @@ def quarter_bounds(period: str) -> tuple[datetime, datetime]:
     """[start, end) of a quarter label such as '2026Q3', in UTC."""
     m = _QUARTER.match(period)
     if not m:
-        raise ValidationError("period", f"{period!r} is not a quarter; write it like 2026Q3")
+        raise ValidationError.about("period", msg("error.period_format", period=repr(period)))
     year, q = int(m.group(1)), int(m.group(2))
     start = datetime(year, 3 * (q - 1) + 1, 1, tzinfo=UTC)
     end = (
@@ -147,7 +148,7 @@ class BatchItem:
     def __post_init__(self) -> None:
         quarter_bounds(self.period)
         if not self.gpu_hours > 0:
-            raise ValidationError("requests.gpu_hours", "must be more than 0")
+            raise ValidationError.about("requests.gpu_hours", msg("error.value_positive"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +164,11 @@ class LeaseItem:
 
     def __post_init__(self) -> None:
         if self.gpus < 1:
-            raise ValidationError("lease.gpus", "must be at least 1")
+            raise ValidationError.about("lease.gpus", msg("error.value_at_least", low=1))
         if not 1 <= self.min_gpus <= self.gpus:
-            raise ValidationError("lease.min_gpus", "must be between 1 and the GPUs requested")
+            raise ValidationError.about("lease.min_gpus", msg("error.lease_min_gpus"))
         if self.end <= self.start:
-            raise ValidationError("lease.ends_at", "must be after the start")
+            raise ValidationError.about("lease.ends_at", msg("error.lease_end_before_start"))
 
     @property
     def hours(self) -> float:
@@ -194,9 +195,9 @@ class Candidate:
 
     def __post_init__(self) -> None:
         if self.kind is AwardKind.LEASE and (self.lease is None or self.batch):
-            raise ValidationError("lease", "a lease application asks for exactly one lease")
+            raise ValidationError.about("lease", msg("error.lease_exactly_one"))
         if self.kind is AwardKind.GPU_HOURS and (self.lease is not None or not self.batch):
-            raise ValidationError("requests", "a GPU-hours application needs at least one request")
+            raise ValidationError.about("requests", msg("error.requests_needed"))
 
     @property
     def requested_gpu_hours(self) -> float:
@@ -226,16 +227,18 @@ class ShareRule:
 
     def __post_init__(self) -> None:
         if not self.applicant_types:
-            raise ValidationError("shares.applicant_types", "name at least one applicant type")
+            raise ValidationError.about("shares.applicant_types", msg("error.shares_types_missing"))
         for label, v in (("min_share", self.min_share), ("max_share", self.max_share)):
             if v is not None and not 0 <= v <= 1:
-                raise ValidationError(f"shares.{label}", "must be between 0 and 1")
+                raise ValidationError.about(
+                    f"shares.{label}", msg("error.value_between", low=0, high=1)
+                )
         if (
             self.min_share is not None
             and self.max_share is not None
             and self.min_share > self.max_share
         ):
-            raise ValidationError("shares.min_share", "must not exceed max_share")
+            raise ValidationError.about("shares.min_share", msg("error.min_share_over_max"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,12 +256,12 @@ class AwardPolicy:
 
     def __post_init__(self) -> None:
         if self.org_cap_share is not None and not 0 < self.org_cap_share <= 1:
-            raise ValidationError("org_cap_share", "must be more than 0 and at most 1")
+            raise ValidationError.about("org_cap_share", msg("error.value_fraction"))
         if not 0 <= self.regional_bonus <= 1:
-            raise ValidationError("regional_bonus", "must be between 0 and 1")
+            raise ValidationError.about("regional_bonus", msg("error.value_between", low=0, high=1))
         floors = sum(r.min_share or 0.0 for r in self.shares)
         if floors > 1 + 1e-9:
-            raise ValidationError("shares", "minimum shares add up to more than 100%")
+            raise ValidationError.about("shares", msg("error.min_shares_over_total"))
 
     def final_score(self, normalised: float, region: str) -> float:
         """The normalised review score with the regional bonus applied."""

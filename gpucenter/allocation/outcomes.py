@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from gpucenter.allocation.lifecycle import OutcomeKind
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 DOI = re.compile(r"^10\.\d{4,9}/\S+$")
 _URL = re.compile(r"^https?://\S+$")
@@ -42,29 +43,29 @@ def check_outcome(raw: OutcomeInput) -> tuple[OutcomeKind, str, str, int]:
         kind = OutcomeKind(raw.kind)
     except ValueError:
         allowed = ", ".join(k.value for k in OutcomeKind)
-        raise ValidationError("kind", f"use one of {allowed}") from None
+        raise ValidationError.about("kind", msg("error.outcome_kind", allowed=allowed)) from None
     title = raw.title.strip()
     ident = raw.identifier.strip()
     if kind is not OutcomeKind.PEOPLE_TRAINED and not title:
-        raise ValidationError("title", "give the outcome a title")
+        raise ValidationError.about("title", msg("error.outcome_title_missing"))
     if len(title) > 500 or len(ident) > 500:
-        raise ValidationError("title", "keep titles and identifiers under 500 characters")
+        raise ValidationError.about("title", msg("error.outcome_title_long"))
     count = 1
     if kind is OutcomeKind.PAPER:
         ident = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:)", "", ident, flags=re.I)
         if not DOI.match(ident):
-            raise ValidationError("identifier", "a paper needs its DOI, like 10.1234/abcd.5678")
+            raise ValidationError.about("identifier", msg("error.outcome_doi"))
     elif kind is OutcomeKind.PATENT:
         if not re.search(r"\d{4,}", ident):
-            raise ValidationError("identifier", "give the patent's application or grant number")
+            raise ValidationError.about("identifier", msg("error.outcome_patent"))
     elif kind is OutcomeKind.MODEL:
         if not ident:
-            raise ValidationError("identifier", "give where the model is published (a URL)")
+            raise ValidationError.about("identifier", msg("error.outcome_model_url"))
         if not (_URL.match(ident) or "/" in ident):
-            raise ValidationError("identifier", "give the model's URL or registry name (org/name)")
+            raise ValidationError.about("identifier", msg("error.outcome_model_name"))
     elif kind is OutcomeKind.PEOPLE_TRAINED:
         if raw.count < 1 or raw.count > 100_000:
-            raise ValidationError("count", "give how many people were trained (at least 1)")
+            raise ValidationError.about("count", msg("error.outcome_trained"))
         count = raw.count
         title = title or "people trained"
     return kind, title, ident, count
@@ -114,7 +115,9 @@ def parse_outcome_dimensions(names: Iterable[str]) -> list[OutcomeDimension]:
             dims.append(OutcomeDimension(name.strip()))
         except ValueError:
             allowed = ", ".join(d.value for d in OutcomeDimension)
-            raise ValidationError("by", f"unknown dimension {name!r}; use {allowed}") from None
+            raise ValidationError.about(
+                "by", msg("error.outcome_dimension", name=repr(name), allowed=allowed)
+            ) from None
     return dims
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +24,11 @@ class Criterion:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValidationError("rubric.name", "must not be empty")
+            raise ValidationError.about("rubric.name", msg("error.value_empty"))
         if not self.weight > 0:
-            raise ValidationError("rubric.weight", "must be more than 0")
+            raise ValidationError.about("rubric.weight", msg("error.value_positive"))
         if not self.max_points > 0:
-            raise ValidationError("rubric.max_points", "must be more than 0")
+            raise ValidationError.about("rubric.max_points", msg("error.value_positive"))
 
 
 DEFAULT_RUBRIC: tuple[Criterion, ...] = (
@@ -43,14 +44,18 @@ def weighted_total(rubric: Sequence[Criterion], scores: Mapping[str, float]) -> 
     names = {c.name for c in rubric}
     extra = set(scores) - names
     if extra:
-        raise ValidationError("scores", f"unknown criteria: {', '.join(sorted(extra))}")
+        raise ValidationError.about(
+            "scores", msg("error.scores_unknown", names=", ".join(sorted(extra)))
+        )
     total = 0.0
     for c in rubric:
         if c.name not in scores:
-            raise ValidationError(f"scores.{c.name}", "is missing")
+            raise ValidationError.about(f"scores.{c.name}", msg("error.score_missing"))
         v = scores[c.name]
         if not 0 <= v <= c.max_points:
-            raise ValidationError(f"scores.{c.name}", f"must be between 0 and {c.max_points:g}")
+            raise ValidationError.about(
+                f"scores.{c.name}", msg("error.value_between", low=0, high=f"{c.max_points:g}")
+            )
         total += c.weight * v / c.max_points
     return 10.0 * total / sum(c.weight for c in rubric)
 
@@ -96,7 +101,7 @@ def assign_reviewers(
     application that cannot get k reviewers.
     """
     if k < 1:
-        raise ValidationError("k", "must be at least 1")
+        raise ValidationError.about("k", msg("error.value_at_least", low=1))
     load: dict[int, int] = defaultdict(int)
     result: dict[int, list[int]] = {}
     for app_id, ids in (existing or {}).items():
@@ -113,10 +118,9 @@ def assign_reviewers(
         if need <= 0:
             continue
         if len(pool) < need:
-            raise ValidationError(
+            raise ValidationError.about(
                 "reviewers",
-                f"application {t.app_id} has only {len(pool) + len(have)} conflict-free "
-                f"reviewers; {k} are needed",
+                msg("error.reviewers_short", app=t.app_id, have=len(pool) + len(have), need=k),
             )
         for r in sorted(pool, key=lambda r: (load[r], r))[:need]:
             have.append(r)

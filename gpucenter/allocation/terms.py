@@ -22,6 +22,7 @@ from typing import Any
 
 from gpucenter.allocation.lifecycle import AccessTier, PermittedUse, ReportKind
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +82,12 @@ class TierRules:
 def _section(cfg: Mapping[str, Any], name: str, allowed: set[str]) -> Mapping[str, Any]:
     raw = cfg.get(name) or {}
     if not isinstance(raw, Mapping):
-        raise ValidationError(f"config.{name}", "must be a mapping")
+        raise ValidationError.about(f"config.{name}", msg("error.value_mapping"))
     unknown = set(raw) - allowed
     if unknown:
-        raise ValidationError(f"config.{name}", f"unknown settings: {', '.join(sorted(unknown))}")
+        raise ValidationError.about(
+            f"config.{name}", msg("error.settings_unknown", names=", ".join(sorted(unknown)))
+        )
     return raw
 
 
@@ -92,9 +95,9 @@ def _days(raw: Mapping[str, Any], key: str, default: int, field: str, low: int =
     try:
         value = int(raw.get(key, default))
     except (TypeError, ValueError):
-        raise ValidationError(f"{field}.{key}", "must be a whole number of days") from None
+        raise ValidationError.about(f"{field}.{key}", msg("error.value_whole_days")) from None
     if value < low:
-        raise ValidationError(f"{field}.{key}", f"must be at least {low}")
+        raise ValidationError.about(f"{field}.{key}", msg("error.value_at_least", low=low))
     return value
 
 
@@ -103,7 +106,7 @@ def agreement_rules(cfg: Mapping[str, Any]) -> AgreementRules:
     try:
         use = PermittedUse(raw.get("use", PermittedUse.RESEARCH.value))
     except ValueError:
-        raise ValidationError("config.agreement.use", "use research or commercial") from None
+        raise ValidationError.about("config.agreement.use", msg("error.agreement_use")) from None
     return AgreementRules(
         bool(raw.get("required", True)),
         bool(raw.get("countersignature", False)),
@@ -126,14 +129,16 @@ def _form(raw: Any) -> tuple[FormField, ...]:
             for f in raw
         )
     except (KeyError, TypeError, AttributeError):
-        raise ValidationError("config.reporting.form", "each question needs a name") from None
+        raise ValidationError.about("config.reporting.form", msg("error.question_name")) from None
     if not fields:
-        raise ValidationError("config.reporting.form", "ask at least one question")
+        raise ValidationError.about("config.reporting.form", msg("error.form_empty"))
     for f in fields:
         if f.kind not in ("text", "yes_no", "number"):
-            raise ValidationError("config.reporting.form", f"{f.name}: use text, yes_no or number")
+            raise ValidationError.about(
+                "config.reporting.form", msg("error.question_type", name=f.name)
+            )
     if len({f.name for f in fields}) != len(fields):
-        raise ValidationError("config.reporting.form", "question names must differ")
+        raise ValidationError.about("config.reporting.form", msg("error.form_names_differ"))
     return fields
 
 
@@ -150,11 +155,13 @@ def reporting_rules(cfg: Mapping[str, Any]) -> ReportingRules:
     try:
         months = tuple(sorted({int(m) for m in raw.get("progress_months", (1, 3, 9))}))
     except (TypeError, ValueError):
-        raise ValidationError(
-            "config.reporting.progress_months", "list whole months, e.g. [1, 3, 9]"
+        raise ValidationError.about(
+            "config.reporting.progress_months", msg("error.progress_months_list")
         ) from None
     if any(m < 1 for m in months):
-        raise ValidationError("config.reporting.progress_months", "months start at 1")
+        raise ValidationError.about(
+            "config.reporting.progress_months", msg("error.progress_months_start")
+        )
     return ReportingRules(
         months,
         _days(raw, "final_days", 30, "config.reporting"),
@@ -172,7 +179,7 @@ def use_rules(cfg: Mapping[str, Any]) -> UseRules:
     except (TypeError, ValueError):
         ratio = -1.0
     if not 0 < ratio <= 1:
-        raise ValidationError("config.use_check.min_ratio", "must be more than 0 and at most 1")
+        raise ValidationError.about("config.use_check.min_ratio", msg("error.value_fraction"))
     return UseRules(ratio, _days(raw, "appeal_days", 14, "config.use_check", 1))
 
 
@@ -183,7 +190,9 @@ def change_rules(cfg: Mapping[str, Any]) -> ChangeRules:
     except (TypeError, ValueError):
         share = -1.0
     if not 0 <= share <= 1:
-        raise ValidationError("config.changes.max_supplement_share", "must be between 0 and 1")
+        raise ValidationError.about(
+            "config.changes.max_supplement_share", msg("error.value_between", low=0, high=1)
+        )
     return ChangeRules(_days(raw, "max_extension_days", 90, "config.changes"), share)
 
 
@@ -192,7 +201,7 @@ def tier_rules(cfg: Mapping[str, Any]) -> TierRules:
     try:
         tier = AccessTier(raw.get("kind", AccessTier.REVIEWED.value))
     except ValueError:
-        raise ValidationError("config.tier.kind", "use reviewed or fast") from None
+        raise ValidationError.about("config.tier.kind", msg("error.tier_kind")) from None
     return TierRules(tier, _days(raw, "decide_within_days", 5, "config.tier", 1))
 
 
@@ -205,7 +214,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     tier_rules(cfg)
     size = cfg.get("reserve_size")
     if size is not None and (not isinstance(size, int) or size < 0):
-        raise ValidationError("config.reserve_size", "must be a whole number, or omitted")
+        raise ValidationError.about("config.reserve_size", msg("error.value_whole_or_none"))
 
 
 def add_months(when: datetime, months: int) -> datetime:
@@ -245,15 +254,15 @@ def check_answers(form: tuple[FormField, ...], answers: Mapping[str, str]) -> di
         value = str(answers.get(f.name, "")).strip()
         if not value:
             if f.required:
-                raise ValidationError(f.name, "please answer this question")
+                raise ValidationError.about(f.name, msg("error.answer_required"))
             continue
         if f.kind == "yes_no" and value not in ("yes", "no"):
-            raise ValidationError(f.name, "answer yes or no")
+            raise ValidationError.about(f.name, msg("error.answer_yes_no"))
         if f.kind == "number":
             try:
                 float(value)
             except ValueError:
-                raise ValidationError(f.name, "enter a number") from None
+                raise ValidationError.about(f.name, msg("error.answer_number")) from None
         out[f.name] = value[:20_000]
     return out
 

@@ -33,16 +33,19 @@ def _load(path: Path) -> dict[str, Any]:
     import yaml
 
     from gpucenter.domain.errors import ValidationError
+    from gpucenter.domain.messages import msg
 
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         with friendly_errors():
-            raise ValidationError("file", f"cannot read {path}: {exc}") from None
+            raise ValidationError.about(
+                "file", msg("error.file_unreadable", path=str(path), problem=str(exc))
+            ) from None
         raise
     if not isinstance(data, dict):
         with friendly_errors():
-            raise ValidationError("file", f"{path} must hold a mapping")
+            raise ValidationError.about("file", msg("error.file_not_mapping", path=str(path)))
     return data
 
 

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from gpucenter.allocation import BatchItem
 from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
@@ -386,7 +387,7 @@ def edit_form(app_id: int, ctx: Ctx, request: Request, caller: WebCaller) -> HTM
     page = portal.application_page(ctx, caller, app_id)
     if page.app.applicant_id != caller.user_id:
         # A reviewer or manager may read the application, never open its edit form.
-        raise PermissionDenied("only the applicant edits the application")
+        raise PermissionDenied.of(msg("error.applicant_only_edits"))
     if page.app.state != "draft":
         return _detail(
             ctx, request, caller, app_id, render.t(request, "Only a draft can be edited."), 409
@@ -402,7 +403,7 @@ def edit_submit(
     check_csrf(request, fields)
     page = portal.application_page(ctx, caller, app_id)
     if page.app.applicant_id != caller.user_id:
-        raise PermissionDenied("only the applicant edits the application")
+        raise PermissionDenied.of(msg("error.applicant_only_edits"))
     call_id = page.app.call_id
     form = render.FormState.of({k: fields.get(k, "") for k in FIELDS})
     check_form(request, portal.call_overview(ctx, call_id), form)

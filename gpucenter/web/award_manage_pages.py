@@ -21,6 +21,7 @@ from gpucenter.accounting.export import render as export
 from gpucenter.allocation.outcomes import OutcomeDimension, parse_outcome_dimensions
 from gpucenter.auth.permissions import Caller, Permission
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.awards import actions, portal
@@ -79,7 +80,7 @@ def _back(fields: dict[str, str]) -> int:
     """The call page a form came from (a hidden field), checked to be a number."""
     value = number(fields.get("call", ""))
     if value is None or value != int(value):
-        raise ValidationError("call", "the form lost its call; reload the page")
+        raise ValidationError.about("call", msg("error.form_lost_call"))
     return int(value)
 
 
@@ -313,7 +314,7 @@ def override(
     hours = number(fields.get("gpu_hours", ""))
     try:
         if hours is None:
-            raise ValidationError("gpu_hours", "Enter the GPU-hours as a number greater than 0.")
+            raise ValidationError.about("gpu_hours", msg("error.gpu_hours_number"))
         actions.override_award(ctx, caller, award_id, hours, fields.get("reason", "")[:2000])
     except (ValidationError, Conflict) as exc:
         return _award_error(ctx, request, caller, award_id, exc)

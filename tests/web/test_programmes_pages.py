@@ -208,7 +208,9 @@ def test_an_ineligible_applicant_is_told_why_in_korean(site: Site) -> None:
         c, f"/programmes/calls/{call}/apply", f"/programmes/calls/{call}/apply", good_form(site)
     )
     assert r.status_code == 422  # type: ignore[attr-defined]
-    assert "not eligible" in r.text and "신청서" in r.text  # type: ignore[attr-defined]
+    # The refusal itself is in Korean too (a coded error, issue 22 item 5), not English.
+    assert "government 유형은 이 공모에 신청할 수 없습니다" in r.text  # type: ignore[attr-defined]
+    assert "not eligible" not in r.text and "신청서" in r.text  # type: ignore[attr-defined]
     assert count_applications(site.ctx) == 0
 
 

@@ -21,6 +21,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow
 from gpucenter.persistence.tables_allocation import AwardRow, CallRow, LeaseRow
@@ -107,7 +108,7 @@ def _agreement(s: Session, award: AwardRow) -> AgreementRow:
 
 def _set(s: Session, row: AgreementRow, new: AgreementState, who: Who, now: datetime) -> None:
     old = AgreementState(row.state)
-    check(AGREEMENT_MOVES, f"the agreement of award {row.award_id}", old, new)
+    check(AGREEMENT_MOVES, msg("thing.agreement", id=row.award_id), old, new)
     row.state = new.value
     s.flush()
     record(s, who, f"agreement.{new.value}", now, "award", row.award_id, {"from": old, "to": new})
@@ -119,12 +120,12 @@ def accept(s: Session, caller: Caller, award_id: int, now: datetime) -> AwardRow
     naming the PI would tell an outsider that award exists."""
     award = visible_award(s, caller, award_id)
     if not is_pi(s, caller, award):
-        raise PermissionDenied("only the award's PI accepts its agreement")
+        raise PermissionDenied.of(msg("error.agreement_pi_only"))
     row = _agreement(s, award)
     if row.state != AgreementState.AWAITING_PI:
-        raise Conflict(f"the agreement is {row.state}; there is nothing to accept")
+        raise Conflict.of(msg("error.agreement_nothing_to_accept", state=row.state))
     if now >= as_utc(row.respond_by):
-        raise Conflict("the offer lapsed: it was not accepted by its deadline")
+        raise Conflict.of(msg("error.offer_lapsed_accept"))
     who = Who.of(caller)
     row.accepted_by, row.accepted_at = caller.user_id, now
     if row.countersignature:
@@ -148,12 +149,12 @@ def countersign(s: Session, caller: Caller, award_id: int, now: datetime) -> Awa
     """The PI's organisation countersigns (a signatory of that organisation only)."""
     award = visible_award(s, caller, award_id)
     if not is_signatory(s, caller, award):
-        raise PermissionDenied("only a signatory of the applicant's organisation countersigns")
+        raise PermissionDenied.of(msg("error.agreement_signatory_only"))
     row = _agreement(s, award)
     if row.state != AgreementState.AWAITING_COUNTERSIGNATURE:
-        raise Conflict(f"the agreement is {row.state}; there is nothing to countersign")
+        raise Conflict.of(msg("error.agreement_nothing_to_countersign", state=row.state))
     if now >= as_utc(row.respond_by):
-        raise Conflict("the offer lapsed: it was not countersigned by its deadline")
+        raise Conflict.of(msg("error.offer_lapsed_countersign"))
     who = Who.of(caller)
     row.countersigned_by, row.countersigned_at = caller.user_id, now
     _set(s, row, AgreementState.IN_FORCE, who, now)
@@ -168,16 +169,16 @@ def decline(s: Session, caller: Caller, award_id: int, reason: str, now: datetim
     # Who before what: an outsider learns nothing of the agreement's state (a 409 naming
     # it would tell them the award exists and how it stands).
     if not (is_pi(s, caller, award) or is_signatory(s, caller, award)):
-        raise PermissionDenied("only the PI (or, to countersign, the organisation) may decline")
+        raise PermissionDenied.of(msg("error.agreement_decline_who"))
     row = _agreement(s, award)
     pi = is_pi(s, caller, award) and row.state == AgreementState.AWAITING_PI
     org = is_signatory(s, caller, award) and row.state == AgreementState.AWAITING_COUNTERSIGNATURE
     if not (pi or org):
         if row.state not in (AgreementState.AWAITING_PI, AgreementState.AWAITING_COUNTERSIGNATURE):
-            raise Conflict(f"the agreement is {row.state}; it can no longer be declined")
-        raise PermissionDenied("only the PI (or, to countersign, the organisation) may decline")
+            raise Conflict.of(msg("error.agreement_not_declinable", state=row.state))
+        raise PermissionDenied.of(msg("error.agreement_decline_who"))
     if len(reason) > 2000:
-        raise ValidationError("reason", "keep the reason under 2,000 characters")
+        raise ValidationError.about("reason", msg("error.reason_long"))
     who = Who.of(caller)
     row.reason, row.closed_at = reason.strip(), now
     _set(s, row, AgreementState.DECLINED, who, now)

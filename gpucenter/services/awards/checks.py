@@ -33,6 +33,7 @@ from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow
 from gpucenter.persistence.tables_accounting import GpuUtilisationRow, ReclaimRow
@@ -81,7 +82,7 @@ def _notices(s: Session, award_id: int, kind: NoticeKind) -> list[UseNoticeRow]:
 def _set(s: Session, row: UseNoticeRow, new: NoticeState, who: Who, now: datetime) -> None:
     kind = NoticeKind(row.kind)
     old = NoticeState(row.state)
-    check(NOTICE_MOVES[kind], f"{kind.value} notice {row.id}", old, new)
+    check(NOTICE_MOVES[kind], msg("thing.notice", kind=kind.value, id=row.id), old, new)
     row.state = new.value
     s.flush()
     record(
@@ -254,11 +255,11 @@ def appeal(s: Session, caller: Caller, notice_id: int, text: str, now: datetime)
     if not is_pi(s, caller, award):
         raise NotFound("notice", notice_id)
     if row.kind != NoticeKind.RECLAIM or row.state != NoticeState.OPEN:
-        raise Conflict("only an open reclaim can be appealed")
+        raise Conflict.of(msg("error.reclaim_not_open"))
     if row.appeal_by is not None and now >= as_utc(row.appeal_by):
-        raise Conflict("the appeal window has closed")
+        raise Conflict.of(msg("error.appeal_window_closed"))
     if not text.strip():
-        raise ValidationError("appeal", "say why the GPU-hours are still needed")
+        raise ValidationError.about("appeal", msg("error.appeal_why"))
     row.appeal, row.appealed_at = text.strip()[:5000], now
     _set(s, row, NoticeState.APPEALED, Who.of(caller), now)
     notify(
@@ -279,9 +280,9 @@ def decide_appeal(
     award = award_row(s, row.award_id)
     require_manager(s, caller, award)
     if row.state != NoticeState.APPEALED:
-        raise Conflict("only an appealed reclaim is decided here")
+        raise Conflict.of(msg("error.reclaim_not_appealed"))
     if not reason.strip():
-        raise ValidationError("reason", "say why, for the audit log and the PI")
+        raise ValidationError.about("reason", msg("error.say_why_audit_pi"))
     row.decided_by, row.decided_at, row.decision = caller.user_id, now, reason.strip()[:2000]
     who = Who.of(caller)
     if grant:
@@ -421,9 +422,9 @@ def flag_commercial(s: Session, caller: Caller, award_id: int, evidence: str, no
     award = award_row(s, award_id)
     manager = caller.has_role(Role.PROGRAMME_MANAGER, call_of(s, award).programme_id)
     if not (manager or caller.has_role(Role.SITE_OPERATOR)):
-        raise PermissionDenied("programme managers and site operators flag misuse")
+        raise PermissionDenied.of(msg("error.misuse_flag_who"))
     if not evidence.strip():
-        raise ValidationError("evidence", "say what was seen")
+        raise ValidationError.about("evidence", msg("error.evidence_missing"))
     return _flag(s, Who.of(caller), award, month_of(now), evidence.strip()[:2000], now)
 
 
@@ -436,9 +437,9 @@ def review_commercial(
     award = award_row(s, row.award_id)
     require_manager(s, caller, award)
     if row.kind != NoticeKind.COMMERCIAL:
-        raise ValidationError("notice", "not a commercial-use flag")
+        raise ValidationError.about("notice", msg("error.not_commercial_flag"))
     if not reason.strip():
-        raise ValidationError("reason", "say why, for the audit log and the PI")
+        raise ValidationError.about("reason", msg("error.say_why_audit_pi"))
     who = Who.of(caller)
     row.decided_by, row.decided_at, row.decision = caller.user_id, now, reason.strip()[:2000]
     if not confirm:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from gpucenter.allocation.lifecycle import AWARD_MOVES, AwardState, check
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.errors import NotFound, PermissionDenied
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables import MembershipRow, UserRow
 from gpucenter.persistence.tables_accounting import NotificationRow
 from gpucenter.persistence.tables_allocation import ApplicationRow, AwardRow, CallRow
@@ -72,7 +73,7 @@ def move(
 ) -> None:
     """Change an award's state along the life cycle, audited as from -> to with its actor."""
     old = AwardState(award.state)
-    check(AWARD_MOVES, f"award {award.id}", old, new)
+    check(AWARD_MOVES, msg("thing.award", id=award.id), old, new)
     award.state = new.value
     s.flush()
     record(
@@ -185,7 +186,7 @@ def visible_award(s: Session, caller: Caller, award_id: int) -> AwardRow:
 
 def require_pi(s: Session, caller: Caller, award: AwardRow) -> None:
     if not is_pi(s, caller, award):
-        raise PermissionDenied("only the award's PI may do this")
+        raise PermissionDenied.of(msg("error.award_pi_only"))
 
 
 def require_manager(s: Session, caller: Caller, award: AwardRow) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables_allocation import AwardRow
 from gpucenter.services.awards import agreements, reserve
 from gpucenter.services.awards.common import Who
@@ -30,7 +31,7 @@ def decide(
     agreements to accept, and the ranked reserve list, in one transaction."""
     run = rounds.get_run(s, caller, run_id)
     if run.purpose != "round":
-        raise ValidationError("run", f"run {run_id} is a re-offer; approve it instead")
+        raise ValidationError.about("run", msg("error.run_is_reoffer", run=run_id))
     made = rounds.decide(s, caller, run_id, now, reason, initial=AllocationState.PENDING)
     who = Who.of(caller)
     for award in made:

@@ -29,6 +29,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied
 from gpucenter.domain.ids import ProjectId
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables_allocation import AwardRow, CallRow
 from gpucenter.persistence.tables_awards import AwardReportRow, OutcomeRow
 from gpucenter.services.awards.common import (
@@ -78,7 +79,7 @@ def _hold_after(due: datetime, hold: bool, grace_days: int) -> datetime | None:
 
 def _set(s: Session, row: AwardReportRow, new: ReportState, who: Who, now: datetime) -> None:
     old = ReportState(row.state)
-    check(REPORT_MOVES, f"report {row.id}", old, new)
+    check(REPORT_MOVES, msg("thing.report", id=row.id), old, new)
     row.state = new.value
     s.flush()
     record(
@@ -151,7 +152,7 @@ def submit(
     if not is_pi(s, caller, award):
         raise NotFound("report", report_id)
     if row.state not in OPEN_STATES:
-        raise Conflict(f"the report is {row.state}; it cannot be submitted again")
+        raise Conflict.of(msg("error.report_not_submittable", state=row.state))
     form = reporting_rules(call_of(s, award).config).form
     row.answers = check_answers(form, answers)
     row.submitted_by, row.submitted_at = caller.user_id, now
@@ -236,9 +237,9 @@ def record_outcome(
     """A paper, model, patent, product or people trained, from the award's team."""
     award = award_row(s, award_id)
     if not (is_pi(s, caller, award) or award.project_id in caller.project_ids):
-        raise PermissionDenied("only the award's team records its outcomes")
+        raise PermissionDenied.of(msg("error.outcomes_team_only"))
     if award.state not in (AwardState.ACTIVE, AwardState.COMPLETED):
-        raise Conflict(f"award {award.id} is {award.state}; outcomes belong to active awards")
+        raise Conflict.of(msg("error.outcomes_award_inactive", award=award.id, state=award.state))
     kind, title, ident, count = check_outcome(raw)
     dup = s.scalar(
         select(OutcomeRow.id).where(
@@ -249,7 +250,7 @@ def record_outcome(
         )
     )
     if dup is not None:
-        raise Conflict(f"this {kind.value} is already recorded for award {award.id}")
+        raise Conflict.of(msg("error.outcome_duplicate", kind=kind.value, award=award.id))
     row = OutcomeRow(
         award_id=award.id,
         report_id=report_id,

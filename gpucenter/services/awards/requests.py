@@ -40,6 +40,7 @@ from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import Num, msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, UserRow
 from gpucenter.persistence.tables_allocation import AwardRow
@@ -68,9 +69,9 @@ def _number(body: Mapping[str, Any], key: str) -> float:
     try:
         value = float(body[key])
     except (KeyError, TypeError, ValueError):
-        raise ValidationError(key, "must be a number") from None
+        raise ValidationError.about(key, msg("error.value_number")) from None
     if not value > 0:
-        raise ValidationError(key, "must be more than 0")
+        raise ValidationError.about(key, msg("error.value_positive"))
     return value
 
 
@@ -89,9 +90,8 @@ def _clean(
             if r.kind == kind and r.state == RequestState.APPROVED
         )
         if days + done > rules.max_extension_days:
-            raise ValidationError(
-                "days",
-                f"this programme extends an award by at most {rules.max_extension_days} days",
+            raise ValidationError.about(
+                "days", msg("error.extension_too_long", days=rules.max_extension_days)
             )
         return {"days": days}
     hours = _number(body, "gpu_hours")
@@ -99,16 +99,20 @@ def _clean(
     if kind is RequestKind.TRANSFER:
         src, dst = str(body.get("from_type", "")), str(body.get("to_type", ""))
         if src == dst or (dst, period) not in cells:
-            raise ValidationError("to_type", "move GPU-hours to another GPU type this call offers")
+            raise ValidationError.about("to_type", msg("error.transfer_same_type"))
         alloc = _allocation(s, award, src, period)
         if alloc is None:
-            raise ValidationError("from_type", f"the award has no {src} GPU-hours in {period}")
+            raise ValidationError.about(
+                "from_type", msg("error.transfer_source_missing", gpu_type=src, period=period)
+            )
         return {"from_type": src, "to_type": dst, "period": period, "gpu_hours": hours}
     gpu_type = str(body.get("gpu_type", ""))
     if (gpu_type, period) not in cells:
-        raise ValidationError("period", f"this call offers no {gpu_type} GPU-hours in {period}")
+        raise ValidationError.about(
+            "period", msg("error.period_no_capacity", gpu_type=gpu_type, period=period)
+        )
     if quarter_bounds(period)[1] <= now:
-        raise ValidationError("period", f"{period} has ended")
+        raise ValidationError.about("period", msg("error.period_ended", period=period))
     if kind is RequestKind.SUPPLEMENT:
         asked = hours + sum(
             float(r.body.get("gpu_hours", 0))
@@ -116,16 +120,19 @@ def _clean(
             if r.kind == kind and r.state == RequestState.APPROVED
         )
         if asked > rules.max_supplement_share * award.gpu_hours + 1e-6:
-            raise ValidationError(
+            raise ValidationError.about(
                 "gpu_hours",
-                f"supplements may add at most {rules.max_supplement_share:.0%} of the award",
+                msg(
+                    "error.supplement_too_big",
+                    share=Num(rules.max_supplement_share, 0, percent=True),
+                ),
             )
     if (
         kind is RequestKind.RENEWAL
         and award.ends_at is not None
         and quarter_bounds(period)[0] < as_utc(award.ends_at) - timedelta(days=1)
     ):
-        raise ValidationError("period", "a renewal asks for a quarter after the award's end")
+        raise ValidationError.about("period", msg("error.renewal_period"))
     return {"gpu_type": gpu_type, "period": period, "gpu_hours": hours}
 
 
@@ -143,7 +150,7 @@ def request_row(s: Session, request_id: int) -> AwardRequestRow:
 
 def _set(s: Session, row: AwardRequestRow, new: RequestState, who: Who, now: datetime) -> None:
     old = RequestState(row.state)
-    check(REQUEST_MOVES, f"request {row.id}", old, new)
+    check(REQUEST_MOVES, msg("thing.request", id=row.id), old, new)
     row.state = new.value
     s.flush()
     record(
@@ -169,19 +176,19 @@ def submit(
     """The PI asks for a change; it goes to the first step of its kind's review path."""
     award = award_row(s, award_id)
     if not is_pi(s, caller, award):
-        raise PermissionDenied("only the award's PI asks for changes to it")
+        raise PermissionDenied.of(msg("error.change_pi_only"))
     try:
         what = RequestKind(kind)
     except ValueError:
-        raise ValidationError("kind", "use renewal, supplement, extension or transfer") from None
+        raise ValidationError.about("kind", msg("error.request_kind")) from None
     if award.state != AwardState.ACTIVE:
-        raise Conflict(f"award {award.id} is {award.state}; only an active award can change")
+        raise Conflict.of(msg("error.award_not_active", award=award.id, state=award.state))
     if what in (RequestKind.RENEWAL, RequestKind.EXTENSION) and reports.owes_overdue(s, award):
-        raise Conflict("a report of this award is overdue; submit it first")
+        raise Conflict.of(msg("error.report_overdue"))
     if any(r.kind == what and r.state in OPEN for r in _requests(s, award.id)):
-        raise Conflict(f"a {what.value} request of this award is already waiting")
+        raise Conflict.of(msg("error.request_waiting", kind=what.value))
     if not justification.strip():
-        raise ValidationError("justification", "say why the award needs this")
+        raise ValidationError.about("justification", msg("error.justification_missing"))
     row = AwardRequestRow(
         award_id=award.id,
         kind=what.value,
@@ -221,16 +228,16 @@ def assign_reviewer(
     award = award_row(s, row.award_id)
     require_manager(s, caller, award)
     if next_step(RequestKind(row.kind), RequestState(row.state)) is not ReviewStep.REVIEWER:
-        raise Conflict("this request does not wait for a reviewer")
+        raise Conflict.of(msg("error.request_not_for_reviewer"))
     user = repo.user_by_name(s, username)
     call = call_of(s, award)
     if user.id not in prog.reviewer_ids(s, call.programme_id):
-        raise ValidationError("reviewer", f"{username} is not a reviewer of this programme")
+        raise ValidationError.about("reviewer", msg("error.not_a_reviewer", user=username))
     app = application_of(s, award)
     team = {app.applicant_id, *s.scalars(select(UserRow.id).where(UserRow.username.in_(app.team)))}
     target = ReviewTarget(app.id, app.organisation_id, frozenset(team))
     if conflicted(Reviewer(user.id, user.organisation_id), target, frozenset()):
-        raise ValidationError("reviewer", f"{username} has a conflict of interest with it")
+        raise ValidationError.about("reviewer", msg("error.reviewer_conflict", user=username))
     row.reviewer_id = user.id
     s.flush()
     record(
@@ -261,7 +268,7 @@ def recommend(
     if row.reviewer_id != caller.user_id or not caller.has_role(Role.REVIEWER, programme_id):
         raise NotFound("request", request_id)
     if not comment.strip():
-        raise ValidationError("comment", "give the manager your reasons")
+        raise ValidationError.about("comment", msg("error.comment_missing"))
     verdict = "approve" if approve else "decline"
     row.recommendation = f"{verdict}: {comment.strip()[:5000]}"
     row.recommended_at = now
@@ -278,14 +285,14 @@ def decide(
     award = award_row(s, row.award_id)
     require_manager(s, caller, award)
     if next_step(RequestKind(row.kind), RequestState(row.state)) is not ReviewStep.MANAGER:
-        raise Conflict("this request waits for a reviewer's recommendation first")
+        raise Conflict.of(msg("error.request_needs_recommendation"))
     if not reason.strip():
-        raise ValidationError("reason", "say why, for the audit log and the PI")
+        raise ValidationError.about("reason", msg("error.say_why_audit_pi"))
     who = Who.of(caller)
     row.decided_by, row.decided_at, row.decision = caller.user_id, now, reason.strip()[:2000]
     if approve:
         if award.state != AwardState.ACTIVE:
-            raise Conflict(f"award {award.id} is {award.state}; it can no longer change")
+            raise Conflict.of(msg("error.award_frozen", award=award.id, state=award.state))
         _apply(s, award, RequestKind(row.kind), row.body, now)
         _set(s, row, RequestState.APPROVED, who, now)
     else:
@@ -339,7 +346,9 @@ def _apply(
         assert alloc is not None
         used = repo.charged_gpu_seconds(s, [alloc.id]).get(alloc.id, 0.0)
         if hours * 3600 > alloc.gpu_seconds - used + 1e-6:
-            raise Conflict(f"only {(alloc.gpu_seconds - used) / 3600:,.1f} GPU-hours are unused")
+            raise Conflict.of(
+                msg("error.unused_short", hours=Num((alloc.gpu_seconds - used) / 3600, 1))
+            )
         cells[src] = cells.get(src, 0.0) - hours
         cells[dst] = cells.get(dst, 0.0) + hours
         reserve.check_change(s, award, Award(award.application_id, cells), "gpu_hours")

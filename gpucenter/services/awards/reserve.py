@@ -33,6 +33,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables import AllocationRow
 from gpucenter.persistence.tables_allocation import (
     ApplicationRow,
@@ -174,12 +175,12 @@ def propose(s: Session, caller: Caller, call_id: int, now: datetime) -> AwardRun
     call = prog.call_row(s, call_id)
     prog.require_manager(caller, call.programme_id)
     if call.state != CallState.DECIDED:
-        raise Conflict("re-offers follow a decision; this call is not decided yet")
+        raise Conflict.of(msg("error.reoffer_before_decision"))
     rnd, notes = _reoffer(s, call, now)
     if not rnd.problem.candidates:
-        raise Conflict("the reserve list has nobody left who can still be offered GPU-hours")
+        raise Conflict.of(msg("error.reserve_empty"))
     if not freed(s, call_id, now):
-        raise Conflict("no GPU-hours are free in this call's remaining quarters")
+        raise Conflict.of(msg("error.no_free_hours"))
     plan = solve(rnd.problem, time_limit_s=10.0)
     result = rounds._result(rnd, plan, greedy_plan(rnd.problem))
     result["notes"] = list(notes)
@@ -218,18 +219,15 @@ def approve(
     call's capacity, shares and caps as they stand now."""
     run = rounds.get_run(s, caller, run_id)
     if run.purpose != "reoffer":
-        raise ValidationError("run", "this run is a round's; decide it instead")
+        raise ValidationError.about("run", msg("error.run_is_round"))
     if run.decided:
-        raise Conflict(f"re-offer {run_id} is already approved")
+        raise Conflict.of(msg("error.reoffer_approved", run=run_id))
     call = prog.call_row(s, run.call_id)
     rnd, _ = _reoffer(s, call, now)
     wanted = _plan_of(rnd, run.result.get("awards", {}))
     broken = violations(rnd.problem, wanted.awards)
     if broken:
-        raise Conflict(
-            "the re-offer no longer fits (awards changed since it was proposed); propose it "
-            "again: " + "; ".join(broken)
-        )
+        raise Conflict.of(msg("error.reoffer_stale", broken="; ".join(broken)))
     who = Who.of(caller)
     made = []
     entries = {r.application_id: r for r in reserve_list(s, call.id)}
@@ -322,7 +320,7 @@ def check_new(
         if not v.startswith(f"application {cand.app_id}:")
     ]
     if broken:
-        raise ValidationError(what, "it would break the call's rules: " + "; ".join(broken))
+        raise ValidationError.about(what, msg("error.breaks_rules", broken="; ".join(broken)))
 
 
 def tell_team(s: Session, award: AwardRow, subject: str, body: str, now: datetime) -> None:

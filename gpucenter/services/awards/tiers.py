@@ -29,6 +29,7 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow
 from gpucenter.persistence.tables_allocation import ApplicationRow, AwardRow, AwardRunRow, CallRow
@@ -63,7 +64,7 @@ def _fast_call(s: Session, caller: Caller, call_id: int) -> CallRow:
     call = prog.call_row(s, call_id)
     prog.require_manager(caller, call.programme_id)
     if tier_rules(call.config).tier is not AccessTier.FAST:
-        raise ValidationError("call", "this call is reviewed, not a fast tier")
+        raise ValidationError.about("call", msg("error.call_not_fast"))
     return call
 
 
@@ -118,21 +119,21 @@ def decide(
         raise NotFound("application", app_id)
     call = _fast_call(s, caller, app.call_id)
     if app.state != apps.SUBMITTED:
-        raise Conflict(f"application {app_id} is {app.state}; it was decided already")
+        raise Conflict.of(msg("error.application_decided", app=app_id, state=app.state))
     who = Who.of(caller)
     if not approve:
         if not reason.strip():
-            raise ValidationError("reason", "say why, for the applicant and the audit log")
+            raise ValidationError.about("reason", msg("error.say_why_applicant_audit"))
         app.state = apps.REJECTED
         record(s, who, "application.reject", now, "application", app.id, {"reason": reason})
         notify(s, [app.applicant_id], f"[gpucenter] '{app.title}' was not selected", reason, now)
         return None
     cand = rounds.candidate_of(s, app, 1.0)
     if gpu_hours is not None and not 0 < gpu_hours <= cand.requested_gpu_hours:
-        raise ValidationError("gpu_hours", "award more than 0 and at most what was asked")
+        raise ValidationError.about("gpu_hours", msg("error.award_amount"))
     award = _award_of(cand, prog.capacity_of(s, call.id), gpu_hours)
     if award.total + 1e-6 < cand.useful_minimum:
-        raise ValidationError("gpu_hours", "that is below the application's useful minimum")
+        raise ValidationError.about("gpu_hours", msg("error.award_below_minimum"))
     reserve.check_new(s, call, cand, award, "gpu_hours", floors=False)
     body = _body(award)
     run = AwardRunRow(
@@ -163,11 +164,11 @@ def override(
     award = award_row(s, award_id)
     require_manager(s, caller, award)
     if not reason.strip():
-        raise ValidationError("reason", "an override needs a reason for the audit log")
+        raise ValidationError.about("reason", msg("error.override_reason"))
     if award.state not in (AwardState.OFFERED, AwardState.ACTIVE):
-        raise Conflict(f"award {award.id} is {award.state}; it can no longer change")
+        raise Conflict.of(msg("error.award_frozen", award=award.id, state=award.state))
     if award.lease_gpus:
-        raise ValidationError("gpu_hours", "a lease is changed by a request, not an override")
+        raise ValidationError.about("gpu_hours", msg("error.lease_override"))
     allocs = list(
         s.scalars(
             select(AllocationRow).where(
@@ -178,7 +179,7 @@ def override(
     )
     total = sum(a.gpu_seconds for a in allocs) / 3600
     if not gpu_hours > 0 or total <= 0:
-        raise ValidationError("gpu_hours", "must be more than 0")
+        raise ValidationError.about("gpu_hours", msg("error.value_positive"))
     used = repo.charged_gpu_seconds(s, [a.id for a in allocs])
     scale = gpu_hours / total
     cells: dict[tuple[str, str], float] = {}
@@ -186,7 +187,7 @@ def override(
         cell = (a.gpu_type or "", quarter_of(as_utc(a.starts_at)))
         cells[cell] = cells.get(cell, 0.0) + a.gpu_seconds / 3600 * scale
         if a.gpu_seconds * scale < used.get(a.id, 0.0):
-            raise ValidationError("gpu_hours", "an award cannot shrink below what it has used")
+            raise ValidationError.about("gpu_hours", msg("error.award_below_used"))
     reserve.check_change(s, award, Award(award.application_id, cells), "gpu_hours")
     before = award.gpu_hours
     for a in allocs:

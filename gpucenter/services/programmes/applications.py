@@ -34,6 +34,7 @@ from gpucenter.allocation.model import ApplicationState
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import OrganisationRow, UserRow
 from gpucenter.persistence.tables_allocation import (
@@ -84,9 +85,7 @@ def _lease_item(raw: Mapping[str, Any] | None) -> LeaseItem | None:
             str(raw.get("site", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValidationError(
-            "lease", f"needs gpu_type, gpus, starts_at, ends_at ({exc})"
-        ) from None
+        raise ValidationError.about("lease", msg("error.lease_fields", problem=str(exc))) from None
 
 
 def _requests(app: ApplicationRow, s: Session) -> list[ApplicationRequestRow]:
@@ -105,7 +104,7 @@ def create_application(
     call = prog.call_row(s, call_id)
     user = s.get(UserRow, caller.user_id)
     if user is None or user.organisation_id is None:
-        raise ValidationError("organisation", "your account belongs to no organisation")
+        raise ValidationError.about("organisation", msg("error.no_organisation"))
     row = ApplicationRow(
         call_id=call.id,
         applicant_id=user.id,
@@ -125,7 +124,7 @@ def update_application(
     submitted an application is what reviewers score, so it no longer changes."""
     row = _own(s, caller, app_id)
     if row.state != DRAFT:
-        raise Conflict(f"application {app_id} is {row.state}; only drafts can be edited")
+        raise Conflict.of(msg("error.application_not_draft_edit", app=app_id, state=row.state))
     for old in _requests(row, s):
         s.delete(old)
     s.flush()
@@ -138,9 +137,9 @@ def _fill(s: Session, row: ApplicationRow, form: ApplicationForm) -> None:
     try:
         kind = AwardKind(form.kind)
     except ValueError:
-        raise ValidationError("kind", "use gpu_hours or lease") from None
+        raise ValidationError.about("kind", msg("error.application_kind")) from None
     if not form.title.strip():
-        raise ValidationError("title", "must not be empty")
+        raise ValidationError.about("title", msg("error.value_empty"))
     for username in form.team:
         repo.user_by_name(s, username)
     lease = _lease_item(form.lease) if kind is AwardKind.LEASE else None
@@ -159,8 +158,8 @@ def _fill(s: Session, row: ApplicationRow, form: ApplicationForm) -> None:
             try:
                 item = BatchItem(str(r["gpu_type"]), str(r["period"]), float(r["gpu_hours"]))
             except (KeyError, TypeError, ValueError) as exc:
-                raise ValidationError(
-                    "requests", f"need gpu_type, period, gpu_hours ({exc})"
+                raise ValidationError.about(
+                    "requests", msg("error.request_fields", problem=str(exc))
                 ) from None
             s.add(
                 ApplicationRequestRow(
@@ -184,7 +183,7 @@ def submit_application(s: Session, caller: Caller, app_id: int, now: datetime) -
     """Check eligibility, the call's dates and limits, and duplicates; then submit."""
     row = _own(s, caller, app_id)
     if row.state != DRAFT:
-        raise Conflict(f"application {app_id} is {row.state}; only drafts can be submitted")
+        raise Conflict.of(msg("error.application_not_draft_submit", app=app_id, state=row.state))
     call = prog.call_row(s, row.call_id)
     org = s.get(OrganisationRow, row.organisation_id)
     assert org is not None
@@ -211,10 +210,7 @@ def submit_application(s: Session, caller: Caller, app_id: int, now: datetime) -
         )
     )
     if dup is not None:
-        raise Conflict(
-            f"a duplicate of application {dup}, already submitted to this call by you or "
-            "your organisation under the same title; withdraw it first"
-        )
+        raise Conflict.of(msg("error.application_duplicate", app=dup))
     if terms.tier_rules(call.config).tier is AccessTier.FAST:
         fast_tier_checks(s, row)
     row.state = SUBMITTED
@@ -236,10 +232,7 @@ def fast_tier_checks(s: Session, row: ApplicationRow) -> None:
         )
     )
     if other is not None:
-        raise Conflict(
-            f"application {other} to this fast-tier call is already yours; "
-            "the fast tier gives one award per applicant"
-        )
+        raise Conflict.of(msg("error.fast_tier_once", app=other))
     overdue = s.scalar(
         select(AwardReportRow.id)
         .join(AwardRow, AwardRow.id == AwardReportRow.award_id)
@@ -250,15 +243,13 @@ def fast_tier_checks(s: Session, row: ApplicationRow) -> None:
         )
     )
     if overdue is not None:
-        raise ValidationError(
-            "call", "a report on one of your awards is overdue; submit it before applying here"
-        )
+        raise ValidationError.about("call", msg("error.report_overdue_apply"))
 
 
 def withdraw_application(s: Session, caller: Caller, app_id: int, now: datetime) -> ApplicationRow:
     row = _own(s, caller, app_id)
     if row.state not in (DRAFT, SUBMITTED, RESERVE):
-        raise Conflict(f"application {app_id} is {row.state}; it can no longer be withdrawn")
+        raise Conflict.of(msg("error.application_not_withdrawable", app=app_id, state=row.state))
     if row.state == RESERVE:  # it leaves the reserve list: the next in line moves up
         entry = s.scalar(select(ReserveRow).where(ReserveRow.application_id == row.id))
         if entry is not None:
@@ -346,7 +337,7 @@ def declare_conflict(
     review = _review(s, caller.user_id, app_id)
     if review is not None:
         if review.submitted_at is not None:
-            raise Conflict("you already scored this application; ask the manager to void it")
+            raise Conflict.of(msg("error.already_scored"))
         s.delete(review)
     s.flush()
     return conflict
@@ -405,7 +396,7 @@ def submit_review(
     if review is None or row is None:
         raise NotFound("review assignment", app_id)
     if is_conflicted(s, caller.user_id, row):
-        raise PermissionDenied("you have a conflict of interest with this application")
+        raise PermissionDenied.of(msg("error.reviewer_conflict_self"))
     rubric = prog.rubric_of(_call_of(s, row).config)
     review.total = weighted_total(rubric, scores)
     review.scores = dict(scores)

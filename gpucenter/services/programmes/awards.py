@@ -38,6 +38,7 @@ from gpucenter.domain.allocations import SET_STATES, AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from gpucenter.domain.ids import ProjectId
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import (
     AllocationRow,
@@ -128,7 +129,9 @@ def _apply_overrides(
     index = {c.app_id: i for i, c in enumerate(rnd.problem.candidates)}
     for app_id, amount in overrides.items():
         if app_id not in index:
-            raise ValidationError("overrides", f"application {app_id} is not in this round")
+            raise ValidationError.about(
+                "overrides", msg("error.application_not_in_round", app=app_id)
+            )
         cand = rnd.problem.candidates[index[app_id]]
         if amount <= 0:
             awards.pop(app_id, None)
@@ -208,7 +211,7 @@ def run_round(
     call = prog.call_row(s, call_id)
     prog.require_manager(caller, call.programme_id)
     if call.state == CallState.DECIDED:
-        raise Conflict(f"call {call_id} is already decided")
+        raise Conflict.of(msg("error.call_decided", call=call_id))
     rnd = load_round(s, call)
     if policy_changes:
         cfg = prog.parse_config({**call.config, **policy_changes})
@@ -265,18 +268,20 @@ def decide(
     run = get_run(s, caller, run_id)
     call = prog.call_row(s, run.call_id)
     if call.state == CallState.DECIDED:
-        raise Conflict(f"call {call.id} is already decided")
+        raise Conflict.of(msg("error.call_decided", call=call.id))
     result = run.result
     broken = list(result.get("violations", []))
     if any(v.startswith("capacity") or "leases of" in v for v in broken):
-        raise ValidationError("overrides", "the awards exceed capacity: " + "; ".join(broken))
+        raise ValidationError.about(
+            "overrides", msg("error.over_capacity", broken="; ".join(broken))
+        )
     overridden = bool(result.get("overrides"))
     if overridden and not reason.strip():
         reason = "; ".join(
             f"application {a}: {r}" for a, r in sorted(result.get("override_reasons", {}).items())
         )
     if overridden and not reason.strip():
-        raise ValidationError("reason", "an overridden award needs a reason for the audit log")
+        raise ValidationError.about("reason", msg("error.override_reason_award"))
     rows = {
         a.id: a
         for a in s.scalars(
@@ -289,7 +294,7 @@ def decide(
     for key, body in sorted(result["awards"].items(), key=lambda kv: int(kv[0])):
         app = rows.get(int(key))
         if app is None:
-            raise Conflict(f"application {key} changed since the run; run the round again")
+            raise Conflict.of(msg("error.application_changed", app=key))
         why = reason if overridden else None
         awarded.append(make_award(s, caller, call, run, app, body, why, now, initial))
     for app in rows.values():
@@ -472,13 +477,13 @@ def set_suspended(
     award = s.get(AwardRow, row.award_id) if row.award_id is not None else None
     if award is None:
         if not caller.is_admin:
-            raise PermissionDenied("only admins change allocations that came from no award")
+            raise PermissionDenied.of(msg("error.allocation_admin_only"))
     else:
         prog.require_manager(caller, prog.call_row(s, award.call_id).programme_id)
     if not reason.strip():
-        raise ValidationError("reason", "say why, for the audit log")
+        raise ValidationError.about("reason", msg("error.say_why_audit"))
     if row.state in (AllocationState.PENDING, AllocationState.WITHDRAWN):
-        raise Conflict(f"allocation {row.id} is {row.state}: its award's agreement decides it")
+        raise Conflict.of(msg("error.allocation_by_agreement", alloc=row.id, state=row.state))
     row.state = AllocationState.SUSPENDED if suspended else AllocationState.ACTIVE
     if not suspended:
         used = repo.charged_gpu_seconds(s, [row.id]).get(row.id, 0.0)

@@ -8,7 +8,7 @@ routes only authenticate. Everything that changes who may decide (roles) or what
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from gpucenter.allocation.model import CallState
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables_allocation import CallCapacityRow, CallRow, ProgrammeRow
 from gpucenter.persistence.tables_audit import RoleAssignmentRow
@@ -45,7 +46,7 @@ PROGRAMME_ROLES = (Role.PROGRAMME_MANAGER, Role.REVIEWER)
 
 def _name(field: str, value: str) -> str:
     if not _NAME.match(value):
-        raise ValidationError(field, "use 2-64 lowercase letters, digits, '.', '_' or '-'")
+        raise ValidationError.about(field, msg("error.name_format"))
     return value
 
 
@@ -86,7 +87,7 @@ def call_row(s: Session, call_id: int) -> CallRow:
 
 def require_manager(caller: Caller, programme_id: int) -> None:
     if not caller.has_role(Role.PROGRAMME_MANAGER, programme_id):
-        raise PermissionDenied("this needs the programme manager role for this programme")
+        raise PermissionDenied.of(msg("error.needs_programme_manager"))
 
 
 def create_programme(
@@ -94,15 +95,15 @@ def create_programme(
 ) -> ProgrammeRow:
     """Centre admins create programmes; ministries then run them through their managers."""
     if not (caller.is_admin or caller.has_role(Role.CENTRE_ADMIN)):
-        raise PermissionDenied("creating a programme needs the centre admin role")
+        raise PermissionDenied.of(msg("error.programme_needs_admin"))
     if not owner.strip():
-        raise ValidationError("owner", "name the ministry or agency that runs the programme")
+        raise ValidationError.about("owner", msg("error.programme_owner"))
     row = ProgrammeRow(name=_name("name", name), owner=owner.strip(), title=title, created_at=now)
     s.add(row)
     try:
         s.flush()
     except IntegrityError as exc:
-        raise Conflict(f"programme {name!r} already exists") from exc
+        raise Conflict.of(msg("error.programme_exists", name=repr(name))) from exc
     audit_event(
         s, caller, "programme.create", now, "programme", row.id, {"name": name, "owner": owner}
     )
@@ -121,11 +122,11 @@ def assign_role(
     try:
         wanted = Role(role)
     except ValueError:
-        raise ValidationError("role", "use programme_manager or reviewer") from None
+        raise ValidationError.about("role", msg("error.programme_role")) from None
     if wanted not in PROGRAMME_ROLES:
-        raise ValidationError("role", "use programme_manager or reviewer")
+        raise ValidationError.about("role", msg("error.programme_role"))
     if wanted is Role.PROGRAMME_MANAGER and not caller.is_admin:
-        raise PermissionDenied("appointing a programme manager needs the centre admin role")
+        raise PermissionDenied.of(msg("error.appoint_needs_admin"))
     require_manager(caller, programme_id)
     user = repo.user_by_name(s, username)
     existing = s.scalar(
@@ -185,6 +186,17 @@ class CallSpec:
     config: Mapping[str, Any] | None = None
 
 
+def _check_choices(values: Iterable[Any], allowed: list[str]) -> None:
+    """Refuse a value of a call's setting that is not one of `allowed`, naming the choices
+    (reported against config.eligible_types, where the refusal has always been reported)."""
+    for value in values:
+        if value not in allowed:
+            raise ValidationError.about(
+                "config.eligible_types",
+                msg("error.config_choice", value=repr(value), allowed=", ".join(allowed)),
+            )
+
+
 def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Fill defaults and validate by building the domain objects (raises ValidationError)."""
     cfg: dict[str, Any] = {
@@ -211,15 +223,16 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
     unknown = set(raw) - set(cfg)
     if unknown:
-        raise ValidationError("config", f"unknown settings: {', '.join(sorted(unknown))}")
+        raise ValidationError.about(
+            "config", msg("error.settings_unknown", names=", ".join(sorted(unknown)))
+        )
     cfg.update(raw)
-    try:
-        [ApplicantType(t) for t in cfg["eligible_types"]]
-        [AwardKind(k) for k in cfg["award_kinds"]]
-    except ValueError as exc:
-        raise ValidationError("config.eligible_types", str(exc)) from None
+    _check_choices(cfg["eligible_types"], [t.value for t in ApplicantType])
+    _check_choices(cfg["award_kinds"], [k.value for k in AwardKind])
     if int(cfg["reviewers_per_application"]) < 1:
-        raise ValidationError("config.reviewers_per_application", "must be at least 1")
+        raise ValidationError.about(
+            "config.reviewers_per_application", msg("error.value_at_least", low=1)
+        )
     policy_of(cfg)
     rubric_of(cfg)
     terms.check_config(cfg)
@@ -238,8 +251,8 @@ def policy_of(cfg: Mapping[str, Any]) -> AwardPolicy:
             for r in cfg["shares"]
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValidationError(
-            "config.shares", f"each share needs name, applicant_types, min/max_share ({exc})"
+        raise ValidationError.about(
+            "config.shares", msg("error.share_fields", problem=str(exc))
         ) from None
     return AwardPolicy(
         shares=shares,
@@ -257,8 +270,8 @@ def rubric_of(cfg: Mapping[str, Any]) -> tuple[Criterion, ...]:
             for c in cfg["rubric"]
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValidationError(
-            "config.rubric", f"each criterion needs name and weight ({exc})"
+        raise ValidationError.about(
+            "config.rubric", msg("error.criterion_fields", problem=str(exc))
         ) from None
 
 
@@ -290,9 +303,9 @@ def create_call(
     programme(s, programme_id)
     require_manager(caller, programme_id)
     if spec.closes_at <= spec.opens_at:
-        raise ValidationError("closes_at", "must be after opens_at")
+        raise ValidationError.about("closes_at", msg("error.closes_before_opens"))
     if not spec.capacity:
-        raise ValidationError("capacity", "give GPU-hours per GPU type and quarter")
+        raise ValidationError.about("capacity", msg("error.capacity_missing"))
     cfg = parse_config(spec.config or {})
     row = CallRow(
         programme_id=programme_id,
@@ -308,12 +321,14 @@ def create_call(
     try:
         s.flush()
     except IntegrityError as exc:
-        raise Conflict(f"call {spec.name!r} already exists in this programme") from exc
+        raise Conflict.of(msg("error.call_exists", name=repr(spec.name))) from exc
     for gpu_type, periods in spec.capacity.items():
         for period, hours in periods.items():
             quarter_bounds(period)
             if not float(hours) > 0:
-                raise ValidationError(f"capacity.{gpu_type}.{period}", "must be more than 0")
+                raise ValidationError.about(
+                    f"capacity.{gpu_type}.{period}", msg("error.value_positive")
+                )
             s.add(
                 CallCapacityRow(
                     call_id=row.id, gpu_type=gpu_type, period=period, gpu_hours=float(hours)
