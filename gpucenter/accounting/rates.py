@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +27,11 @@ class RateCard:
 
     def __post_init__(self) -> None:
         if self.krw_per_gpu_hour < 0:
-            raise ValidationError("krw_per_gpu_hour", "must not be negative")
+            raise ValidationError.about("krw_per_gpu_hour", msg("error.not_negative"))
         if self.billing_weight <= 0:
-            raise ValidationError("billing_weight", "must be more than 0")
+            raise ValidationError.about("billing_weight", msg("error.more_than_zero"))
         if not 2000 <= self.fiscal_year <= 2100:
-            raise ValidationError("fiscal_year", "must be a year between 2000 and 2100")
+            raise ValidationError.about("fiscal_year", msg("error.fiscal_year_range"))
 
 
 # A type without a card is weighed 1.0 and priced 0 KRW: the report still counts its hours,
@@ -76,7 +77,7 @@ def month_range(first: str, last: str) -> list[str]:
     """Every month key from `first` to `last` inclusive."""
     for label in (first, last):
         if len(label) != 7 or label[4] != "-" or not (1 <= int(label[5:]) <= 12):
-            raise ValidationError("month", f"use YYYY-MM, not {label!r}")
+            raise ValidationError.about("month", msg("error.month_form", got=repr(label)))
     y, m = int(first[:4]), int(first[5:])
     end = (int(last[:4]), int(last[5:]))
     out: list[str] = []

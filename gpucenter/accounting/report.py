@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gpucenter.accounting.rates import RateBook, fiscal_year_of_month, value
+from gpucenter.domain.messages import msg
 
 
 class Dimension(StrEnum):
@@ -77,7 +78,9 @@ def parse_dimensions(names: Iterable[str]) -> list[Dimension]:
             dims.append(Dimension(name.strip()))
         except ValueError:
             allowed = ", ".join(d.value for d in Dimension)
-            raise ValidationError("by", f"unknown dimension {name!r}; use {allowed}") from None
+            raise ValidationError.about(
+                "by", msg("error.unknown_dimension", name=repr(name), allowed=allowed)
+            ) from None
     return dims
 
 

@@ -21,6 +21,7 @@ from gpucenter.api.schemas import (
 from gpucenter.auth.permissions import Permission, Role, can_assign_role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import Ctx, CurrentCaller
 from gpucenter.http.permissions import requires
 from gpucenter.services.identity import admin
@@ -32,7 +33,7 @@ def _role(value: str) -> Role:
     try:
         return Role(value)
     except ValueError:
-        raise ValidationError("role", f"unknown role {value!r}") from None
+        raise ValidationError.about("role", msg("error.unknown_role", role=repr(value))) from None
 
 
 @router.post(
@@ -74,7 +75,7 @@ def list_roles(ctx: Ctx) -> list[RoleOut]:
 def grant_role(body: RoleGrantIn, ctx: Ctx, caller: CurrentCaller) -> RoleOut:
     """Give a user a centre-wide role (centre_admin, site_operator, programme_manager)."""
     if not can_assign_role(caller, _role(body.role)):
-        raise PermissionDenied(f"you cannot grant {body.role!r}")
+        raise PermissionDenied.of(msg("error.cannot_grant_role", role=repr(body.role)))
     admin.grant_role(ctx, caller, body.username, body.role)
     return RoleOut(username=body.username, role=body.role)
 
@@ -89,7 +90,7 @@ def revoke_role(
     caller: CurrentCaller,
 ) -> None:
     if not can_assign_role(caller, _role(role)):
-        raise PermissionDenied(f"you cannot revoke {role!r}")
+        raise PermissionDenied.of(msg("error.cannot_revoke_role", role=repr(role)))
     admin.revoke_role(ctx, caller, username, role)
 
 

@@ -77,7 +77,7 @@ def list_jobs(
         states = [JobState(s.upper()) for s in state or []]
     except ValueError:
         allowed = ", ".join(s.value for s in JobState)
-        raise ValidationError("state", f"unknown state; use one of {allowed}") from None
+        raise ValidationError.about("state", msg("error.unknown_state", allowed=allowed)) from None
     page = jobs.list_page(
         ctx,
         caller,

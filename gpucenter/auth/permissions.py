@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gpucenter.domain.errors import PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 
 
 class Role(StrEnum):
@@ -162,12 +163,12 @@ def check_scopes(caller: Caller, requested: Iterable[str]) -> frozenset[str]:
     known = {p.value for p in Permission}
     wanted = frozenset(requested)
     if not wanted:
-        raise ValidationError("scopes", "name at least one scope, e.g. jobs:read")
+        raise ValidationError.about("scopes", msg("error.scopes_empty"))
     for scope in sorted(wanted):
         if scope not in known:
-            raise ValidationError("scopes", f"unknown scope {scope!r}")
+            raise ValidationError.about("scopes", msg("error.unknown_scope", scope=repr(scope)))
         if scope not in allowed:
-            raise PermissionDenied(f"you cannot grant the scope {scope!r}")
+            raise PermissionDenied.of(msg("error.cannot_grant_scope", scope=repr(scope)))
     return wanted
 
 
@@ -203,4 +204,4 @@ def can_assign_role(caller: Caller, role: Role) -> bool:
 
 def require_admin(caller: Caller) -> None:
     if not caller.is_admin:
-        raise PermissionDenied("this action needs the centre admin role")
+        raise PermissionDenied.of(msg("error.needs_centre_admin"))

@@ -12,6 +12,7 @@ import typer
 from gpucenter.cli.common import console, friendly_errors
 from gpucenter.cli.common import utc_now as _now
 from gpucenter.config import get_settings
+from gpucenter.domain.messages import msg
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -214,7 +215,9 @@ def template_publish(path: Path) -> None:
         body = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         with friendly_errors():
-            raise ValidationError("file", f"cannot read {path}: {exc}") from None
+            raise ValidationError.about(
+                "file", msg("error.cannot_read_file", path=str(path), problem=str(exc))
+            ) from None
         return
     template = _run(lambda s: templates.publish(s, body, _now(), None))
     console.print(f"template {template.name!r} published: {template.title}", highlight=False)

@@ -246,6 +246,7 @@ class JobQueue:
         self, job: PendingJob, fair_share: Callable[[ProjectId, UserId | None], float]
     ) -> None:
         if job.job_id in self.pending:
+            # English on purpose: the services load each job once (ids are unique)
             raise ValidationError("job_id", f"job {job.job_id} is already pending")
         q = QueuedJob(job, self._shape(job))
         if self.policy.weights.favor_small:
@@ -266,6 +267,7 @@ class JobQueue:
         for job in jobs:
             jid = job.job_id
             if jid in pending:
+                # English on purpose: the services load each job once (ids are unique)
                 raise ValidationError("job_id", f"job {jid} is already pending")
             req = job.request
             shape = shapes.get(

@@ -15,6 +15,7 @@ from gpucenter.core.model import NodeSnapshot
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import ProjectId
+from gpucenter.domain.messages import msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +29,11 @@ class AdvanceReservation:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValidationError("reservation.name", "must not be empty")
+            raise ValidationError.about("reservation.name", msg("error.not_empty"))
         if self.end <= self.start:
-            raise ValidationError("reservation.end", "must be after the start")
+            raise ValidationError.about("reservation.end", msg("error.end_after_start"))
         if not self.nodes:
-            raise ValidationError("reservation.nodes", "must name at least one node")
+            raise ValidationError.about("reservation.nodes", msg("error.name_a_node"))
 
     def active(self, now: Instant) -> bool:
         return self.start <= now < self.end
@@ -69,5 +70,7 @@ def choose_nodes(
             chosen.append(n.name)
             need -= n.gpu_count
     if need > 0:
-        raise ValidationError("gpus", f"only {gpus - need} {gpu_type} GPUs can be reserved")
+        raise ValidationError.about(
+            "gpus", msg("error.reserve_too_many", count=gpus - need, gpu_type=gpu_type)
+        )
     return tuple(chosen)

@@ -55,6 +55,7 @@ from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId, ProjectId
 from gpucenter.domain.jobs import WaitReason
+from gpucenter.domain.messages import msg
 
 _src = operator.attrgetter("src")
 
@@ -153,6 +154,7 @@ class Scheduler:
         st = self.state
         job_id = job.job_id
         if job_id in self.running:
+            # English on purpose: the services add each running job once (unique job ids)
             raise ValidationError("running", f"job {job_id} is already running")
         index = st.index
         parts: list[tuple[int, tuple[int, ...]]] = []
@@ -160,10 +162,13 @@ class Scheduler:
         for part in job.placement:
             n = index.get(part.node)
             if n is None:
-                raise ValidationError("placement", f"unknown node {part.node!r}")
+                raise ValidationError.about(
+                    "placement", msg("error.unknown_node", node=repr(part.node))
+                )
             parts.append((n, tuple(part.gpus)))
             gpus += len(part.gpus)
         if not parts:
+            # English on purpose: the services never record a running job without a placement
             raise ValidationError("placement", f"running job {job_id} holds no GPUs")
         end = job.ends_by
         for n, held in parts:

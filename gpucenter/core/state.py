@@ -16,6 +16,7 @@ from gpucenter.core.reservations import AdvanceReservation
 from gpucenter.domain.clock import Instant
 from gpucenter.domain.errors import ValidationError
 from gpucenter.domain.ids import JobId, ProjectId
+from gpucenter.domain.messages import msg
 
 #: A future hold on a node: (start, end, gpus, job id or -1, advance reservation index or -1).
 Hold = tuple[float, float, int, int, int]
@@ -96,7 +97,9 @@ class ClusterState:
             seen: set[str] = set()
             for name in self.name:
                 if name in seen:
-                    raise ValidationError("nodes", f"duplicate node name {name!r}")
+                    raise ValidationError.about(
+                        "nodes", msg("error.duplicate_node", node=repr(name))
+                    )
                 seen.add(name)
         self.gtype: list[str] = [node.gpu_type for node in nodes]
         self.size: list[int] = [node.gpu_count for node in nodes]
@@ -220,6 +223,7 @@ class ClusterState:
         else:
             taken = set(gpus)
             if len(taken) != len(gpus) or not taken <= set(free):
+                # English on purpose: the scheduler only takes GPUs it found free (a core invariant)
                 raise ValidationError("placement", f"GPUs {gpus} of {self.name[n]} are not free")
             remaining = [g for g in free if g not in taken]
         pool = self._unindex(n)
@@ -339,7 +343,9 @@ def sync_reservations(
         for name in resv.nodes:
             n = state.index.get(name)
             if n is None:
-                raise ValidationError("reservation.nodes", f"unknown node {name!r}")
+                raise ValidationError.about(
+                    "reservation.nodes", msg("error.unknown_node", node=repr(name))
+                )
             if n in wanted_pool or n in wanted_hold:
                 continue  # the earlier reservation keeps an overlapping node
             if resv.active(now):

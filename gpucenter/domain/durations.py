@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 _UNITS = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -25,4 +26,4 @@ def parse_duration(text: str, field: str = "time") -> int:
     if value and match and any(match.groups()):
         d, h, m, s = (int(g) if g else 0 for g in match.groups())
         return d * 86400 + h * 3600 + m * 60 + s
-    raise ValidationError(field, f"{text!r} is not a duration; try 90, 30m, 2h or 1:30:00")
+    raise ValidationError.about(field, msg("error.not_duration", text=repr(text)))

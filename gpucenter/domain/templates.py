@@ -124,21 +124,22 @@ def _value(match: re.Match[str], *, resolved: Mapping[str, str | int], quote: bo
 def parse_template(data: object) -> JobTemplate:
     """Validate a template definition (as loaded from YAML or JSON)."""
     if not isinstance(data, dict):
-        raise ValidationError("template", "must be a mapping with name, title, fields and job")
+        raise ValidationError.about("template", msg("error.template_mapping"))
     name = str(data.get("name", ""))
     if not _NAME.match(name):
-        raise ValidationError("template.name", "use 2-64 lowercase letters, digits or '-'")
+        raise ValidationError.about("template.name", msg("error.template_name"))
     raw_fields = data.get("fields") or []
     if not isinstance(raw_fields, list):
-        raise ValidationError("template.fields", "must be a list")
+        raise ValidationError.about("template.fields", msg("error.must_be_list"))
     fields: list[TemplateField] = []
     for i, raw in enumerate(raw_fields):
         if not isinstance(raw, dict) or not raw.get("name"):
-            raise ValidationError(f"template.fields[{i}]", "each field needs a name")
+            raise ValidationError.about(f"template.fields[{i}]", msg("error.template_field_name"))
         ftype = str(raw.get("type", "string"))
         if ftype not in _FIELD_TYPES:
-            raise ValidationError(
-                f"template.fields[{i}].type", f"must be one of {', '.join(_FIELD_TYPES)}"
+            raise ValidationError.about(
+                f"template.fields[{i}].type",
+                msg("error.template_field_type", types=", ".join(_FIELD_TYPES)),
             )
         fields.append(
             TemplateField(
@@ -154,15 +155,17 @@ def parse_template(data: object) -> JobTemplate:
         )
     job = data.get("job")
     if not isinstance(job, dict) or "command" not in job:
-        raise ValidationError("template.job", "must be a mapping with at least a command")
+        raise ValidationError.about("template.job", msg("error.template_job"))
     bad = sorted(set(job) - set(JOB_KEYS))
     if bad:
-        raise ValidationError("template.job", f"unknown job key {bad[0]!r}")
+        raise ValidationError.about("template.job", msg("error.template_job_key", key=repr(bad[0])))
     names = {f.name for f in fields}
     for key, value in job.items():
         for ref in _REF.findall(str(value)):
             if ref not in names:
-                raise ValidationError(f"template.job.{key}", f"refers to unknown field {ref!r}")
+                raise ValidationError.about(
+                    f"template.job.{key}", msg("error.template_unknown_ref", field=repr(ref))
+                )
     return JobTemplate(
         name=name,
         title=str(data.get("title", name)),

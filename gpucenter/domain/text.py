@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -49,8 +50,4 @@ def refuse_control(value: object, path: str = "") -> None:
     found = find_control(value, path)
     if found is not None:
         field, char = found
-        raise ValidationError(
-            field,
-            f"contains the control character {char}; only printable text, tabs and line "
-            "ends are accepted",
-        )
+        raise ValidationError.about(field, msg("error.control_character", char=char))

@@ -14,6 +14,7 @@ import secrets
 from fastapi import Request, Response
 
 from gpucenter.domain.errors import PermissionDenied
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import CSRF_COOKIE
 
 FIELD = "csrf"
@@ -35,9 +36,9 @@ def check(request: Request, submitted: str) -> None:
     """Refuse a form post whose token does not match its cookie, or from another origin."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if not cookie or not submitted or not hmac.compare_digest(cookie, submitted):
-        raise PermissionDenied("the form expired or came from another site; reload and retry")
+        raise PermissionDenied.of(msg("error.form_expired"))
     origin = request.headers.get("origin")
     if origin is not None and origin != "null":
         ours = f"{request.url.scheme}://{request.url.netloc}"
         if origin != ours:
-            raise PermissionDenied("the form came from another site")
+            raise PermissionDenied.of(msg("error.form_cross_site"))

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from gpucenter.auth.credentials import token_digest
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Unauthenticated
+from gpucenter.domain.messages import msg
 from gpucenter.http.errors import LoginRequired
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import sessions
@@ -56,9 +57,7 @@ async def caller_for_token(ctx: AppContext, token: str | None) -> Caller:
     A token resolved moments ago is answered from the token cache on the event loop; only a
     miss goes to a worker thread for the database."""
     if not token:
-        raise Unauthenticated(
-            "send 'Authorization: Bearer <token>'; get a token with gpucenter login"
-        )
+        raise Unauthenticated.of(msg("error.bearer_missing"))
     if len(token) > 200:
         return await run_in_threadpool(authenticate_token, ctx, token)  # refused there
     digest = token_digest(token)

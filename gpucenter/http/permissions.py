@@ -13,6 +13,7 @@ from fastapi import Depends
 
 from gpucenter.auth.permissions import Caller, Permission, grants
 from gpucenter.domain.errors import PermissionDenied
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import CurrentCaller, WebCaller
 
 PERMISSION_ATTR = "gpucenter_permission"
@@ -32,7 +33,7 @@ def check_permission(caller: Caller, permission: Permission) -> Caller:
     """`caller` if it holds `permission`, else PermissionDenied (also used by the raw-ASGI
     submission path, which declares JOBS_SUBMIT through the route it stands in for)."""
     if not grants(caller, permission):
-        raise PermissionDenied(f"this needs the {permission.value!r} permission")
+        raise PermissionDenied.of(msg("error.needs_permission", permission=repr(permission.value)))
     return caller
 
 
@@ -41,7 +42,9 @@ def requires_web(permission: Permission) -> Any:
 
     def check_web(caller: WebCaller) -> Caller:
         if not grants(caller, permission):
-            raise PermissionDenied(f"this needs the {permission.value!r} permission")
+            raise PermissionDenied.of(
+                msg("error.needs_permission", permission=repr(permission.value))
+            )
         return caller
 
     setattr(check_web, PERMISSION_ATTR, permission)

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine.url import make_url
 
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 
 def _libpq_url(url: str) -> str:
@@ -26,7 +27,7 @@ def _libpq_url(url: str) -> str:
 def _sqlite_path(url: str) -> Path:
     database = make_url(url).database
     if not database or database == ":memory:":
-        raise ValidationError("database_url", "an in-memory SQLite database cannot be backed up")
+        raise ValidationError.about("database_url", msg("error.backup_in_memory"))
     return Path(database)
 
 
@@ -37,20 +38,22 @@ def backup(url: str, target: Path) -> Path:
     if backend == "sqlite":
         source = _sqlite_path(url)
         if not source.exists():
-            raise ValidationError("database_url", f"no SQLite database at {source}")
+            raise ValidationError.about(
+                "database_url", msg("error.no_sqlite_database", path=str(source))
+            )
         with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
             src.backup(dst)
         return target
     if backend == "postgresql":
         _run(["pg_dump", "--format=custom", "--no-owner", f"--file={target}", _libpq_url(url)])
         return target
-    raise ValidationError("database_url", f"backups of {backend} are not supported")
+    raise ValidationError.about("database_url", msg("error.backup_unsupported", backend=backend))
 
 
 def restore(url: str, source: Path) -> None:
     """Replace the database at `url` with the backup in `source` (stop the server first)."""
     if not source.is_file():
-        raise ValidationError("file", f"{source} is not a backup file")
+        raise ValidationError.about("file", msg("error.not_backup_file", path=str(source)))
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         target = _sqlite_path(url)
@@ -60,7 +63,7 @@ def restore(url: str, source: Path) -> None:
         except sqlite3.DatabaseError:
             sound = False
         if not sound:
-            raise ValidationError("file", f"{source} is not a sound SQLite database")
+            raise ValidationError.about("file", msg("error.unsound_sqlite", path=str(source)))
         for suffix in ("-wal", "-shm"):
             Path(str(target) + suffix).unlink(missing_ok=True)
         tmp = target.with_suffix(target.suffix + ".restoring")
@@ -80,15 +83,15 @@ def restore(url: str, source: Path) -> None:
             ]
         )
         return
-    raise ValidationError("database_url", f"restoring {backend} is not supported")
+    raise ValidationError.about("database_url", msg("error.restore_unsupported", backend=backend))
 
 
 def _run(argv: list[str]) -> None:
     if shutil.which(argv[0]) is None:
-        raise ValidationError(
-            "database_url", f"{argv[0]} is not installed; install the PostgreSQL client tools"
-        )
+        raise ValidationError.about("database_url", msg("error.tool_missing", tool=argv[0]))
     result = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
-        raise ValidationError("database_url", f"{argv[0]}: {message}")
+        raise ValidationError.about(
+            "database_url", msg("error.tool_failed", tool=argv[0], problem=message)
+        )

@@ -71,6 +71,7 @@ from gpucenter.dispatch.slurm.dispatcher import (
 from gpucenter.domain.clock import Clock, SystemClock
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.db import make_engine, session_factory
 from gpucenter.persistence.sealed_env import EnvKeys
@@ -168,23 +169,27 @@ def load_site_specs(settings: Settings) -> list[SiteSpec]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ValidationError("sites_file", f"cannot read {path}: {exc}") from exc
+        raise ValidationError.about(
+            "sites_file", msg("error.cannot_read_file", path=str(path), problem=str(exc))
+        ) from exc
     return parse_site_specs(data, path.parent)
 
 
 def parse_site_specs(data: Any, base: Path) -> list[SiteSpec]:
     """Sites from the parsed YAML; relative site files are relative to the sites file."""
     if not isinstance(data, dict) or not isinstance(data.get("sites"), list) or not data["sites"]:
-        raise ValidationError("sites_file", "expected a mapping with a non-empty list 'sites'")
+        raise ValidationError.about("sites_file", msg("error.sites_file_shape"))
     specs: list[SiteSpec] = []
     for i, raw in enumerate(data["sites"]):
         where = f"sites[{i}]"
         if not isinstance(raw, dict) or not raw.get("name"):
-            raise ValidationError(where, "each site needs a 'name'")
+            raise ValidationError.about(where, msg("error.site_needs_name"))
         kind = str(raw.get("kind", SiteKind.LOCAL.value))
         if kind not in SITE_KINDS:
             kinds = ", ".join(k.value for k in SITE_KINDS)
-            raise ValidationError(f"{where}.kind", f"use one of {kinds}, not {kind!r}")
+            raise ValidationError.about(
+                f"{where}.kind", msg("error.site_kind", kinds=kinds, kind=repr(kind))
+            )
         site_file = raw.get("site_file")
         path = (base / str(site_file)) if site_file else None
         own = SITE_KINDS[SiteKind(kind)].settings
@@ -192,15 +197,17 @@ def parse_site_specs(data: Any, base: Path) -> list[SiteSpec]:
         if own is not None:
             given = raw.get(kind) or {}
             if not isinstance(given, dict):
-                raise ValidationError(f"{where}.{kind}", "expected a mapping of settings")
+                raise ValidationError.about(f"{where}.{kind}", msg("error.site_settings_mapping"))
             try:
                 options = own(_env_prefix=_NO_ENV, **given)
             except ValueError as exc:
-                raise ValidationError(f"{where}.{kind}", str(exc)) from exc
+                raise ValidationError.about(
+                    f"{where}.{kind}", msg("error.site_settings", problem=str(exc))
+                ) from exc
         specs.append(SiteSpec(str(raw["name"]), SiteKind(kind), path, options))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ValidationError("sites_file", f"site names must be unique: {names}")
+        raise ValidationError.about("sites_file", msg("error.site_names_unique", names=str(names)))
     return specs
 
 
@@ -313,12 +320,12 @@ def _slurm_nodes(
                 Node(n.name, n.gpu_type, n.gpu_count, n.block) for n in known if n.gpu_count > 0
             )
         if not nodes:
-            raise ValidationError(
-                f"site {name}", f"Slurm does not answer and no nodes are known: {exc}"
+            raise ValidationError.about(
+                f"site {name}", msg("error.slurm_no_answer", problem=str(exc))
             ) from exc
         log.warning("site %s: Slurm does not answer (%s); using its known nodes", name, exc)
     if not nodes:
-        raise ValidationError(f"site {name}", "sinfo lists no node with GPUs (gres gpu)")
+        raise ValidationError.about(f"site {name}", msg("error.sinfo_no_gpus"))
     return tuple(Node(n.name, n.gpu_type, n.gpu_count, n.block or name) for n in nodes)
 
 
@@ -346,14 +353,14 @@ def _kubernetes_site(spec: SiteSpec, wiring: SiteWiring) -> SiteRuntime:
         except DispatchError as exc:
             nodes = _registered_nodes(wiring.sessions, spec.name)
             if not nodes:
-                raise ValidationError(
-                    f"site {spec.name}", f"the API server does not answer, no nodes known: {exc}"
+                raise ValidationError.about(
+                    f"site {spec.name}", msg("error.k8s_no_answer", problem=str(exc))
                 ) from exc
             log.warning("site %s: the API server does not answer (%s); known nodes", spec.name, exc)
         if settings.gpu_types:
             nodes = tuple(n for n in nodes if n.gpu_type in settings.gpu_types)
     if not nodes:
-        raise ValidationError(f"site {spec.name}", "the cluster has no node with GPUs to place on")
+        raise ValidationError.about(f"site {spec.name}", msg("error.cluster_no_gpus"))
     nodes = tuple(Node(n.name, n.gpu_type, n.gpu_count, n.block or spec.name) for n in nodes)
     loaded = LoadedSite(
         Site(spec.name, nodes), {n.name: list(range(n.gpu_count)) for n in nodes}, frozenset()
@@ -415,10 +422,14 @@ def combine(runtimes: list[SiteRuntime]) -> tuple[LoadedSite, SiteBroker]:
     for rt in runtimes:
         for node in rt.loaded.site.nodes:
             if node.name in node_site:
-                raise ValidationError(
+                raise ValidationError.about(
                     "sites_file",
-                    f"node {node.name!r} is in both {node_site[node.name]!r} and {rt.name!r}: "
-                    "node names must be unique over all sites",
+                    msg(
+                        "error.node_in_two_sites",
+                        node=repr(node.name),
+                        first=repr(node_site[node.name]),
+                        second=repr(rt.name),
+                    ),
                 )
             node_site[node.name] = rt.name
     index_map: dict[str, list[int]] = {}

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from gpucenter.auth import passwords
 from gpucenter.auth.permissions import CENTRE_ROLES, Caller, Permission, Role, can_assign_role
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
@@ -163,7 +164,7 @@ def _role_change(
     if role not in _ROLE_VALUES:
         form.error("role", render.t(request, "Choose a centre role."))
     elif not can_assign_role(caller, Role(role)):
-        raise PermissionDenied(f"you cannot grant or revoke {role!r}")
+        raise PermissionDenied.of(msg("error.cannot_grant_revoke_role", role=repr(role)))
     if form.ok:
         try:
             change = admin.grant_role if grant else admin.revoke_role

@@ -21,6 +21,7 @@ from gpucenter.accounting.rates import month_range
 from gpucenter.accounting.report import Dimension, parse_dimensions
 from gpucenter.auth.permissions import Caller, Permission, Role
 from gpucenter.domain.errors import PermissionDenied
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import Ctx, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.accounting import reports
@@ -76,7 +77,7 @@ def reports_page(
 ) -> HTMLResponse:
     usage_ok, site_ok = sees_usage(caller), sees_site(caller)
     if not (usage_ok or site_ok):
-        raise PermissionDenied("reports are for programme managers, site operators and admins")
+        raise PermissionDenied.of(msg("error.reports_for"))
     default_first, default_last = _default_range(ctx)
     first, last = first or default_first, last or default_last
     if first > last:

@@ -21,6 +21,7 @@ from joserfc.errors import JoseError
 from gpucenter.auth.permissions import Permission
 from gpucenter.config import Settings
 from gpucenter.domain.errors import NotFound, Unauthenticated
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import Ctx, client_address
 from gpucenter.http.permissions import public
 from gpucenter.services.identity import oidc
@@ -67,7 +68,7 @@ async def sso_callback(request: Request, ctx: Ctx) -> Response:
         claims = token.get("userinfo") or {}
         issuer = str(claims.get("iss", ""))
         if issuer.rstrip("/") != ctx.settings.oidc_issuer.rstrip("/") or not claims.get("sub"):
-            raise Unauthenticated("the provider's answer was not for this centre")
+            raise Unauthenticated.of(msg("error.sso_wrong_issuer"))
         caller = oidc.sign_in(ctx, ctx.settings.oidc_issuer, claims, client_address(request))
     except (OAuthError, JoseError, httpx.HTTPError, ValueError, Unauthenticated) as exc:
         # A bad signature, a wrong nonce or state, an unreachable provider: all one answer.

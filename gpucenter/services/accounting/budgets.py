@@ -35,6 +35,7 @@ from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import NotFound, PermissionDenied, ValidationError
 from gpucenter.domain.jobs import JobState
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, MembershipRow, ProjectRow, UserRow
 from gpucenter.persistence.tables_accounting import (
@@ -73,11 +74,11 @@ def set_enforcement(
 ) -> BudgetPolicyRow:
     """A programme's managers choose what 100% means for its allocations."""
     if not caller.has_role(Role.PROGRAMME_MANAGER, programme_id):
-        raise PermissionDenied("this needs the programme manager role for this programme")
+        raise PermissionDenied.of(msg("error.needs_programme_manager"))
     try:
         value = Enforcement(action)
     except ValueError:
-        raise ValidationError("on_exhausted", "use 'hold' or 'opportunistic'") from None
+        raise ValidationError.about("on_exhausted", msg("error.on_exhausted")) from None
     row = s.get(BudgetPolicyRow, programme_id)
     if row is None:
         row = BudgetPolicyRow(programme_id=programme_id, on_exhausted=value.value, updated_at=now)

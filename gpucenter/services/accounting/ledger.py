@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from gpucenter.accounting.rates import RateCard
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.errors import NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
 from gpucenter.persistence.tables_accounting import LedgerAdjustmentRow, RateCardRow
 from gpucenter.persistence.tables_allocation import AwardRow, CallRow
@@ -88,7 +89,7 @@ def _count(s: Session) -> int:
 
 def _values(c: UsageCharge) -> dict[str, object]:
     if not c.source:
-        raise ValidationError("source", "every usage record needs its source")
+        raise ValidationError.about("source", msg("error.usage_source"))
     return {
         "allocation_id": c.allocation_id,
         "job_id": c.job_id,
@@ -128,7 +129,7 @@ def _ingest_pg(s: Session, charges: Iterable[UsageCharge]) -> IngestResult:
     ):
         for c in charges:
             if not c.source:
-                raise ValidationError("source", "every usage record needs its source")
+                raise ValidationError.about("source", msg("error.usage_source"))
             received += 1
             copy.write_row(
                 (c.allocation_id, c.job_id, c.source, c.gpu_type, float(c.gpu_seconds), c.at)
@@ -187,7 +188,7 @@ def require_accountant(s: Session, caller: Caller, alloc: AllocationRow) -> None
     programme_id = programme_of_allocation(s, alloc)
     if programme_id is not None and caller.has_role(Role.PROGRAMME_MANAGER, programme_id):
         return
-    raise PermissionDenied("adjusting the ledger needs the centre admin or programme manager role")
+    raise PermissionDenied.of(msg("error.ledger_adjust_role"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +257,7 @@ def _write_adjustment(
 
 def _reason(reason: str) -> str:
     if not reason.strip():
-        raise ValidationError("reason", "say why, for the ledger and the audit log")
+        raise ValidationError.about("reason", msg("error.reason_ledger"))
     return reason.strip()
 
 
@@ -302,11 +303,11 @@ def adjust(
 ) -> Adjustment:
     """A credit (gives GPU-hours back) or a debit (takes some), idempotent by `key`."""
     if kind not in (AdjustmentKind.CREDIT, AdjustmentKind.DEBIT):
-        raise ValidationError("kind", "use refund_job_run or transfer for those kinds")
+        raise ValidationError.about("kind", msg("error.adjust_kind"))
     if not gpu_hours > 0:
-        raise ValidationError("gpu_hours", "must be more than 0")
+        raise ValidationError.about("gpu_hours", msg("error.more_than_zero"))
     if not key.strip():
-        raise ValidationError("key", "an idempotency key makes a retried adjustment harmless")
+        raise ValidationError.about("key", msg("error.adjust_key"))
     alloc = _allocation(s, allocation_id)
     require_accountant(s, caller, alloc)
     sign = -1.0 if kind is AdjustmentKind.CREDIT else 1.0
@@ -335,11 +336,11 @@ def transfer(
 ) -> tuple[Adjustment, Adjustment]:
     """Move GPU-hours: a charge on the giving allocation and a credit on the receiving one."""
     if from_allocation == to_allocation:
-        raise ValidationError("to_allocation", "a transfer needs two different allocations")
+        raise ValidationError.about("to_allocation", msg("error.transfer_same"))
     if not gpu_hours > 0:
-        raise ValidationError("gpu_hours", "must be more than 0")
+        raise ValidationError.about("gpu_hours", msg("error.more_than_zero"))
     if not key.strip():
-        raise ValidationError("key", "an idempotency key makes a retried transfer harmless")
+        raise ValidationError.about("key", msg("error.transfer_key"))
     src, dst = _allocation(s, from_allocation), _allocation(s, to_allocation)
     require_accountant(s, caller, src)
     require_accountant(s, caller, dst)
@@ -388,7 +389,7 @@ def ledger_totals(s: Session, allocation_ids: Sequence[int] | None = None) -> Le
 def set_rate_card(s: Session, caller: Caller, card: RateCard, now: datetime) -> RateCardRow:
     """Create or change one (fiscal year, GPU type) card; centre admins only, audited."""
     if not caller.is_centre_admin:
-        raise PermissionDenied("rate cards are set by centre admins")
+        raise PermissionDenied.of(msg("error.rate_cards_admin"))
     row = s.scalar(
         select(RateCardRow).where(
             RateCardRow.fiscal_year == card.fiscal_year, RateCardRow.gpu_type == card.gpu_type

@@ -31,6 +31,7 @@ from gpucenter.allocation.model import STRATEGIC_TECHNOLOGIES
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import PermissionDenied
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables import (
     AllocationRow,
     JobRow,
@@ -64,14 +65,14 @@ def report_scope(caller: Caller) -> Scope:
         return Scope(None)
     mine = frozenset(pid for role, pid in caller.roles if role == Role.PROGRAMME_MANAGER)
     if not mine:
-        raise PermissionDenied("reports are for centre admins and programme managers")
+        raise PermissionDenied.of(msg("error.reports_role"))
     return Scope(mine)
 
 
 def require_operator(caller: Caller) -> None:
     """Site figures (statements, utilisation, metrics): admins and site operators."""
     if not (caller.is_centre_admin or (Role.SITE_OPERATOR, 0) in caller.roles):
-        raise PermissionDenied("this needs the centre admin or site operator role")
+        raise PermissionDenied.of(msg("error.needs_admin_or_operator"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +271,7 @@ def share_report(s: Session, caller: Caller, call_id: int, first: str, last: str
     call = prog.call_row(s, call_id)
     scope = report_scope(caller)
     if scope.programme_ids is not None and call.programme_id not in scope.programme_ids:
-        raise PermissionDenied("this call belongs to a programme you do not manage")
+        raise PermissionDenied.of(msg("error.call_not_managed"))
     programme = prog.programme(s, call.programme_id)
     label = f"{programme.name}/{call.name}"
     delivered: dict[str, float] = {}

@@ -20,6 +20,7 @@ from gpucenter.allocation.model import LeaseState
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, JobRow, LedgerEntryRow
 from gpucenter.persistence.tables_accounting import (
@@ -45,7 +46,7 @@ def record_utilisation(
 ) -> None:
     """Store a run's measured mean GPU utilisation once (dispatchers call this at job end)."""
     if not 0 <= mean_util_pct <= 100:
-        raise ValidationError("mean_util_pct", "must be between 0 and 100")
+        raise ValidationError.about("mean_util_pct", msg("error.between", low=0, high=100))
     if s.scalar(
         select(GpuUtilisationRow.id).where(
             GpuUtilisationRow.job_id == job_id, GpuUtilisationRow.run == run
@@ -187,23 +188,21 @@ def reclaim(
         raise NotFound("allocation", allocation_id)
     require_accountant(s, caller, alloc)
     if not reason.strip():
-        raise ValidationError("reason", "say why, for the audit log")
+        raise ValidationError.about("reason", msg("error.reason_audit"))
     if not gpu_hours > 0:
-        raise ValidationError("gpu_hours", "must be more than 0")
+        raise ValidationError.about("gpu_hours", msg("error.more_than_zero"))
     used = repo.charged_gpu_seconds(s, [alloc.id]).get(alloc.id, 0.0)
     secs = round(gpu_hours * 3600)
     if secs > alloc.gpu_seconds - used:
         left = max(alloc.gpu_seconds - used, 0.0) / 3600
-        raise Conflict(f"only {left:.1f} GPU-hours are unused; reclaim at most that")
+        raise Conflict.of(msg("error.reclaim_too_much", left=float(left)))
     offered: ApplicationRow | None = None
     if offer_to_application is not None:
         offered = next(
             (a for a in waitlisted(s, caller, alloc.id) if a.id == offer_to_application), None
         )
         if offered is None:
-            raise ValidationError(
-                "offer_to_application", "offer only to an application of the same call"
-            )
+            raise ValidationError.about("offer_to_application", msg("error.offer_same_call"))
     alloc.gpu_seconds -= secs
     row = ReclaimRow(
         allocation_id=alloc.id,

@@ -17,6 +17,7 @@ from gpucenter.auth import passwords
 from gpucenter.auth.credentials import hash_password
 from gpucenter.auth.permissions import CENTRE_ROLES, Role
 from gpucenter.domain.errors import Conflict, NotFound, ValidationError
+from gpucenter.domain.messages import Message, msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import (
     AllocationRow,
@@ -45,32 +46,39 @@ class OrganisationKind(StrEnum):
 
 def _check_name(field: str, value: str) -> str:
     if not _NAME.match(value):
-        raise ValidationError(
-            field,
-            f"{value!r} is not allowed: use 2-64 lowercase letters, digits, '.', '_' or '-', "
-            "starting with a letter",
-        )
+        raise ValidationError.about(field, msg("error.account_name", value=repr(value)))
     return value
 
 
+def _password_problem(found: passwords.Problem) -> Message:
+    """The password policy's refusal as a code, so the CLI and the portal say it in the
+    reader's language (`Problem.message` is the same words in English only)."""
+    if found is passwords.Problem.TOO_SHORT:
+        return msg("error.password_too_short", least=passwords.MIN_LENGTH)
+    if found is passwords.Problem.TOO_LONG:
+        return msg("error.password_too_long", most=passwords.MAX_LENGTH)
+    return msg(f"error.password_{found.value}")
+
+
 def _flush_unique(s: Session, what: str, name: str) -> None:
+    """Flush, saying "`what` `name` already exists" for a unique name taken meanwhile."""
     try:
         s.flush()
     except IntegrityError as exc:
-        raise Conflict(f"{what} {name!r} already exists") from exc
+        raise Conflict.of(msg(f"error.{what}_exists", name=repr(name))) from exc
 
 
 def create_organisation(
     s: Session, name: str, kind: str, now: datetime, *, by: Actor = SYSTEM
 ) -> OrganisationRow:
     if not name.strip() or len(name) > 200:
-        raise ValidationError("name", "must be 1-200 characters")
+        raise ValidationError.about("name", msg("error.key_length"))
     try:
         kind_value = OrganisationKind(kind)
     except ValueError:
         allowed = ", ".join(k.value for k in OrganisationKind)
-        raise ValidationError(
-            "kind", f"unknown organisation kind {kind!r}; use one of {allowed}"
+        raise ValidationError.about(
+            "kind", msg("error.unknown_org_kind", kind=repr(kind), allowed=allowed)
         ) from None
     row = OrganisationRow(name=name.strip(), kind=kind_value.value, created_at=now)
     s.add(row)
@@ -128,7 +136,7 @@ def check_password(password: str, username: str, field: str = "password") -> Non
     """The one password policy (auth/passwords.py), as a ValidationError naming the field."""
     found = passwords.problem(password, username)
     if found is not None:
-        raise ValidationError(field, found.message)
+        raise ValidationError.about(field, _password_problem(found))
 
 
 def set_password(
@@ -174,7 +182,7 @@ def add_member(
     now: datetime | None = None,
 ) -> MembershipRow:
     if role not in ("pi", "member"):
-        raise ValidationError("role", "must be 'pi' or 'member'")
+        raise ValidationError.about("role", msg("error.member_role"))
     proj = repo.project_by_name(s, project)
     user = repo.user_by_name(s, username)
     existing = s.scalar(
@@ -207,9 +215,9 @@ def create_allocation(
     by: Actor = SYSTEM,
 ) -> AllocationRow:
     if not gpu_hours > 0 or gpu_hours > MAX_GPU_HOURS:
-        raise ValidationError("gpu_hours", f"must be more than 0 and at most {MAX_GPU_HOURS}")
+        raise ValidationError.about("gpu_hours", msg("error.gpu_hours_range", most=MAX_GPU_HOURS))
     if days < 1 or days > 3660:
-        raise ValidationError("days", "must be between 1 and 3660")
+        raise ValidationError.about("days", msg("error.between", low=1, high=3660))
     proj = repo.project_by_name(s, project)
     start = starts_at or now
     row = AllocationRow(
@@ -240,7 +248,7 @@ def _centre_role(role: str) -> Role:
         wanted = None
     if wanted not in CENTRE_ROLES:
         allowed = ", ".join(sorted(r.value for r in CENTRE_ROLES))
-        raise ValidationError("role", f"use one of {allowed}")
+        raise ValidationError.about("role", msg("error.use_one_of", allowed=allowed))
     assert wanted is not None
     return wanted
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from gpucenter.auth import totp
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Conflict, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables_security import TotpSecretRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import audit
@@ -28,7 +29,7 @@ def begin(ctx: AppContext, caller: Caller) -> TotpSetup:
     with ctx.sessions.begin() as s:
         row = s.get(TotpSecretRow, caller.user_id, with_for_update=True)
         if row is not None and row.enabled_at is not None:
-            raise Conflict("a second factor is already on; turn it off first")
+            raise Conflict.of(msg("error.mfa_already_on_first"))
         if row is None:
             s.add(TotpSecretRow(user_id=caller.user_id, secret=secret, created_at=now))
         else:
@@ -39,7 +40,7 @@ def begin(ctx: AppContext, caller: Caller) -> TotpSetup:
 def _check(row: TotpSecretRow | None, code: str, at: float) -> int:
     step = totp.accepted_step(row.secret, code, at, row.last_step) if row else None
     if step is None:
-        raise ValidationError("code", "not a valid current code from your authenticator")
+        raise ValidationError.about("code", msg("error.totp_invalid"))
     return step
 
 
@@ -48,9 +49,9 @@ def enable(ctx: AppContext, caller: Caller, code: str) -> None:
     with ctx.sessions.begin() as s:
         row = s.get(TotpSecretRow, caller.user_id, with_for_update=True)
         if row is None:
-            raise Conflict("start the set-up first")
+            raise Conflict.of(msg("error.mfa_start_first"))
         if row.enabled_at is not None:
-            raise Conflict("the second factor is already on")
+            raise Conflict.of(msg("error.mfa_already_on"))
         row.last_step = _check(row, code, ctx.clock.now())
         row.enabled_at = now
         audit.log(s, "auth.totp_enable", audit.Actor.of(caller), now, "user", caller.user_id)
@@ -61,7 +62,7 @@ def disable(ctx: AppContext, caller: Caller, code: str) -> None:
     with ctx.sessions.begin() as s:
         row = s.get(TotpSecretRow, caller.user_id, with_for_update=True)
         if row is None or row.enabled_at is None:
-            raise Conflict("the second factor is not on")
+            raise Conflict.of(msg("error.mfa_not_on"))
         _check(row, code, ctx.clock.now())
         s.delete(row)
         audit.log(s, "auth.totp_disable", audit.Actor.of(caller), now, "user", caller.user_id)

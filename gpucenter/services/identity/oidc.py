@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Conflict, Unauthenticated
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import UserRow
 from gpucenter.persistence.tables_security import OidcIdentityRow
@@ -26,8 +27,6 @@ from gpucenter.services.context import AppContext
 from gpucenter.services.identity import accounts, audit
 from gpucenter.services.identity.audit import SYSTEM, Actor
 from gpucenter.services.identity.signin import caller_for
-
-NOT_REGISTERED = "this single sign-on identity is not registered here; ask a centre admin"
 
 
 def link(
@@ -42,7 +41,7 @@ def link(
     )
     if existing is not None:
         if existing.user_id != user.id:
-            raise Conflict("that identity is already linked to another user")
+            raise Conflict.of(msg("error.identity_linked"))
         return existing
     row = OidcIdentityRow(issuer=issuer, subject=subject, user_id=user.id, created_at=now)
     s.add(row)
@@ -107,7 +106,7 @@ def sign_in(ctx: AppContext, issuer: str, claims: Mapping[str, Any], address: st
             subject,
             {"method": "oidc", "issuer": issuer, "address": address},
         )
-    raise Unauthenticated(NOT_REGISTERED)
+    raise Unauthenticated.of(msg("error.sso_not_registered"))
 
 
 __all__ = [

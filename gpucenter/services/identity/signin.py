@@ -18,6 +18,7 @@ from gpucenter.auth.credentials import token_digest, verify_password
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Unauthenticated, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import ApiTokenRow, UserRow
 from gpucenter.persistence.tables_audit import RoleAssignmentRow
@@ -27,8 +28,6 @@ from gpucenter.services.identity import accounts, audit, devices
 from gpucenter.services.identity.ratelimit import SignInGuard, TooManyRequests
 from gpucenter.services.identity.token_cache import cache_for
 from gpucenter.services.identity.tokens import issue
-
-WRONG_CREDENTIALS = "wrong username or password (or second-factor code)"
 
 
 def caller_for(
@@ -78,7 +77,7 @@ def authenticate_token(ctx: AppContext, token: str) -> Caller:
     """
     now = ctx.now()
     if len(token) > 200:
-        raise Unauthenticated("invalid or revoked token")
+        raise Unauthenticated.of(msg("error.token_invalid"))
     digest = token_digest(token)
     cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
     cached = cache.get(digest, now)
@@ -87,10 +86,10 @@ def authenticate_token(ctx: AppContext, token: str) -> Caller:
     with ctx.sessions.begin() as s:
         row = repo.token_row(s, digest)
         if row is None or row.revoked_at is not None:
-            raise Unauthenticated("invalid or revoked token")
+            raise Unauthenticated.of(msg("error.token_invalid"))
         expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
         if expires_at is not None and expires_at <= now:
-            raise Unauthenticated("token expired; sign in again for a new one")
+            raise Unauthenticated.of(msg("error.token_expired"))
         # Last-used is kept to the minute: writing it on every request would turn each
         # read into a write and serialise a busy client's requests on one row. Written with
         # a plain statement, not through the session, so the cache is not emptied by it.
@@ -217,7 +216,7 @@ def password_sign_in(
         )
     if shut_out:
         raise TooManyRequests(THROTTLED, attempt.throttle_s, "user")
-    raise Unauthenticated(WRONG_CREDENTIALS)
+    raise Unauthenticated.of(msg("error.wrong_credentials"))
 
 
 def login(
@@ -268,7 +267,7 @@ def change_password(
         guard.succeeded(caller.username, address)
         return
     guard.failed(caller.username)
-    raise ValidationError("current_password", "is not your current password")
+    raise ValidationError.about("current_password", msg("error.not_current_password"))
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from gpucenter.auth.credentials import new_token, token_digest
 from gpucenter.auth.permissions import Caller, can_manage_token, check_scopes
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import NotFound, ValidationError
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables import ApiTokenRow
 from gpucenter.persistence.tables_security import TokenScopeRow
 from gpucenter.services.context import AppContext
@@ -79,9 +80,11 @@ def create(
 ) -> tuple[TokenView, str]:
     """Make a token for the caller with no more scopes than the caller holds now."""
     if not _TOKEN_NAME.match(name):
-        raise ValidationError("name", "up to 100 letters, digits, spaces or . : @ _ -")
+        raise ValidationError.about("name", msg("error.token_name"))
     if not 1 <= days <= ctx.settings.token_days_max:
-        raise ValidationError("days", f"must be between 1 and {ctx.settings.token_days_max}")
+        raise ValidationError.about(
+            "days", msg("error.between", low=1, high=ctx.settings.token_days_max)
+        )
     granted = check_scopes(caller, scopes)
     now = ctx.now()
     with ctx.sessions.begin() as s:

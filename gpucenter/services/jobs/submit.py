@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import Conflict, ValidationError
 from gpucenter.domain.jobs import JobState, WaitReason
+from gpucenter.domain.messages import msg
 from gpucenter.persistence.sealed_env import ARRAY_TASK_VAR, seal_env
 from gpucenter.persistence.tables import JobRow
 from gpucenter.services.context import AppContext
@@ -137,7 +138,7 @@ def _repeated(previous: JobRow | None, fingerprint: str) -> JobRow:
     """The job a repeated key names, if the request is the same; else a Conflict."""
     assert previous is not None  # the conflicting row is committed: ON CONFLICT waited for it
     if previous.request_hash != fingerprint:
-        raise Conflict("this Idempotency-Key was used for a different submission")
+        raise Conflict.of(msg("error.key_reused"))
     return previous
 
 

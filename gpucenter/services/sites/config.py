@@ -13,6 +13,7 @@ import yaml
 from gpucenter.dispatch.gpus import DetectedGpu, detect_nvidia_gpus, gpu_type_from_name
 from gpucenter.domain.cluster import Node, Site
 from gpucenter.domain.errors import ValidationError
+from gpucenter.domain.messages import msg
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,20 +37,22 @@ def load_site(
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValidationError("site_file", f"not valid YAML: {exc}") from exc
+        raise ValidationError.about(
+            "site_file", msg("error.site_file_not_yaml", problem=str(exc))
+        ) from exc
     return parse_site(data, detect)
 
 
 def parse_site(data: Any, detect: Callable[[], Sequence[DetectedGpu]]) -> LoadedSite:
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
-        raise ValidationError("site_file", "expected a mapping with 'site' and a list 'nodes'")
+        raise ValidationError.about("site_file", msg("error.site_file_shape"))
     name = str(data.get("site") or "local")
     nodes: list[Node] = []
     index_map: dict[str, list[int]] = {}
     virtual: set[str] = set()
     for i, raw in enumerate(data["nodes"]):
         if not isinstance(raw, dict) or "name" not in raw:
-            raise ValidationError(f"nodes[{i}]", "each node needs at least a 'name'")
+            raise ValidationError.about(f"nodes[{i}]", msg("error.node_needs_name"))
         node_name = str(raw["name"])
         block = str(raw.get("block", "default"))
         gpus = raw.get("gpus", "auto")
@@ -67,7 +70,7 @@ def parse_site(data: Any, detect: Callable[[], Sequence[DetectedGpu]]) -> Loaded
             count = _positive_int(gpus, f"nodes[{i}].gpus")
             gpu_type = str(raw.get("gpu_type") or "")
             if not gpu_type:
-                raise ValidationError(f"nodes[{i}].gpu_type", "required when 'gpus' is a number")
+                raise ValidationError.about(f"nodes[{i}].gpu_type", msg("error.gpu_type_required"))
             if raw.get("devices") is not True:
                 # Counted by hand: virtual, unless the operator says these are this machine's
                 # devices (`devices: true`: /dev/nvidia<i> is bound into the job's sandbox).
@@ -79,7 +82,7 @@ def parse_site(data: Any, detect: Callable[[], Sequence[DetectedGpu]]) -> Loaded
 
 def _positive_int(value: Any, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValidationError(field, f"must be a positive whole number, got {value!r}")
+        raise ValidationError.about(field, msg("error.positive_int", got=repr(value)))
     return value
 
 
