@@ -75,6 +75,8 @@ _PYTHON = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 TCP_BOOTSTRAP = r"""
 import hashlib, json, os, shlex, socket, ssl, subprocess, sys
 os.umask(0o077)
+if not os.access(os.environ.get("HOME") or "/nonexistent", os.W_OK):
+    os.environ["HOME"] = os.getcwd()  # as the Unix socket's command does: see JUPYTERLAB
 job = str(int(os.environ["GPUCENTER_JOB_ID"]))
 base = "session-" + job
 host = os.environ.get("GPUCENTER_SESSION_HOST", "")
