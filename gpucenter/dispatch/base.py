@@ -74,6 +74,9 @@ class SiteCapabilities:
     time_limit_grace_s: int = 0
     """How long past its (rounded) limit a job may still hold its GPUs before the site has
     stopped it (Slurm: OverTimeLimit, its once-every-30-s limit check, and KillWait)."""
+    sessions_over_tcp: bool = False
+    """Interactive sessions listen on TCP (TLS) on their node, not on a Unix socket: the
+    site's nodes are other machines than the server's (`domain.sessions`)."""
 
     def enforced_time_limit(self, requested_s: int) -> int:
         """The longest a job asking for `requested_s` may hold its GPUs at this site: what a

@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 
 from gpucenter.domain.texts_programmes import PROGRAMME_ERRORS
 from gpucenter.domain.texts_services import SERVICE_ERRORS
+from gpucenter.domain.texts_sessions import SESSION_ERRORS
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,4 +386,5 @@ ENGLISH: dict[str, str] = {
     **_AWARDS,
     **PROGRAMME_ERRORS,
     **SERVICE_ERRORS,
+    **SESSION_ERRORS,
 }

@@ -302,6 +302,7 @@ def make_slurm_dispatcher(
         grace_s=slurm_grace_s(settings),
         hold_until_recorded=True,
         marker_key=settings.marker_key(),
+        sessions_over_tcp=settings.sessions_over_tcp,
     )
 
 

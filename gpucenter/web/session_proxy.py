@@ -1,9 +1,11 @@
 """The authenticated reverse proxy in front of interactive sessions (HTTP and WebSocket).
 
 ``/sessions/<id>/app/...`` is forwarded, path unchanged (the application serves below that
-prefix), to the session's Unix socket, for its owner and the project members the owner
-allowed (`services.sessions`); everyone else gets 404, as for a session that does not exist,
-and a WebSocket handshake is refused (403) before anything reaches the session.
+prefix), to the session's Unix socket (or, on a site whose nodes are other machines, to its
+TCP address with TLS pinned to the session's own certificate: `services.sessions.tcp`), for
+its owner and the project members the owner allowed (`services.sessions`); everyone else
+gets 404, as for a session that does not exist, and a WebSocket handshake is refused (403)
+before anything reaches the session.
 
 What crosses the proxy, and what does not:
 
@@ -19,24 +21,28 @@ What crosses the proxy, and what does not:
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import anyio
+import httpcore
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gpucenter.auth.permissions import Permission
-from gpucenter.domain.errors import DomainError
+from gpucenter.domain.errors import Conflict, DomainError
+from gpucenter.domain.messages import msg
 from gpucenter.http.deps import SESSION_COOKIE, WebCaller
 from gpucenter.http.permissions import requires_web
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import sessions as signins
 from gpucenter.services.sessions.endpoint import Endpoint, connect_checked, http_pool, open_endpoint
+from gpucenter.services.sessions.tcp import PinRefused, client_context, connect_pinned
 
 router = APIRouter(include_in_schema=False)
 
@@ -83,12 +89,15 @@ async def proxy_http(request: Request, caller: WebCaller, job_id: int, path: str
             target = _target(
                 request.scope.get("raw_path") or path.encode(), request.url.query.encode()
             )
-            answer = await pool.request(
-                request.method,
-                b"http://session" + target,
-                headers=_headers(request.headers.raw, endpoint),
-                content=body,
-            )
+            try:
+                answer = await pool.request(
+                    request.method,
+                    b"http://session" + target,
+                    headers=_headers(request.headers.raw, endpoint),
+                    content=body,
+                )
+            except (PinRefused, httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                raise _unreachable(job_id, exc) from None
     finally:
         endpoint.close()
     content = answer.content[:_MAX_RESPONSE]
@@ -97,6 +106,15 @@ async def proxy_http(request: Request, caller: WebCaller, job_id: int, path: str
     response.raw_headers.extend(headers)
     response.headers["cache-control"] = "no-store"
     return response
+
+
+def _unreachable(job_id: int, exc: Exception) -> Conflict:
+    """409 for a session whose server cannot be reached, or (TCP) does not hold its
+    certificate: the request was not sent."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, PinRefused) or isinstance(cause, ssl.SSLCertVerificationError):
+        return Conflict.of(msg("error.session_certificate", job=job_id))
+    return Conflict.of(msg("error.session_unreachable", job=job_id, why=type(exc).__name__))
 
 
 def _same_origin(websocket: WebSocket) -> bool:
@@ -140,13 +158,24 @@ async def proxy_websocket(websocket: WebSocket, job_id: int, path: str) -> None:
         await websocket.close(code=1008)
         return
     try:
-        sock = connect_checked(endpoint)
         raw = websocket.scope.get("raw_path") or path.encode()
         target = _target(raw, websocket.scope.get("query_string", b"")).decode("latin-1")
         offered = list(websocket.scope.get("subprotocols") or [])
+        tls: dict[str, object] = {}
+        if endpoint.address is None:
+            sock = await run_in_threadpool(connect_checked, endpoint)
+            uri = "ws://session" + target
+        else:
+            # The TLS trusts the session's certificate only: an impostor on the port fails
+            # the handshake, before the request (and its secret) is written.
+            sock = await run_in_threadpool(connect_pinned, endpoint.address)
+            sock.setblocking(False)
+            tls = {"ssl": client_context(endpoint.address), "server_hostname": "session"}
+            uri = "wss://session" + target
         async with ws_connect(
-            "ws://session" + target,
+            uri,
             sock=sock,
+            **tls,  # type: ignore[arg-type]
             additional_headers={"Authorization": f"token {endpoint.token}"},
             subprotocols=offered or None,
             max_size=None,
@@ -168,7 +197,7 @@ async def proxy_websocket(websocket: WebSocket, job_id: int, path: str) -> None:
                 tasks.start_soon(outward)
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await websocket.close()
-    except (DomainError, OSError, ConnectionClosed):
+    except (DomainError, OSError, ConnectionClosed, InvalidHandshake):
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await websocket.close(code=1011)
     finally:

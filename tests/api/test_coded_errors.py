@@ -91,17 +91,7 @@ def test_each_refusal_reads_in_korean(
     assert locale.gettext("ko", ENGLISH[code]) != ENGLISH[code]  # translated, not echoed
 
 
-# Every refusal anywhere in the package carries a message code, except in the modules below,
-# not yet converted (issue 22, item 5). Remove a module from its list once it is converted;
-# the scan then keeps it converted.
-# Programmes, calls, applications, reviews and awards:
-NOT_YET_PROGRAMMES: list[str] = []
-# Accounts, sign-in, accounting, sessions, sites, settings, the core's own checks:
-NOT_YET_SERVICES = [
-    "gpucenter/domain/sessions.py",
-    "gpucenter/services/sessions/endpoint.py",
-    "gpucenter/services/sessions/manage.py",
-]
+# Every refusal anywhere in the package carries a message code (issue 22, item 5).
 # A refusal no person can cause through the API, the portal, the CLI or the settings (a
 # caller's programming error) may stay in English: its `raise` line, or the line above it,
 # says so with a comment starting `# English on purpose:` and why.
@@ -125,20 +115,12 @@ def _uncoded_raises(path: Path) -> list[str]:
 
 def test_no_refusal_is_raised_without_a_code() -> None:
     root = Path(__file__).resolve().parents[2]
-    skipped = set(NOT_YET_PROGRAMMES) | set(NOT_YET_SERVICES)
     uncoded = [
         line.removeprefix(f"{root}/")
         for path in sorted((root / "gpucenter").rglob("*.py"))
-        if str(path.relative_to(root)) not in skipped
         for line in _uncoded_raises(path)
     ]
     assert uncoded == []
-
-
-def test_the_lists_name_only_modules_that_still_need_work() -> None:
-    root = Path(__file__).resolve().parents[2]
-    for name in NOT_YET_PROGRAMMES + NOT_YET_SERVICES:
-        assert _uncoded_raises(root / name), f"{name} is converted: remove it from its list"
 
 
 def test_the_scan_finds_an_uncoded_raise(tmp_path: Path) -> None:

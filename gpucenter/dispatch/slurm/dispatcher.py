@@ -81,6 +81,7 @@ from gpucenter.domain.clock import Clock, Instant, SystemClock
 from gpucenter.domain.cluster import Node
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
+from gpucenter.domain.sessions import TCP_VARIABLE, TOKEN_VARIABLE
 
 __all__ = [
     "COMMENT_PREFIX",
@@ -172,6 +173,7 @@ class SlurmDispatcher:
         grace_s: int = LIMIT_CHECK_S + 30,
         hold_until_recorded: bool = False,
         marker_key: MarkerKey | None = None,
+        sessions_over_tcp: bool = False,
     ) -> None:
         """`run_as_owner`: sbatch --uid/--gid of the request's owner (the server must be
         root); otherwise jobs run as the calling user. `grace_s`: how long past its rounded
@@ -179,7 +181,8 @@ class SlurmDispatcher:
         Slurm's own defaults). `hold_until_recorded`: see the module docstring (needs an
         observer that answers `recorded`). `marker_key`: the server's key for the jobs'
         markers (`marker`); without one, a key of this process alone (nothing it submitted
-        is adopted after a restart)."""
+        is adopted after a restart). `sessions_over_tcp`: interactive sessions listen on TCP
+        on their node (a multi-host site: the server cannot reach a Unix socket there)."""
         self._log_dir = Path(log_dir)
         self._cli = cli or SlurmCli()
         self._partition = partition
@@ -197,7 +200,11 @@ class SlurmDispatcher:
         self._unavailable = ""
         self._top = top_account
         self._hold = hold_until_recorded and observer is not None
-        self._capabilities = replace(_CAPABILITIES, time_limit_grace_s=max(0, grace_s))
+        self._capabilities = replace(
+            _CAPABILITIES,
+            time_limit_grace_s=max(0, grace_s),
+            sessions_over_tcp=sessions_over_tcp,
+        )
         self._key = marker_key or MarkerKey(secrets.token_bytes(32), top_account)
 
     @property
@@ -222,6 +229,8 @@ class SlurmDispatcher:
     def _environment(self, request: LaunchRequest) -> dict[str, str]:
         env = {k: v for k, v in request.env.items() if not _RESERVED_ENV.match(k)}
         env["GPUCENTER_JOB_ID"] = str(request.job_id)
+        if self._capabilities.sessions_over_tcp and TOKEN_VARIABLE in request.env:
+            env[TCP_VARIABLE] = "1"  # an interactive session: listen where the server reaches
         return env
 
     def sbatch_args(self, request: LaunchRequest) -> list[str]:

@@ -14,9 +14,11 @@ file, a FIFO. The server (root on a multi-tenant site) therefore:
    that accepted must run as the job's account, so a name swapped between the check and the
    connect still reaches nobody else.
 
-Sessions are reached where their working directory is on this host: a local site's run
-directory, or a Slurm site's log directory when the compute node shares it and the socket
-(one machine, or a node whose sockets the server can reach: not across hosts yet).
+Sessions are reached this way where their working directory is on this host: a local site's
+run directory, or a Slurm site's log directory when the compute node is the server's host. On a
+site whose nodes are other machines (``sessions_over_tcp``), the same directory holds the
+session's address file instead, read as carefully, and the session is reached over TCP with
+TLS pinned to the certificate it names (`tcp`).
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ from gpucenter.auth.permissions import Caller
 from gpucenter.dispatch.isolation.safe_files import UnsafeFile, open_dir_beneath
 from gpucenter.domain.errors import Conflict
 from gpucenter.domain.jobs import JobState
-from gpucenter.domain.sessions import base_url, socket_name
+from gpucenter.domain.messages import msg
+from gpucenter.domain.sessions import address_name, base_url, socket_name
 from gpucenter.persistence.tables import JobRow
 from gpucenter.services.context import AppContext
 from gpucenter.services.jobs.manage import owner_uid
 from gpucenter.services.sessions.manage import access_row
 from gpucenter.services.sessions.secret import session_key, session_token
+from gpucenter.services.sessions.tcp import Address, AddressMissing, PinnedBackend, read_address
 
 __all__ = [
     "CheckedBackend",
@@ -50,6 +54,7 @@ __all__ = [
     "connect_checked",
     "http_pool",
     "open_endpoint",
+    "over_tcp",
 ]
 
 _PEERCRED = struct.Struct("3i")
@@ -64,6 +69,8 @@ class Endpoint:
     owner_uid: int
     token: str
     prefix: str
+    address: Address | None = None
+    """Where the session listens on TCP (a multi-host site); None: its Unix socket."""
 
     @property
     def socket_path(self) -> str:
@@ -79,7 +86,7 @@ def _check_socket(dir_fd: int, name: str, owner: int, where: Path) -> None:
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        raise Conflict("the session is starting: its server is not listening yet") from None
+        raise Conflict.of(msg("error.session_starting")) from None
     if not stat.S_ISSOCK(st.st_mode):
         raise UnsafeFile(where / name, "is not a socket (a link, file or FIFO)")
     if st.st_uid != owner:
@@ -109,27 +116,47 @@ def _open_run_dir(ctx: AppContext, row: JobRow, run_dir: Path) -> tuple[int, int
     return fd, owner
 
 
+def over_tcp(ctx: AppContext, row: JobRow) -> bool:
+    """Whether the session in `row` listens on TCP: its site's dispatcher says its sessions
+    do (`SiteCapabilities.sessions_over_tcp`). The site is the one holding the node it runs
+    on; the job's own files never decide it."""
+    nodes = {p.get("node") for p in row.placement or [] if isinstance(p, dict)}
+    runtimes = ctx.site_runtimes()
+    for runtime in runtimes:
+        if nodes & {n.name for n in runtime.loaded.site.nodes}:
+            return runtime.dispatcher.capabilities.sessions_over_tcp
+    return len(runtimes) == 1 and runtimes[0].dispatcher.capabilities.sessions_over_tcp
+
+
 def open_endpoint(ctx: AppContext, caller: Caller, job_id: int) -> Endpoint:
     """The running session `job_id` if `caller` may use it (NotFound otherwise); Conflict
-    when it is not running or its socket is not safe to use."""
+    when it is not running or its socket (or address file) is not safe to use."""
     row = access_row(ctx, caller, job_id)
     if row.state != JobState.RUNNING.value or not row.stdout_path:
-        raise Conflict(f"session {job_id} is not running")
+        raise Conflict.of(msg("error.session_not_running", job=job_id))
     run_dir = Path(os.path.normpath(row.stdout_path)).parent
     try:
         fd, owner = _open_run_dir(ctx, row, run_dir)
-    except OSError as exc:
-        raise Conflict(f"session {job_id}: its directory is not safe to use: {exc}") from None
+    except OSError:
+        raise Conflict.of(msg("error.session_dir_unsafe", job=job_id)) from None
+    address, tcp = None, over_tcp(ctx, row)
     try:
-        _check_socket(fd, socket_name(job_id), owner, run_dir)
+        if tcp:
+            address = read_address(fd, address_name(job_id), owner)
+        else:
+            _check_socket(fd, socket_name(job_id), owner, run_dir)
+    except AddressMissing:
+        os.close(fd)
+        raise Conflict.of(msg("error.session_starting")) from None
     except UnsafeFile as exc:
         os.close(fd)
-        raise Conflict(f"session {job_id}: its socket is refused: {exc}") from None
+        code = "error.session_address_refused" if tcp else "error.session_socket_refused"
+        raise Conflict.of(msg(code, job=job_id, why=str(exc))) from None
     except BaseException:
         os.close(fd)
         raise
     token = session_token(session_key(ctx.settings), job_id)
-    return Endpoint(job_id, fd, owner, token, base_url(job_id))
+    return Endpoint(job_id, fd, owner, token, base_url(job_id), address)
 
 
 def check_peer(sock: socket.socket, uid: int) -> None:
@@ -137,7 +164,7 @@ def check_peer(sock: socket.socket, uid: int) -> None:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     _pid, peer_uid, _gid = _PEERCRED.unpack(raw)
     if peer_uid != uid:
-        raise Conflict(f"the session's socket is served by uid {peer_uid}, not its owner's")
+        raise Conflict.of(msg("error.session_peer", uid=peer_uid))
 
 
 def connect_checked(endpoint: Endpoint) -> socket.socket:
@@ -171,7 +198,7 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         sock = stream.get_extra_info("socket")
         try:
             if not isinstance(sock, socket.socket):
-                raise Conflict("the session's connection has no socket to check")
+                raise Conflict.of(msg("error.session_no_socket"))
             check_peer(sock, self._endpoint.owner_uid)
         except BaseException:
             await stream.aclose()
@@ -183,7 +210,12 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
 
 
 def http_pool(endpoint: Endpoint) -> httpcore.AsyncConnectionPool:
-    """A connection pool that reaches only this session (one per proxied request)."""
+    """A connection pool that reaches only this session (one per proxied request): by its
+    Unix socket, or over TCP with TLS pinned to its certificate."""
+    if endpoint.address is not None:
+        return httpcore.AsyncConnectionPool(
+            network_backend=PinnedBackend(endpoint.address), max_connections=1
+        )
     return httpcore.AsyncConnectionPool(
         uds=endpoint.socket_path, network_backend=CheckedBackend(endpoint), max_connections=1
     )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.errors import NotFound, PermissionDenied, ValidationError
 from gpucenter.domain.jobs import JobState
+from gpucenter.domain.messages import msg
 from gpucenter.domain.sessions import SESSION_TEMPLATE_PREFIX, SessionKind, kind_of_template
 from gpucenter.persistence.tables import (
     JobRow,
@@ -86,7 +87,7 @@ def start(
     """Submit a session of `kind` as a job of `project`; its command is the kind's."""
     python = ctx.settings.session_python
     if not python:
-        raise ValidationError("kind", "interactive sessions are not enabled at this site")
+        raise ValidationError.about("kind", msg("error.sessions_off"))
     command = kind.render(python, ctx.settings.session_idle_timeout_s)
     form = JobForm(
         project=project,
@@ -221,7 +222,7 @@ def _owned(s: Session, caller: Caller, job_id: int) -> JobRow:
     if row is None or kind_of_template(row.template) is None or not _may_use(s, caller, row):
         raise NotFound("session", job_id)
     if row.user_id != caller.user_id:
-        raise PermissionDenied("only the session's owner may do this")
+        raise PermissionDenied.of(msg("error.session_owner_only"))
     return row
 
 
@@ -239,7 +240,7 @@ def set_shared(ctx: AppContext, caller: Caller, job_id: int, username: str, allo
             is not None
         )
         if user is None or not member or user.id == caller.user_id:
-            raise ValidationError("username", "must be another member of the session's project")
+            raise ValidationError.about("username", msg("error.session_share"))
         if allow:
             if s.get(SessionShareRow, (row.id, user.id)) is None:
                 s.add(SessionShareRow(job_id=row.id, user_id=user.id, created_at=ctx.now()))

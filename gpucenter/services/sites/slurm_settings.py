@@ -59,6 +59,13 @@ class SlurmSettings(BaseSettings):
     kill_wait_s: int | None = Field(
         default=None, ge=0, description="the site's KillWait; empty: read from scontrol"
     )
+    sessions_over_tcp: bool = Field(
+        default=False,
+        description="interactive sessions listen on TCP with TLS on their compute node (the "
+        "server must reach the nodes' ports): for sites whose nodes are other machines than "
+        "the server's; off: on a Unix socket in the owner's log directory, which the server "
+        "reaches only where it is on the node's host",
+    )
 
     def marker_key(self) -> MarkerKey:
         """The key of this site's job markers (made on first use), bound to its top account."""
