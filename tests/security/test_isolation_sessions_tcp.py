@@ -32,6 +32,7 @@ from starlette.websockets import WebSocketDisconnect
 from gpucenter.dispatch.slurm.dispatcher import SlurmDispatcher
 from gpucenter.domain.sessions import address_name, kind_named
 from gpucenter.persistence.tables import JobRow
+from gpucenter.services.sessions import endpoint
 from gpucenter.services.sessions import manage as sessions
 from gpucenter.services.sessions.secret import session_key, session_token
 from tests.factories import wait_until
@@ -167,6 +168,9 @@ def tcp_session(env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     monkeypatch.setattr(
         env.ctx, "dispatcher", SlurmDispatcher(tmp_path / "slurm-logs", sessions_over_tcp=True)
     )
+    # The test site's nodes stand for this machine: they resolve to 127.0.0.1 here (what
+    # DNS says of a real site's nodes), where the test's TLS servers listen.
+    monkeypatch.setattr(endpoint, "node_addresses", lambda names: frozenset(names) | {"127.0.0.1"})
     job = sessions.start(env.ctx, env.centre.alice, kind_named("jupyterlab"), "alpha", 1, "1h")
     jobs_root = on.tenant_root.resolve() / "jobs"
     jobs_root.mkdir(parents=True, exist_ok=True)
@@ -296,6 +300,7 @@ CASES = {
     "port as text": _bad("port", "443"),
     "host with a space": _bad("host", "a b"),
     "host as a list": _bad("host", ["127.0.0.1"]),
+    "host not a node of the site": _bad("host", "192.0.2.7"),  # a probe of another machine
     "digest not hex": _bad("sha256", "z" * 64),
 }
 
@@ -360,3 +365,9 @@ def test_the_slurm_dispatcher_tells_only_a_session_to_listen_on_tcp(tmp_path: Pa
     row.template = None
     ordinary = launch_request(row, "p", JobOwner("ann"), place, session_key=key)
     assert TCP_VARIABLE not in over._environment(ordinary)
+
+
+def test_a_sites_node_names_resolve_to_the_addresses_allowed() -> None:
+    allowed = endpoint.node_addresses(["localhost", "no-such-node.invalid"])
+    assert "127.0.0.1" in allowed and "localhost" in allowed
+    assert "192.0.2.7" not in allowed

@@ -23,10 +23,13 @@ TLS pinned to the certificate it names (`tcp`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
 import struct
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ from gpucenter.services.jobs.manage import owner_uid
 from gpucenter.services.sessions.manage import access_row
 from gpucenter.services.sessions.secret import session_key, session_token
 from gpucenter.services.sessions.tcp import Address, AddressMissing, PinnedBackend, read_address
+from gpucenter.services.sites.runtime import SiteRuntime
 
 __all__ = [
     "CheckedBackend",
@@ -116,16 +120,54 @@ def _open_run_dir(ctx: AppContext, row: JobRow, run_dir: Path) -> tuple[int, int
     return fd, owner
 
 
-def over_tcp(ctx: AppContext, row: JobRow) -> bool:
-    """Whether the session in `row` listens on TCP: its site's dispatcher says its sessions
-    do (`SiteCapabilities.sessions_over_tcp`). The site is the one holding the node it runs
-    on; the job's own files never decide it."""
+def _site_of(ctx: AppContext, row: JobRow) -> SiteRuntime | None:
+    """The site holding the node the session runs on (the only site, failing that)."""
     nodes = {p.get("node") for p in row.placement or [] if isinstance(p, dict)}
     runtimes = ctx.site_runtimes()
     for runtime in runtimes:
         if nodes & {n.name for n in runtime.loaded.site.nodes}:
-            return runtime.dispatcher.capabilities.sessions_over_tcp
-    return len(runtimes) == 1 and runtimes[0].dispatcher.capabilities.sessions_over_tcp
+            return runtime
+    return runtimes[0] if len(runtimes) == 1 else None
+
+
+def over_tcp(ctx: AppContext, row: JobRow) -> bool:
+    """Whether the session in `row` listens on TCP: its site's dispatcher says its sessions
+    do (`SiteCapabilities.sessions_over_tcp`). The site is the one holding the node it runs
+    on; the job's own files never decide it."""
+    runtime = _site_of(ctx, row)
+    return runtime is not None and runtime.dispatcher.capabilities.sessions_over_tcp
+
+
+_NODE_ADDRESSES_TTL_S = 300.0
+_node_addresses: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
+
+
+def node_addresses(names: Sequence[str]) -> frozenset[str]:
+    """The site's node names and every address they resolve to (cached a few minutes: a
+    site's nodes and their addresses change rarely; a lookup per request would be slow)."""
+    key = tuple(sorted(names))
+    now = time.monotonic()
+    cached = _node_addresses.get(key)
+    if cached is not None and now - cached[0] < _NODE_ADDRESSES_TTL_S:
+        return cached[1]
+    found = set(key)
+    for name in key:
+        with contextlib.suppress(OSError, UnicodeError):
+            found.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+    _node_addresses[key] = (now, frozenset(found))
+    return _node_addresses[key][1]
+
+
+def _check_host(ctx: AppContext, row: JobRow, address: Address) -> None:
+    """The address file may name one of the session's site's nodes only: the file is its
+    owner's to write, and without this check they could make the server open connections to
+    any host and port it reaches (a database, another site's service) and learn from the
+    answer whether something listens there. Nothing is sent before the certificate pin
+    holds, but the probe itself is refused."""
+    runtime = _site_of(ctx, row)
+    names = [n.name for n in runtime.loaded.site.nodes] if runtime is not None else []
+    if address.host not in node_addresses(names):
+        raise UnsafeFile(Path(address_name(row.id)), f"{address.host} is not a node of the site")
 
 
 def open_endpoint(ctx: AppContext, caller: Caller, job_id: int) -> Endpoint:
@@ -143,6 +185,7 @@ def open_endpoint(ctx: AppContext, caller: Caller, job_id: int) -> Endpoint:
     try:
         if tcp:
             address = read_address(fd, address_name(job_id), owner)
+            _check_host(ctx, row, address)
         else:
             _check_socket(fd, socket_name(job_id), owner, run_dir)
     except AddressMissing:
