@@ -4,6 +4,7 @@ submitted to it) makes the leader's loop run a pass now rather than at its next 
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -24,7 +25,10 @@ class FixedLock:
     def __init__(self, held: bool) -> None:
         self.held = held
 
+    tries = 0
+
     def try_acquire(self) -> bool:
+        self.tries += 1
         return self.held
 
     def still_held(self) -> bool:
@@ -49,6 +53,40 @@ def test_a_followers_poke_wakes_the_leader(settings: Settings) -> None:
     finally:
         follower.stop()
         leader.stop()
+        ctx.dispatcher.shutdown()
+        ctx.engine.dispose()
+
+
+def test_a_burst_of_pokes_costs_a_follower_one_datagram_and_no_lock_tries(
+    settings: Settings,
+) -> None:
+    """A follower's pokes are for the leader: the follower does not wake to try the lock
+    (each try opens a database connection), and a burst sends one datagram, not one per
+    submission (the leader passes no more often than that anyway)."""
+    ctx = make_context(settings)
+    lock = FixedLock(False)
+    follower = SchedulerLoop(ctx, interval_s=60, lock=lock)
+    follower.start()
+    sent: list[bytes] = []
+
+    class Counting:
+        def sendto(self, data: bytes, address: str) -> None:
+            sent.append(data)
+
+    try:
+        wait_until(lambda: follower.tried.is_set(), timeout=10)
+        tries = lock.tries
+        follower._poke_out = Counting()  # type: ignore[assignment]
+        for _ in range(500):
+            follower.poke()
+        assert len(sent) == 1
+        time.sleep(0.3)
+        assert lock.tries == tries  # its next try is at its tick, 60 s away
+        time.sleep(0.1)
+        follower.poke()  # a poke after the gap is sent
+        assert len(sent) == 2
+    finally:
+        follower.stop()
         ctx.dispatcher.shutdown()
         ctx.engine.dispose()
 
