@@ -139,4 +139,15 @@ SERVICE_ERRORS: dict[str, str] = {
         "node %(node)s is in both %(first)s and %(second)s: node names must be unique over "
         "all sites"
     ),
+    # Sign-in limits (services/identity/ratelimit.py, signin.py): say no more than before.
+    "error.rate_address": "too many requests from this address; slow down",
+    "error.rate_pair": (
+        "too many failed sign-ins for this account from this address; try again later, or "
+        "sign in from a device you have used before"
+    ),
+    "error.rate_user": (
+        "too many failed sign-ins for this account from devices it has not used before: sign "
+        "in from a browser or address you signed in from before, or with your second-factor "
+        "code"
+    ),
 }

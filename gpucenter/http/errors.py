@@ -89,7 +89,13 @@ def _unauth(exc: Unauthenticated) -> JSONResponse | RedirectResponse:
 
 
 def _too_many(exc: TooManyRequests) -> JSONResponse:
-    return problem(429, "Too many requests", str(exc), {"Retry-After": str(exc.retry_after_s)})
+    return problem(
+        429,
+        "Too many requests",
+        str(exc),
+        {"Retry-After": str(exc.retry_after_s)},
+        **_coded(exc),
+    )
 
 
 def _too_large(exc: BodyTooLarge) -> JSONResponse:

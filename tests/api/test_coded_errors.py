@@ -96,7 +96,7 @@ def test_each_refusal_reads_in_korean(
 # caller's programming error) may stay in English: its `raise` line, or the line above it,
 # says so with a comment starting `# English on purpose:` and why.
 ON_PURPOSE = "# English on purpose:"
-ERRORS = {"ValidationError", "Conflict", "PermissionDenied", "Unauthenticated"}
+ERRORS = {"ValidationError", "Conflict", "PermissionDenied", "Unauthenticated", "TooManyRequests"}
 
 
 def _uncoded_raises(path: Path) -> list[str]:
@@ -108,7 +108,18 @@ def _uncoded_raises(path: Path) -> list[str]:
         if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
             func = node.exc.func
             said = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
-            if isinstance(func, ast.Name) and func.id in ERRORS and ON_PURPOSE not in said:
+            first = node.exc.args[0] if node.exc.args else None
+            given_code = (
+                isinstance(first, ast.Call)
+                and isinstance(first.func, ast.Name)
+                and first.func.id == "msg"
+            )  # TooManyRequests(msg(...), ...): its message is a code
+            if (
+                isinstance(func, ast.Name)
+                and func.id in ERRORS
+                and not given_code
+                and ON_PURPOSE not in said
+            ):
                 found.append(f"{path}:{node.lineno}")
     return found
 

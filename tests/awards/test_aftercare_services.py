@@ -240,9 +240,13 @@ def test_commercial_use_by_a_research_award_is_flagged_and_can_revoke_it(session
         award = s.get(AwardRow, award_id)
         assert award is not None
         flag = next(n for n in checks.notices_of(s, award) if n.kind == "commercial")
-        with pytest.raises(PermissionDenied):
+        with pytest.raises(NotFound):  # an outsider: the award's existence is not told
             checks.flag_commercial(
                 s, world.who(s, "jiwoo"), award_id, "I saw it", datetime(2026, 5, 2, tzinfo=UTC)
+            )
+        with pytest.raises(PermissionDenied):  # its own PI sees it but does not flag it
+            checks.flag_commercial(
+                s, world.who(s, "minho"), award_id, "I saw it", datetime(2026, 5, 2, tzinfo=UTC)
             )
         checks.review_commercial(
             s,

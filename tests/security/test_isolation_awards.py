@@ -253,6 +253,22 @@ def _refused(r: Any, who: str, method: str, path: str) -> None:
         assert secret not in r.text, (who, method, path, secret)
 
 
+# Routes about an award's own things: an outsider must not learn that the id exists, so the
+# answer for the real id is the one for an id nobody has (a 403 against a 404 would tell).
+AWARD_BOUND = ("{award_id}", "{report_id}", "{request_id}", "{notice_id}")
+MADE_UP = 987_654
+
+
+def _same_as_made_up(
+    c: TestClient, ids: dict[str, int], r: Any, method: str, path: str, **kw: Any
+) -> None:
+    if not any(key in path for key in AWARD_BOUND):
+        return
+    fake = ids | {key.strip("{}"): MADE_UP for key in AWARD_BOUND}
+    made_up = c.request(method, path.format(**fake), **kw)
+    assert r.status_code == made_up.status_code, (method, path, r.status_code, made_up.text)
+
+
 def test_the_insiders_see_the_award_so_the_ids_are_real(site: Site) -> None:
     """The ids the hostile tests use are live: the PI, the manager and the appointed reviewer
     each reach them (otherwise a 404 below would prove nothing)."""
@@ -278,6 +294,7 @@ def test_an_outsider_gets_nothing_from_the_award_api(site: Site, outsider: str) 
         body = API_BODIES.get(path) if method == "POST" else None
         r = c.request(method, path.format(**site.ids), headers=headers, json=body)
         _refused(r, outsider, method, path)
+        _same_as_made_up(c, site.ids, r, method, path, headers=headers, json=body)
     assert snapshot(site) == before
 
 
@@ -308,4 +325,5 @@ def test_an_outsider_gets_nothing_from_the_award_pages(site: Site, outsider: str
         data = form if method == "POST" else None
         r = c.request(method, path.format(**site.ids), data=data, follow_redirects=False)
         _refused(r, outsider, method, path)
+        _same_as_made_up(c, site.ids, r, method, path, data=data, follow_redirects=False)
     assert snapshot(site) == before

@@ -11,8 +11,10 @@ import time
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from gpucenter import locale
 from gpucenter.auth import totp
 from gpucenter.domain.clock import ManualClock
+from gpucenter.domain.messages import Message
 from gpucenter.persistence.tables_audit import AuditEntryRow
 from gpucenter.persistence.tables_security import SignInLimitRow
 from gpucenter.services.identity import ratelimit
@@ -58,6 +60,10 @@ def test_five_failures_lock_the_attackers_address_not_the_owner(env: Env) -> Non
     locked = attacker.post("/api/v1/auth/token", json=ROOT)  # even the right password
     assert locked.status_code == 429 and 290 <= int(locked.headers["Retry-After"]) <= 300
     assert "this address" in locked.json()["detail"]
+    # Said as a message code too, so a Korean CLI user reads it in Korean.
+    said = Message.from_json(locked.json())
+    assert said is not None and said.code == "error.rate_pair"
+    assert "로그인" in locale.render(said, "ko")
     # The owner, elsewhere, signs in as if nothing happened.
     assert sign_in(owner, ROOT) == 200
     with env.ctx.sessions.begin() as s:

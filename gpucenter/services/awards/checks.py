@@ -32,7 +32,7 @@ from gpucenter.allocation.terms import agreement_rules, use_rules
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
-from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.errors import Conflict, NotFound, ValidationError
 from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow
@@ -52,6 +52,7 @@ from gpucenter.services.awards.common import (
     notify,
     project_people,
     record,
+    refuse,
     require_manager,
 )
 
@@ -278,7 +279,7 @@ def decide_appeal(
     """Grant the appeal (nothing is reclaimed) or reject it (the reclaim happens now)."""
     row = notice_row(s, notice_id)
     award = award_row(s, row.award_id)
-    require_manager(s, caller, award)
+    require_manager(s, caller, award, ("notice", notice_id))
     if row.state != NoticeState.APPEALED:
         raise Conflict.of(msg("error.reclaim_not_appealed"))
     if not reason.strip():
@@ -422,7 +423,7 @@ def flag_commercial(s: Session, caller: Caller, award_id: int, evidence: str, no
     award = award_row(s, award_id)
     manager = caller.has_role(Role.PROGRAMME_MANAGER, call_of(s, award).programme_id)
     if not (manager or caller.has_role(Role.SITE_OPERATOR)):
-        raise PermissionDenied.of(msg("error.misuse_flag_who"))
+        refuse(s, caller, award, msg("error.misuse_flag_who"), ("award", award_id))
     if not evidence.strip():
         raise ValidationError.about("evidence", msg("error.evidence_missing"))
     return _flag(s, Who.of(caller), award, month_of(now), evidence.strip()[:2000], now)
@@ -435,7 +436,7 @@ def review_commercial(
     GPU-hours reclaimed and its allocations suspended."""
     row = notice_row(s, notice_id)
     award = award_row(s, row.award_id)
-    require_manager(s, caller, award)
+    require_manager(s, caller, award, ("notice", notice_id))
     if row.kind != NoticeKind.COMMERCIAL:
         raise ValidationError.about("notice", msg("error.not_commercial_flag"))
     if not reason.strip():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from gpucenter.allocation.lifecycle import AWARD_MOVES, AwardState, check
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.errors import NotFound, PermissionDenied
-from gpucenter.domain.messages import msg
+from gpucenter.domain.messages import Message, msg
 from gpucenter.persistence.tables import MembershipRow, UserRow
 from gpucenter.persistence.tables_accounting import NotificationRow
 from gpucenter.persistence.tables_allocation import ApplicationRow, AwardRow, CallRow
@@ -170,26 +170,52 @@ def is_signatory(s: Session, caller: Caller, award: AwardRow) -> bool:
     )
 
 
-def visible_award(s: Session, caller: Caller, award_id: int) -> AwardRow:
-    """The award for its PI and project members, its programme's managers and its
-    organisation's signatories; NotFound for anyone else (its existence does not leak)."""
-    award = award_row(s, award_id)
-    if (
+def may_see(s: Session, caller: Caller, award: AwardRow) -> bool:
+    """Whether `caller` may know that `award` exists: its PI and project members, its
+    programme's managers and its organisation's signatories."""
+    return (
         award.project_id in caller.project_ids
         or is_pi(s, caller, award)
         or is_manager(s, caller, award)
         or is_signatory(s, caller, award)
-    ):
+    )
+
+
+def visible_award(s: Session, caller: Caller, award_id: int) -> AwardRow:
+    """The award for those who may see it (`may_see`); NotFound for anyone else (its
+    existence does not leak)."""
+    award = award_row(s, award_id)
+    if may_see(s, caller, award):
         return award
     raise NotFound("award", award_id)
 
 
-def require_pi(s: Session, caller: Caller, award: AwardRow) -> None:
+Asked = tuple[str, object]
+"""What the caller asked for, as NotFound names it: ("award", 7), ("report", 12)."""
+
+
+def refuse(s: Session, caller: Caller, award: AwardRow, why: Message, asked: Asked) -> NoReturn:
+    """Refuse an action on `award` (or on something of it, `asked`): NotFound for whoever
+    may not see the award, so that an outsider's answer is the same for a real id and a
+    made-up one (ids are sequential); PermissionDenied saying `why` for the others."""
+    if not may_see(s, caller, award):
+        raise NotFound(*asked)
+    raise PermissionDenied.of(why)
+
+
+def require_pi(s: Session, caller: Caller, award: AwardRow, asked: Asked | None = None) -> None:
     if not is_pi(s, caller, award):
-        raise PermissionDenied.of(msg("error.award_pi_only"))
+        refuse(s, caller, award, msg("error.award_pi_only"), asked or ("award", award.id))
 
 
-def require_manager(s: Session, caller: Caller, award: AwardRow) -> None:
+def require_manager(
+    s: Session, caller: Caller, award: AwardRow, asked: Asked | None = None
+) -> None:
+    """A manager of the award's programme (an admin too); NotFound for those who may not
+    see the award, PermissionDenied for the rest."""
+    if not is_manager(s, caller, award) and not may_see(s, caller, award):
+        kind, key = asked or ("award", award.id)
+        raise NotFound(kind, key)
     prog.require_manager(caller, call_of(s, award).programme_id)
 
 

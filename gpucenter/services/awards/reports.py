@@ -27,7 +27,7 @@ from gpucenter.allocation.outcomes import OutcomeInput, check_outcome
 from gpucenter.allocation.terms import check_answers, report_schedule, reporting_rules
 from gpucenter.auth.permissions import Caller
 from gpucenter.domain.clock import as_utc
-from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied
+from gpucenter.domain.errors import Conflict, NotFound
 from gpucenter.domain.ids import ProjectId
 from gpucenter.domain.messages import msg
 from gpucenter.persistence.tables_allocation import AwardRow, CallRow
@@ -43,6 +43,7 @@ from gpucenter.services.awards.common import (
     notify,
     project_people,
     record,
+    refuse,
     require_manager,
 )
 
@@ -176,7 +177,7 @@ def review(
     in two weeks). An accepted final report completes the award."""
     row = report_row(s, report_id)
     award = award_row(s, row.award_id)
-    require_manager(s, caller, award)
+    require_manager(s, caller, award, ("report", report_id))
     who = Who.of(caller)
     row.reviewed_by, row.reviewed_at, row.review_note = caller.user_id, now, note.strip()[:2000]
     if accept:
@@ -237,7 +238,7 @@ def record_outcome(
     """A paper, model, patent, product or people trained, from the award's team."""
     award = award_row(s, award_id)
     if not (is_pi(s, caller, award) or award.project_id in caller.project_ids):
-        raise PermissionDenied.of(msg("error.outcomes_team_only"))
+        refuse(s, caller, award, msg("error.outcomes_team_only"), ("award", award_id))
     if award.state not in (AwardState.ACTIVE, AwardState.COMPLETED):
         raise Conflict.of(msg("error.outcomes_award_inactive", award=award.id, state=award.state))
     kind, title, ident, count = check_outcome(raw)

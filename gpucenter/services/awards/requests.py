@@ -39,7 +39,7 @@ from gpucenter.allocation.terms import change_rules
 from gpucenter.auth.permissions import Caller, Role
 from gpucenter.domain.allocations import AllocationState
 from gpucenter.domain.clock import as_utc
-from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from gpucenter.domain.errors import Conflict, NotFound, ValidationError
 from gpucenter.domain.messages import Num, msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import AllocationRow, UserRow
@@ -57,6 +57,7 @@ from gpucenter.services.awards.common import (
     project_people,
     quarter_of,
     record,
+    refuse,
     require_manager,
 )
 from gpucenter.services.programmes import awards as rounds
@@ -176,7 +177,7 @@ def submit(
     """The PI asks for a change; it goes to the first step of its kind's review path."""
     award = award_row(s, award_id)
     if not is_pi(s, caller, award):
-        raise PermissionDenied.of(msg("error.change_pi_only"))
+        refuse(s, caller, award, msg("error.change_pi_only"), ("award", award_id))
     try:
         what = RequestKind(kind)
     except ValueError:
@@ -226,7 +227,7 @@ def assign_reviewer(
     one (the applicant's organisation or team)."""
     row = request_row(s, request_id)
     award = award_row(s, row.award_id)
-    require_manager(s, caller, award)
+    require_manager(s, caller, award, ("request", request_id))
     if next_step(RequestKind(row.kind), RequestState(row.state)) is not ReviewStep.REVIEWER:
         raise Conflict.of(msg("error.request_not_for_reviewer"))
     user = repo.user_by_name(s, username)
@@ -283,7 +284,7 @@ def decide(
     changes the allocation (refused if it would break the call's rules)."""
     row = request_row(s, request_id)
     award = award_row(s, row.award_id)
-    require_manager(s, caller, award)
+    require_manager(s, caller, award, ("request", request_id))
     if next_step(RequestKind(row.kind), RequestState(row.state)) is not ReviewStep.MANAGER:
         raise Conflict.of(msg("error.request_needs_recommendation"))
     if not reason.strip():

@@ -32,6 +32,7 @@ from sqlalchemy import delete, or_
 from sqlalchemy.orm import Session, sessionmaker
 
 from gpucenter.domain.errors import DomainError
+from gpucenter.domain.messages import Message, msg
 from gpucenter.persistence.db import insert_or_ignore
 from gpucenter.persistence.tables_security import SignInLimitRow
 
@@ -47,8 +48,9 @@ class TooManyRequests(DomainError):
     `reason` says which limit: "rate" (the address's requests), "pair" (this username from
     this address) or "user" (the username-wide throttle, which known devices pass)."""
 
-    def __init__(self, message: str, retry_after_s: float, reason: str = "rate") -> None:
-        super().__init__(message)
+    def __init__(self, message: Message, retry_after_s: float, reason: str = "rate") -> None:
+        super().__init__(message.english())
+        self.coded = message
         self.retry_after_s = max(1, int(retry_after_s + 0.999))
         self.reason = reason
 
@@ -96,8 +98,7 @@ class SignInGuard:
                 row.count, row.window_start = 0, now
             if row.count >= self.rate_per_minute:
                 raise TooManyRequests(
-                    "too many requests from this address; slow down",
-                    row.window_start + RATE_WINDOW_S - now,
+                    msg("error.rate_address"), row.window_start + RATE_WINDOW_S - now
                 )
             row.count += 1
             row.updated_at = now
@@ -110,12 +111,7 @@ class SignInGuard:
         with self.sessions.begin() as s:
             row = _locked_row(s, "pair", _key(username), _key(where), now)
             if row.locked_until > now:
-                raise TooManyRequests(
-                    "too many failed sign-ins for this account from this address; "
-                    "try again later, or sign in from a device you have used before",
-                    row.locked_until - now,
-                    "pair",
-                )
+                raise TooManyRequests(msg("error.rate_pair"), row.locked_until - now, "pair")
             if row.window_start <= now - FORGET_S:
                 row.count, row.window_start = 0, now
             row.count += 1

@@ -132,12 +132,6 @@ class SignedIn:
     device_cookie: str | None = None
 
 
-THROTTLED = (
-    "too many failed sign-ins for this account from devices it has not used before: sign in "
-    "from a browser or address you signed in from before, or with your second-factor code"
-)
-
-
 def password_sign_in(
     ctx: AppContext,
     guard: SignInGuard,
@@ -215,7 +209,7 @@ def password_sign_in(
             },
         )
     if shut_out:
-        raise TooManyRequests(THROTTLED, attempt.throttle_s, "user")
+        raise TooManyRequests(msg("error.rate_user"), attempt.throttle_s, "user")
     raise Unauthenticated.of(msg("error.wrong_credentials"))
 
 
