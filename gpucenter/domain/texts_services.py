@@ -46,7 +46,6 @@ SERVICE_ERRORS: dict[str, str] = {
     "error.cannot_grant_scope": "you cannot grant the scope %(scope)s",
     "error.needs_centre_admin": "this action needs the centre admin role",
     "error.needs_permission": "this needs the %(permission)s permission",
-    "error.needs_programme_manager": "this needs the programme manager role for this programme",
     "error.needs_admin_or_operator": "this needs the centre admin or site operator role",
     "error.ledger_adjust_role": (
         "adjusting the ledger needs the centre admin or programme manager role"

@@ -268,8 +268,10 @@ def test_supplement_extension_and_transfer_change_the_allocation(sessions) -> No
     with sessions.begin() as s:
         award = active(world, s, "minho", "Busan AI Startup")
         pi, pm = world.who(s, "minho"), world.who(s, "pm")
-        with pytest.raises(PermissionDenied):
+        with pytest.raises(NotFound):  # an outsider: the award's existence is not told
             requests.submit(s, world.who(s, "jiwoo"), award.id, "extension", {"days": 10}, "x", now)
+        with pytest.raises(PermissionDenied):  # its programme manager sees it, asks nothing
+            requests.submit(s, pm, award.id, "extension", {"days": 10}, "x", now)
         with pytest.raises(ValidationError, match="at most 90 days"):
             requests.submit(s, pi, award.id, "extension", {"days": 120}, "late data", now)
         ext = requests.submit(s, pi, award.id, "extension", {"days": 30}, "late data", now)

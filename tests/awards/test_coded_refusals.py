@@ -251,7 +251,7 @@ AWARD_CASES: list[tuple[str, Step, str]] = [
     (
         "someone else asks for a change",
         lambda s, w: requests.submit(
-            s, w.who(s, "minho"), _award_id(s, w, "jiwoo"), "extension", {}, "why", DECIDED
+            s, w.who(s, "pm"), _award_id(s, w, "jiwoo"), "extension", {}, "why", DECIDED
         ),
         "error.change_pi_only",
     ),
