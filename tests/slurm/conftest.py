@@ -301,3 +301,26 @@ def run_until(
             f"{exc}: {row.state} {row.reason} {row.reason_detail!r} ext={row.external_id}"
         ) from None
     return job_row(world, job_id)
+
+
+def stop_session_and_see_it_charged(world: SlurmWorld, owner: Caller, job_id: int) -> None:
+    """Stop a session as its owner: it ends CANCELLED, and its run is charged like any job's."""
+    from sqlalchemy import func, select
+
+    from gpucenter.domain.jobs import JobState
+    from gpucenter.persistence.tables import LedgerEntryRow
+    from gpucenter.services.sessions import manage as sessions
+
+    sessions.stop(world.ctx, owner, job_id)
+    ended = run_until(world, job_id, lambda r: JobState(r.state).is_terminal)
+    assert ended.state == JobState.CANCELLED.value, ended.reason_detail
+
+    def charged() -> bool:
+        run_until(world, job_id, lambda r: True)
+        with world.ctx.sessions() as s:
+            total = s.scalar(
+                select(func.sum(LedgerEntryRow.gpu_seconds)).where(LedgerEntryRow.job_id == job_id)
+            )
+        return bool(total and total > 0)
+
+    wait_for("the session's charge", charged, 120)

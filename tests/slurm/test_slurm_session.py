@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 from starlette.websockets import WebSocketDisconnect
 
 from gpucenter.app import create_app
@@ -24,12 +23,17 @@ from gpucenter.domain.errors import Conflict
 from gpucenter.domain.jobs import JobState
 from gpucenter.domain.sessions import JUPYTERLAB
 from gpucenter.http.deps import SESSION_COOKIE
-from gpucenter.persistence.tables import LedgerEntryRow
 from gpucenter.services.identity import sessions as signins
 from gpucenter.services.scheduling.cycle import run_pass
 from gpucenter.services.sessions import manage as sessions
 from gpucenter.services.sessions.endpoint import open_endpoint
-from tests.slurm.conftest import SlurmWorld, project, run_until, wait_for
+from tests.slurm.conftest import (
+    SlurmWorld,
+    project,
+    run_until,
+    stop_session_and_see_it_charged,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 JUPYTER_ENV = ROOT / "scripts" / "sessions" / "jupyter_env.sh"
@@ -88,21 +92,7 @@ def test_a_jupyterlab_session_on_slurm_is_reached_through_the_proxy(
         with pytest.raises(WebSocketDisconnect), intruder.websocket_connect(events):
             pass  # the handshake is refused (403) before anything reaches the session
 
-        sessions.stop(world.ctx, alice, row.id)
-        ended = run_until(world, row.id, lambda r: JobState(r.state).is_terminal)
-        assert ended.state == JobState.CANCELLED.value, ended.reason_detail
-
-        def charged() -> bool:
-            run_until(world, row.id, lambda r: True)
-            with world.ctx.sessions() as s:
-                total = s.scalar(
-                    select(func.sum(LedgerEntryRow.gpu_seconds)).where(
-                        LedgerEntryRow.job_id == row.id
-                    )
-                )
-            return bool(total and total > 0)
-
-        wait_for("the session's charge", charged, 120)
+        stop_session_and_see_it_charged(world, alice, row.id)
     finally:
         with contextlib.suppress(Conflict):
             sessions.stop(world.ctx, alice, row.id)

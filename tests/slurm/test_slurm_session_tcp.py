@@ -16,20 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
 from gpucenter.app import create_app
 from gpucenter.domain.errors import Conflict
 from gpucenter.domain.jobs import JobState
 from gpucenter.domain.sessions import JUPYTERLAB, address_name
 from gpucenter.http.deps import SESSION_COOKIE
-from gpucenter.persistence.tables import LedgerEntryRow
 from gpucenter.services.identity import sessions as signins
 from gpucenter.services.scheduling.cycle import run_pass
 from gpucenter.services.sessions import manage as sessions
 from gpucenter.services.sessions.endpoint import open_endpoint
 from gpucenter.services.wiring import make_slurm_dispatcher
-from tests.slurm.conftest import SlurmWorld, project, run_until, wait_for
+from tests.slurm.conftest import (
+    SlurmWorld,
+    project,
+    run_until,
+    stop_session_and_see_it_charged,
+    wait_for,
+)
 from tests.slurm.test_slurm_session import _python
 
 
@@ -131,21 +135,7 @@ def test_a_session_over_tcp_on_slurm_is_reached_through_pinned_tls(
         intruder.cookies.set(SESSION_COOKIE, signins.start(world.ctx, bob, "password"))
         assert intruder.get(f"{base}/api/status").status_code == 404
 
-        sessions.stop(world.ctx, alice, row.id)
-        ended = run_until(world, row.id, lambda r: JobState(r.state).is_terminal)
-        assert ended.state == JobState.CANCELLED.value, ended.reason_detail
-
-        def charged() -> bool:
-            run_until(world, row.id, lambda r: True)
-            with world.ctx.sessions() as s:
-                total = s.scalar(
-                    select(func.sum(LedgerEntryRow.gpu_seconds)).where(
-                        LedgerEntryRow.job_id == row.id
-                    )
-                )
-            return bool(total and total > 0)
-
-        wait_for("the session's charge", charged, 120)
+        stop_session_and_see_it_charged(world, alice, row.id)
     finally:
         with contextlib.suppress(Conflict):
             sessions.stop(world.ctx, alice, row.id)

@@ -156,7 +156,9 @@ def _record(
         row.site_id = site_id  # the site the job was brokered to
     session = object_session(row)
     assert session is not None  # a row the caller locked in its transaction
-    session.merge(
+    # A new row: each start increments `runs`, and a start is recorded once (the retry in
+    # `_record_again` records only a run whose first record did not commit).
+    session.add(
         JobRunRow(
             job_id=row.id,
             run=row.runs,

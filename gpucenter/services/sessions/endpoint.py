@@ -139,23 +139,30 @@ def over_tcp(ctx: AppContext, row: JobRow) -> bool:
 
 
 _NODE_ADDRESSES_TTL_S = 300.0
-_node_addresses: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
+_resolved: dict[str, tuple[float, frozenset[str]]] = {}
+
+
+def _addresses_of(name: str, now: float) -> frozenset[str]:
+    """What node `name` resolves to, cached a few minutes per name: nodes and their
+    addresses change rarely, and a site's node set changing must not resolve every node
+    again."""
+    cached = _resolved.get(name)
+    if cached is not None and now - cached[0] < _NODE_ADDRESSES_TTL_S:
+        return cached[1]
+    found: frozenset[str] = frozenset()
+    with contextlib.suppress(OSError, UnicodeError):
+        found = frozenset(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+    _resolved[name] = (now, found)
+    return found
 
 
 def node_addresses(names: Sequence[str]) -> frozenset[str]:
-    """The site's node names and every address they resolve to (cached a few minutes: a
-    site's nodes and their addresses change rarely; a lookup per request would be slow)."""
-    key = tuple(sorted(names))
+    """The site's node names and every address they resolve to."""
     now = time.monotonic()
-    cached = _node_addresses.get(key)
-    if cached is not None and now - cached[0] < _NODE_ADDRESSES_TTL_S:
-        return cached[1]
-    found = set(key)
-    for name in key:
-        with contextlib.suppress(OSError, UnicodeError):
-            found.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
-    _node_addresses[key] = (now, frozenset(found))
-    return _node_addresses[key][1]
+    found = set(names)
+    for name in names:
+        found |= _addresses_of(name, now)
+    return frozenset(found)
 
 
 def _check_host(ctx: AppContext, row: JobRow, address: Address) -> None:
