@@ -435,6 +435,11 @@ def main() -> None:
         "--timeout-s", type=float, default=10.0, help="abandon and resend after this long"
     )
     parser.add_argument(
+        "--latencies-out",
+        type=Path,
+        help="diagnosis: write each first send's due time, latency and round trip (s) as CSV",
+    )
+    parser.add_argument(
         "--env-vars", type=int, default=0, help="environment variables per request (sealed)"
     )
     args = parser.parse_args()
@@ -493,6 +498,13 @@ def main() -> None:
         finally:
             if created and base:
                 drop_database(base, created)
+    if args.latencies_out:
+        with args.latencies_out.open("w") as out:
+            out.write("due_s,latency_s,round_trip_s\n")
+            for due, latency, trip in zip(
+                load.due, load.from_schedule, load.round_trip, strict=True
+            ):
+                out.write(f"{due:.4f},{latency:.4f},{trip:.4f}\n")
     acked = load.acknowledged
     lost = sum(1 for key, job_id in acked.items() if job_id not in ids.get(key, set()))
     duplicated = sum(count - 1 for count in names.values() if count > 1)
@@ -525,6 +537,17 @@ def main() -> None:
                         0.99,
                     )
                     for start in range(0, int(args.seconds), 10)
+                ],
+                "p99_first_10s_by_1s_ms": [
+                    _pct(
+                        [
+                            x
+                            for x, due in zip(load.from_schedule, load.due, strict=True)
+                            if start <= due < start + 1
+                        ],
+                        0.99,
+                    )
+                    for start in range(0, min(10, int(args.seconds)))
                 ],
                 "mean_ms": round(statistics.fmean(load.from_schedule) * 1000, 2)
                 if load.from_schedule

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -25,6 +26,7 @@ from gpucenter.http.security import SecurityMiddleware
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity.ratelimit import SignInGuard
 from gpucenter.services.scheduling.loop import SchedulerLoop
+from gpucenter.services.warmup import warm_up
 from gpucenter.services.wiring import ensure_site
 from gpucenter.web import STATIC_DIR
 from gpucenter.web import errors as web_errors
@@ -45,8 +47,12 @@ from gpucenter.web.session_proxy import router as web_session_proxy_router
 from gpucenter.web.sso import router as sso_router
 
 
-def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI:
-    """Build the app around `ctx`. The scheduler loop runs inside it unless told otherwise."""
+def create_app(
+    ctx: AppContext, *, run_scheduler: bool | None = None, warm: bool = False
+) -> FastAPI:
+    """Build the app around `ctx`. The scheduler loop runs inside it unless told otherwise.
+    With `warm` (the server's entry points; a test process builds many apps), the database
+    connections are opened before the first request (services/warmup.py)."""
     scheduler_on = ctx.settings.scheduler_enabled if run_scheduler is None else run_scheduler
 
     @asynccontextmanager
@@ -55,6 +61,8 @@ def create_app(ctx: AppContext, *, run_scheduler: bool | None = None) -> FastAPI
         app.state.submit_pool = SubmitPool.for_context(ctx)
         if app.state.submit_pool is not None:
             await app.state.submit_pool.open()  # bound to this (the serving) loop
+        if warm:
+            await anyio.to_thread.run_sync(warm_up, ctx)
         loop: SchedulerLoop | None = None
         if scheduler_on:
             loop = SchedulerLoop(ctx, ctx.settings.scheduler_interval_s)
@@ -118,7 +126,7 @@ def app_from_settings() -> FastAPI:
     from gpucenter.services.wiring import build_context
 
     configure_json_logging()
-    app = create_app(build_context(get_settings()))
+    app = create_app(build_context(get_settings()), warm=True)
     freeze_startup_heap()
     return app
 

@@ -134,6 +134,14 @@ class Settings(BaseSettings):
     port: int = 8000
     scheduler_interval_s: float = Field(default=1.0, gt=0)
     scheduler_enabled: bool = True
+    scheduler_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="with `serve --workers 2` or more: the scheduler process's niceness, so "
+        "that on a busy host requests (someone waits on each) get the CPU before a pass (the "
+        "next pass catches up); jobs of the local site inherit it; 0: as the server",
+    )
     test_pass_pause_s: float = Field(
         default=0.0,
         ge=0,

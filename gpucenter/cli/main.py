@@ -183,7 +183,7 @@ def serve(
     if workers == 1:
         from gpucenter.app import freeze_startup_heap
 
-        app = create_app(ctx)
+        app = create_app(ctx, warm=True)
         freeze_startup_heap()
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
         return

@@ -4,8 +4,11 @@ for the API, a session cookie for the browser pages) and the sign-in guard."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
@@ -19,9 +22,10 @@ from gpucenter.http.errors import LoginRequired
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import sessions
 from gpucenter.services.identity.ratelimit import SignInGuard
-from gpucenter.services.identity.signin import authenticate_token
+from gpucenter.services.identity.signin import authenticate_token, resolve_token
 from gpucenter.services.identity.token_cache import cache_for
 
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False)
 SESSION_COOKIE = "gpc_session"
 CSRF_COOKIE = "gpc_csrf"
@@ -55,16 +59,69 @@ async def caller_for_token(ctx: AppContext, token: str | None) -> Caller:
     """The caller a bearer token stands for, or Unauthenticated.
 
     A token resolved moments ago is answered from the token cache on the event loop; only a
-    miss goes to a worker thread for the database."""
+    miss goes to a worker thread for the database. An entry in the last part of its life
+    is still answered, and resolved again in the background (`REFRESH_AFTER`)."""
     if not token:
         raise Unauthenticated.of(msg("error.bearer_missing"))
     if len(token) > 200:
         return await run_in_threadpool(authenticate_token, ctx, token)  # refused there
     digest = token_digest(token)
-    cached = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s).get(digest, ctx.now())
-    if cached is not None:
-        return cached
-    return await _resolve_once(ctx, token, digest)
+    cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
+    found = cache.lookup(digest, ctx.now())
+    if found is None:
+        return await _resolve_once(ctx, token, digest)
+    caller, age = found
+    if age >= REFRESH_AFTER * cache.ttl_s:
+        _refresh_in_background(ctx, token, digest)
+    return caller
+
+
+# A busy client's token lapses from the cache every `token_cache_ttl_s` seconds, and then
+# all its requests in flight wait for the database together (and a worker serving twenty
+# busy clients pauses for twenty resolutions at once): the periodic latency spikes of the
+# submission benchmark (issue 18). So an entry past this share of its life is resolved
+# again while it is still answered; an entry is still never answered after `ttl_s`, which
+# is what the cache's safety argument rests on (token_cache.py).
+REFRESH_AFTER = 0.6
+_REFRESHING: set[asyncio.Task[None]] = set()
+
+
+def _refresh_in_background(ctx: AppContext, token: str, digest: str) -> None:
+    loop = asyncio.get_running_loop()
+    if (id(loop), id(ctx.engine), digest) in _RESOLVING:
+        return  # a resolution is in flight already
+    task = loop.create_task(_refresh(ctx, token, digest))
+    _REFRESHING.add(task)
+    task.add_done_callback(_REFRESHING.discard)
+
+
+async def _refresh(ctx: AppContext, token: str, digest: str) -> None:
+    try:
+        await _resolve_once(ctx, token, digest)
+    except Unauthenticated:
+        # Revoked or expired meanwhile: its next request is refused from the database.
+        cache_for(ctx.engine, ctx.settings.token_cache_ttl_s).drop(digest)
+    except Exception:  # the request path resolves it again and says what went wrong
+        log.warning("background token refresh failed", exc_info=True)
+
+
+# Token resolutions run in at most this many threads at once. After a start, or when a
+# busy server's tokens lapse together, dozens of distinct tokens miss at once; in a thread
+# each, twenty threads and the event loop took turns at the interpreter lock, the loop
+# got it once in twenty turns, and every request of the worker waited (0.5 s after a
+# start, in bench/submit_load.py: issue 18). Two threads do the same resolutions one
+# after another while the loop keeps answering the tokens it knows.
+RESOLVER_THREADS = 2
+_RESOLVER_SLOTS: dict[int, anyio.CapacityLimiter] = {}
+
+
+def _resolver_slots() -> anyio.CapacityLimiter:
+    """The limiter of this event loop (a limiter belongs to the loop that made it)."""
+    key = id(asyncio.get_running_loop())
+    found = _RESOLVER_SLOTS.get(key)
+    if found is None:
+        found = _RESOLVER_SLOTS[key] = anyio.CapacityLimiter(RESOLVER_THREADS)
+    return found
 
 
 # Token resolutions in flight, per event loop, engine and token digest.
@@ -87,7 +144,9 @@ async def _resolve_once(ctx: AppContext, token: str, digest: str) -> Caller:
     future: asyncio.Future[Caller] = loop.create_future()
     _RESOLVING[key] = future
     try:
-        caller = await run_in_threadpool(authenticate_token, ctx, token)
+        caller = await anyio.to_thread.run_sync(
+            resolve_token, ctx, token, limiter=_resolver_slots()
+        )
     except asyncio.CancelledError:
         future.cancel()  # the waiters resolve for themselves
         raise

@@ -254,14 +254,14 @@ def test_concurrent_misses_of_one_token_resolve_it_once(env, monkeypatch) -> Non
 
     _, centre, client, _ = env
     resolutions: list[str] = []
-    real = deps.authenticate_token
+    real = deps.resolve_token
 
     def slow(ctx: Any, token: str) -> Any:
         resolutions.append(token)
         time.sleep(0.3)  # long enough for every request below to miss meanwhile
         return real(ctx, token)
 
-    monkeypatch.setattr(deps, "authenticate_token", slow)
+    monkeypatch.setattr(deps, "resolve_token", slow)
     clear_all()
     body = {"project": "alpha", "command": "true"}
     with ThreadPoolExecutor(8) as pool:

@@ -33,6 +33,39 @@ def _children(pid: int) -> list[int]:
     return [p for _, p in sorted(found)]
 
 
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rpartition(")")[2].split()[16])
+
+
+def _wait_for_warm_workers(db_url: str, workers: int) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+
+        def opened() -> int:
+            with engine.connect() as conn:
+                return int(
+                    conn.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    )
+                    or 0
+                )
+
+        wait_until(lambda: opened() >= workers * 10, timeout=20, step=0.2)
+    finally:
+        engine.dispose()
+
+
+def _spawned(pid: int) -> bool:
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return b"spawn_main" in fh.read()
+
+
 def _scheduler_process(server: Server) -> int:
     """The dedicated scheduler: started before uvicorn's workers (after the resource
     tracker that multiprocessing's spawn start method runs first)."""
@@ -67,6 +100,16 @@ def test_workers_poke_the_dedicated_scheduler_and_leave_nothing_behind(
     serve_pid = server.process.pid
     try:
         scheduler = _scheduler_process(server)
+        # Requests get the CPU before passes: the scheduler (and its threads) runs at the
+        # `scheduler_nice` default, the API workers as the server.
+        workers = [p for p in _children(serve_pid) if p != scheduler and _spawned(p)]
+        assert _nice(scheduler) == _nice(serve_pid) + 10
+        assert all(
+            _nice(int(t)) == _nice(serve_pid) + 10 for t in os.listdir(f"/proc/{scheduler}/task")
+        )
+        assert workers and all(_nice(p) == _nice(serve_pid) for p in workers)
+        if db_url.startswith("postgresql"):  # each worker opened its kept connections at start
+            _wait_for_warm_workers(db_url, len(workers))
         with Client(server.url, token) as api:
             ready = httpx.get(server.url + "/readyz", timeout=5).json()
             assert "follower" in str(ready)  # the workers' own loops do not lead

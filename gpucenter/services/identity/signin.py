@@ -83,6 +83,18 @@ def authenticate_token(ctx: AppContext, token: str) -> Caller:
     cached = cache.get(digest, now)
     if cached is not None:
         return cached
+    return resolve_token(ctx, token)
+
+
+def resolve_token(ctx: AppContext, token: str) -> Caller:
+    """`authenticate_token` from the database, never from the cache; the answer is cached
+    (unless the cache was emptied meanwhile: see `TokenCache.generation`)."""
+    now = ctx.now()
+    if len(token) > 200:
+        raise Unauthenticated.of(msg("error.token_invalid"))
+    digest = token_digest(token)
+    cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
+    generation = cache.generation
     with ctx.sessions.begin() as s:
         row = repo.token_row(s, digest)
         if row is None or row.revoked_at is not None:
@@ -102,8 +114,17 @@ def authenticate_token(ctx: AppContext, token: str) -> Caller:
         scope_row = s.get(TokenScopeRow, row.id)
         scopes = frozenset(scope_row.scopes) if scope_row is not None else None
         caller = caller_for(s, user, scopes=scopes, token_id=row.id)
-    cache.put(digest, caller, expires_at)
+    cache.put(digest, caller, expires_at, generation)
     return caller
+
+
+def rehearse(s: Session) -> None:
+    """Run the statements of a token resolution for a token and user nobody has: compiles
+    them and loads the tables' catalog entries in this session's database backend, so
+    that the first real resolutions on it cost what later ones do (`services/warmup.py`)."""
+    repo.token_row(s, "0" * 64)
+    s.get(TokenScopeRow, 0)
+    caller_for(s, UserRow(id=0, username="", is_admin=False, organisation_id=None))
 
 
 def _second_factor_enrolled(s: Session, user: UserRow | None) -> bool:

@@ -46,30 +46,56 @@ class TokenCache:
         self.ttl_s = ttl_s
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._generation = 0
 
     def get(self, digest: str, now: datetime) -> Caller | None:
+        found = self.lookup(digest, now)
+        return None if found is None else found[0]
+
+    def lookup(self, digest: str, now: datetime) -> tuple[Caller, float] | None:
+        """The cached caller and its age in seconds; None when absent or lapsed."""
         if self.ttl_s <= 0:
             return None
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        if time.monotonic() - entry.loaded_at >= self.ttl_s or (
-            entry.expires_at is not None and entry.expires_at <= now
-        ):
+        age = time.monotonic() - entry.loaded_at
+        if age >= self.ttl_s or (entry.expires_at is not None and entry.expires_at <= now):
             self._entries.pop(digest, None)
             return None
-        return entry.caller
+        return entry.caller, age
 
-    def put(self, digest: str, caller: Caller, expires_at: datetime | None) -> None:
+    @property
+    def generation(self) -> int:
+        """Bumped by every clear: a resolution that began before a clear must not put back
+        what the clear removed (a revocation landing while it was in flight)."""
+        return self._generation
+
+    def put(
+        self,
+        digest: str,
+        caller: Caller,
+        expires_at: datetime | None,
+        generation: int | None = None,
+    ) -> None:
+        """Keep `caller`; ignored where `generation` (read before resolving) is no longer
+        the cache's, since the answer may predate a change that emptied the cache."""
         if self.ttl_s <= 0:
             return
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()  # bounded memory; a burst of misses refills it
             self._entries[digest] = _Entry(caller, expires_at, time.monotonic())
 
+    def drop(self, digest: str) -> None:
+        with self._lock:
+            self._entries.pop(digest, None)
+
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
             self._entries.clear()
 
 

@@ -47,6 +47,7 @@ from gpucenter.services.fairshare import load_fair_share
 from gpucenter.services.programmes.awards import active_leases
 from gpucenter.services.scheduling.endings import apply_changes, finish_job
 from gpucenter.services.scheduling.launch import launch_requests
+from gpucenter.services.scheduling.priority_writes import priority_writes
 from gpucenter.services.scheduling.starts import held_back, start_job
 from gpucenter.services.sessions.secret import session_key
 from gpucenter.services.sites.runtime import SiteRuntime
@@ -216,12 +217,6 @@ def _shape(
 MAX_DETAIL_REWRITES = 500
 
 
-def _priority_moved(old: float | None, new: float) -> bool:
-    """Write a job's priority when it is new or moved by more than 1%: ages creep up every
-    pass, and rewriting every pending row each second would cost more than the pass."""
-    return old is None or abs(new - old) > max(1e-6, 0.01 * abs(old))
-
-
 def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[int, int]:
     now = ctx.now()
     held = held_back(ctx.site_runtimes(), now)
@@ -294,15 +289,9 @@ def _decide_and_start(ctx: AppContext, usable: Sequence[SiteRuntime]) -> tuple[i
         )
         _request_preemptions(ctx, s, result.preemptions, now)
         by_id = {r.id: r for r in pending}
-        changes: dict[int, dict[str, Any]] = {}
-        for job_id, breakdown in getattr(result, "priorities", {}).items():
-            # The factors table only for a priority that is written (most are not).
-            if _priority_moved(by_id[int(job_id)].priority, round(breakdown.total, 6)):
-                factors = {k: round(v, 6) for k, v in breakdown.as_row().items()}
-                changes[int(job_id)] = {
-                    "priority": factors["priority"],
-                    "priority_factors": factors,
-                }
+        changes = priority_writes(
+            getattr(result, "priorities", {}), {r.id: r.priority for r in pending}
+        )
         detail_only = 0
         for job_id, wait in result.waits.items():
             row = by_id[int(job_id)]
