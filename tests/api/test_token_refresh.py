@@ -58,9 +58,7 @@ def _age(ctx: Any, token: str, share_of_ttl: float) -> None:
     cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
     digest = token_digest(token)
     entry = cache._entries[digest]
-    cache._entries[digest] = replace(
-        entry, loaded_at=entry.loaded_at - share_of_ttl * cache.ttl_s
-    )
+    cache._entries[digest] = replace(entry, loaded_at=entry.loaded_at - share_of_ttl * cache.ttl_s)
 
 
 async def _background_done() -> None:
@@ -111,9 +109,7 @@ def test_a_revocation_seen_by_the_refresh_drops_the_entry(
         with ctx.engine.begin() as conn:
             bob = conn.scalar(select(UserRow.id).where(UserRow.username == "bob"))
             conn.execute(
-                update(ApiTokenRow)
-                .where(ApiTokenRow.user_id == bob)
-                .values(revoked_at=func.now())
+                update(ApiTokenRow).where(ApiTokenRow.user_id == bob).values(revoked_at=func.now())
             )
         _age(ctx, centre.bob_token, deps.REFRESH_AFTER + 0.1)
         await deps.caller_for_token(ctx, centre.bob_token)  # still inside its ttl
