@@ -144,18 +144,18 @@ def test_a_resolution_overtaken_by_an_emptying_of_the_cache_is_not_kept(
     """A revocation through this process empties the cache; a resolution that read the
     token before it must not put the old answer back for the rest of a time-to-live."""
     ctx, centre = world
-    real = signin.caller_for
+    real = signin._caller
 
     def emptied_meanwhile(*args: Any, **kwargs: Any) -> Any:
         caller = real(*args, **kwargs)
         clear_all()  # as a revocation committed by another request at this moment would
         return caller
 
-    monkeypatch.setattr(signin, "caller_for", emptied_meanwhile)
+    monkeypatch.setattr(signin, "_caller", emptied_meanwhile)
     signin.resolve_token(ctx, centre.alice_token)
     cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
     assert cache.get(token_digest(centre.alice_token), ctx.now()) is None
-    monkeypatch.setattr(signin, "caller_for", real)
+    monkeypatch.setattr(signin, "_caller", real)
     signin.resolve_token(ctx, centre.alice_token)
     assert cache.get(token_digest(centre.alice_token), ctx.now()) is not None
 

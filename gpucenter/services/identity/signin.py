@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from gpucenter.auth import totp
@@ -20,7 +20,7 @@ from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Unauthenticated, ValidationError
 from gpucenter.domain.messages import msg
 from gpucenter.persistence import repositories as repo
-from gpucenter.persistence.tables import ApiTokenRow, UserRow
+from gpucenter.persistence.tables import ApiTokenRow, MembershipRow, UserRow
 from gpucenter.persistence.tables_audit import RoleAssignmentRow
 from gpucenter.persistence.tables_security import TokenScopeRow, TotpSecretRow
 from gpucenter.services.context import AppContext
@@ -37,26 +37,75 @@ def caller_for(
     scopes: frozenset[str] | None = None,
     token_id: int | None = None,
 ) -> Caller:
-    roles = frozenset(
-        (Role(role), int(scope_id))
-        for role, scope_id in s.execute(
-            select(RoleAssignmentRow.role, RoleAssignmentRow.scope_id).where(
-                RoleAssignmentRow.user_id == user.id
-            )
-        )
-    )
-    # A centre-wide centre_admin role is the same as the admin flag.
-    is_admin = user.is_admin or (Role.CENTRE_ADMIN, 0) in roles
-    return Caller(
+    return _caller(
+        s,
         user.id,
         user.username,
-        is_admin,
-        repo.project_ids_of(s, user.id),
-        roles,
+        user.is_admin,
+        user.organisation_id,
         scopes=scopes,
-        organisation_id=user.organisation_id,
         token_id=token_id,
     )
+
+
+def _caller(
+    s: Session,
+    user_id: int,
+    username: str,
+    is_admin: bool,
+    organisation_id: int | None,
+    *,
+    scopes: frozenset[str] | None,
+    token_id: int | None,
+) -> Caller:
+    """The Caller with the user's roles and projects, read in one statement."""
+    roles: set[tuple[Role, int]] = set()
+    projects: set[int] = set()
+    for kind, role, scope_id in s.connection().execute(_ROLES_AND_PROJECTS, {"u": user_id}):
+        if kind == "r":
+            roles.add((Role(role), int(scope_id)))
+        else:
+            projects.add(int(scope_id))
+    # A centre-wide centre_admin role is the same as the admin flag.
+    return Caller(
+        user_id,
+        username,
+        is_admin or (Role.CENTRE_ADMIN, 0) in roles,
+        frozenset(projects),
+        frozenset(roles),
+        scopes=scopes,
+        organisation_id=organisation_id,
+        token_id=token_id,
+    )
+
+
+# A user's centre and programme roles ('r', role, scope) and projects ('m', '', project).
+_ROLES_AND_PROJECTS = union_all(
+    select(literal("r"), RoleAssignmentRow.role, RoleAssignmentRow.scope_id).where(
+        RoleAssignmentRow.user_id == bindparam("u")
+    ),
+    select(literal("m"), literal(""), MembershipRow.project_id).where(
+        MembershipRow.user_id == bindparam("u")
+    ),
+)
+
+# A token with its user and scopes: what resolving it needs besides roles and projects.
+_TOKEN_AND_USER = (
+    select(
+        ApiTokenRow.id,
+        ApiTokenRow.revoked_at,
+        ApiTokenRow.expires_at,
+        ApiTokenRow.last_used_at,
+        UserRow.id,
+        UserRow.username,
+        UserRow.is_admin,
+        UserRow.organisation_id,
+        TokenScopeRow.scopes,
+    )
+    .join(UserRow, UserRow.id == ApiTokenRow.user_id)
+    .outerjoin(TokenScopeRow, TokenScopeRow.token_id == ApiTokenRow.id)
+    .where(ApiTokenRow.token_hash == bindparam("digest"))
+)
 
 
 def caller_named(s: Session, username: str) -> Caller:
@@ -96,24 +145,27 @@ def resolve_token(ctx: AppContext, token: str) -> Caller:
     cache = cache_for(ctx.engine, ctx.settings.token_cache_ttl_s)
     generation = cache.generation
     with ctx.sessions.begin() as s:
-        row = repo.token_row(s, digest)
-        if row is None or row.revoked_at is not None:
+        # Two statements on the session's connection, no ORM objects: under load each busy
+        # client's token is resolved again every couple of seconds in every process.
+        conn = s.connection()
+        row = conn.execute(_TOKEN_AND_USER, {"digest": digest}).first()
+        if row is None:
             raise Unauthenticated.of(msg("error.token_invalid"))
-        expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
+        token_id, revoked_at, expires, last_used_at, user_id, username, admin, org, scoped = row
+        if revoked_at is not None:
+            raise Unauthenticated.of(msg("error.token_invalid"))
+        expires_at = as_utc(expires) if expires is not None else None
         if expires_at is not None and expires_at <= now:
             raise Unauthenticated.of(msg("error.token_expired"))
         # Last-used is kept to the minute: writing it on every request would turn each
         # read into a write and serialise a busy client's requests on one row. Written with
         # a plain statement, not through the session, so the cache is not emptied by it.
-        if row.last_used_at is None or now - as_utc(row.last_used_at) >= LAST_USED_RESOLUTION:
-            s.connection().execute(
-                update(ApiTokenRow).where(ApiTokenRow.id == row.id).values(last_used_at=now)
+        if last_used_at is None or now - as_utc(last_used_at) >= LAST_USED_RESOLUTION:
+            conn.execute(
+                update(ApiTokenRow).where(ApiTokenRow.id == token_id).values(last_used_at=now)
             )
-        user = s.get(UserRow, row.user_id)
-        assert user is not None
-        scope_row = s.get(TokenScopeRow, row.id)
-        scopes = frozenset(scope_row.scopes) if scope_row is not None else None
-        caller = caller_for(s, user, scopes=scopes, token_id=row.id)
+        scopes = frozenset(scoped) if scoped is not None else None
+        caller = _caller(s, user_id, username, admin, org, scopes=scopes, token_id=token_id)
     cache.put(digest, caller, expires_at, generation)
     return caller
 
@@ -122,9 +174,9 @@ def rehearse(s: Session) -> None:
     """Run the statements of a token resolution for a token and user nobody has: compiles
     them and loads the tables' catalog entries in this session's database backend, so
     that the first real resolutions on it cost what later ones do (`services/warmup.py`)."""
-    repo.token_row(s, "0" * 64)
-    s.get(TokenScopeRow, 0)
-    caller_for(s, UserRow(id=0, username="", is_admin=False, organisation_id=None))
+    conn = s.connection()
+    conn.execute(_TOKEN_AND_USER, {"digest": "0" * 64}).first()
+    conn.execute(_ROLES_AND_PROJECTS, {"u": 0}).all()
 
 
 def _second_factor_enrolled(s: Session, user: UserRow | None) -> bool:

@@ -152,9 +152,8 @@ class SchedulerLoop:
         self._thread.join(timeout=30)
         self._unlisten()
         self._ctx.dispatcher.detach()
-        if self.is_leader:
-            self._lock.release()
-            self.is_leader = False
+        self._lock.release()  # a leader steps down; a follower closes its kept connection
+        self.is_leader = False
         # The loop's thread has ended: nothing of it writes any more, and code that runs a
         # pass itself afterwards (tests, commands) runs unfenced again.
         self._ctx.fence.reset()
