@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Annotated
 
 import anyio
@@ -88,7 +89,7 @@ _REFRESHING: set[asyncio.Task[None]] = set()
 
 def _refresh_in_background(ctx: AppContext, token: str, digest: str) -> None:
     loop = asyncio.get_running_loop()
-    if (id(loop), id(ctx.engine), digest) in _RESOLVING:
+    if _resolving_key(loop, ctx, digest) in _RESOLVING:
         return  # a resolution is in flight already
     task = loop.create_task(_refresh(ctx, token, digest))
     _REFRESHING.add(task)
@@ -112,12 +113,14 @@ async def _refresh(ctx: AppContext, token: str, digest: str) -> None:
 # start, in bench/submit_load.py: issue 18). Two threads do the same resolutions one
 # after another while the loop keeps answering the tokens it knows.
 RESOLVER_THREADS = 2
-_RESOLVER_SLOTS: dict[int, anyio.CapacityLimiter] = {}
+_RESOLVER_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _resolver_slots() -> anyio.CapacityLimiter:
     """The limiter of this event loop (a limiter belongs to the loop that made it)."""
-    key = id(asyncio.get_running_loop())
+    key = asyncio.get_running_loop()
     found = _RESOLVER_SLOTS.get(key)
     if found is None:
         found = _RESOLVER_SLOTS[key] = anyio.CapacityLimiter(RESOLVER_THREADS)
@@ -128,13 +131,19 @@ def _resolver_slots() -> anyio.CapacityLimiter:
 _RESOLVING: dict[tuple[int, int, str], asyncio.Future[Caller]] = {}
 
 
+def _resolving_key(
+    loop: asyncio.AbstractEventLoop, ctx: AppContext, digest: str
+) -> tuple[int, int, str]:
+    return (id(loop), id(ctx.engine), digest)
+
+
 async def _resolve_once(ctx: AppContext, token: str, digest: str) -> Caller:
     """One database resolution for the concurrent misses of one token: when a server
     starts, or a popular token's cache entry lapses, dozens of requests of one client miss
     together, and resolving each on its own costs a thread and five queries apiece. The
     others wait for the first and get its answer (or its error)."""
     loop = asyncio.get_running_loop()
-    key = (id(loop), id(ctx.engine), digest)
+    key = _resolving_key(loop, ctx, digest)
     while (waiting := _RESOLVING.get(key)) is not None:
         try:
             return await asyncio.shield(waiting)
