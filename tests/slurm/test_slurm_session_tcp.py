@@ -127,7 +127,12 @@ def test_a_session_over_tcp_on_slurm_is_reached_through_pinned_tls(
                     continue
                 if message["msg_type"] == "stream":
                     said += message["content"]["text"]
-                if message["msg_type"] == "execute_reply":
+                # The reply comes on the shell channel and may overtake the output on
+                # iopub; the kernel going idle for this request comes after its output.
+                if (
+                    message["msg_type"] == "status"
+                    and message["content"]["execution_state"] == "idle"
+                ):
                     break
             assert said.strip() == "42", said
 
