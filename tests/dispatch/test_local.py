@@ -8,6 +8,7 @@ cannot run, except in CI). Multi-tenant runs (as the owner) are in tests/securit
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from gpucenter.dispatch.local.isolation import LocalIsolation
 from gpucenter.domain.clock import ManualClock
 from gpucenter.domain.ids import JobId
 from gpucenter.domain.jobs import JobState
-from tests.dispatch.builders import launch_request
+from tests.dispatch.builders import launch_request, sandbox_isolation
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs /bin/bash")
 
@@ -221,6 +222,29 @@ def test_time_limit_follows_the_given_clock(tmp_path: Path, mode: LocalIsolation
 
     assert change.state is JobState.TIMEOUT
     assert change.at == 1002.5
+
+
+def test_a_sandbox_whose_outer_bwrap_died_before_its_status_is_still_killed(
+    tmp_path: Path,
+) -> None:
+    """The race CI once met: the time limit's SIGTERM reached bwrap's outer process after it
+    started the namespace and before it wrote the namespace's pid to the status file. The
+    namespace's PID 1 ignores SIGTERM (an init does), so the job lives on in the group with
+    no status to find it by; SIGKILL to the group after the grace period must still end it.
+    Staged here: a job that ignores SIGTERM, its status file emptied, its outer bwrap gone."""
+    d = LocalDispatcher(tmp_path, kill_grace_s=0.3, isolation=sandbox_isolation())
+    launched = d.submit(request(12, "trap '' TERM; sleep 30", time_limit_s=60))
+    pgid = int(launched.external_id)
+    status_file = next((tmp_path / "spool").glob("*.json"))
+    eventually(lambda: status_file.read_text().strip() != "", "bwrap to write its status")
+    status_file.write_text("")  # as if bwrap died before writing it
+    os.kill(pgid, signal.SIGKILL)  # the outer bwrap only (the group leader)
+    d.cancel(JobId(12))
+
+    change = wait_end(d, 12)
+
+    assert change.state is JobState.CANCELLED
+    assert group_gone(pgid)
 
 
 def test_leftover_background_children_are_killed_when_the_leader_exits(

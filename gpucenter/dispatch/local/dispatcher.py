@@ -451,6 +451,10 @@ class LocalDispatcher:
             self._enforce(job)
             return
         if job.pgid > 1 and not group_gone(job.pgid):
+            # bwrap's outer process is gone and left no status (a signal reached it between
+            # starting the namespace and writing the pid): the namespace's PID 1 is still in
+            # the group and ignores SIGTERM, so only the group's SIGKILL can end the job.
+            self._enforce(job)
             return
         returncode = job.returncode
         if recorded is not None and recorded.exit_code is not None:
