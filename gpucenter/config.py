@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -239,6 +239,33 @@ class Settings(BaseSettings):
         return self.tenant_dir if self.tenant_dir is not None else self.var_dir / "tenants"
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used, said as the variables to fix (never a traceback): the
+    person who set GPUCENTER_PORT=eighty reads which variable and what it should be."""
+
+    def __init__(self, problems: str) -> None:
+        super().__init__(
+            f"unusable settings: {problems} (set in the environment or the CLI's configuration "
+            "file: correct them, or unset them for the defaults)"
+        )
+        self.problems = problems
+
+
+def _describe(exc: ValidationError) -> str:
+    """One clause per bad setting, named as its environment variable. The value is not
+    repeated: a setting may hold a secret, and the person who set it knows it."""
+    clauses = []
+    for error in exc.errors():
+        where = error.get("loc") or ()
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        clauses.append(f"GPUCENTER_{str(where[0]).upper()}: {message}" if where else message)
+    return "; ".join(clauses)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings; SettingsError (saying which variable is wrong) if unusable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None

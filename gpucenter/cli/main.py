@@ -31,10 +31,12 @@ from gpucenter.cli.common import (
     err_console,
     fail,
     friendly_errors,
+    say,
     tr,
     when,
 )
-from gpucenter.config import get_settings
+from gpucenter.config import SettingsError, get_settings
+from gpucenter.domain.messages import msg
 from gpucenter.domain.text import control_character
 
 if TYPE_CHECKING:
@@ -84,6 +86,10 @@ def _everywhere(
         os.environ["GPUCENTER_PROFILE"] = profile
     profiles.apply_to_environment(os.environ)
     get_settings.cache_clear()
+    try:
+        get_settings()  # every command reads them: a bad one is said once, here, not traced
+    except SettingsError as exc:
+        fail(say(msg("error.cli_settings", problem=exc.problems)), 2)
 
 
 @demo_app.command("load")

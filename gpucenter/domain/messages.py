@@ -248,6 +248,10 @@ _ERRORS = {
         "GPUCENTER_TOKEN"
     ),
     "error.cli_database": "cannot use the database: %(problem)s; check GPUCENTER_DATABASE_URL",
+    "error.cli_settings": (
+        "unusable settings: %(problem)s (set in the environment or the CLI's configuration "
+        "file: correct them, or unset them for the defaults)"
+    ),
     "error.field": "%(field)s: %(problem)s",
     "error.unknown_project": "unknown project %(project)s (or not yours)",
     "error.unknown_template": "unknown template %(name)s; published: %(published)s",
