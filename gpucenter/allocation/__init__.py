@@ -25,7 +25,7 @@ from gpucenter.allocation.model import (
     quarter_bounds,
 )
 from gpucenter.allocation.optimiser import solve
-from gpucenter.allocation.plan import AwardPlan, objective, violations
+from gpucenter.allocation.plan import AwardPlan, joined, objective, rule_breaks, violations
 from gpucenter.allocation.review import (
     DEFAULT_RUBRIC,
     Criterion,
@@ -65,9 +65,11 @@ __all__ = [
     "conflicted",
     "explain",
     "greedy_plan",
+    "joined",
     "normalise",
     "objective",
     "quarter_bounds",
+    "rule_breaks",
     "solve",
     "violations",
     "weighted_total",

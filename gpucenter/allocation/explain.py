@@ -1,5 +1,6 @@
 """Why the award came out as it did: binding constraints, the score cut-off, and per-application
-reasons for rejections and partial awards, in words a programme manager can forward.
+reasons for rejections and partial awards, in words a programme manager can forward: as
+messages (`award.*`), so that each reader gets them in their own language.
 
 Reasons are derived from the plan and the problem alone (no solver internals), so the same
 explanation serves the optimiser's plan, a what-if and a manual override.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from gpucenter.allocation.columns import lease_cells
 from gpucenter.allocation.model import Award, AwardProblem, Candidate, Cell
 from gpucenter.allocation.plan import AwardPlan, shares, usage_by_cell, usage_by_org
+from gpucenter.domain.messages import Message, Num
 
 _BINDING = 1e-3  # a constraint within 0.1% of its limit counts as binding
 
@@ -42,15 +44,29 @@ class Explanation:
     capped_organisations: tuple[str, ...]
     cutoff_score: float | None  # lowest score that got an award
     best_rejected_score: float | None
-    reasons: Mapping[int, str] = field(default_factory=dict)  # rejected or partial only
+    why: Mapping[int, Message] = field(default_factory=dict)  # rejected or partial only
+
+    @property
+    def reasons(self) -> dict[int, str]:
+        """`why` in English (the API's and the CLI's words; pages render `why`)."""
+        return {a: m.english() for a, m in self.why.items()}
+
+    @property
+    def binding_messages(self) -> list[Message]:
+        """The constraints that shaped the award, one phrase each."""
+        out = [
+            Message.of("award.binding_capacity", gpu_type=c.gpu_type, period=c.period)
+            for c in self.cells
+            if c.binding
+        ]
+        out += [Message.of("award.binding_share", name=s.name) for s in self.shares if s.binding]
+        out += [Message.of("award.binding_org", org=o) for o in self.capped_organisations]
+        return out
 
     @property
     def binding(self) -> list[str]:
-        """The constraints that shaped the award, one phrase each."""
-        out = [f"capacity {c.gpu_type} {c.period}" for c in self.cells if c.binding]
-        out += [f"share {s.name}" for s in self.shares if s.binding]
-        out += [f"organisation cap {o}" for o in self.capped_organisations]
-        return out
+        """`binding_messages` in English."""
+        return [m.english() for m in self.binding_messages]
 
 
 def explain(problem: AwardProblem, plan: AwardPlan) -> Explanation:
@@ -80,7 +96,7 @@ def explain(problem: AwardProblem, plan: AwardPlan) -> Explanation:
     won = [c.score for c in problem.candidates if c.app_id in awards]
     lost = [c.score for c in problem.candidates if c.app_id not in awards]
     cutoff = min(won) if won else None
-    reasons: dict[int, str] = {}
+    reasons: dict[int, Message] = {}
     cut_by_cell = _cutoffs(problem, awards)
     for cand in problem.candidates:
         award = awards.get(cand.app_id)
@@ -120,31 +136,42 @@ def _why_rejected(
     org_used: Mapping[str, float],
     share_rows: tuple[ShareOutcome, ...],
     cutoffs: Mapping[Cell, float],
-) -> str:
+) -> Message:
     policy = problem.policy
     minimum = cand.useful_minimum
     if cand.score <= 0 or cand.score < policy.min_score:
-        return f"score {cand.score:.2f} is below the call's threshold {policy.min_score:.2f}"
+        return Message.of(
+            "award.below_threshold",
+            score=Num(cand.score, 2),
+            threshold=Num(policy.min_score, 2),
+        )
     if minimum > cand.requested_gpu_hours:
-        return "its useful minimum is larger than its request"
+        return Message.of("award.minimum_over_request")
     cap = problem.org_cap
     if cap is not None and cap - org_used.get(cand.organisation, 0.0) < minimum:
-        return (
-            f"organisation {cand.organisation} already holds "
-            f"{org_used.get(cand.organisation, 0.0):,.0f} of its {cap:,.0f} GPU-hour cap; "
-            f"the useful minimum of {minimum:,.0f} would exceed it"
+        return Message.of(
+            "award.org_cap",
+            org=cand.organisation,
+            held=Num(org_used.get(cand.organisation, 0.0), 0),
+            cap=Num(cap, 0),
+            minimum=Num(minimum, 0),
         )
     asked = _cells_of(problem, cand)
     room = sum(min(h, max(0.0, problem.capacity.get(c, 0.0) - used.get(c, 0.0))) for c, h in asked)
     full = [c for c, _ in asked if used.get(c, 0.0) >= problem.capacity.get(c, 0.0) * 0.999]
     if room < minimum:
-        names = ", ".join(f"{t} {p}" for t, p in full) or "its cells"
+        names = ", ".join(f"{t} {p}" for t, p in full)
+        cells: str | Message = names or Message.of("plan.its_cells")
         bars = [cutoffs[c] for c in full if c in cutoffs]
-        bar = f" (awards there scored at least {min(bars):.2f})" if bars else ""
-        return (
-            f"capacity: {names} filled by higher-value awards{bar}; only {room:,.0f} GPU-hours "
-            f"were left for it, less than its useful minimum of {minimum:,.0f}"
-        )
+        if bars:
+            return Message.of(
+                "award.capacity_bar",
+                cells=cells,
+                bar=Num(min(bars), 2),
+                room=Num(room, 0),
+                minimum=Num(minimum, 0),
+            )
+        return Message.of("award.capacity", cells=cells, room=Num(room, 0), minimum=Num(minimum, 0))
     for row in share_rows:
         rule = next(r for r in policy.shares if r.name == row.name)
         if (
@@ -152,11 +179,10 @@ def _why_rejected(
             and row.max_share is not None
             and cand.applicant_type in rule.applicant_types
         ):
-            return f"share ceiling {row.name} ({row.max_share:.0%}) is reached"
-    return (
-        f"score {cand.score:.2f}: the GPU-hours it needs scored higher elsewhere "
-        "(a share floor or a lease window held them for other applications)"
-    )
+            return Message.of(
+                "award.share_ceiling", share=row.name, percent=Num(row.max_share, 0, percent=True)
+            )
+    return Message.of("award.outscored", score=Num(cand.score, 2))
 
 
 def _why_partial(
@@ -166,10 +192,10 @@ def _why_partial(
     used: Mapping[Cell, float],
     org_used: Mapping[str, float],
     cap: float | None,
-) -> str:
-    got = f"{award.total:,.0f} of {cand.requested_gpu_hours:,.0f} GPU-hours"
+) -> Message:
+    got, asked = Num(award.total, 0), Num(cand.requested_gpu_hours, 0)
     if cap is not None and org_used.get(cand.organisation, 0.0) >= cap * (1 - _BINDING):
-        return f"{got}: organisation {cand.organisation} reached its cap"
+        return Message.of("award.partial_cap", got=got, asked=asked, org=cand.organisation)
     short = [
         f"{t} {p}"
         for (t, p), h in _cells_of(problem, cand)
@@ -177,5 +203,5 @@ def _why_partial(
         and used.get((t, p), 0.0) >= problem.capacity.get((t, p), 0.0) * (1 - _BINDING)
     ]
     if short:
-        return f"{got}: capacity ran out in {', '.join(short)}"
-    return f"{got}: a share rule or lease overlap limited it"
+        return Message.of("award.partial_capacity", got=got, asked=asked, cells=", ".join(short))
+    return Message.of("award.partial_other", got=got, asked=asked)

@@ -2,16 +2,18 @@
 
 `violations` is the referee: tests run it on the optimiser's plan, on the greedy baseline's
 and on a programme manager's override, so no solver bug can slip an infeasible award past us.
+`rule_breaks` says the same as messages, for a reader in any language.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gpucenter.allocation.columns import active_at, lease_cells, lease_instants
 from gpucenter.allocation.model import Award, AwardProblem, Cell
+from gpucenter.domain.messages import Message, Num
 
 TOL = 1e-6
 
@@ -83,37 +85,72 @@ def shares(problem: AwardProblem, awards: Mapping[int, Award]) -> dict[str, floa
 
 
 def violations(problem: AwardProblem, awards: Mapping[int, Award], tol: float = TOL) -> list[str]:
-    """Every rule the plan breaks, in words; empty when the plan is feasible."""
-    found: list[str] = []
+    """Every rule the plan breaks, in English; empty when the plan is feasible."""
+    return [m.english() for m in rule_breaks(problem, awards, tol)]
+
+
+def joined(messages: Sequence[Message]) -> Message:
+    """Several rule breaks as one phrase ("a; b; c") in the reader's language."""
+    if not messages:
+        raise ValueError("nothing to join")
+    out = messages[-1]
+    for m in reversed(messages[:-1]):
+        out = Message.of("plan.joined", first=m, rest=out)
+    return out
+
+
+def rule_breaks(
+    problem: AwardProblem, awards: Mapping[int, Award], tol: float = TOL
+) -> list[Message]:
+    """Every rule the plan breaks, as messages (`plan.*`); empty when the plan is feasible.
+    A break that concerns one application carries its id as the `app` parameter."""
+    found: list[Message] = []
     by_id = {c.app_id: c for c in problem.candidates}
     for a, award in awards.items():
         cand = by_id.get(a)
+        app = str(a)
         if cand is None:
-            found.append(f"application {a} is not a candidate")
+            found.append(Message.of("plan.not_candidate", app=app))
             continue
         total = award.total
         if total <= tol:
             continue
         if total + tol * max(1.0, total) < cand.useful_minimum:
             found.append(
-                f"application {a}: {total:.1f} GPU-hours is below its useful minimum "
-                f"{cand.useful_minimum:.1f}"
+                Message.of(
+                    "plan.below_minimum",
+                    app=app,
+                    hours=Num(total),
+                    minimum=Num(cand.useful_minimum),
+                )
             )
         if total > cand.requested_gpu_hours * (1 + tol) + tol:
-            found.append(f"application {a}: {total:.1f} GPU-hours is more than it asked for")
+            found.append(Message.of("plan.over_request", app=app, hours=Num(total)))
         if cand.lease is None:
             asked = {(b.gpu_type, b.period): b.gpu_hours for b in cand.batch}
-            for cell, h in award.gpu_hours.items():
-                if h > tol and h > asked.get(cell, 0.0) * (1 + tol) + tol:
-                    found.append(f"application {a}: more than it asked for in {cell}")
+            for (gpu_type, period), h in award.gpu_hours.items():
+                if h > tol and h > asked.get((gpu_type, period), 0.0) * (1 + tol) + tol:
+                    found.append(
+                        Message.of(
+                            "plan.over_request_in", app=app, gpu_type=gpu_type, period=period
+                        )
+                    )
         elif award.lease_gpus != round(award.lease_gpus):
-            found.append(f"application {a}: a lease needs a whole number of GPUs")
+            found.append(Message.of("plan.lease_whole", app=app))
     standing = problem.committed
     for cell, used in usage_by_cell(awards).items():
         cap = problem.capacity.get(cell, 0.0)
         used += standing.by_cell.get(cell, 0.0)
         if used > cap * (1 + tol) + tol:
-            found.append(f"capacity {cell[0]} {cell[1]}: {used:.1f} of {cap:.1f} GPU-hours")
+            found.append(
+                Message.of(
+                    "plan.over_capacity",
+                    gpu_type=cell[0],
+                    period=cell[1],
+                    used=Num(used),
+                    capacity=Num(cap),
+                )
+            )
     for gpu_type, instants in lease_instants(problem).items():
         limit = problem.gpus[gpu_type]
         for t in instants:
@@ -125,7 +162,14 @@ def violations(problem: AwardProblem, awards: Mapping[int, Award], tol: float = 
             )
             held = new + standing.held_at(gpu_type, t)
             if new > 0 and held > limit:
-                found.append(f"leases of {gpu_type} hold {held} GPUs at once, more than {limit}")
+                found.append(
+                    Message.of(
+                        "plan.lease_overlap",
+                        gpu_type=gpu_type,
+                        held=Num(held, 0),
+                        limit=Num(limit, 0),
+                    )
+                )
                 break
     achieved = shares(problem, awards)
     for rule in problem.policy.shares:
@@ -135,14 +179,33 @@ def violations(problem: AwardProblem, awards: Mapping[int, Award], tol: float = 
             and got + tol < rule.min_share
             and (any(a.total > tol for a in awards.values()) or standing.total > tol)
         ):
-            found.append(f"share {rule.name}: {got:.4f} is below the floor {rule.min_share}")
+            found.append(
+                Message.of(
+                    "plan.below_floor",
+                    name=rule.name,
+                    got=_percent(got),
+                    floor=_percent(rule.min_share),
+                )
+            )
         if rule.max_share is not None and got > rule.max_share + tol:
-            found.append(f"share {rule.name}: {got:.4f} is above the ceiling {rule.max_share}")
+            found.append(
+                Message.of(
+                    "plan.above_ceiling",
+                    name=rule.name,
+                    got=_percent(got),
+                    ceiling=_percent(rule.max_share),
+                )
+            )
     org_cap = problem.org_cap
     if org_cap is not None:
         for org, used in usage_by_org(problem, awards).items():
             if used > org_cap * (1 + tol) + tol:
                 found.append(
-                    f"organisation {org}: {used:.1f} GPU-hours exceeds the cap {org_cap:.1f}"
+                    Message.of("plan.over_org_cap", org=org, used=Num(used), cap=Num(org_cap))
                 )
     return found
+
+
+def _percent(share: float) -> Num:
+    """A share as a percentage with two decimals: a break of a 30% floor by 0.004% shows."""
+    return Num(share, 2, percent=True)

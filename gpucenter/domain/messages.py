@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+from gpucenter.domain.texts_plans import PLAN_TEXTS
 from gpucenter.domain.texts_programmes import PROGRAMME_ERRORS
 from gpucenter.domain.texts_services import SERVICE_ERRORS
 from gpucenter.domain.texts_sessions import SESSION_ERRORS
@@ -388,6 +389,7 @@ ENGLISH: dict[str, str] = {
     **_HEALTH,
     **_NOTICES,
     **_AWARDS,
+    **PLAN_TEXTS,
     **PROGRAMME_ERRORS,
     **SERVICE_ERRORS,
     **SESSION_ERRORS,

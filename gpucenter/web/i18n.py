@@ -149,6 +149,15 @@ def format_message(context: Context, message: Message | None, fallback: str = ""
 
 
 @pass_context
+def format_coded(context: Context, data: object, fallback: str = "") -> str:
+    """A message stored in its JSON form (an optimiser run's reasons and departures) in the
+    reader's language; `fallback` (the stored English) for anything else, such as a run
+    stored before its words were coded."""
+    message = Message.from_json(data)
+    return fallback if message is None else format_message(context, message, fallback)
+
+
+@pass_context
 def translate_text(context: Context, text: str | None) -> str:
     """A text that comes with the data (a template's title, a field label) in the reader's
     language, where `gpucenter/locale` has it; otherwise as it is."""
@@ -203,6 +212,7 @@ def install(env: Any) -> None:
     env.install_gettext_callables(jinja_gettext, jinja_ngettext, newstyle=True)
     env.filters["when"] = format_when
     env.filters["message"] = format_message
+    env.filters["coded"] = format_coded
     env.filters["text"] = translate_text
     env.filters["number"] = format_number
     env.filters["krw"] = format_krw

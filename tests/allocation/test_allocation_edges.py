@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gpucenter import locale
 from gpucenter.allocation import (
     ApplicantType,
     Award,
@@ -27,7 +28,7 @@ from gpucenter.allocation import (
 )
 from gpucenter.allocation.greedy import FillState
 from gpucenter.allocation.optimiser import _build
-from gpucenter.allocation.plan import AwardPlan
+from gpucenter.allocation.plan import AwardPlan, joined, rule_breaks
 from gpucenter.domain.errors import ValidationError
 
 Q = "2026Q2"
@@ -351,7 +352,7 @@ def test_an_award_short_of_its_minimum_by_the_tolerance_is_accepted() -> None:
 def test_violations_name_hours_outside_the_request_and_over_capacity() -> None:
     problem = AwardProblem({("h100", Q): 100.0, ("h100", Q3): 100.0}, (cand(1, U, 5, 200),))
     found = violations(problem, {1: _award(1, {("h100", Q3): 10.0})})
-    assert found == ["application 1: more than it asked for in ('h100', '2026Q3')"]
+    assert found == ["application 1: more than it asked for in h100 2026Q3"]
     over = violations(
         AwardProblem({("h100", Q): 100.0}, (cand(1, U, 5, 200),)),
         {1: _award(1, {("h100", Q): 150.0})},
@@ -396,3 +397,22 @@ def test_a_lease_takes_every_gpu_its_org_cap_allows_exactly() -> None:
     problem = AwardProblem({("h100", Q): 1600.0}, (one,), AwardPolicy(org_cap_share=0.5))
     plan = greedy_plan(problem)
     assert plan.awards[1].lease_gpus == 8
+
+
+def test_rule_breaks_read_in_the_readers_language() -> None:
+    """The same breaks as `violations`, as messages: joined into one phrase, they read in
+    Korean with Korean numbers, and each one about an application carries its id."""
+    problem = AwardProblem({("h100", Q): 100.0, ("h100", Q3): 100.0}, (cand(1, U, 5, 200),))
+    awards = {1: _award(1, {("h100", Q): 1500.0, ("h100", Q3): 10.0})}
+    broken = rule_breaks(problem, awards)
+
+    assert [m.english() for m in broken] == violations(problem, awards)
+    assert [m.values.get("app") for m in broken] == ["1", "1", "1", None]
+    phrase = joined(broken)
+    assert locale.render(phrase, "en") == "; ".join(violations(problem, awards))
+    assert locale.render(phrase, "ko") == (
+        "신청 1: 1,510.0 GPU 시간은 신청한 양보다 많습니다; "
+        "신청 1: h100 2026Q2에서 신청한 양보다 많습니다; "
+        "신청 1: h100 2026Q3에서 신청한 양보다 많습니다; "
+        "용량 h100 2026Q2: 100.0 GPU 시간 중 1,500.0 GPU 시간"
+    )

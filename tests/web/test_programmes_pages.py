@@ -254,7 +254,15 @@ def test_draft_submit_withdraw_and_my_applications(site: Site) -> None:
 
 def test_review_then_manager_runs_explains_and_decides(site: Site) -> None:
     a = _apply(site, "jiwoo")
-    b = _apply(site, "minho", title="Startup speech model", gpu_hours="6000", min_gpu_hours="3000")
+    # b200 has 5,000 GPU-hours this quarter: b gets part of what it asks, and says why.
+    b = _apply(
+        site,
+        "minho",
+        title="Startup speech model",
+        gpu_type="b200",
+        gpu_hours="6000",
+        min_gpu_hours="3000",
+    )
     pm = site.client("pm")
     call = site.programme.call_id
     console = pm.get(f"/manage/calls/{call}")
@@ -306,8 +314,13 @@ def test_review_then_manager_runs_explains_and_decides(site: Site) -> None:
     text = run_page.text
     assert "Awarded GPU-hours by applicant type" in text and "data-vl-spec" in text
     assert "startups_smes" in run_page.text
+    assert f"capacity b200 {site.programme.periods[0]}" in text  # what shaped the award
+    assert f"5,000 of 6,000 GPU-hours: capacity ran out in b200 {site.programme.periods[0]}" in text
     ko = site.client("pm", "ko").get(r.headers["location"])
     assert "신청 유형별 배정 GPU 시간" in ko.text
+    # The reasons and constraints are said in the reader's language, not stored English.
+    assert f"용량 b200 {site.programme.periods[0]}" in ko.text
+    assert "6,000 GPU 시간 중 5,000 시간" in ko.text and "capacity ran out" not in ko.text
     run_id = r.headers["location"].split("/manage/runs/")[1].split("?")[0]
     d = pm.post(
         f"/manage/runs/{run_id}/decide",

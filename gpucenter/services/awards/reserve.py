@@ -5,7 +5,7 @@ A re-offer is a run like a round's (`AwardRunRow`, purpose 'reoffer'): the optim
 proposes, the programme manager reads it and approves, and only then do the reserve
 applicants get awards, with projects, allocations and agreements of their own. The standing
 awards enter the problem as constants (`allocation.reoffer`), so the re-award keeps every
-share and cap the call set (`violations` is the referee, before the proposal and again at
+share and cap the call set (`rule_breaks` is the referee, before the proposal and again at
 approval, since awards may have changed in between).
 """
 
@@ -19,7 +19,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gpucenter.allocation import Award, AwardPlan, greedy_plan, quarter_bounds, solve, violations
+from gpucenter.allocation import (
+    Award,
+    AwardPlan,
+    greedy_plan,
+    joined,
+    quarter_bounds,
+    rule_breaks,
+    solve,
+)
 from gpucenter.allocation.lifecycle import AwardState, ReserveState
 from gpucenter.allocation.model import AwardProblem, CallState, Candidate, Cell, LeaseState
 from gpucenter.allocation.reoffer import (
@@ -225,9 +233,9 @@ def approve(
     call = prog.call_row(s, run.call_id)
     rnd, _ = _reoffer(s, call, now)
     wanted = _plan_of(rnd, run.result.get("awards", {}))
-    broken = violations(rnd.problem, wanted.awards)
+    broken = rule_breaks(rnd.problem, wanted.awards)
     if broken:
-        raise Conflict.of(msg("error.reoffer_stale", broken="; ".join(broken)))
+        raise Conflict.of(msg("error.reoffer_stale", broken=joined(broken)))
     who = Who.of(caller)
     made = []
     entries = {r.application_id: r for r in reserve_list(s, call.id)}
@@ -314,13 +322,14 @@ def check_new(
     problem = AwardProblem(
         prog.capacity_of(s, call.id), (cand,), policy, rounds.gpus_of(call), committed_of(others)
     )
+    # The award's own size against its request is the caller's check; here, the call's rules.
     broken = [
-        v
-        for v in violations(problem, {cand.app_id: new})
-        if not v.startswith(f"application {cand.app_id}:")
+        m
+        for m in rule_breaks(problem, {cand.app_id: new})
+        if m.values.get("app") != str(cand.app_id)
     ]
     if broken:
-        raise ValidationError.about(what, msg("error.breaks_rules", broken="; ".join(broken)))
+        raise ValidationError.about(what, msg("error.breaks_rules", broken=joined(broken)))
 
 
 def tell_team(s: Session, award: AwardRow, subject: str, body: str, now: datetime) -> None:

@@ -25,9 +25,10 @@ from gpucenter.allocation import (
     Candidate,
     explain,
     greedy_plan,
+    joined,
     quarter_bounds,
+    rule_breaks,
     solve,
-    violations,
 )
 from gpucenter.allocation.model import CallState, LeaseState
 from gpucenter.allocation.plan import lease_award, objective
@@ -38,7 +39,7 @@ from gpucenter.domain.allocations import SET_STATES, AllocationState
 from gpucenter.domain.clock import as_utc
 from gpucenter.domain.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from gpucenter.domain.ids import ProjectId
-from gpucenter.domain.messages import msg
+from gpucenter.domain.messages import Message, msg
 from gpucenter.persistence import repositories as repo
 from gpucenter.persistence.tables import (
     AllocationRow,
@@ -146,6 +147,7 @@ def _apply_overrides(
 
 def _result(rnd: Round, plan: AwardPlan, greedy: AwardPlan) -> dict[str, Any]:
     why = explain(rnd.problem, plan)
+    broken = rule_breaks(rnd.problem, plan.awards)
     return {
         "method": plan.method,
         "status": plan.status,
@@ -168,7 +170,11 @@ def _result(rnd: Round, plan: AwardPlan, greedy: AwardPlan) -> dict[str, Any]:
         },
         "scores": {str(c.app_id): c.score for c in rnd.problem.candidates},
         "reasons": {str(a): r for a, r in why.reasons.items()},
-        "violations": violations(rnd.problem, plan.awards),
+        "violations": [b.english() for b in broken],
+        # The same as messages, for readers in other languages (the run's page, the CLI).
+        "reason_codes": {str(a): m.to_json() for a, m in why.why.items()},
+        "binding_codes": [m.to_json() for m in why.binding_messages],
+        "violation_codes": [b.to_json() for b in broken],
     }
 
 
@@ -180,6 +186,22 @@ def _cell(c: Any) -> dict[str, Any]:
         "capacity": c.capacity,
         "binding": c.binding,
     }
+
+
+_CAPACITY_BREAKS = frozenset({"plan.over_capacity", "plan.lease_overlap"})
+
+
+def _over_capacity(result: Mapping[str, Any]) -> Message | str | None:
+    """The run's breaks of capacity (no override may award GPUs the call does not have),
+    joined; None when there are none. A run stored before breaks were coded has only the
+    English words, which are read as before."""
+    coded = result.get("violation_codes")
+    if isinstance(coded, list):
+        found = [m for m in map(Message.from_json, coded) if m and m.code in _CAPACITY_BREAKS]
+        return joined(found) if found else None
+    words = [str(v) for v in result.get("violations", [])]
+    hit = [v for v in words if v.startswith("capacity") or "leases of" in v]
+    return "; ".join(hit) if hit else None
 
 
 def _share(x: Any) -> dict[str, Any]:
@@ -270,11 +292,9 @@ def decide(
     if call.state == CallState.DECIDED:
         raise Conflict.of(msg("error.call_decided", call=call.id))
     result = run.result
-    broken = list(result.get("violations", []))
-    if any(v.startswith("capacity") or "leases of" in v for v in broken):
-        raise ValidationError.about(
-            "overrides", msg("error.over_capacity", broken="; ".join(broken))
-        )
+    over = _over_capacity(result)
+    if over is not None:
+        raise ValidationError.about("overrides", msg("error.over_capacity", broken=over))
     overridden = bool(result.get("overrides"))
     if overridden and not reason.strip():
         reason = "; ".join(
@@ -317,7 +337,7 @@ def decide(
             "gap": run.gap,
             "overrides": result.get("overrides", {}),
             "reason": reason,
-            "policy_departures": broken,
+            "policy_departures": list(result.get("violations", [])),
         },
     )
     return awarded
