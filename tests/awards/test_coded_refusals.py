@@ -25,12 +25,14 @@ from gpucenter.config import Settings
 from gpucenter.domain import messages
 from gpucenter.domain.errors import DomainError
 from gpucenter.domain.messages import ENGLISH, Message
+from gpucenter.domain.texts_plans import PLAN_TEXTS
 from gpucenter.domain.texts_programmes import PROGRAMME_ERRORS
 from gpucenter.domain.texts_services import SERVICE_ERRORS
-from gpucenter.persistence.tables_allocation import AwardRow
+from gpucenter.persistence.tables_allocation import AwardRow, AwardRunRow
 from gpucenter.services.awards import agreements, decision, requests
 from gpucenter.services.context import AppContext
 from gpucenter.services.identity import accounts
+from gpucenter.services.programmes import awards as rounds
 from tests.awards.world import World, build, review_and_run
 from tests.factories import make_context
 
@@ -297,6 +299,41 @@ def test_award_refusals_read_in_korean(ctx: AppContext) -> None:
         _reads_in_korean(message, str(caught.value), label)
 
 
+def test_a_plan_past_capacity_is_refused_at_the_decision_in_the_readers_words(
+    ctx: AppContext,
+) -> None:
+    """An override past the call's capacity makes a run that cannot be decided. The refusal
+    quotes the capacity breaks only (as messages: Korean for a Korean manager), and a run
+    stored before the breaks were coded (English words only) is refused just the same."""
+    world = build(ctx.sessions, T0, Q2)
+    review_and_run(world, T0 + timedelta(days=11))
+    jiwoo = world.apps["jiwoo"]
+    with ctx.sessions.begin() as s:
+        pm = world.who(s, "pm")
+        run = rounds.run_round(
+            s, pm, world.call_id, DECIDED, overrides={jiwoo: 25000}, override_reasons={jiwoo: "x"}
+        )
+        run_id, result = run.id, dict(run.result)
+    codes = [c["code"] for c in result["violation_codes"]]
+    assert "plan.over_capacity" in codes and "plan.over_request" in codes
+
+    for stored in (result, {k: v for k, v in result.items() if k != "violation_codes"}):
+        with ctx.sessions.begin() as s:
+            s.get(AwardRunRow, run_id).result = stored  # type: ignore[union-attr]
+        with pytest.raises(DomainError) as caught, ctx.sessions.begin() as s:
+            decision.decide(s, world.who(s, "pm"), run_id, DECIDED)
+        message = caught.value.coded
+        assert message is not None and _code_of(message) == "error.over_capacity"
+        detail = str(caught.value)
+        assert f"capacity h100 {world.period}: " in detail, detail
+        assert "more than it asked for" not in detail  # the request's own size is not capacity
+        if "violation_codes" in stored:
+            _reads_in_korean(message, detail, "over capacity")
+            assert f"용량 h100 {world.period}: 20,000.0 GPU 시간 중" in locale.render(message, "ko")
+    with ctx.sessions.begin() as s:
+        assert s.scalar(select(AwardRow.id).where(AwardRow.application_id == jiwoo)) is None
+
+
 def _decide_again(run_id: int) -> Step:
     return lambda s, w: decision.decide(s, w.who(s, "pm"), run_id, DECIDED)
 
@@ -304,7 +341,7 @@ def _decide_again(run_id: int) -> Step:
 def test_programme_codes_do_not_collide_with_other_catalogues() -> None:
     """`ENGLISH` merges the catalogues with `**`: a code defined twice would silently take
     the last one's English (and its Korean would not match)."""
-    others = set(SERVICE_ERRORS)
+    others = set(SERVICE_ERRORS) | set(PLAN_TEXTS)
     for name in dir(messages):
         value = getattr(messages, name)
         if name.startswith("_") and not name.startswith("__") and isinstance(value, dict):
