@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gpucenter.domain.messages import msg
+
 
 class Settings(BaseSettings):
     """Configuration; every field can be set as GPUCENTER_<NAME>, e.g. GPUCENTER_DATABASE_URL."""
@@ -244,10 +246,7 @@ class SettingsError(ValueError):
     person who set GPUCENTER_PORT=eighty reads which variable and what it should be."""
 
     def __init__(self, problems: str) -> None:
-        super().__init__(
-            f"unusable settings: {problems} (set in the environment or the CLI's configuration "
-            "file: correct them, or unset them for the defaults)"
-        )
+        super().__init__(msg("error.cli_settings", problem=problems).english())
         self.problems = problems
 
 
